@@ -1,0 +1,39 @@
+//! The zonehost wire protocol, version 1 (byte-exact description in `SPEC.md`).
+//!
+//! This crate does no I/O: it turns bytes into typed messages and back, and offers a
+//! sans-IO [`ClientSession`] that a client drives with the bytes it received and the
+//! current time. Every decoder rejects malformed input with a typed [`DecodeError`].
+//!
+//! * [`datagram`]: unreliable datagrams — client inputs ([`datagram::InputDatagram`]) and
+//!   server snapshots ([`datagram::SnapshotHeader`] followed by an rkyv [`snapshot::SnapshotBody`]).
+//! * [`frame`]: length-prefixed frames on reliable streams; [`message`]: what they carry.
+//! * [`token`]: signed, expiring authentication tokens.
+//! * [`channel`]: which message kind rides which channel.
+//! * [`session`]: the sans-IO client session.
+
+pub mod channel;
+pub mod datagram;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod session;
+pub mod snapshot;
+pub mod token;
+
+pub use error::DecodeError;
+pub use session::{ClientEvent, ClientSession, SessionError};
+
+/// ALPN protocol identifier negotiated in the TLS handshake.
+pub const ALPN: &[u8] = b"zonehost/1";
+
+/// Protocol version carried in `Hello` and in every datagram header.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest datagram payload either side sends or accepts, in bytes.
+///
+/// quinn allows about 1162 bytes of datagram payload right after the handshake, before
+/// path-MTU discovery, and no QUIC stack fragments datagrams; 1100 leaves headroom.
+pub const MAX_DATAGRAM_LEN: usize = 1100;
+
+/// Hard cap on the payload of one reliable frame, in bytes.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
