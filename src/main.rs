@@ -1,1 +1,226 @@
-fn main() {}
+//! The `zonehost` binary: `serve` runs the server, `token` mints a dev token,
+//! `config` prints the default configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zonehost::config::{Config, LogFormat, SecondLogin};
+use zonehost::keys;
+use zonehost_protocol::token::{sign, valid_player_name, Claims, CLAIMS_VERSION};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zonehost",
+    version,
+    about = "QUIC game server for an instanced action-RPG"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults; dev certificate and signing key created on first run).
+    Serve(ServeArgs),
+    /// Mint a token signed with the dev signing key of a data directory.
+    Token(TokenArgs),
+    /// Print the default configuration as TOML.
+    Config,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "ZONEHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// UDP listen address.
+    #[arg(long, env = "ZONEHOST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (dev certificate, dev signing key, store).
+    #[arg(long, env = "ZONEHOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP address for /metrics, /healthz, /readyz ("off" disables).
+    #[arg(long, env = "ZONEHOST_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Simulation worker threads.
+    #[arg(long, env = "ZONEHOST_SIM_WORKERS")]
+    sim_workers: Option<usize>,
+    /// Tokio worker threads for networking.
+    #[arg(long, env = "ZONEHOST_NET_THREADS")]
+    net_threads: Option<usize>,
+    /// Simulation ticks per second.
+    #[arg(long, env = "ZONEHOST_TICK_RATE")]
+    tick_rate: Option<u16>,
+    /// Snapshots per second (must divide the tick rate).
+    #[arg(long, env = "ZONEHOST_SNAPSHOT_RATE")]
+    snapshot_rate: Option<u16>,
+    /// Maximum concurrent connections.
+    #[arg(long, env = "ZONEHOST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// What to do with a second login of a live player.
+    #[arg(long, env = "ZONEHOST_SECOND_LOGIN", value_enum)]
+    second_login: Option<SecondLogin>,
+    /// Log format.
+    #[arg(long, env = "ZONEHOST_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Player name (1..=32 of A-Z a-z 0-9 _ -).
+    #[arg(long)]
+    player: String,
+    /// Data directory holding dev-signing.key (created if missing).
+    #[arg(long, env = "ZONEHOST_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Audience (must match the server's `audience`).
+    #[arg(long, default_value = "dev")]
+    audience: String,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = match v.as_str() {
+                "off" | "" => None,
+                s => Some(
+                    s.parse()
+                        .with_context(|| format!("--metrics-listen {s:?}"))?,
+                ),
+            };
+        }
+        if let Some(v) = self.sim_workers {
+            c.sim_workers = v;
+        }
+        if let Some(v) = self.net_threads {
+            c.net_threads = v;
+        }
+        if let Some(v) = self.tick_rate {
+            c.tick_rate_hz = v;
+        }
+        if let Some(v) = self.snapshot_rate {
+            c.snapshot_rate_hz = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.second_login {
+            c.second_login = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C drains");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown signal received");
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.into_config()?;
+    init_tracing(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.net_threads)
+        .thread_name("zh-net")
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = zonehost::start(config, shutdown_signal()).await?;
+        if server.dev_signing_key.is_some() {
+            tracing::info!("dev tokens: `zonehost token --player NAME` (signed with the data directory's dev key)");
+        }
+        server.wait().await;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn token(args: TokenArgs) -> Result<()> {
+    anyhow::ensure!(
+        valid_player_name(&args.player),
+        "invalid player name {:?}: 1..=32 of A-Z a-z 0-9 _ -",
+        args.player
+    );
+    let key = keys::load_or_create_signing_key(&args.data_dir)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_secs();
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("random nonce: {e}"))?;
+    let claims = Claims {
+        version: CLAIMS_VERSION,
+        player: args.player,
+        audience: args.audience,
+        issued_at: now,
+        expires_at: now + args.ttl,
+        nonce,
+        key_id: keys::DEV_KEY_ID,
+    };
+    println!("{}", sign(&claims, &key));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+        Command::Config => {
+            print!(
+                "{}",
+                toml::to_string(&Config::default()).context("serializing the default config")?
+            );
+            Ok(())
+        }
+    }
+}

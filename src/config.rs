@@ -1,0 +1,292 @@
+//! Server configuration: a TOML file whose every option has a documented default,
+//! overridable by command-line flags and `ZONEHOST_*` environment variables, validated once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What to do when a player who already has a live session logs in again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondLogin {
+    /// Refuse the new session with `Reject{AlreadyConnected}` (default).
+    Refuse,
+    /// Close the old session (close code `TAKEN_OVER`) and accept the new one.
+    TakeOver,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A verifying key accepted for tokens, in addition to the dev key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyingKeyConfig {
+    /// Key id carried in tokens (`Claims::key_id`).
+    pub id: u32,
+    /// Ed25519 public key, 64 hex characters.
+    pub public_key_hex: String,
+}
+
+/// Every server option. Field docs state the default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address of the QUIC endpoint. Default `0.0.0.0:4433`.
+    pub listen: SocketAddr,
+    /// Directory for the dev certificate, dev signing key and data files. Default `data`.
+    pub data_dir: PathBuf,
+    /// HTTP address for `/metrics`, `/healthz`, `/readyz`; empty to disable. Default `127.0.0.1:9464`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain; when unset a dev certificate is created in `data_dir`. Default unset.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key matching `cert_file`. Default unset.
+    pub key_file: Option<PathBuf>,
+    /// Token audience this server accepts. Default `dev`.
+    pub audience: String,
+    /// Allowed clock difference when checking token times, seconds. Default 30.
+    pub token_skew_secs: u64,
+    /// Accept tokens signed by the dev key in `data_dir` (created on first run). Default true.
+    pub dev_signing_key: bool,
+    /// Further verifying keys (rotation). Default none.
+    pub verifying_keys: Vec<VerifyingKeyConfig>,
+    /// Simulation worker threads, each owning a set of zone instances. Default 1.
+    pub sim_workers: usize,
+    /// Tokio worker threads for networking. Default 1 (measured best on 2 cores, see README).
+    pub net_threads: usize,
+    /// Simulation ticks per second. Default 60.
+    pub tick_rate_hz: u16,
+    /// Snapshots per second; must divide `tick_rate_hz`. Default 60.
+    pub snapshot_rate_hz: u16,
+    /// Ticks a late worker may run back to back to catch up before skipping. Default 5.
+    pub max_catchup_ticks: u32,
+    /// Most concurrent connections (handshaking or playing). Default 5000.
+    pub max_connections: usize,
+    /// Requested UDP socket receive buffer, bytes (the kernel may cap it: see `net.core.rmem_max`). Default 4 MiB.
+    pub udp_recv_buffer: usize,
+    /// Requested UDP socket send buffer, bytes (capped by `net.core.wmem_max`). Default 4 MiB.
+    pub udp_send_buffer: usize,
+    /// Per-connection buffer for received, unread datagrams, bytes. Default 65536.
+    pub datagram_recv_buffer: usize,
+    /// Per-connection buffer for datagrams waiting to be sent, bytes (oldest dropped first). Default 65536.
+    pub datagram_send_buffer: usize,
+    /// Connection idle timeout, milliseconds. Default 10000.
+    pub idle_timeout_ms: u64,
+    /// Time a client has to open the control stream and send `Hello`, milliseconds. Default 5000.
+    pub hello_timeout_ms: u64,
+    /// Capacity of each sim worker's input/request inbox (messages). Default 65536.
+    pub inbox_capacity: usize,
+    /// Capacity of each session's reliable outbox (frames); a client that lets it fill is
+    /// disconnected as a slow reader. Default 256.
+    pub outbox_capacity: usize,
+    /// Largest reliable frame accepted from a client, bytes (at most 65536). Default 16384.
+    pub max_frame_len: usize,
+    /// Second login for a live player. Default `refuse`.
+    pub second_login: SecondLogin,
+    /// Time allowed for a graceful drain after SIGTERM/SIGINT, milliseconds. Default 10000.
+    pub drain_timeout_ms: u64,
+    /// Delay clients are told to wait before reconnecting after a drain, milliseconds. Default 2000.
+    pub reconnect_after_ms: u32,
+    /// Log format. Default `human`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            data_dir: PathBuf::from("data"),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            cert_file: None,
+            key_file: None,
+            audience: "dev".into(),
+            token_skew_secs: 30,
+            dev_signing_key: true,
+            verifying_keys: Vec::new(),
+            sim_workers: 1,
+            net_threads: 1,
+            tick_rate_hz: 60,
+            snapshot_rate_hz: 60,
+            max_catchup_ticks: 5,
+            max_connections: 5000,
+            udp_recv_buffer: 4 << 20,
+            udp_send_buffer: 4 << 20,
+            datagram_recv_buffer: 64 << 10,
+            datagram_send_buffer: 64 << 10,
+            idle_timeout_ms: 10_000,
+            hello_timeout_ms: 5_000,
+            inbox_capacity: 65_536,
+            outbox_capacity: 256,
+            max_frame_len: 16 << 10,
+            second_login: SecondLogin::Refuse,
+            drain_timeout_ms: 10_000,
+            reconnect_after_ms: 2_000,
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An option is out of range.
+    #[error("invalid option `{option}`: {reason}")]
+    Invalid {
+        /// Option name.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; missing options take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every option once; the server relies on these invariants afterwards.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason: &str| {
+            Err(ConfigError::Invalid {
+                option,
+                reason: reason.into(),
+            })
+        };
+        if self.sim_workers == 0 || self.sim_workers > 256 {
+            return invalid("sim_workers", "must be 1..=256");
+        }
+        if self.net_threads == 0 || self.net_threads > 256 {
+            return invalid("net_threads", "must be 1..=256");
+        }
+        if !(1..=240).contains(&self.tick_rate_hz) {
+            return invalid("tick_rate_hz", "must be 1..=240");
+        }
+        if self.snapshot_rate_hz == 0 || self.tick_rate_hz % self.snapshot_rate_hz != 0 {
+            return invalid("snapshot_rate_hz", "must be > 0 and divide tick_rate_hz");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be > 0");
+        }
+        if self.max_frame_len < 256 || self.max_frame_len > zonehost_protocol::MAX_FRAME_LEN {
+            return invalid("max_frame_len", "must be 256..=65536");
+        }
+        if self.inbox_capacity < 16 || self.outbox_capacity < 4 {
+            return invalid("inbox_capacity/outbox_capacity", "must be >= 16 / >= 4");
+        }
+        if self.datagram_recv_buffer < 2048 || self.datagram_send_buffer < 2048 {
+            return invalid("datagram_*_buffer", "must be >= 2048");
+        }
+        if self.idle_timeout_ms < 1000 || self.hello_timeout_ms == 0 {
+            return invalid(
+                "idle_timeout_ms/hello_timeout_ms",
+                "idle >= 1000, hello > 0",
+            );
+        }
+        if self.audience.is_empty() {
+            return invalid("audience", "must not be empty");
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return invalid("cert_file/key_file", "set both or neither");
+        }
+        if !self.dev_signing_key && self.verifying_keys.is_empty() {
+            return invalid(
+                "verifying_keys",
+                "no token key: enable dev_signing_key or list keys",
+            );
+        }
+        for k in &self.verifying_keys {
+            if k.public_key_hex.len() != 64
+                || !k.public_key_hex.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return invalid("verifying_keys", "public_key_hex must be 64 hex characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ticks between two snapshots.
+    pub fn ticks_per_snapshot(&self) -> u32 {
+        u32::from(self.tick_rate_hz / self.snapshot_rate_hz.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().expect("defaults valid");
+        let text = toml::to_string(&c).expect("serialize");
+        let back: Config = toml::from_str(&text).expect("parse");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn partial_file_takes_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("sim_workers = 2\n").expect("parse");
+        assert_eq!(c.sim_workers, 2);
+        assert_eq!(c.tick_rate_hz, 60);
+        assert!(toml::from_str::<Config>("no_such_option = 1\n").is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let c = Config {
+            snapshot_rate_hz: 7,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                option: "snapshot_rate_hz",
+                ..
+            })
+        ));
+        let c = Config {
+            cert_file: Some("a".into()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                option: "cert_file/key_file",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,211 @@
+//! zonehost: a QUIC game server for an instanced action-RPG.
+//!
+//! The server is an I/O shell around two pure crates: `zonehost-protocol` (the wire
+//! format) and `zonehost-game` (the rules). [`start`] binds the endpoint and starts the
+//! simulation workers and returns a [`Server`] handle; [`run`] is the same but waits for
+//! the end. Shutdown is a future passed in: when it completes the server drains.
+
+pub mod config;
+pub mod keys;
+pub mod net;
+pub mod session;
+pub mod sim;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{watch, Semaphore};
+use zonehost_protocol::token::KeySet;
+
+use crate::config::{Config, ConfigError};
+use crate::keys::KeyError;
+use crate::net::{NetError, SocketBuffers};
+use crate::session::{Authenticator, Registry};
+use crate::sim::{Sim, SpawnError};
+use crate::telemetry::Stats;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Certificates or keys could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The endpoint could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Sim workers could not be started.
+    #[error(transparent)]
+    Sim(#[from] SpawnError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound UDP address.
+    pub local_addr: SocketAddr,
+    /// The leaf certificate clients must trust.
+    pub certificate: CertificateDer<'static>,
+    /// SHA-256 fingerprint (hex) of the certificate.
+    pub fingerprint: String,
+    /// The dev signing key, when enabled (for minting tokens in tests and dev).
+    pub dev_signing_key: Option<SigningKey>,
+    /// UDP buffer sizes granted by the kernel.
+    pub socket_buffers: SocketBuffers,
+    /// Live counters.
+    pub stats: Arc<Stats>,
+    draining: watch::Receiver<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Whether the server is draining (no longer ready for players).
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Waits until the server has drained and stopped.
+    pub async fn wait(self) {
+        if let Err(e) = self.done.await {
+            tracing::error!(error = %e, "server task failed");
+        }
+    }
+}
+
+fn build_keys(config: &Config) -> Result<(KeySet, Option<SigningKey>), ServerError> {
+    let mut keys = KeySet::new();
+    let mut dev = None;
+    if config.dev_signing_key {
+        let key = keys::load_or_create_signing_key(&config.data_dir)?;
+        keys.insert(keys::DEV_KEY_ID, key.verifying_key());
+        dev = Some(key);
+    }
+    for k in &config.verifying_keys {
+        let key =
+            keys::parse_verifying_key(&k.public_key_hex).ok_or_else(|| ConfigError::Invalid {
+                option: "verifying_keys",
+                reason: format!("key {} is not a valid Ed25519 public key", k.id),
+            })?;
+        keys.insert(k.id, key);
+    }
+    Ok((keys, dev))
+}
+
+/// Binds the endpoint, starts the sim workers and returns a handle. When `shutdown`
+/// completes the server drains: it stops accepting, sends `Goaway` to every session,
+/// waits for connections to close (at most `drain_timeout_ms`) and stops.
+///
+/// Must be called inside a tokio runtime.
+pub async fn start(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Server, ServerError> {
+    config.validate()?;
+    let identity = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => keys::load_pem_identity(cert, key)?,
+        _ => keys::load_or_create_dev_identity(&config.data_dir)?,
+    };
+    let (keyset, dev_signing_key) = build_keys(&config)?;
+    let stats = Arc::new(Stats::default());
+    let registry = Arc::new(Registry::new(config.second_login));
+    let server_config = net::server_config(&config, &identity)?;
+    let (socket, socket_buffers) = net::bind_udp(
+        config.listen,
+        config.udp_recv_buffer,
+        config.udp_send_buffer,
+    )?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let sim = Arc::new(Sim::start(&config, stats.clone(), registry.clone())?);
+    let (drain_tx, draining) = watch::channel(false);
+    let auth = Authenticator::new(keyset, config.audience.clone(), config.token_skew_secs);
+    let ctx = net::context(
+        &config,
+        stats.clone(),
+        auth,
+        registry,
+        sim.clone(),
+        draining.clone(),
+    );
+    let acceptor = net::Acceptor {
+        endpoint: endpoint.clone(),
+        ctx,
+        permits: Arc::new(Semaphore::new(config.max_connections)),
+    };
+    tokio::spawn(acceptor.run(draining.clone()));
+    tracing::info!(
+        addr = %local_addr,
+        fingerprint = %identity.fingerprint(),
+        cert = ?identity.dev_cert_path,
+        recv_buffer = socket_buffers.recv,
+        send_buffer = socket_buffers.send,
+        sim_workers = config.sim_workers,
+        tick_rate_hz = config.tick_rate_hz,
+        "zonehost listening"
+    );
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let stats_for_drain = stats.clone();
+    let done = tokio::spawn(async move {
+        shutdown.await;
+        let started = Instant::now();
+        tracing::info!("draining");
+        let _ = drain_tx.send(true);
+        sim.drain();
+        while stats_for_drain.connections_open.load(Ordering::Relaxed) > 0
+            && started.elapsed() < drain_timeout
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = stats_for_drain.connections_open.load(Ordering::Relaxed);
+        endpoint.close(
+            zonehost_protocol::message::close_code::SHUTDOWN.into(),
+            b"shutdown",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        let _ = tokio::task::spawn_blocking(move || sim.stop()).await;
+        tracing::info!(
+            secs = started.elapsed().as_secs_f32(),
+            connections_left = left,
+            "drained"
+        );
+    });
+    Ok(Server {
+        local_addr,
+        certificate: identity.certs[0].clone(),
+        fingerprint: identity.fingerprint(),
+        dev_signing_key,
+        socket_buffers,
+        stats,
+        draining,
+        done,
+    })
+}
+
+/// Starts the server and waits until it has drained after `shutdown`.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

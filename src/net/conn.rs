@@ -1,0 +1,347 @@
+//! One connection: handshake (`Hello` → `Welcome`/`Reject`), then a pump that moves
+//! datagrams and control-stream frames into the owning sim worker's inbox and the
+//! session's outbox onto the control stream. No game rules live here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use zonehost_game::PlayerInput;
+use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
+use zonehost_protocol::frame::{encode_frame, FrameDecoder};
+use zonehost_protocol::message::{
+    close_code, ClientMsg, Hello, Reject, RejectCode, RequestError, ServerMsg,
+};
+use zonehost_protocol::PROTOCOL_VERSION;
+
+use crate::session::{Authenticator, Registry};
+
+use crate::sim::{ConnShared, Control, Inbox, Join, Outgoing, Sim, Work};
+use crate::telemetry::{DisconnectCause, DropCause, Stats};
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct ConnContext {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) auth: Authenticator,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) sim: Arc<Sim>,
+    pub(crate) draining: watch::Receiver<bool>,
+    pub(crate) hello_timeout: Duration,
+    pub(crate) max_frame_len: usize,
+    pub(crate) outbox_capacity: usize,
+    pub(crate) next_session: std::sync::atomic::AtomicU64,
+}
+
+/// How long a refused client gets to read its `Reject` or `Goaway` before the close.
+const LAST_FRAME_GRACE: Duration = Duration::from_secs(1);
+
+struct ControlStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+enum HelloError {
+    /// The connection or stream failed before a `Hello` arrived.
+    Lost,
+    /// Something other than a valid `Hello` arrived.
+    Violation(quinn::SendStream),
+}
+
+async fn read_hello(
+    conn: &quinn::Connection,
+    max_frame_len: usize,
+) -> Result<(ControlStream, Hello), HelloError> {
+    let (send, mut recv) = conn.accept_bi().await.map_err(|_| HelloError::Lost)?;
+    let mut decoder = FrameDecoder::new(max_frame_len);
+    loop {
+        match decoder.next_message::<ClientMsg>() {
+            Ok(Some(ClientMsg::Hello(hello))) => {
+                return Ok((
+                    ControlStream {
+                        send,
+                        recv,
+                        decoder,
+                    },
+                    hello,
+                ))
+            }
+            Ok(Some(_)) | Err(_) => return Err(HelloError::Violation(send)),
+            Ok(None) => {}
+        }
+        match recv.read_chunk(max_frame_len, true).await {
+            Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+            Ok(None) => return Err(HelloError::Violation(send)),
+            Err(_) => return Err(HelloError::Lost),
+        }
+    }
+}
+
+/// Sends `Reject` on the control stream, waits briefly for delivery, closes.
+async fn reject(
+    ctx: &ConnContext,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    code: RejectCode,
+    reason: String,
+) {
+    ctx.stats.rejected(code);
+    ctx.stats.disconnected(DisconnectCause::Rejected);
+    tracing::info!(remote = %conn.remote_address(), code = code.as_str(), %reason, "session rejected");
+    if let Ok(frame) = encode_frame(&ServerMsg::Reject(Reject { code, reason })) {
+        if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
+            let _ = tokio::time::timeout(LAST_FRAME_GRACE, send.stopped()).await;
+        }
+    }
+    conn.close(close_code::REJECTED.into(), code.as_str().as_bytes());
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    let (control, hello) =
+        match tokio::time::timeout(ctx.hello_timeout, read_hello(&conn, ctx.max_frame_len)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(HelloError::Violation(send))) => {
+                let reason = "the first message must be a valid Hello".to_string();
+                return reject(&ctx, &conn, send, RejectCode::ProtocolViolation, reason).await;
+            }
+            Ok(Err(HelloError::Lost)) => {
+                ctx.stats.disconnected(DisconnectCause::ConnectionLost);
+                return;
+            }
+            Err(_) => {
+                ctx.stats.rejected(RejectCode::HelloTimeout);
+                ctx.stats.disconnected(DisconnectCause::Rejected);
+                conn.close(close_code::REJECTED.into(), b"hello_timeout");
+                return;
+            }
+        };
+    if hello.version != u16::from(PROTOCOL_VERSION) {
+        let reason = format!(
+            "server speaks protocol {PROTOCOL_VERSION}, client {}",
+            hello.version
+        );
+        return reject(
+            &ctx,
+            &conn,
+            control.send,
+            RejectCode::UnsupportedVersion,
+            reason,
+        )
+        .await;
+    }
+    if *ctx.draining.borrow() {
+        return reject(
+            &ctx,
+            &conn,
+            control.send,
+            RejectCode::Draining,
+            "server is draining".into(),
+        )
+        .await;
+    }
+    let claims = match ctx.auth.verify(&hello.token) {
+        Ok(c) => c,
+        Err((code, e)) => return reject(&ctx, &conn, control.send, code, e.to_string()).await,
+    };
+    let player_id = claims.player_id();
+    let session = ctx.next_session();
+    let shared = Arc::new(ConnShared::default());
+    if let Err(code) = ctx.registry.claim(player_id, session, &conn, &shared) {
+        let reason = format!("player {} already has a live session", claims.player);
+        return reject(&ctx, &conn, control.send, code, reason).await;
+    }
+    let inbox = ctx.sim.least_loaded();
+    let (outbox, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
+    tracing::info!(remote = %conn.remote_address(), player = %claims.player, session, "session started");
+    inbox.control(Control::Join(Box::new(Join {
+        session,
+        player_id,
+        player_name: claims.player.clone(),
+        conn: conn.clone(),
+        outbox: outbox.clone(),
+        shared: shared.clone(),
+    })));
+    let started = Instant::now();
+    let ControlStream {
+        send,
+        recv,
+        decoder,
+    } = control;
+    tokio::spawn(write_loop(send, outbox_rx, conn.clone(), shared.clone()));
+    let cause = Pump {
+        ctx: &ctx,
+        conn: &conn,
+        inbox: &inbox,
+        session,
+        outbox,
+        shared: &shared,
+    }
+    .run(recv, decoder)
+    .await;
+    inbox.control(Control::Leave { session });
+    ctx.stats.disconnected(cause);
+    tracing::info!(
+        player = %claims.player,
+        session,
+        cause = cause.as_str(),
+        secs = started.elapsed().as_secs_f32(),
+        "session ended"
+    );
+}
+
+struct Pump<'a> {
+    ctx: &'a ConnContext,
+    conn: &'a quinn::Connection,
+    inbox: &'a Arc<Inbox>,
+    session: u64,
+    outbox: mpsc::Sender<Outgoing>,
+    shared: &'a Arc<ConnShared>,
+}
+
+impl Pump<'_> {
+    async fn run(&self, mut recv: quinn::RecvStream, mut decoder: FrameDecoder) -> DisconnectCause {
+        loop {
+            tokio::select! {
+                dg = self.conn.read_datagram() => match dg {
+                    Ok(bytes) => self.on_datagram(&bytes),
+                    Err(e) => return self.classify(e),
+                },
+                chunk = recv.read_chunk(self.ctx.max_frame_len, true) => match chunk {
+                    Ok(Some(chunk)) => {
+                        decoder.extend(&chunk.bytes);
+                        if let Some(cause) = self.on_frames(&mut decoder) {
+                            return cause;
+                        }
+                    }
+                    Ok(None) => return self.close(DisconnectCause::ClientBye, close_code::NORMAL, "stream finished"),
+                    Err(quinn::ReadError::ConnectionLost(e)) => return self.classify(e),
+                    Err(_) => return self.close(DisconnectCause::ProtocolViolation, close_code::PROTOCOL_VIOLATION, "control stream reset"),
+                },
+            }
+        }
+    }
+
+    fn close(&self, cause: DisconnectCause, code: u32, reason: &str) -> DisconnectCause {
+        self.shared.set_cause(cause);
+        self.conn.close(code.into(), reason.as_bytes());
+        self.shared.cause().unwrap_or(cause)
+    }
+
+    fn classify(&self, e: quinn::ConnectionError) -> DisconnectCause {
+        if let Some(cause) = self.shared.cause() {
+            return cause;
+        }
+        match e {
+            quinn::ConnectionError::ApplicationClosed(_) => DisconnectCause::ClientClosed,
+            quinn::ConnectionError::TimedOut => DisconnectCause::IdleTimeout,
+            quinn::ConnectionError::LocallyClosed => DisconnectCause::Shutdown,
+            _ => DisconnectCause::ConnectionLost,
+        }
+    }
+
+    fn on_datagram(&self, bytes: &Bytes) {
+        let stats = &self.ctx.stats;
+        Stats::inc(&stats.datagrams_in);
+        stats
+            .datagram_bytes_in
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let Ok(datagram) = InputDatagram::decode(bytes) else {
+            stats.dropped(DropCause::Malformed);
+            return;
+        };
+        let mut inputs = [PlayerInput::default(); MAX_INPUTS_PER_DATAGRAM];
+        let n = datagram.cmds.len();
+        for (i, (seq, cmd)) in datagram.iter().enumerate() {
+            inputs[n - 1 - i] = PlayerInput {
+                seq,
+                move_x: cmd.move_x.get(),
+                move_y: cmd.move_y.get(),
+                buttons: cmd.buttons.get(),
+            };
+        }
+        if self
+            .inbox
+            .work(Work::Input {
+                session: self.session,
+                count: n as u8,
+                inputs,
+            })
+            .is_err()
+        {
+            stats.dropped(DropCause::InboxFull);
+        }
+    }
+
+    /// Handles every complete frame; returns a cause when the session must end.
+    fn on_frames(&self, decoder: &mut FrameDecoder) -> Option<DisconnectCause> {
+        loop {
+            match decoder.next_message::<ClientMsg>() {
+                Ok(None) => return None,
+                Ok(Some(ClientMsg::Request { id, body })) => {
+                    Stats::inc(&self.ctx.stats.requests);
+                    let work = Work::Request {
+                        session: self.session,
+                        id,
+                        body,
+                        received_at: Instant::now(),
+                    };
+                    if self.inbox.work(work).is_err() {
+                        let busy = ServerMsg::Response {
+                            id,
+                            body: Err(RequestError::RateLimited),
+                        };
+                        if let Ok(frame) = encode_frame(&busy) {
+                            let _ = self.outbox.try_send(Outgoing::Frame(frame));
+                        }
+                    }
+                }
+                Ok(Some(ClientMsg::Bye)) => {
+                    return Some(self.close(DisconnectCause::ClientBye, close_code::NORMAL, "bye"));
+                }
+                Ok(Some(ClientMsg::Hello(_))) | Err(_) => {
+                    return Some(self.close(
+                        DisconnectCause::ProtocolViolation,
+                        close_code::PROTOCOL_VIOLATION,
+                        "invalid frame on control stream",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the session's outbox to the control stream until it closes.
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Outgoing>,
+    conn: quinn::Connection,
+    shared: Arc<ConnShared>,
+) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Outgoing::Frame(frame) => {
+                if send.write_chunk(frame).await.is_err() {
+                    return;
+                }
+            }
+            Outgoing::CloseAfter { frame, code, cause } => {
+                shared.set_cause(cause);
+                if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
+                    let _ = tokio::time::timeout(LAST_FRAME_GRACE, send.stopped()).await;
+                }
+                conn.close(code.into(), cause.as_str().as_bytes());
+                return;
+            }
+        }
+    }
+}

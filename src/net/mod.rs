@@ -1,0 +1,182 @@
+//! The QUIC endpoint: TLS 1.3 with the zonehost ALPN, tuned UDP socket buffers, transport
+//! limits, and the accept loop with a connection cap.
+
+mod conn;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::keys::ServerIdentity;
+use crate::session::{Authenticator, Registry};
+use crate::sim::Sim;
+use crate::telemetry::Stats;
+
+pub(crate) use conn::ConnContext;
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Creating or binding the UDP socket failed.
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused (bad certificate or key).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// Socket buffer sizes actually granted by the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// Receive buffer, bytes.
+    pub recv: usize,
+    /// Send buffer, bytes.
+    pub send: usize,
+}
+
+/// Binds a UDP socket with the requested buffer sizes; warns when the kernel caps them
+/// (a 60 Hz burst to hundreds of clients loses datagrams with the 208 KiB default).
+pub fn bind_udp(
+    addr: SocketAddr,
+    recv: usize,
+    send: usize,
+) -> Result<(UdpSocket, SocketBuffers), NetError> {
+    let bind = |source| NetError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).map_err(bind)?;
+    }
+    // Failing to enlarge buffers is not fatal: report what we got.
+    let _ = socket.set_recv_buffer_size(recv);
+    let _ = socket.set_send_buffer_size(send);
+    socket.bind(&addr.into()).map_err(bind)?;
+    socket.set_nonblocking(true).map_err(bind)?;
+    // Linux reports twice the usable size it granted.
+    let granted = SocketBuffers {
+        recv: socket.recv_buffer_size().unwrap_or(0) / 2,
+        send: socket.send_buffer_size().unwrap_or(0) / 2,
+    };
+    if granted.recv < recv || granted.send < send {
+        tracing::warn!(
+            requested_recv = recv,
+            granted_recv = granted.recv,
+            requested_send = send,
+            granted_send = granted.send,
+            "the kernel capped the UDP socket buffers; raise net.core.rmem_max / net.core.wmem_max \
+             (sysctl -w net.core.rmem_max=8388608 net.core.wmem_max=8388608) or expect datagram loss under load"
+        );
+    }
+    Ok((socket.into(), granted))
+}
+
+/// Builds the quinn server configuration.
+pub fn server_config(
+    config: &Config,
+    identity: &ServerIdentity,
+) -> Result<quinn::ServerConfig, NetError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![zonehost_protocol::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms))
+        .map_err(|e| NetError::Tls(format!("idle timeout: {e}")))?;
+    transport
+        .max_idle_timeout(Some(idle))
+        // One control stream per connection; clients may not open anything else.
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((config.max_frame_len as u32 * 4).into())
+        .receive_window((config.max_frame_len as u32 * 8).into())
+        .send_window(1 << 20)
+        .datagram_receive_buffer_size(Some(config.datagram_recv_buffer))
+        .datagram_send_buffer_size(config.datagram_send_buffer);
+    server.transport_config(Arc::new(transport));
+    server.max_incoming(config.max_connections.max(1));
+    Ok(server)
+}
+
+/// Everything the accept loop needs.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) ctx: Arc<ConnContext>,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    /// Accepts connections until `draining` becomes true.
+    pub(crate) async fn run(self, mut draining: watch::Receiver<bool>) {
+        loop {
+            let incoming = tokio::select! {
+                i = self.endpoint.accept() => i,
+                _ = draining.wait_for(|d| *d) => break,
+            };
+            let Some(incoming) = incoming else { break };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                Stats::inc(&self.ctx.stats.connections_refused_full);
+                incoming.refuse();
+                continue;
+            };
+            Stats::inc(&self.ctx.stats.connections_accepted);
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move {
+                Stats::gauge_add(&ctx.stats.connections_open, 1);
+                conn::handle(incoming, ctx.clone()).await;
+                Stats::gauge_add(&ctx.stats.connections_open, -1);
+                drop(permit);
+            });
+        }
+        // Refuse new handshakes from here on; established connections are drained by the sim.
+        self.endpoint.set_server_config(None);
+        tracing::info!("stopped accepting connections");
+    }
+}
+
+/// Builds the shared per-connection context.
+pub(crate) fn context(
+    config: &Config,
+    stats: Arc<Stats>,
+    auth: Authenticator,
+    registry: Arc<Registry>,
+    sim: Arc<Sim>,
+    draining: watch::Receiver<bool>,
+) -> Arc<ConnContext> {
+    Arc::new(ConnContext {
+        stats,
+        auth,
+        registry,
+        sim,
+        draining,
+        hello_timeout: Duration::from_millis(config.hello_timeout_ms),
+        max_frame_len: config.max_frame_len,
+        outbox_capacity: config.outbox_capacity,
+        next_session: std::sync::atomic::AtomicU64::new(1),
+    })
+}
+
+impl ConnContext {
+    pub(crate) fn next_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,238 @@
+//! The 60 Hz simulation driver.
+//!
+//! Each worker is a dedicated OS thread that owns a set of zone instances outright: no
+//! other thread touches them, so the tick needs no lock. Network tasks reach a worker only
+//! through its [`Inbox`]: a lock-free unbounded queue for session lifecycle messages (at
+//! most two per session, so bounded by the connection cap) and a lock-free bounded queue
+//! for inputs and requests (overflow is dropped and counted). Replies leave through each
+//! session's bounded outbox; snapshots are encoded once per instance and handed to quinn
+//! as refcounted `Bytes` straight from the worker.
+
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use tokio::sync::mpsc;
+use zonehost_game::PlayerInput;
+use zonehost_protocol::datagram::MAX_INPUTS_PER_DATAGRAM;
+use zonehost_protocol::message::Request;
+
+use crate::config::Config;
+use crate::session::Registry;
+use crate::telemetry::{DisconnectCause, Stats};
+
+pub use worker::WorkerSettings;
+
+/// Process-unique id of a session (one authenticated connection).
+pub type SessionId = u64;
+
+/// What a session's writer task sends on the control stream.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A frame to write.
+    Frame(Bytes),
+    /// A last frame to write, after which the connection is closed with `code`.
+    CloseAfter {
+        /// Final frame (`Goaway` or `Reject`).
+        frame: Bytes,
+        /// QUIC application close code.
+        code: u32,
+        /// Why, for the disconnect counter.
+        cause: DisconnectCause,
+    },
+}
+
+/// State shared between a connection task and the worker that owns its session.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    cause: AtomicU8,
+}
+
+impl ConnShared {
+    /// Records why the connection is closing; the first recorded cause wins.
+    pub fn set_cause(&self, cause: DisconnectCause) {
+        let _ =
+            self.cause
+                .compare_exchange(0, cause as u8 + 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The recorded cause, if any.
+    pub fn cause(&self) -> Option<DisconnectCause> {
+        match self.cause.load(Ordering::Acquire) {
+            0 => None,
+            n => DisconnectCause::ALL.get(usize::from(n - 1)).copied(),
+        }
+    }
+}
+
+/// A welcomed-to-be session handed to a worker.
+#[derive(Debug)]
+pub struct Join {
+    /// Session id.
+    pub session: SessionId,
+    /// Stable player id.
+    pub player_id: u64,
+    /// Player name, for logs.
+    pub player_name: String,
+    /// The QUIC connection (snapshots are sent on it directly).
+    pub conn: quinn::Connection,
+    /// The session's reliable outbox.
+    pub outbox: mpsc::Sender<Outgoing>,
+    /// Shared close bookkeeping.
+    pub shared: Arc<ConnShared>,
+}
+
+/// Session lifecycle messages; never dropped.
+#[derive(Debug)]
+pub enum Control {
+    /// Add a session to a zone instance and send its `Welcome`.
+    Join(Box<Join>),
+    /// Remove a session (its connection ended).
+    Leave {
+        /// Session id.
+        session: SessionId,
+    },
+    /// Send `Goaway` to every session and stop accepting joins.
+    Drain,
+}
+
+/// Inputs and requests; dropped and counted when the inbox is full.
+#[derive(Debug)]
+pub enum Work {
+    /// Commands from one input datagram, oldest first.
+    Input {
+        /// Session id.
+        session: SessionId,
+        /// Number of valid entries in `inputs`.
+        count: u8,
+        /// Commands, oldest first.
+        inputs: [PlayerInput; MAX_INPUTS_PER_DATAGRAM],
+    },
+    /// A reliable request.
+    Request {
+        /// Session id.
+        session: SessionId,
+        /// Request id to echo.
+        id: u32,
+        /// The request.
+        body: Request,
+        /// When the connection task received it.
+        received_at: Instant,
+    },
+}
+
+/// A worker's inbox.
+#[derive(Debug)]
+pub struct Inbox {
+    control: SegQueue<Control>,
+    work: ArrayQueue<Work>,
+    players: AtomicUsize,
+}
+
+impl Inbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            control: SegQueue::new(),
+            work: ArrayQueue::new(capacity),
+            players: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queues a lifecycle message (never fails).
+    pub fn control(&self, msg: Control) {
+        self.control.push(msg);
+    }
+
+    /// Queues work; returns it back when the inbox is full.
+    pub fn work(&self, msg: Work) -> Result<(), Work> {
+        self.work.push(msg)
+    }
+
+    /// Players currently assigned to this worker.
+    pub fn players(&self) -> usize {
+        self.players.load(Ordering::Relaxed)
+    }
+}
+
+/// The running simulation: worker threads and their inboxes.
+#[derive(Debug)]
+pub struct Sim {
+    inboxes: Vec<Arc<Inbox>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Why the simulation could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("spawning sim worker thread: {0}")]
+pub struct SpawnError(#[from] std::io::Error);
+
+impl Sim {
+    /// Starts `config.sim_workers` worker threads.
+    pub fn start(
+        config: &Config,
+        stats: Arc<Stats>,
+        registry: Arc<Registry>,
+    ) -> Result<Self, SpawnError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut inboxes = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..config.sim_workers {
+            let inbox = Arc::new(Inbox::new(config.inbox_capacity));
+            let settings = WorkerSettings::from_config(index, config);
+            let w = worker::Worker::new(
+                settings,
+                inbox.clone(),
+                stats.clone(),
+                registry.clone(),
+                stop.clone(),
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("zh-sim-{index}"))
+                    .spawn(move || w.run())?,
+            );
+            inboxes.push(inbox);
+        }
+        Ok(Self {
+            inboxes,
+            threads: std::sync::Mutex::new(threads),
+            stop,
+        })
+    }
+
+    /// The inbox of the least-loaded worker (where a new session goes).
+    pub fn least_loaded(&self) -> Arc<Inbox> {
+        // `sim_workers >= 1` is validated, so there is always a first inbox.
+        let mut best = &self.inboxes[0];
+        for inbox in &self.inboxes[1..] {
+            if inbox.players() < best.players() {
+                best = inbox;
+            }
+        }
+        best.clone()
+    }
+
+    /// Asks every worker to drain.
+    pub fn drain(&self) {
+        for inbox in &self.inboxes {
+            inbox.control(Control::Drain);
+        }
+    }
+
+    /// Stops the workers and waits for their threads (blocking).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a sim worker thread panicked");
+            }
+        }
+    }
+}
