@@ -8,6 +8,7 @@
 pub mod config;
 pub mod keys;
 pub mod net;
+pub mod ops;
 pub mod session;
 pub mod sim;
 pub mod telemetry;
@@ -45,6 +46,9 @@ pub enum ServerError {
     /// Sim workers could not be started.
     #[error(transparent)]
     Sim(#[from] SpawnError),
+    /// The operations HTTP endpoint could not be bound.
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
 }
 
 /// A running server.
@@ -58,6 +62,8 @@ pub struct Server {
     pub fingerprint: String,
     /// The dev signing key, when enabled (for minting tokens in tests and dev).
     pub dev_signing_key: Option<SigningKey>,
+    /// Bound address of `/metrics`, `/healthz`, `/readyz`, when enabled.
+    pub ops_addr: Option<SocketAddr>,
     /// UDP buffer sizes granted by the kernel.
     pub socket_buffers: SocketBuffers,
     /// Live counters.
@@ -138,6 +144,10 @@ pub async fn start(
     })?;
     let sim = Arc::new(Sim::start(&config, stats.clone(), registry.clone())?);
     let (drain_tx, draining) = watch::channel(false);
+    let ops_addr = match config.metrics_listen {
+        Some(addr) => Some(ops::serve(addr, stats.clone(), draining.clone()).await?),
+        None => None,
+    };
     let auth = Authenticator::new(keyset, config.audience.clone(), config.token_skew_secs);
     let ctx = net::context(
         &config,
@@ -159,6 +169,7 @@ pub async fn start(
         cert = ?identity.dev_cert_path,
         recv_buffer = socket_buffers.recv,
         send_buffer = socket_buffers.send,
+        metrics = ?ops_addr,
         sim_workers = config.sim_workers,
         tick_rate_hz = config.tick_rate_hz,
         "zonehost listening"
@@ -192,6 +203,7 @@ pub async fn start(
     Ok(Server {
         local_addr,
         certificate: identity.certs[0].clone(),
+        ops_addr,
         fingerprint: identity.fingerprint(),
         dev_signing_key,
         socket_buffers,

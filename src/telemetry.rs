@@ -172,6 +172,271 @@ impl Stats {
     }
 }
 
+/// Kind of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic counter.
+    Counter,
+    /// Value that goes up and down.
+    Gauge,
+    /// Distribution (exported with buckets).
+    Histogram,
+}
+
+impl MetricKind {
+    /// Prometheus type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One exported metric: the API dashboards and alerts are written against.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// Full metric name.
+    pub name: &'static str,
+    /// Kind.
+    pub kind: MetricKind,
+    /// Label names (bounded value sets, never a player id).
+    pub labels: &'static [&'static str],
+    /// Help text.
+    pub help: &'static str,
+}
+
+const fn m(
+    name: &'static str,
+    kind: MetricKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+use MetricKind::{Counter, Gauge, Histogram};
+
+/// Every metric the server exports. The README table is checked against this list.
+pub const METRICS: &[MetricDef] = &[
+    m(
+        "zonehost_connections_accepted_total",
+        Counter,
+        &[],
+        "QUIC connections accepted (handshake started).",
+    ),
+    m(
+        "zonehost_connections_refused_total",
+        Counter,
+        &["reason"],
+        "Connections refused before the handshake (reason=full).",
+    ),
+    m(
+        "zonehost_connections_open",
+        Gauge,
+        &[],
+        "Open QUIC connections, handshaking or playing.",
+    ),
+    m(
+        "zonehost_sessions_active",
+        Gauge,
+        &[],
+        "Welcomed player sessions (players connected).",
+    ),
+    m(
+        "zonehost_instances_live",
+        Gauge,
+        &[],
+        "Zone instances alive.",
+    ),
+    m(
+        "zonehost_session_rejects_total",
+        Counter,
+        &["code"],
+        "Sessions refused at Hello, by reject code.",
+    ),
+    m(
+        "zonehost_datagrams_received_total",
+        Counter,
+        &[],
+        "Datagrams received from clients.",
+    ),
+    m(
+        "zonehost_datagram_received_bytes_total",
+        Counter,
+        &[],
+        "Datagram payload bytes received.",
+    ),
+    m(
+        "zonehost_datagrams_dropped_total",
+        Counter,
+        &["cause"],
+        "Received datagrams dropped, by cause.",
+    ),
+    m(
+        "zonehost_datagrams_sent_total",
+        Counter,
+        &[],
+        "Snapshot datagrams handed to QUIC.",
+    ),
+    m(
+        "zonehost_datagram_sent_bytes_total",
+        Counter,
+        &[],
+        "Snapshot datagram bytes handed to QUIC.",
+    ),
+    m(
+        "zonehost_datagram_send_errors_total",
+        Counter,
+        &[],
+        "Snapshot datagrams QUIC refused.",
+    ),
+    m(
+        "zonehost_inputs_queued_total",
+        Counter,
+        &[],
+        "Player input commands queued into worlds (redundant copies excluded).",
+    ),
+    m(
+        "zonehost_requests_total",
+        Counter,
+        &[],
+        "Reliable requests received.",
+    ),
+    m(
+        "zonehost_disconnects_total",
+        Counter,
+        &["cause"],
+        "Sessions and connections ended, by cause.",
+    ),
+    m(
+        "zonehost_ticks_total",
+        Counter,
+        &[],
+        "Simulation ticks run, all workers.",
+    ),
+    m(
+        "zonehost_ticks_late_total",
+        Counter,
+        &[],
+        "Ticks that started more than one tick period late.",
+    ),
+    m(
+        "zonehost_ticks_skipped_total",
+        Counter,
+        &[],
+        "Ticks skipped because catch-up could not keep up.",
+    ),
+    m(
+        "zonehost_tick_busy_microseconds_total",
+        Counter,
+        &[],
+        "Time spent inside ticks, all workers (rate / 1e6 = busy cores).",
+    ),
+    m(
+        "zonehost_tick_duration_seconds",
+        Histogram,
+        &[],
+        "Time to run one tick of one worker.",
+    ),
+    m(
+        "zonehost_tick_lateness_seconds",
+        Histogram,
+        &[],
+        "How late a tick started against its schedule.",
+    ),
+    m(
+        "zonehost_request_duration_seconds",
+        Histogram,
+        &["kind"],
+        "Request received to reply queued, by request kind.",
+    ),
+    m(
+        "zonehost_draining",
+        Gauge,
+        &[],
+        "1 while the server drains, else 0.",
+    ),
+];
+
+/// Bucket bounds of every `_seconds` histogram.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+impl Stats {
+    /// Copies the counters into the installed `metrics` recorder (called at scrape time,
+    /// so the hot path only touches atomics).
+    pub fn publish(&self, draining: bool) {
+        use metrics::{counter, gauge};
+        let c =
+            |name: &'static str, v: &AtomicU64| counter!(name).absolute(v.load(Ordering::Relaxed));
+        let g =
+            |name: &'static str, v: &AtomicI64| gauge!(name).set(v.load(Ordering::Relaxed) as f64);
+        c(
+            "zonehost_connections_accepted_total",
+            &self.connections_accepted,
+        );
+        counter!("zonehost_connections_refused_total", "reason" => "full")
+            .absolute(Self::get(&self.connections_refused_full));
+        g("zonehost_connections_open", &self.connections_open);
+        g("zonehost_sessions_active", &self.sessions_active);
+        g("zonehost_instances_live", &self.instances_live);
+        for code in ALL_REJECT_CODES {
+            counter!("zonehost_session_rejects_total", "code" => code.as_str())
+                .absolute(self.reject_count(code));
+        }
+        c("zonehost_datagrams_received_total", &self.datagrams_in);
+        c(
+            "zonehost_datagram_received_bytes_total",
+            &self.datagram_bytes_in,
+        );
+        for cause in DropCause::ALL {
+            counter!("zonehost_datagrams_dropped_total", "cause" => cause.as_str())
+                .absolute(self.dropped_count(*cause));
+        }
+        c("zonehost_datagrams_sent_total", &self.datagrams_out);
+        c(
+            "zonehost_datagram_sent_bytes_total",
+            &self.datagram_bytes_out,
+        );
+        c(
+            "zonehost_datagram_send_errors_total",
+            &self.datagram_send_errors,
+        );
+        c("zonehost_inputs_queued_total", &self.inputs_queued);
+        c("zonehost_requests_total", &self.requests);
+        for cause in DisconnectCause::ALL {
+            counter!("zonehost_disconnects_total", "cause" => cause.as_str())
+                .absolute(self.disconnect_count(*cause));
+        }
+        c("zonehost_ticks_total", &self.ticks);
+        c("zonehost_ticks_late_total", &self.ticks_late);
+        c("zonehost_ticks_skipped_total", &self.ticks_skipped);
+        c("zonehost_tick_busy_microseconds_total", &self.tick_busy_us);
+        gauge!("zonehost_draining").set(if draining { 1.0 } else { 0.0 });
+    }
+}
+
+/// Registers help texts with the installed recorder.
+pub fn describe() {
+    for d in METRICS {
+        match d.kind {
+            MetricKind::Counter => metrics::describe_counter!(d.name, d.help),
+            MetricKind::Gauge => metrics::describe_gauge!(d.name, d.help),
+            MetricKind::Histogram => {
+                metrics::describe_histogram!(d.name, metrics::Unit::Seconds, d.help)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +451,18 @@ mod tests {
         }
         s.rejected(RejectCode::Internal);
         assert_eq!(s.reject_count(RejectCode::Internal), 1);
+    }
+
+    #[test]
+    fn catalog_names_are_unique_and_prefixed() {
+        let mut names: Vec<&str> = METRICS.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len());
+        assert!(METRICS.iter().all(|d| d.name.starts_with("zonehost_")));
+        assert!(METRICS
+            .iter()
+            .filter(|d| d.kind == MetricKind::Counter)
+            .all(|d| d.name.ends_with("_total")));
     }
 }
