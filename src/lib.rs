@@ -120,7 +120,11 @@ pub async fn start(
         _ => keys::load_or_create_dev_identity(&config.data_dir)?,
     };
     let (keyset, dev_signing_key) = build_keys(&config)?;
-    let stats = Arc::new(Stats::default());
+    if config.metrics_listen.is_some() {
+        // Install the recorder before the workers take their metric handles.
+        ops::prometheus();
+    }
+    let stats = Arc::new(Stats::new(config.sim_workers));
     let registry = Arc::new(Registry::new(config.second_login));
     let server_config = net::server_config(&config, &identity)?;
     let (socket, socket_buffers) = net::bind_udp(

@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::telemetry::{self, Stats, SECONDS_BUCKETS};
+use crate::telemetry::{self, Stats, BYTES_BUCKETS, SECONDS_BUCKETS};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -26,10 +26,21 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .ok()?
+                .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)
+                .ok()?
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             telemetry::describe();
+            // Histogram samples accumulate until drained: drain them even if nobody scrapes.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("zh-metrics-upkeep".into()).spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics upkeep thread not started; histogram memory grows until scraped");
+            }
             Some(handle)
         })
         .clone()

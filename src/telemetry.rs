@@ -123,6 +123,31 @@ pub struct Stats {
     pub ticks_skipped: AtomicU64,
     /// Total tick processing time, microseconds (for averages).
     pub tick_busy_us: AtomicU64,
+    /// QUIC packets declared lost, summed over connections (sampled).
+    pub quic_lost_packets: AtomicU64,
+    /// QUIC congestion events, summed over connections (sampled).
+    pub quic_congestion_events: AtomicU64,
+    /// Per sim worker load, indexed by worker.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// Load of one sim worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Players owned (gauge).
+    pub players: AtomicI64,
+    /// Time spent inside ticks, microseconds.
+    pub busy_us: AtomicU64,
+}
+
+impl Stats {
+    /// Counters for a server with `workers` sim workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Stats {
@@ -365,6 +390,9 @@ pub const METRICS: &[MetricDef] = &[
     ),
 ];
 
+/// Bucket bounds of every `_bytes` histogram.
+pub const BYTES_BUCKETS: &[f64] = &[64.0, 128.0, 256.0, 512.0, 768.0, 1024.0, 1100.0, 1500.0];
+
 /// Bucket bounds of every `_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -420,6 +448,23 @@ impl Stats {
         c("zonehost_ticks_late_total", &self.ticks_late);
         c("zonehost_ticks_skipped_total", &self.ticks_skipped);
         c("zonehost_tick_busy_microseconds_total", &self.tick_busy_us);
+        c("zonehost_quic_lost_packets_total", &self.quic_lost_packets);
+        c(
+            "zonehost_quic_congestion_events_total",
+            &self.quic_congestion_events,
+        );
+        let open = self.connections_open.load(Ordering::Relaxed);
+        let active = self.sessions_active.load(Ordering::Relaxed);
+        gauge!("zonehost_sessions_by_state", "state" => "handshaking")
+            .set((open - active).max(0) as f64);
+        gauge!("zonehost_sessions_by_state", "state" => "active").set(active as f64);
+        for (i, w) in self.workers.iter().enumerate() {
+            let worker = i.to_string();
+            gauge!("zonehost_sim_worker_players", "worker" => worker.clone())
+                .set(w.players.load(Ordering::Relaxed) as f64);
+            counter!("zonehost_sim_worker_busy_microseconds_total", "worker" => worker)
+                .absolute(w.busy_us.load(Ordering::Relaxed));
+        }
         gauge!("zonehost_draining").set(if draining { 1.0 } else { 0.0 });
     }
 }

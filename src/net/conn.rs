@@ -34,6 +34,36 @@ pub(crate) struct ConnContext {
     pub(crate) next_session: std::sync::atomic::AtomicU64,
 }
 
+/// How often each connection's quinn statistics are sampled into metrics.
+const QUIC_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Last sampled quinn counters of one connection, to add only the difference.
+#[derive(Default)]
+struct QuicSeen {
+    lost_packets: u64,
+    congestion_events: u64,
+}
+
+impl QuicSeen {
+    fn sample(&mut self, conn: &quinn::Connection, stats: &Stats, rtt: &metrics::Histogram) {
+        let s = conn.stats();
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        stats.quic_lost_packets.fetch_add(
+            s.path.lost_packets.saturating_sub(self.lost_packets),
+            ordering,
+        );
+        stats.quic_congestion_events.fetch_add(
+            s.path
+                .congestion_events
+                .saturating_sub(self.congestion_events),
+            ordering,
+        );
+        self.lost_packets = s.path.lost_packets;
+        self.congestion_events = s.path.congestion_events;
+        rtt.record(s.path.rtt.as_secs_f64());
+    }
+}
+
 /// How long a refused client gets to read its `Reject` or `Goaway` before the close.
 const LAST_FRAME_GRACE: Duration = Duration::from_secs(1);
 
@@ -210,8 +240,13 @@ struct Pump<'a> {
 
 impl Pump<'_> {
     async fn run(&self, mut recv: quinn::RecvStream, mut decoder: FrameDecoder) -> DisconnectCause {
+        let mut sample = tokio::time::interval(QUIC_STATS_INTERVAL);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rtt = metrics::histogram!("zonehost_quic_rtt_seconds");
+        let mut seen = QuicSeen::default();
         loop {
             tokio::select! {
+                _ = sample.tick() => seen.sample(self.conn, &self.ctx.stats, &rtt),
                 dg = self.conn.read_datagram() => match dg {
                     Ok(bytes) => self.on_datagram(&bytes),
                     Err(e) => return self.classify(e),
@@ -275,6 +310,7 @@ impl Pump<'_> {
                 session: self.session,
                 count: n as u8,
                 inputs,
+                received_at: Instant::now(),
             })
             .is_err()
         {

@@ -112,6 +112,8 @@ pub enum Work {
         count: u8,
         /// Commands, oldest first.
         inputs: [PlayerInput; MAX_INPUTS_PER_DATAGRAM],
+        /// When the connection task received the datagram.
+        received_at: Instant,
     },
     /// A reliable request.
     Request {

@@ -8,7 +8,7 @@
 //! 4. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
 //!    to every member's connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,11 +72,40 @@ impl WorkerSettings {
     }
 }
 
+/// Receive times of inputs not yet applied, kept for the action-latency stage metrics.
+const PENDING_INPUT_TIMES: usize = 16;
+
 #[derive(Debug)]
 struct Member {
     session: SessionId,
     entity: u32,
     join: Box<Join>,
+    /// `(newest sequence of a datagram, when it was received)`, oldest first.
+    pending: VecDeque<(u32, Instant)>,
+    /// Receive time of the oldest input applied since the last snapshot.
+    applied_since_snapshot: Option<Instant>,
+}
+
+/// Metric handles resolved once per worker (no registry lookup per sample).
+#[derive(Debug)]
+struct Meters {
+    tick_duration: metrics::Histogram,
+    tick_lateness: metrics::Histogram,
+    input_apply: metrics::Histogram,
+    input_to_snapshot: metrics::Histogram,
+    snapshot_bytes: metrics::Histogram,
+}
+
+impl Meters {
+    fn new() -> Self {
+        Self {
+            tick_duration: metrics::histogram!("zonehost_tick_duration_seconds"),
+            tick_lateness: metrics::histogram!("zonehost_tick_lateness_seconds"),
+            input_apply: metrics::histogram!("zonehost_input_apply_seconds"),
+            input_to_snapshot: metrics::histogram!("zonehost_input_to_snapshot_seconds"),
+            snapshot_bytes: metrics::histogram!("zonehost_snapshot_bytes"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -101,6 +130,7 @@ pub(super) struct Worker {
     sessions: HashMap<SessionId, u32>,
     draining: bool,
     ticks: u64,
+    meters: Meters,
 }
 
 fn unix_micros() -> u64 {
@@ -138,6 +168,7 @@ impl Worker {
             sessions: HashMap::new(),
             draining: false,
             ticks: 0,
+            meters: Meters::new(),
         }
     }
 
@@ -162,11 +193,15 @@ impl Worker {
                 let started = Instant::now();
                 self.tick();
                 let busy = started.elapsed();
+                let busy_us = busy.as_micros() as u64;
                 self.stats
                     .tick_busy_us
-                    .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
-                metrics::histogram!("zonehost_tick_duration_seconds").record(busy.as_secs_f64());
-                metrics::histogram!("zonehost_tick_lateness_seconds").record(late.as_secs_f64());
+                    .fetch_add(busy_us, Ordering::Relaxed);
+                if let Some(w) = self.stats.workers.get(self.settings.index) {
+                    w.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+                }
+                self.meters.tick_duration.record(busy.as_secs_f64());
+                self.meters.tick_lateness.record(late.as_secs_f64());
                 next += period;
                 ran += 1;
             }
@@ -202,8 +237,22 @@ impl Worker {
             };
             self.apply(work);
         }
+        let now = Instant::now();
         for inst in self.instances.values_mut() {
             inst.world.step();
+            for m in &mut inst.members {
+                let applied = inst.world.last_input(m.entity).unwrap_or(0);
+                while let Some(&(seq, received)) = m.pending.front() {
+                    if seq > applied {
+                        break;
+                    }
+                    m.pending.pop_front();
+                    self.meters
+                        .input_apply
+                        .record(now.saturating_duration_since(received).as_secs_f64());
+                    m.applied_since_snapshot.get_or_insert(received);
+                }
+            }
         }
         if self.ticks % u64::from(self.settings.ticks_per_snapshot) == 0 {
             self.send_snapshots();
@@ -255,6 +304,9 @@ impl Worker {
         }
         tracing::debug!(session, player = %join.player_name, instance = id, "joined");
         self.inbox.players.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = self.stats.workers.get(self.settings.index) {
+            Stats::gauge_add(&w.players, 1);
+        }
         Stats::gauge_add(&self.stats.sessions_active, 1);
         Stats::gauge_add(&self.stats.instances_live, 1);
         self.instances.insert(
@@ -266,6 +318,8 @@ impl Worker {
                     session,
                     entity,
                     join,
+                    pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
+                    applied_since_snapshot: None,
                 }],
                 entities: Vec::new(),
                 acks: Vec::new(),
@@ -289,6 +343,9 @@ impl Worker {
         inst.world.remove_player(member.entity);
         self.registry.release(member.join.player_id, session);
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = self.stats.workers.get(self.settings.index) {
+            Stats::gauge_add(&w.players, -1);
+        }
         Stats::gauge_add(&self.stats.sessions_active, -1);
         if inst.members.is_empty() {
             self.instances.remove(&instance_id);
@@ -331,6 +388,7 @@ impl Worker {
                 session,
                 count,
                 inputs,
+                received_at,
             } => {
                 let Some(instance_id) = self.sessions.get(&session) else {
                     return;
@@ -338,13 +396,21 @@ impl Worker {
                 let Some(inst) = self.instances.get_mut(instance_id) else {
                     return;
                 };
-                let Some(m) = inst.members.iter().find(|m| m.session == session) else {
+                let Some(m) = inst.members.iter_mut().find(|m| m.session == session) else {
                     return;
                 };
+                let mut newest = None;
                 for input in &inputs[..usize::from(count)] {
                     if inst.world.queue_input(m.entity, *input) {
                         Stats::inc(&self.stats.inputs_queued);
+                        newest = Some(input.seq);
                     }
+                }
+                if let Some(seq) = newest {
+                    if m.pending.len() == PENDING_INPUT_TIMES {
+                        m.pending.pop_front();
+                    }
+                    m.pending.push_back((seq, received_at));
                 }
             }
             Work::Request {
@@ -420,7 +486,16 @@ impl Worker {
                 tracing::error!(instance = inst.id, error = %e, "snapshot encoding failed");
                 continue;
             }
-            for m in &inst.members {
+            for d in &inst.datagrams {
+                self.meters.snapshot_bytes.record(d.len() as f64);
+            }
+            let now = Instant::now();
+            for m in &mut inst.members {
+                if let Some(received) = m.applied_since_snapshot.take() {
+                    self.meters
+                        .input_to_snapshot
+                        .record(now.saturating_duration_since(received).as_secs_f64());
+                }
                 for d in &inst.datagrams {
                     match m.join.conn.send_datagram(d.clone()) {
                         Ok(()) => {
