@@ -8,7 +8,7 @@ use zonehost_protocol::message::{close_code, RejectCode};
 use zonehost_protocol::token::{Claims, KeySet, TokenError};
 
 use crate::config::SecondLogin;
-use crate::sim::{ConnShared, SessionId};
+use crate::sim::{ConnShared, Link, SessionId};
 use crate::telemetry::DisconnectCause;
 
 /// Verifies tokens against the configured keys, audience and clock.
@@ -61,7 +61,7 @@ impl Authenticator {
 #[derive(Debug)]
 struct Entry {
     session: SessionId,
-    conn: quinn::Connection,
+    conn: Arc<dyn Link>,
     shared: Arc<ConnShared>,
 }
 
@@ -93,7 +93,7 @@ impl Registry {
         &self,
         player_id: u64,
         session: SessionId,
-        conn: &quinn::Connection,
+        conn: &Arc<dyn Link>,
         shared: &Arc<ConnShared>,
     ) -> Result<(), RejectCode> {
         let mut live = self.lock();
@@ -102,7 +102,7 @@ impl Registry {
                 SecondLogin::Refuse => return Err(RejectCode::AlreadyConnected),
                 SecondLogin::TakeOver => {
                     old.shared.set_cause(DisconnectCause::TakenOver);
-                    old.conn.close(close_code::TAKEN_OVER.into(), b"taken over");
+                    old.conn.close(close_code::TAKEN_OVER, b"taken over");
                 }
             }
         }

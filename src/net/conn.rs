@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use zonehost_game::PlayerInput;
-use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
+use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
     close_code, ClientMsg, Hello, Reject, RejectCode, RequestError, ServerMsg,
@@ -17,7 +16,7 @@ use zonehost_protocol::PROTOCOL_VERSION;
 
 use crate::session::{Authenticator, Registry};
 
-use crate::sim::{ConnShared, Control, Inbox, Join, Outgoing, Sim, Work};
+use crate::sim::{ConnShared, Control, Inbox, Join, Link, Outgoing, Sim, Work};
 use crate::telemetry::{DisconnectCause, DropCause, Stats};
 
 /// What every connection task shares.
@@ -186,7 +185,8 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
     let player_id = claims.player_id();
     let session = ctx.next_session();
     let shared = Arc::new(ConnShared::default());
-    if let Err(code) = ctx.registry.claim(player_id, session, &conn, &shared) {
+    let link: Arc<dyn Link> = Arc::new(conn.clone());
+    if let Err(code) = ctx.registry.claim(player_id, session, &link, &shared) {
         let reason = format!("player {} already has a live session", claims.player);
         return reject(&ctx, &conn, control.send, code, reason).await;
     }
@@ -197,7 +197,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         session,
         player_id,
         player_name: claims.player.clone(),
-        conn: conn.clone(),
+        conn: link,
         outbox: outbox.clone(),
         shared: shared.clone(),
     })));
@@ -294,26 +294,8 @@ impl Pump<'_> {
             stats.dropped(DropCause::Malformed);
             return;
         };
-        let mut inputs = [PlayerInput::default(); MAX_INPUTS_PER_DATAGRAM];
-        let n = datagram.cmds.len();
-        for (i, (seq, cmd)) in datagram.iter().enumerate() {
-            inputs[n - 1 - i] = PlayerInput {
-                seq,
-                move_x: cmd.move_x.get(),
-                move_y: cmd.move_y.get(),
-                buttons: cmd.buttons.get(),
-            };
-        }
-        if self
-            .inbox
-            .work(Work::Input {
-                session: self.session,
-                count: n as u8,
-                inputs,
-                received_at: Instant::now(),
-            })
-            .is_err()
-        {
+        let work = Work::input(self.session, &datagram, Instant::now());
+        if self.inbox.work(work).is_err() {
             stats.dropped(DropCause::InboxFull);
         }
     }

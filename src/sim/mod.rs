@@ -19,14 +19,47 @@ use bytes::Bytes;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use tokio::sync::mpsc;
 use zonehost_game::PlayerInput;
-use zonehost_protocol::datagram::MAX_INPUTS_PER_DATAGRAM;
+use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
 use crate::config::Config;
 use crate::session::Registry;
 use crate::telemetry::{DisconnectCause, Stats};
 
-pub use worker::WorkerSettings;
+pub use worker::{Worker, WorkerSettings};
+
+/// Why a datagram could not be handed to the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The connection is gone.
+    #[error("connection lost")]
+    Lost,
+    /// The peer does not accept datagrams of this size or at all.
+    #[error("datagram refused")]
+    Refused,
+}
+
+/// The transport side of a session as the simulation sees it: quinn in production, an
+/// in-memory queue in tests that step the server without sockets.
+pub trait Link: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends an unreliable datagram (never blocks; quinn drops the oldest when its buffer is full).
+    fn send_datagram(&self, data: Bytes) -> Result<(), LinkError>;
+    /// Closes the connection with an application error code.
+    fn close(&self, code: u32, reason: &[u8]);
+}
+
+impl Link for quinn::Connection {
+    fn send_datagram(&self, data: Bytes) -> Result<(), LinkError> {
+        quinn::Connection::send_datagram(self, data).map_err(|e| match e {
+            quinn::SendDatagramError::ConnectionLost(_) => LinkError::Lost,
+            _ => LinkError::Refused,
+        })
+    }
+
+    fn close(&self, code: u32, reason: &[u8]) {
+        quinn::Connection::close(self, code.into(), reason);
+    }
+}
 
 /// Process-unique id of a session (one authenticated connection).
 pub type SessionId = u64;
@@ -79,8 +112,8 @@ pub struct Join {
     pub player_id: u64,
     /// Player name, for logs.
     pub player_name: String,
-    /// The QUIC connection (snapshots are sent on it directly).
-    pub conn: quinn::Connection,
+    /// The connection (snapshots are sent on it directly).
+    pub conn: Arc<dyn Link>,
     /// The session's reliable outbox.
     pub outbox: mpsc::Sender<Outgoing>,
     /// Shared close bookkeeping.
@@ -128,6 +161,23 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// The work item for a decoded input datagram: its commands oldest first.
+    pub fn input(session: SessionId, datagram: &InputDatagram<'_>, received_at: Instant) -> Self {
+        let mut inputs = [PlayerInput::default(); MAX_INPUTS_PER_DATAGRAM];
+        let n = datagram.cmds.len().min(MAX_INPUTS_PER_DATAGRAM);
+        for (i, (seq, cmd)) in datagram.iter().take(n).enumerate() {
+            inputs[n - 1 - i] = PlayerInput {
+                seq,
+                move_x: cmd.move_x.get(),
+                move_y: cmd.move_y.get(),
+                buttons: cmd.buttons.get(),
+            };
+        }
+        Work::Input { session, count: n as u8, inputs, received_at }
+    }
+}
+
 /// A worker's inbox.
 #[derive(Debug)]
 pub struct Inbox {
@@ -137,7 +187,8 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    fn new(capacity: usize) -> Self {
+    /// An inbox holding at most `capacity` work items.
+    pub fn new(capacity: usize) -> Self {
         Self {
             control: SegQueue::new(),
             work: ArrayQueue::new(capacity),

@@ -118,9 +118,10 @@ struct Instance {
     datagrams: Vec<Bytes>,
 }
 
-/// The worker's state; lives on its own thread.
+/// The worker's state; lives on its own thread ([`Worker::run`]) or is stepped by a test
+/// ([`Worker::tick`]).
 #[derive(Debug)]
-pub(super) struct Worker {
+pub struct Worker {
     settings: WorkerSettings,
     inbox: Arc<Inbox>,
     stats: Arc<Stats>,
@@ -151,7 +152,8 @@ fn frame(msg: &ServerMsg) -> Option<Bytes> {
 }
 
 impl Worker {
-    pub(super) fn new(
+    /// A worker draining `inbox`; `stop` ends [`Worker::run`].
+    pub fn new(
         settings: WorkerSettings,
         inbox: Arc<Inbox>,
         stats: Arc<Stats>,
@@ -175,7 +177,7 @@ impl Worker {
     /// The fixed-timestep loop: ticks at `start + k * period`; when late it runs up to
     /// `max_catchup_ticks` back to back, and beyond that skips ahead (counted) instead of
     /// drifting.
-    pub(super) fn run(mut self) {
+    pub fn run(mut self) {
         let period = self.settings.tick;
         let mut next = Instant::now() + period;
         while !self.stop.load(Ordering::Acquire) {
@@ -221,7 +223,8 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self) {
+    /// Runs one tick: lifecycle messages, queued work, world steps, snapshots.
+    pub fn tick(&mut self) {
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
         while let Some(msg) = self.inbox.control.pop() {
@@ -291,14 +294,14 @@ impl Worker {
         });
         let session = join.session;
         let Some(welcome) = frame(&welcome) else {
-            join.conn.close(close_code::INTERNAL.into(), b"internal");
+            join.conn.close(close_code::INTERNAL, b"internal");
             self.registry.release(join.player_id, session);
             return;
         };
         if join.outbox.try_send(Outgoing::Frame(welcome)).is_err() {
             join.shared.set_cause(DisconnectCause::SlowReader);
             join.conn
-                .close(close_code::SLOW_READER.into(), b"slow reader");
+                .close(close_code::SLOW_READER, b"slow reader");
             self.registry.release(join.player_id, session);
             return;
         }
@@ -370,7 +373,7 @@ impl Worker {
                 };
                 if m.join.outbox.try_send(msg).is_err() {
                     m.join.shared.set_cause(DisconnectCause::Shutdown);
-                    m.join.conn.close(close_code::SHUTDOWN.into(), b"shutdown");
+                    m.join.conn.close(close_code::SHUTDOWN, b"shutdown");
                 }
             }
             self.leave(session);
@@ -441,7 +444,7 @@ impl Worker {
                             m.join.shared.set_cause(DisconnectCause::SlowReader);
                             m.join
                                 .conn
-                                .close(close_code::SLOW_READER.into(), b"slow reader");
+                                .close(close_code::SLOW_READER, b"slow reader");
                         }
                         Err(TrySendError::Closed(_)) => {}
                     }
