@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::session::Registry;
-use zonehost::sim::{ConnShared, Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings};
+use zonehost::sim::{
+    ConnShared, Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
+};
 use zonehost::telemetry::Stats;
 use zonehost_protocol::datagram::{InputCmd, InputDatagram};
 use zonehost_protocol::message::{close_code, Request, Response};
@@ -27,7 +29,10 @@ impl Link for MemLink {
         if self.closed.lock().map(|c| c.is_some()).unwrap_or(true) {
             return Err(LinkError::Lost);
         }
-        self.datagrams.lock().map_err(|_| LinkError::Lost)?.push(data);
+        self.datagrams
+            .lock()
+            .map_err(|_| LinkError::Lost)?
+            .push(data);
         Ok(())
     }
 
@@ -65,7 +70,12 @@ impl Harness {
             registry,
             Arc::new(AtomicBool::new(false)),
         );
-        Self { worker, inbox, stats, now: Instant::now() }
+        Self {
+            worker,
+            inbox,
+            stats,
+            now: Instant::now(),
+        }
     }
 
     /// Joins a player and delivers its `Welcome` to its client session.
@@ -82,9 +92,17 @@ impl Harness {
         })));
         let mut client = ClientSession::new("unused-by-the-core", "stepper");
         client.hello().expect("hello");
-        let mut p = Player { session, client, link, outbox: rx };
+        let mut p = Player {
+            session,
+            client,
+            link,
+            outbox: rx,
+        };
         self.step(&mut [&mut p]);
-        assert!(matches!(p.client.poll_event(), Some(ClientEvent::Welcome(_))));
+        assert!(matches!(
+            p.client.poll_event(),
+            Some(ClientEvent::Welcome(_))
+        ));
         p
     }
 
@@ -97,9 +115,16 @@ impl Harness {
                 let frame = match out {
                     Outgoing::Frame(f) | Outgoing::CloseAfter { frame: f, .. } => f,
                 };
-                p.client.handle_stream_data(&frame, self.now).expect("frame");
+                p.client
+                    .handle_stream_data(&frame, self.now)
+                    .expect("frame");
             }
-            let datagrams: Vec<Bytes> = p.link.datagrams.lock().map(|mut d| d.drain(..).collect()).unwrap_or_default();
+            let datagrams: Vec<Bytes> = p
+                .link
+                .datagrams
+                .lock()
+                .map(|mut d| d.drain(..).collect())
+                .unwrap_or_default();
             for d in datagrams {
                 p.client.handle_datagram(&d, self.now).expect("snapshot");
             }
@@ -117,7 +142,10 @@ impl Harness {
 fn own_x(p: &Player, snapshot: &[u8]) -> Option<i32> {
     let entity = p.client.welcome()?.entity_id;
     let (_, body) = decode_snapshot(snapshot).ok()?;
-    body.entities.iter().find(|e| e.id == entity).map(|e| e.x_mm.to_native())
+    body.entities
+        .iter()
+        .find(|e| e.id == entity)
+        .map(|e| e.x_mm.to_native())
 }
 
 #[test]
@@ -131,12 +159,27 @@ fn movement_is_applied_in_order_and_acknowledged_next_tick() {
         h.send_input(&mut p, InputCmd::new(1000, 0, 0));
         h.worker.tick();
         h.now += Duration::from_micros(16_667);
-        let datagrams: Vec<Bytes> = p.link.datagrams.lock().map(|mut d| d.drain(..).collect()).unwrap_or_default();
-        assert_eq!(datagrams.len(), 1, "one snapshot datagram per tick at 60 Hz");
+        let datagrams: Vec<Bytes> = p
+            .link
+            .datagrams
+            .lock()
+            .map(|mut d| d.drain(..).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            datagrams.len(),
+            1,
+            "one snapshot datagram per tick at 60 Hz"
+        );
         let now_x = own_x(&p, &datagrams[0]).expect("own entity in snapshot");
-        assert_eq!(now_x - x, 100, "one input of full speed per tick moves 6000 mm/s / 60");
+        assert_eq!(
+            now_x - x,
+            100,
+            "one input of full speed per tick moves 6000 mm/s / 60"
+        );
         x = now_x;
-        p.client.handle_datagram(&datagrams[0], h.now).expect("snapshot");
+        p.client
+            .handle_datagram(&datagrams[0], h.now)
+            .expect("snapshot");
         while let Some(ev) = p.client.poll_event() {
             if let ClientEvent::InputAcked { latency, .. } = ev {
                 latencies.push(latency);
@@ -145,8 +188,17 @@ fn movement_is_applied_in_order_and_acknowledged_next_tick() {
     }
     assert_eq!(p.client.highest_acked(), 60);
     assert_eq!(latencies.len(), 60, "every input acknowledged exactly once");
-    assert!(latencies.iter().all(|l| *l == Duration::from_micros(16_667)), "acked by the next snapshot");
-    assert_eq!(x, start_x + 6000, "60 inputs at full speed: 60 * 6000 mm/s / 60 Hz");
+    assert!(
+        latencies
+            .iter()
+            .all(|l| *l == Duration::from_micros(16_667)),
+        "acked by the next snapshot"
+    );
+    assert_eq!(
+        x,
+        start_x + 6000,
+        "60 inputs at full speed: 60 * 6000 mm/s / 60 Hz"
+    );
 }
 
 #[test]
@@ -161,7 +213,12 @@ fn position_moves_at_the_speed_limit_whatever_the_input_rate() {
         h.worker.tick();
     }
     h.worker.tick();
-    let d: Vec<Bytes> = p.link.datagrams.lock().map(|mut d| d.drain(..).collect()).unwrap_or_default();
+    let d: Vec<Bytes> = p
+        .link
+        .datagrams
+        .lock()
+        .map(|mut d| d.drain(..).collect())
+        .unwrap_or_default();
     let x = d.last().and_then(|s| own_x(&p, s)).expect("snapshot");
     let moved = x - 50_000;
     // At most one input per tick plus the bank of 4: 65 ticks * 100 mm.
@@ -174,25 +231,58 @@ fn each_player_gets_its_own_instance_and_ping_is_answered() {
     let mut h = Harness::new();
     let mut a = h.join(1);
     let mut b = h.join(2);
-    assert_ne!(a.client.welcome().map(|w| w.instance), b.client.welcome().map(|w| w.instance));
-    assert_eq!(h.stats.sessions_active.load(std::sync::atomic::Ordering::Relaxed), 2);
-    let (id, _frame) = a.client.request(Request::Ping { client_time_us: 42 }, h.now).expect("request");
+    assert_ne!(
+        a.client.welcome().map(|w| w.instance),
+        b.client.welcome().map(|w| w.instance)
+    );
+    assert_eq!(
+        h.stats
+            .sessions_active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let (id, _frame) = a
+        .client
+        .request(Request::Ping { client_time_us: 42 }, h.now)
+        .expect("request");
     assert!(h
         .inbox
-        .work(Work::Request { session: 1, id, body: Request::Ping { client_time_us: 42 }, received_at: h.now })
+        .work(Work::Request {
+            session: 1,
+            id,
+            body: Request::Ping { client_time_us: 42 },
+            received_at: h.now
+        })
         .is_ok());
     h.step(&mut [&mut a, &mut b]);
     let mut got_pong = false;
     while let Some(ev) = a.client.poll_event() {
-        if let ClientEvent::Response { id: rid, body: Ok(Response::Pong { client_time_us: 42, .. }), .. } = ev {
+        if let ClientEvent::Response {
+            id: rid,
+            body: Ok(Response::Pong {
+                client_time_us: 42, ..
+            }),
+            ..
+        } = ev
+        {
             got_pong = rid == id;
         }
     }
     assert!(got_pong);
     h.inbox.control(Control::Leave { session: 2 });
     h.step(&mut [&mut a]);
-    assert_eq!(h.stats.sessions_active.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(h.stats.instances_live.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        h.stats
+            .sessions_active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        h.stats
+            .instances_live
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -201,8 +291,16 @@ fn drain_sends_goaway_and_refuses_new_joins() {
     let mut a = h.join(1);
     h.inbox.control(Control::Drain);
     h.step(&mut [&mut a]);
-    assert!(matches!(a.client.poll_event(), Some(ClientEvent::Goaway(_))));
-    assert_eq!(h.stats.sessions_active.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(matches!(
+        a.client.poll_event(),
+        Some(ClientEvent::Goaway(_))
+    ));
+    assert_eq!(
+        h.stats
+            .sessions_active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     let link = Arc::new(MemLink::default());
     let (tx, mut rx) = mpsc::channel(4);
     h.inbox.control(Control::Join(Box::new(Join {
@@ -214,5 +312,11 @@ fn drain_sends_goaway_and_refuses_new_joins() {
         shared: Arc::new(ConnShared::default()),
     })));
     h.worker.tick();
-    assert!(matches!(rx.try_recv(), Ok(Outgoing::CloseAfter { code: close_code::REJECTED, .. })));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Outgoing::CloseAfter {
+            code: close_code::REJECTED,
+            ..
+        })
+    ));
 }

@@ -1,0 +1,225 @@
+//! A raw QUIC test client: it can send anything, valid or not, so tests can play both a
+//! well-behaved client and a hostile one against a real server on 127.0.0.1.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::sync::oneshot;
+use zonehost::config::Config;
+use zonehost::Server;
+use zonehost_protocol::frame::{encode_frame, FrameDecoder};
+use zonehost_protocol::message::{ClientMsg, Hello, ServerMsg};
+use zonehost_protocol::token::{sign, Claims, CLAIMS_VERSION};
+
+/// Bound for every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server on 127.0.0.1 with a fresh data directory, and the trigger that drains it.
+pub struct TestServer {
+    pub server: Server,
+    pub shutdown: Option<oneshot::Sender<()>>,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl TestServer {
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = std::env::temp_dir().join(format!(
+            "zonehost-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.clone(),
+            metrics_listen: None,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = zonehost::start(config, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server starts");
+        Self {
+            server,
+            shutdown: Some(tx),
+            data_dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr
+    }
+
+    /// A token for `player`, valid now, signed with the server's dev key.
+    pub fn token(&self, player: &str) -> String {
+        self.token_with(player, |_| {})
+    }
+
+    pub fn token_with(&self, player: &str, tweak: impl FnOnce(&mut Claims)) -> String {
+        let now = unix_now();
+        let mut claims = Claims {
+            version: CLAIMS_VERSION,
+            player: player.into(),
+            audience: "dev".into(),
+            issued_at: now,
+            expires_at: now + 600,
+            nonce: [rand_suffix() as u8; 16],
+            key_id: 0,
+        };
+        tweak(&mut claims);
+        sign(
+            &claims,
+            self.server
+                .dev_signing_key
+                .as_ref()
+                .expect("dev key enabled"),
+        )
+    }
+
+    /// Drains the server and waits for it to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(WAIT, self.server.wait())
+            .await
+            .expect("server drains in time");
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// A client endpoint trusting the test server's certificate.
+pub fn client_endpoint(server: &TestServer) -> quinn::Endpoint {
+    client_endpoint_alpn(server, zonehost_protocol::ALPN)
+}
+
+pub fn client_endpoint_alpn(server: &TestServer, alpn: &[u8]) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(server.server.certificate.clone())
+        .expect("add root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.datagram_receive_buffer_size(Some(256 << 10));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+/// A raw connection with its control stream.
+pub struct Raw {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub decoder: FrameDecoder,
+}
+
+impl Raw {
+    pub async fn connect(endpoint: &quinn::Endpoint, server: &TestServer) -> Self {
+        let conn = endpoint
+            .connect(server.addr(), "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (send, recv) = conn.open_bi().await.expect("open control stream");
+        Self {
+            conn,
+            send,
+            recv,
+            decoder: FrameDecoder::default(),
+        }
+    }
+
+    pub async fn send_msg(&mut self, msg: &ClientMsg) {
+        let frame = encode_frame(msg).expect("encode");
+        self.send.write_all(&frame).await.expect("write");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn hello(&mut self, token: &str) {
+        self.send_msg(&ClientMsg::Hello(Hello {
+            version: 1,
+            token: token.into(),
+            client: "test".into(),
+        }))
+        .await;
+    }
+
+    /// Next server message, or `None` when the stream or connection ended first.
+    pub async fn next(&mut self) -> Option<ServerMsg> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.decoder.next_message::<ServerMsg>() {
+                    Ok(Some(m)) => return Some(m),
+                    Ok(None) => {}
+                    Err(_) => return None,
+                }
+                match self.recv.read_chunk(64 << 10, true).await {
+                    Ok(Some(c)) => self.decoder.extend(&c.bytes),
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .expect("server answered in time")
+    }
+
+    pub fn send_datagram(&self, bytes: Bytes) {
+        self.conn.send_datagram(bytes).expect("send datagram");
+    }
+
+    pub async fn read_datagram(&self) -> Bytes {
+        tokio::time::timeout(WAIT, self.conn.read_datagram())
+            .await
+            .expect("datagram in time")
+            .expect("connection alive")
+    }
+
+    /// Waits for the connection to close and returns the application close code.
+    pub async fn closed_code(&self) -> Option<u64> {
+        match tokio::time::timeout(WAIT, self.conn.closed())
+            .await
+            .expect("closed in time")
+        {
+            quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+            _ => None,
+        }
+    }
+}

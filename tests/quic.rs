@@ -1,0 +1,370 @@
+//! Real QUIC on 127.0.0.1: handshake, every reject path, movement in snapshots, malformed
+//! datagrams, requests, second logins and drain.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{client_endpoint, client_endpoint_alpn, Raw, TestServer, WAIT};
+use zonehost::config::SecondLogin;
+use zonehost::telemetry::{DisconnectCause, DropCause, Stats};
+use zonehost_protocol::datagram::{encode_input, InputCmd};
+use zonehost_protocol::message::{
+    close_code, ClientMsg, Hello, RejectCode, Request, Response, ServerMsg,
+};
+use zonehost_protocol::snapshot::decode_snapshot;
+use zonehost_protocol::{ClientEvent, ClientSession};
+
+async fn expect_reject(raw: &mut Raw) -> RejectCode {
+    match raw.next().await {
+        Some(ServerMsg::Reject(r)) => {
+            assert!(!r.reason.is_empty(), "a reject explains itself");
+            assert_eq!(
+                raw.closed_code().await,
+                Some(u64::from(close_code::REJECTED))
+            );
+            r.code
+        }
+        other => panic!("expected Reject, got {other:?}"),
+    }
+}
+
+/// Waits until `cond` holds, polling; panics after [`WAIT`].
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A well-behaved client: `ClientSession` over a raw connection.
+struct Player {
+    raw: Raw,
+    session: ClientSession,
+}
+
+impl Player {
+    async fn join(endpoint: &quinn::Endpoint, server: &TestServer, name: &str) -> Self {
+        let mut raw = Raw::connect(endpoint, server).await;
+        let mut session = ClientSession::new(server.token(name), "test");
+        let hello = session.hello().expect("hello");
+        raw.send_raw(&hello).await;
+        let deadline = Instant::now() + WAIT;
+        while session.welcome().is_none() {
+            assert!(Instant::now() < deadline, "no welcome");
+            let chunk = tokio::time::timeout(WAIT, raw.recv.read_chunk(4096, true))
+                .await
+                .expect("welcome in time")
+                .expect("read")
+                .expect("stream open");
+            session
+                .handle_stream_data(&chunk.bytes, Instant::now())
+                .expect("valid frames");
+        }
+        assert!(matches!(
+            session.poll_event(),
+            Some(ClientEvent::Welcome(_))
+        ));
+        Self { raw, session }
+    }
+
+    fn send_input(&mut self, cmd: InputCmd) {
+        let d = self.session.send_input(cmd, Instant::now()).expect("input");
+        self.raw.send_datagram(d);
+    }
+
+    /// Reads snapshots until one satisfies `f`; returns its own-entity x.
+    async fn snapshot_until(&mut self, mut f: impl FnMut(&ClientSession, i32) -> bool) -> i32 {
+        let entity = self
+            .session
+            .welcome()
+            .map(|w| w.entity_id)
+            .expect("welcomed");
+        loop {
+            let d = self.raw.read_datagram().await;
+            self.session
+                .handle_datagram(&d, Instant::now())
+                .expect("valid snapshot");
+            let (_, body) = decode_snapshot(&d).expect("decode");
+            let x = body
+                .entities
+                .iter()
+                .find(|e| e.id == entity)
+                .map(|e| e.x_mm.to_native())
+                .expect("own entity");
+            if f(&self.session, x) {
+                return x;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn welcome_and_movement_visible_in_snapshots() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "walker").await;
+    let w = p.session.welcome().cloned().expect("welcome");
+    assert_eq!(
+        (w.tick_rate_hz, w.snapshot_rate_hz, w.max_speed_mms),
+        (60, 60, 6000)
+    );
+    let start_x = p.snapshot_until(|_, _| true).await;
+    let mut x = start_x;
+    for seq in 1..=30 {
+        p.send_input(InputCmd::new(1000, 0, 0));
+        x = p.snapshot_until(|s, _| s.highest_acked() >= seq).await;
+    }
+    assert_eq!(x - start_x, 30 * 100, "30 full-speed inputs move 3000 mm");
+    let mut acked = 0;
+    while let Some(ev) = p.session.poll_event() {
+        if let ClientEvent::InputAcked { latency, .. } = ev {
+            assert!(
+                latency < Duration::from_millis(250),
+                "input acked after {latency:?}"
+            );
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 30);
+    assert_eq!(
+        server.server.stats.sessions_active.load(Ordering::Relaxed),
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ping_request_is_answered() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "pinger").await;
+    let (id, frame) = p
+        .session
+        .request(Request::Ping { client_time_us: 7 }, Instant::now())
+        .expect("request");
+    p.raw.send_raw(&frame).await;
+    match p.raw.next().await {
+        Some(ServerMsg::Response {
+            id: rid,
+            body: Ok(Response::Pong {
+                client_time_us: 7, ..
+            }),
+        }) => assert_eq!(rid, id),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_reject_path() {
+    let server = TestServer::start(|c| c.hello_timeout_ms = 500).await;
+    let endpoint = client_endpoint(&server);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello("not-a-token").await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::InvalidToken);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello(&server.token_with("old", |c| {
+        c.issued_at -= 7200;
+        c.expires_at = c.issued_at + 60;
+    }))
+    .await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::TokenExpired);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello(&server.token_with("elsewhere", |c| c.audience = "prod".into()))
+        .await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::WrongAudience);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello(&server.token_with("rotated", |c| c.key_id = 77))
+        .await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::InvalidToken);
+
+    let forged = {
+        let other = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let now = common::unix_now();
+        zonehost_protocol::token::sign(
+            &zonehost_protocol::token::Claims {
+                version: 1,
+                player: "mallory".into(),
+                audience: "dev".into(),
+                issued_at: now,
+                expires_at: now + 60,
+                nonce: [1; 16],
+                key_id: 0,
+            },
+            &other,
+        )
+    };
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello(&forged).await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::InvalidToken);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.send_msg(&ClientMsg::Hello(Hello {
+        version: 9,
+        token: server.token("future"),
+        client: "t".into(),
+    }))
+    .await;
+    assert_eq!(
+        expect_reject(&mut raw).await,
+        RejectCode::UnsupportedVersion
+    );
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.send_msg(&ClientMsg::Request {
+        id: 1,
+        body: Request::Ping { client_time_us: 0 },
+    })
+    .await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::ProtocolViolation);
+
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.send_raw(&u32::MAX.to_le_bytes()).await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::ProtocolViolation);
+
+    // No control stream at all: closed after the hello timeout.
+    let conn = endpoint
+        .connect(server.addr(), "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    match tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(close_code::REJECTED))
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+
+    // Second login of a live player.
+    let _first = Player::join(&endpoint, &server, "twice").await;
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    raw.hello(&server.token("twice")).await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::AlreadyConnected);
+
+    let stats = &server.server.stats;
+    assert_eq!(stats.reject_count(RejectCode::InvalidToken), 3);
+    assert_eq!(stats.reject_count(RejectCode::TokenExpired), 1);
+    assert_eq!(stats.reject_count(RejectCode::WrongAudience), 1);
+    assert_eq!(stats.reject_count(RejectCode::UnsupportedVersion), 1);
+    assert_eq!(stats.reject_count(RejectCode::ProtocolViolation), 2);
+    assert_eq!(stats.reject_count(RejectCode::AlreadyConnected), 1);
+    eventually("hello timeout counted", || {
+        stats.reject_count(RejectCode::HelloTimeout) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_alpn_fails_the_handshake() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint_alpn(&server, b"h3");
+    let result = endpoint
+        .connect(server.addr(), "localhost")
+        .expect("connect")
+        .await;
+    assert!(
+        result.is_err(),
+        "a client without the zonehost ALPN must not connect"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn second_login_takes_over_when_configured() {
+    let server = TestServer::start(|c| c.second_login = SecondLogin::TakeOver).await;
+    let endpoint = client_endpoint(&server);
+    let first = Player::join(&endpoint, &server, "mover").await;
+    let _second = Player::join(&endpoint, &server, "mover").await;
+    assert_eq!(
+        first.raw.closed_code().await,
+        Some(u64::from(close_code::TAKEN_OVER))
+    );
+    let stats = &server.server.stats;
+    eventually("take-over counted", || {
+        stats.disconnect_count(DisconnectCause::TakenOver) == 1
+    })
+    .await;
+    eventually("one live session", || {
+        stats.sessions_active.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_datagrams_are_dropped_counted_and_harmless() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "fuzzy").await;
+    let mut bad: Vec<Bytes> = vec![
+        Bytes::from_static(&[]),
+        Bytes::from_static(&[1]),
+        Bytes::from_static(&[9, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        Bytes::from_static(&[1, 2, 0, 0]),
+        Bytes::from(vec![0xff; 1000]),
+    ];
+    let mut truncated = encode_input(5, 0, &[InputCmd::new(1, 1, 0)]).to_vec();
+    truncated.pop();
+    bad.push(Bytes::from(truncated));
+    let mut lying = encode_input(5, 0, &[InputCmd::new(1, 1, 0)]).to_vec();
+    lying[2] = 8;
+    bad.push(Bytes::from(lying));
+    let n = bad.len() as u64;
+    for b in bad {
+        p.raw.send_datagram(b);
+    }
+    let stats = &server.server.stats;
+    eventually("malformed datagrams counted", || {
+        stats.dropped_count(DropCause::Malformed) == n
+    })
+    .await;
+    for _ in 0..5 {
+        p.send_input(InputCmd::new(0, 1000, 0));
+    }
+    p.snapshot_until(|s, _| s.highest_acked() >= 5).await;
+    assert_eq!(Stats::get(&stats.inputs_queued), 5);
+    assert_eq!(
+        stats.sessions_active.load(Ordering::Relaxed),
+        1,
+        "the session survived"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drain_sends_goaway_and_stops() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "leaver").await;
+    let mut server = server;
+    if let Some(tx) = server.shutdown.take() {
+        let _ = tx.send(());
+    }
+    match p.raw.next().await {
+        Some(ServerMsg::Goaway(g)) => assert_eq!(g.reconnect_after_ms, 2000),
+        other => panic!("expected Goaway, got {other:?}"),
+    }
+    assert_eq!(
+        p.raw.closed_code().await,
+        Some(u64::from(close_code::SHUTDOWN))
+    );
+    assert!(server.server.is_draining());
+    let stats = server.server.stats.clone();
+    tokio::time::timeout(WAIT, server.server.wait())
+        .await
+        .expect("drained in time");
+    assert_eq!(stats.disconnect_count(DisconnectCause::Shutdown), 1);
+    assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 0);
+}
