@@ -88,6 +88,26 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Largest reliable frame accepted from a client, bytes (at most 65536). Default 16384.
     pub max_frame_len: usize,
+    /// Input datagrams per second a connection may send (token bucket rate). Default 120.
+    pub datagram_rate: u32,
+    /// Input datagram burst. Default 240.
+    pub datagram_burst: u32,
+    /// Requests per second a session may send. Default 30.
+    pub request_rate: u32,
+    /// Request burst. Default 60.
+    pub request_burst: u32,
+    /// Violations (malformed or rate-limited messages) tolerated within 10 s before the
+    /// connection is closed with close code `ABUSE`. Default 200.
+    pub max_violations: u32,
+    /// Handshakes per second accepted from one source IP address. Default 20.
+    pub handshakes_per_ip_rate: u32,
+    /// Handshake burst per source IP address. Default 50.
+    pub handshakes_per_ip_burst: u32,
+    /// Above this many new connections per second server-wide, unvalidated clients must
+    /// complete a QUIC stateless retry (address validation) first. Default 500.
+    pub retry_above_handshakes_per_sec: u32,
+    /// Unexpired token nonces remembered to refuse replays (memory bound). Default 1000000.
+    pub replay_cache_capacity: usize,
     /// Second login for a live player. Default `refuse`.
     pub second_login: SecondLogin,
     /// Time allowed for a graceful drain after SIGTERM/SIGINT, milliseconds. Default 10000.
@@ -125,6 +145,15 @@ impl Default for Config {
             inbox_capacity: 65_536,
             outbox_capacity: 256,
             max_frame_len: 16 << 10,
+            datagram_rate: 120,
+            datagram_burst: 240,
+            request_rate: 30,
+            request_burst: 60,
+            max_violations: 200,
+            handshakes_per_ip_rate: 20,
+            handshakes_per_ip_burst: 50,
+            retry_above_handshakes_per_sec: 500,
+            replay_cache_capacity: 1_000_000,
             second_login: SecondLogin::Refuse,
             drain_timeout_ms: 10_000,
             reconnect_after_ms: 2_000,
@@ -214,6 +243,19 @@ impl Config {
                 "idle_timeout_ms/hello_timeout_ms",
                 "idle >= 1000, hello > 0",
             );
+        }
+        if self.datagram_rate == 0
+            || self.datagram_burst == 0
+            || self.request_rate == 0
+            || self.request_burst == 0
+        {
+            return invalid("datagram_rate/request_rate", "rates and bursts must be > 0");
+        }
+        if self.handshakes_per_ip_rate == 0
+            || self.handshakes_per_ip_burst == 0
+            || self.replay_cache_capacity == 0
+        {
+            return invalid("handshakes_per_ip_*/replay_cache_capacity", "must be > 0");
         }
         if self.audience.is_empty() {
             return invalid("audience", "must not be empty");

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod limits;
 pub mod net;
 pub mod ops;
 pub mod session;
@@ -165,6 +166,12 @@ pub async fn start(
         endpoint: endpoint.clone(),
         ctx,
         permits: Arc::new(Semaphore::new(config.max_connections)),
+        handshakes: limits::HandshakeLimiter::new(
+            config.handshakes_per_ip_rate,
+            config.handshakes_per_ip_burst,
+            65_536,
+        ),
+        retry_above_per_sec: config.retry_above_handshakes_per_sec,
     };
     tokio::spawn(acceptor.run(draining.clone()));
     tracing::info!(

@@ -57,6 +57,8 @@ label_enum! {
         Shutdown => "shutdown",
         /// The session was refused at `Hello`.
         Rejected => "rejected",
+        /// Too many malformed or rate-limited messages.
+        Abuse => "abuse",
     }
 }
 
@@ -114,7 +116,13 @@ pub struct Stats {
     /// Reliable requests received.
     pub requests: AtomicU64,
     /// Disconnects, by [`DisconnectCause`].
-    pub disconnects: [AtomicU64; 9],
+    pub disconnects: [AtomicU64; 10],
+    /// Requests refused by the per-session rate limit.
+    pub requests_rate_limited: AtomicU64,
+    /// Handshakes refused because one source address opened too many.
+    pub handshakes_refused_rate: AtomicU64,
+    /// Connections asked to complete a stateless retry (address validation) under load.
+    pub handshake_retries: AtomicU64,
     /// Simulation ticks run.
     pub ticks: AtomicU64,
     /// Ticks that started more than one tick period late.
@@ -260,7 +268,19 @@ pub const METRICS: &[MetricDef] = &[
         "zonehost_connections_refused_total",
         Counter,
         &["reason"],
-        "Connections refused before the handshake (reason=full).",
+        "Connections refused before the handshake (reason=full|source_rate).",
+    ),
+    m(
+        "zonehost_handshake_retries_total",
+        Counter,
+        &[],
+        "Connections sent a QUIC stateless retry (address validation under handshake load).",
+    ),
+    m(
+        "zonehost_requests_rate_limited_total",
+        Counter,
+        &[],
+        "Requests refused by the per-session rate limit.",
     ),
     m(
         "zonehost_connections_open",
@@ -413,6 +433,13 @@ impl Stats {
         );
         counter!("zonehost_connections_refused_total", "reason" => "full")
             .absolute(Self::get(&self.connections_refused_full));
+        counter!("zonehost_connections_refused_total", "reason" => "source_rate")
+            .absolute(Self::get(&self.handshakes_refused_rate));
+        c("zonehost_handshake_retries_total", &self.handshake_retries);
+        c(
+            "zonehost_requests_rate_limited_total",
+            &self.requests_rate_limited,
+        );
         g("zonehost_connections_open", &self.connections_open);
         g("zonehost_sessions_active", &self.sessions_active);
         g("zonehost_instances_live", &self.instances_live);

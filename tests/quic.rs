@@ -368,3 +368,57 @@ async fn drain_sends_goaway_and_stops() {
     assert_eq!(stats.disconnect_count(DisconnectCause::Shutdown), 1);
     assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn replayed_token_is_refused() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let token = server.token("once");
+    let mut first = Raw::connect(&endpoint, &server).await;
+    first.hello(&token).await;
+    assert!(matches!(first.next().await, Some(ServerMsg::Welcome(_))));
+    first.conn.close(0u32.into(), b"bye");
+    let stats = server.server.stats.clone();
+    eventually("first session ended", || {
+        stats.sessions_active.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let mut again = Raw::connect(&endpoint, &server).await;
+    again.hello(&token).await;
+    assert_eq!(expect_reject(&mut again).await, RejectCode::TokenReplayed);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn datagram_flood_is_rate_limited_then_closed_for_abuse() {
+    let server = TestServer::start(|c| {
+        c.datagram_rate = 60;
+        c.datagram_burst = 60;
+        c.max_violations = 50;
+    })
+    .await;
+    let endpoint = client_endpoint(&server);
+    let flooder = Player::join(&endpoint, &server, "flooder").await;
+    let mut bystander = Player::join(&endpoint, &server, "bystander").await;
+    for i in 0..400u32 {
+        let _ = flooder
+            .raw
+            .conn
+            .send_datagram(encode_input(i + 1, 0, &[InputCmd::new(0, 0, 0)]));
+    }
+    assert_eq!(
+        flooder.raw.closed_code().await,
+        Some(u64::from(close_code::ABUSE))
+    );
+    let stats = &server.server.stats;
+    assert!(stats.dropped_count(DropCause::RateLimited) > 50);
+    eventually("abuse counted", || {
+        stats.disconnect_count(DisconnectCause::Abuse) == 1
+    })
+    .await;
+    bystander.send_input(InputCmd::new(1000, 0, 0));
+    bystander
+        .snapshot_until(|s, _| s.highest_acked() >= 1)
+        .await;
+    server.stop().await;
+}

@@ -14,6 +14,7 @@ use zonehost_protocol::message::{
 };
 use zonehost_protocol::PROTOCOL_VERSION;
 
+use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{Authenticator, Registry};
 
 use crate::sim::{ConnShared, Control, Inbox, Join, Link, Outgoing, Sim, Work};
@@ -30,6 +31,10 @@ pub(crate) struct ConnContext {
     pub(crate) hello_timeout: Duration,
     pub(crate) max_frame_len: usize,
     pub(crate) outbox_capacity: usize,
+    pub(crate) replay: ReplayGuard,
+    pub(crate) datagram_rate: (u32, u32),
+    pub(crate) request_rate: (u32, u32),
+    pub(crate) max_violations: u32,
     pub(crate) next_session: std::sync::atomic::AtomicU64,
 }
 
@@ -182,6 +187,20 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         Ok(c) => c,
         Err((code, e)) => return reject(&ctx, &conn, control.send, code, e.to_string()).await,
     };
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Err(e) = ctx
+        .replay
+        .check_and_remember(claims.nonce, claims.expires_at, now_secs)
+    {
+        let code = match e {
+            ReplayError::Replayed => RejectCode::TokenReplayed,
+            ReplayError::Full => RejectCode::ServerFull,
+        };
+        return reject(&ctx, &conn, control.send, code, e.to_string()).await;
+    }
     let player_id = claims.player_id();
     let session = ctx.next_session();
     let shared = Arc::new(ConnShared::default());
@@ -208,6 +227,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         decoder,
     } = control;
     tokio::spawn(write_loop(send, outbox_rx, conn.clone(), shared.clone()));
+    let now = Instant::now();
     let cause = Pump {
         ctx: &ctx,
         conn: &conn,
@@ -215,6 +235,9 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         session,
         outbox,
         shared: &shared,
+        datagrams: TokenBucket::new(ctx.datagram_rate.0, ctx.datagram_rate.1, now),
+        requests: TokenBucket::new(ctx.request_rate.0, ctx.request_rate.1, now),
+        violations: ViolationCounter::new(ctx.max_violations, VIOLATION_WINDOW, now),
     }
     .run(recv, decoder)
     .await;
@@ -236,22 +259,36 @@ struct Pump<'a> {
     session: u64,
     outbox: mpsc::Sender<Outgoing>,
     shared: &'a Arc<ConnShared>,
+    datagrams: TokenBucket,
+    requests: TokenBucket,
+    violations: ViolationCounter,
 }
 
+/// Window over which protocol violations are counted toward an abuse close.
+const VIOLATION_WINDOW: Duration = Duration::from_secs(10);
+
 impl Pump<'_> {
-    async fn run(&self, mut recv: quinn::RecvStream, mut decoder: FrameDecoder) -> DisconnectCause {
+    async fn run(
+        &mut self,
+        mut recv: quinn::RecvStream,
+        mut decoder: FrameDecoder,
+    ) -> DisconnectCause {
         let mut sample = tokio::time::interval(QUIC_STATS_INTERVAL);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let rtt = metrics::histogram!("zonehost_quic_rtt_seconds");
         let mut seen = QuicSeen::default();
+        let conn = self.conn;
+        let max_frame_len = self.ctx.max_frame_len;
         loop {
             tokio::select! {
-                _ = sample.tick() => seen.sample(self.conn, &self.ctx.stats, &rtt),
-                dg = self.conn.read_datagram() => match dg {
-                    Ok(bytes) => self.on_datagram(&bytes),
+                _ = sample.tick() => seen.sample(conn, &self.ctx.stats, &rtt),
+                dg = conn.read_datagram() => match dg {
+                    Ok(bytes) => if let Some(cause) = self.on_datagram(&bytes) {
+                        return cause;
+                    },
                     Err(e) => return self.classify(e),
                 },
-                chunk = recv.read_chunk(self.ctx.max_frame_len, true) => match chunk {
+                chunk = recv.read_chunk(max_frame_len, true) => match chunk {
                     Ok(Some(chunk)) => {
                         decoder.extend(&chunk.bytes);
                         if let Some(cause) = self.on_frames(&mut decoder) {
@@ -284,29 +321,59 @@ impl Pump<'_> {
         }
     }
 
-    fn on_datagram(&self, bytes: &Bytes) {
-        let stats = &self.ctx.stats;
+    /// Counts a violation; closes the connection for abuse past the limit.
+    fn violation(&mut self) -> Option<DisconnectCause> {
+        self.violations.record(Instant::now()).then(|| {
+            self.close(
+                DisconnectCause::Abuse,
+                close_code::ABUSE,
+                "too many invalid or rate-limited messages",
+            )
+        })
+    }
+
+    fn on_datagram(&mut self, bytes: &Bytes) -> Option<DisconnectCause> {
+        let stats = self.ctx.stats.clone();
         Stats::inc(&stats.datagrams_in);
         stats
             .datagram_bytes_in
             .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !self.datagrams.try_take(Instant::now()) {
+            stats.dropped(DropCause::RateLimited);
+            return self.violation();
+        }
         let Ok(datagram) = InputDatagram::decode(bytes) else {
             stats.dropped(DropCause::Malformed);
-            return;
+            return self.violation();
         };
         let work = Work::input(self.session, &datagram, Instant::now());
         if self.inbox.work(work).is_err() {
             stats.dropped(DropCause::InboxFull);
         }
+        None
     }
 
     /// Handles every complete frame; returns a cause when the session must end.
-    fn on_frames(&self, decoder: &mut FrameDecoder) -> Option<DisconnectCause> {
+    fn on_frames(&mut self, decoder: &mut FrameDecoder) -> Option<DisconnectCause> {
         loop {
             match decoder.next_message::<ClientMsg>() {
                 Ok(None) => return None,
                 Ok(Some(ClientMsg::Request { id, body })) => {
                     Stats::inc(&self.ctx.stats.requests);
+                    if !self.requests.try_take(Instant::now()) {
+                        Stats::inc(&self.ctx.stats.requests_rate_limited);
+                        let limited = ServerMsg::Response {
+                            id,
+                            body: Err(RequestError::RateLimited),
+                        };
+                        if let Ok(frame) = encode_frame(&limited) {
+                            let _ = self.outbox.try_send(Outgoing::Frame(frame));
+                        }
+                        if let Some(cause) = self.violation() {
+                            return Some(cause);
+                        }
+                        continue;
+                    }
                     let work = Work::Request {
                         session: self.session,
                         id,

@@ -122,17 +122,40 @@ pub(crate) struct Acceptor {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) ctx: Arc<ConnContext>,
     pub(crate) permits: Arc<Semaphore>,
+    pub(crate) handshakes: crate::limits::HandshakeLimiter,
+    pub(crate) retry_above_per_sec: u32,
 }
 
 impl Acceptor {
     /// Accepts connections until `draining` becomes true.
     pub(crate) async fn run(self, mut draining: watch::Receiver<bool>) {
+        let mut window_start = std::time::Instant::now();
+        let mut window_count = 0u32;
         loop {
             let incoming = tokio::select! {
                 i = self.endpoint.accept() => i,
                 _ = draining.wait_for(|d| *d) => break,
             };
             let Some(incoming) = incoming else { break };
+            let now = std::time::Instant::now();
+            if now.duration_since(window_start) >= Duration::from_secs(1) {
+                window_start = now;
+                window_count = 0;
+            }
+            window_count += 1;
+            if !incoming.remote_address_validated()
+                && window_count > self.retry_above_per_sec
+                && incoming.may_retry()
+            {
+                Stats::inc(&self.ctx.stats.handshake_retries);
+                let _ = incoming.retry();
+                continue;
+            }
+            if !self.handshakes.admit(incoming.remote_address().ip(), now) {
+                Stats::inc(&self.ctx.stats.handshakes_refused_rate);
+                incoming.refuse();
+                continue;
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 Stats::inc(&self.ctx.stats.connections_refused_full);
                 incoming.refuse();
@@ -171,6 +194,10 @@ pub(crate) fn context(
         hello_timeout: Duration::from_millis(config.hello_timeout_ms),
         max_frame_len: config.max_frame_len,
         outbox_capacity: config.outbox_capacity,
+        replay: crate::limits::ReplayGuard::new(config.replay_cache_capacity),
+        datagram_rate: (config.datagram_rate, config.datagram_burst),
+        request_rate: (config.request_rate, config.request_burst),
+        max_violations: config.max_violations,
         next_session: std::sync::atomic::AtomicU64::new(1),
     })
 }

@@ -70,7 +70,7 @@ impl TestServer {
             audience: "dev".into(),
             issued_at: now,
             expires_at: now + 600,
-            nonce: [rand_suffix() as u8; 16],
+            nonce: unique_nonce(),
             key_id: 0,
         };
         tweak(&mut claims);
@@ -100,6 +100,14 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A nonce no other token of this process has.
+pub fn unique_nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&rand_suffix().to_le_bytes());
+    n[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+    n
 }
 
 fn rand_suffix() -> u64 {
