@@ -174,7 +174,12 @@ impl Work {
                 buttons: cmd.buttons.get(),
             };
         }
-        Work::Input { session, count: n as u8, inputs, received_at }
+        Work::Input {
+            session,
+            count: n as u8,
+            inputs,
+            received_at,
+        }
     }
 }
 

@@ -300,8 +300,7 @@ impl Worker {
         };
         if join.outbox.try_send(Outgoing::Frame(welcome)).is_err() {
             join.shared.set_cause(DisconnectCause::SlowReader);
-            join.conn
-                .close(close_code::SLOW_READER, b"slow reader");
+            join.conn.close(close_code::SLOW_READER, b"slow reader");
             self.registry.release(join.player_id, session);
             return;
         }
@@ -442,9 +441,7 @@ impl Worker {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
                             m.join.shared.set_cause(DisconnectCause::SlowReader);
-                            m.join
-                                .conn
-                                .close(close_code::SLOW_READER, b"slow reader");
+                            m.join.conn.close(close_code::SLOW_READER, b"slow reader");
                         }
                         Err(TrySendError::Closed(_)) => {}
                     }
