@@ -1,1 +1,41 @@
-//! placeholder
+//! Thin quinn wiring of the zonehost sans-IO [`ClientSession`](zonehost_protocol::ClientSession),
+//! for native clients and the load generator.
+//!
+//! * [`Trust`]: which server certificate is accepted (an exact certificate, a pinned
+//!   SHA-256 fingerprint, or WebPKI roots).
+//! * [`EndpointBuilder`]: a quinn client endpoint on a UDP socket with chosen buffer sizes
+//!   and client [`TransportOptions`] (keep-alive, idle timeout, small datagram buffers);
+//!   many connections can share one endpoint.
+//! * [`Client`]: connect and authenticate (`Hello` → `Welcome` or [`ClientError::Rejected`]),
+//!   send inputs and requests, receive [`Incoming`] events and snapshots, say `Bye`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), zonehost_client::ClientError> {
+//! use zonehost_client::{Client, EndpointBuilder, Incoming, Trust};
+//! use zonehost_protocol::datagram::InputCmd;
+//!
+//! let ep = EndpointBuilder::new(Trust::certificate_file("data/cert.der")?).build()?;
+//! let addr = "127.0.0.1:4433".parse().expect("address");
+//! let mut client = Client::connect(&ep.endpoint, addr, "localhost", "TOKEN", "doc").await?;
+//! client.send_input(InputCmd::new(1000, 0, 0))?;
+//! if let Incoming::Snapshot(info, _bytes) = client.next_event().await? {
+//!     println!("tick {}", info.tick);
+//! }
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod endpoint;
+pub mod trust;
+
+pub use client::{
+    Client, ClientError, ClientStats, Incoming, CLOSE_GRACE, DEFAULT_CONNECT_TIMEOUT,
+};
+pub use endpoint::{
+    client_config, ClientEndpoint, EndpointBuilder, SocketBuffers, TransportOptions,
+    DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_DATAGRAM_SEND_BUFFER, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEP_ALIVE, DEFAULT_SOCKET_BUFFER,
+};
+pub use trust::Trust;
+pub use zonehost_protocol::session::SnapshotInfo;

@@ -1,0 +1,235 @@
+//! What a load run does: [`Config`] and where bots get their tokens ([`TokenSource`]).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use zonehost_client::{TransportOptions, Trust, DEFAULT_SOCKET_BUFFER};
+
+use crate::Error;
+
+/// Everything a load run needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Server address (the only address bots connect to).
+    pub server: SocketAddr,
+    /// TLS server name sent in the handshake (the certificate is pinned, so any valid name works).
+    pub server_name: String,
+    /// Which server certificate is trusted.
+    pub trust: Trust,
+    /// Where tokens come from.
+    pub tokens: TokenSource,
+    /// Number of bots.
+    pub players: usize,
+    /// Total length of the run, ramp-up included; every bot stops at its end.
+    pub duration: Duration,
+    /// Connects are spread evenly over this period from the start.
+    pub ramp_up: Duration,
+    /// Inputs per second per bot.
+    pub input_hz: u32,
+    /// Number of client UDP sockets (quinn endpoints) bots are spread over.
+    pub sockets: usize,
+    /// Requested `SO_RCVBUF`/`SO_SNDBUF` of each socket, bytes.
+    pub socket_buffer: usize,
+    /// Seed of the bots' movement and of their names (`bot-<seed>-<i>`).
+    pub seed: u64,
+    /// Bound on connect + authentication per bot.
+    pub connect_timeout: Duration,
+    /// Fail the run when the action-latency p99 exceeds this.
+    pub max_p99: Option<Duration>,
+    /// Fail the run when snapshots received / expected falls below this ratio (0..=1).
+    pub min_snapshot_ratio: Option<f64>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// QUIC transport settings of the bots' connections.
+    pub transport: TransportOptions,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the server, its trust and tokens:
+    /// 10 players, 30 s, 5 s ramp-up, 60 Hz, 4 sockets, seed 1, 10 s connect timeout.
+    pub fn new(server: SocketAddr, trust: Trust, tokens: TokenSource) -> Self {
+        Self {
+            server,
+            server_name: "localhost".into(),
+            trust,
+            tokens,
+            players: 10,
+            duration: Duration::from_secs(30),
+            ramp_up: Duration::from_secs(5),
+            input_hz: 60,
+            sockets: 4,
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
+            seed: 1,
+            connect_timeout: Duration::from_secs(10),
+            max_p99: None,
+            min_snapshot_ratio: None,
+            progress: false,
+            transport: TransportOptions::default(),
+        }
+    }
+
+    /// Checks the settings once, before anything starts.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.players == 0 {
+            return bad("players must be at least 1");
+        }
+        if self.duration.is_zero() {
+            return bad("duration must be positive");
+        }
+        if self.ramp_up >= self.duration {
+            return bad("ramp-up must be shorter than the duration");
+        }
+        if self.input_hz == 0 || self.input_hz > 1000 {
+            return bad("input rate must be 1..=1000 Hz");
+        }
+        if self.sockets == 0 {
+            return bad("sockets must be at least 1");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect timeout must be positive");
+        }
+        if let Some(r) = self.min_snapshot_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return bad("min snapshot ratio must be within 0..=1");
+            }
+        }
+        if self.server.ip().is_unspecified() || self.server.port() == 0 {
+            return bad("server address must be a concrete host and port");
+        }
+        Ok(())
+    }
+}
+
+/// Where bots get their authentication tokens.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// Mint tokens locally with an Ed25519 signing key (the server's dev key, or an account
+    /// backend's key in a test environment).
+    SigningKey {
+        /// The key (boxed: it is large next to the other variants).
+        key: Box<SigningKey>,
+        /// Key id written in the claims.
+        key_id: u32,
+        /// Audience written in the claims (must match the server's).
+        audience: String,
+        /// Token lifetime.
+        ttl: Duration,
+    },
+    /// Run a shell command per bot and use its trimmed standard output as the token;
+    /// `{player}` in the command is replaced by the bot's player name.
+    Command(String),
+    /// Use these tokens, one per bot in order (there must be at least as many as bots).
+    Fixed(Vec<String>),
+}
+
+impl TokenSource {
+    /// A [`TokenSource::SigningKey`] reading the 32-byte Ed25519 secret seed from `path`
+    /// (the server's `<data_dir>/dev-signing.key`), with a lifetime of one hour.
+    pub fn signing_key_file(
+        path: impl AsRef<Path>,
+        key_id: u32,
+        audience: impl Into<String>,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            Error::Config(format!(
+                "{}: expected a 32-byte Ed25519 seed, found {} bytes",
+                path.display(),
+                bytes.len()
+            ))
+        })?;
+        Ok(TokenSource::SigningKey {
+            key: Box::new(SigningKey::from_bytes(&seed)),
+            key_id,
+            audience: audience.into(),
+            ttl: Duration::from_secs(3600),
+        })
+    }
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (examples: 30s, 500ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let addr: SocketAddr = "127.0.0.1:4433".parse().expect("addr");
+        let c = Config::new(
+            addr,
+            Trust::Fingerprint([0; 32]),
+            TokenSource::Fixed(vec![]),
+        );
+        assert!(c.validate().is_ok());
+        let mut bad = c.clone();
+        bad.ramp_up = bad.duration;
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.players = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.server = "0.0.0.0:4433".parse().expect("addr");
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.min_snapshot_ratio = Some(1.5);
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn signing_key_file_needs_32_bytes() {
+        let dir = std::env::temp_dir().join(format!("zh-loadgen-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.key");
+        std::fs::write(&good, [7u8; 32]).expect("write");
+        assert!(matches!(
+            TokenSource::signing_key_file(&good, 0, "dev"),
+            Ok(TokenSource::SigningKey { key_id: 0, .. })
+        ));
+        let bad = dir.join("bad.key");
+        std::fs::write(&bad, [7u8; 31]).expect("write");
+        assert!(TokenSource::signing_key_file(&bad, 0, "dev").is_err());
+        assert!(TokenSource::signing_key_file(dir.join("missing"), 0, "dev").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
