@@ -9,11 +9,13 @@ pub const AXIS_MAX: i32 = 1000;
 /// Inputs a player may bank while none arrive (absorbs network jitter without letting a
 /// client move faster than the limit for more than this many extra ticks).
 pub const MAX_BANKED_INPUTS: u32 = 4;
+/// Button bit: attack (same bit as the protocol's `BUTTON_ATTACK`).
+pub const BUTTON_ATTACK: u16 = 1 << 0;
 /// Inputs buffered per player awaiting application; older ones are dropped beyond this.
 pub const MAX_QUEUED_INPUTS: usize = 16;
 
 /// One tick's intent of a player.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PlayerInput {
     /// Sequence number assigned by the client; applied in increasing order.
     pub seq: u32,

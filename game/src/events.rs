@@ -1,0 +1,352 @@
+//! What goes into a world besides movement ([`Request`]) and what comes out of a step
+//! ([`Event`]).
+
+use crate::items::{EquipSlot, Item, ItemId};
+use crate::monsters::MonsterKind;
+use crate::world::EntityId;
+
+/// A player's request, queued with [`crate::World::queue_request`] and resolved during the
+/// next [`crate::World::step`]; its result is reported as [`Event::RequestDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Attack this monster once (range, line of sight and cooldown are checked).
+    Attack {
+        /// Monster entity id.
+        target: EntityId,
+    },
+    /// Pick up a ground item.
+    PickUp {
+        /// Ground item entity id.
+        ground: EntityId,
+    },
+    /// Equip a bag item; a worn item in that slot goes back to the bag.
+    Equip {
+        /// Bag item id.
+        item: ItemId,
+    },
+    /// Move a worn item to the bag.
+    Unequip {
+        /// Which slot.
+        slot: EquipSlot,
+    },
+    /// Drop a bag item on the ground at the player's feet (anyone may pick it up).
+    Drop {
+        /// Bag item id.
+        item: ItemId,
+    },
+    /// Use a consumable from the bag (potions heal).
+    UseItem {
+        /// Bag item id.
+        item: ItemId,
+    },
+    /// Take the portal the player stands in.
+    EnterZone,
+}
+
+impl Request {
+    /// Stable, low-cardinality name (metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Attack { .. } => "attack",
+            Request::PickUp { .. } => "pick_up",
+            Request::Equip { .. } => "equip",
+            Request::Unequip { .. } => "unequip",
+            Request::Drop { .. } => "drop",
+            Request::UseItem { .. } => "use_item",
+            Request::EnterZone => "enter_zone",
+        }
+    }
+}
+
+/// Why a request was refused. Nothing changed in the world when a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Reject {
+    /// The target monster does not exist or is dead.
+    #[error("no such target")]
+    NoSuchTarget,
+    /// The item is not in the bag, or the ground item does not exist.
+    #[error("no such item")]
+    NoSuchItem,
+    /// Out of reach (weapon range, or pick-up range).
+    #[error("too far")]
+    TooFar,
+    /// A wall is in the way of a ranged attack.
+    #[error("no line of sight")]
+    NoLineOfSight,
+    /// The bag is full.
+    #[error("bag full")]
+    BagFull,
+    /// The ground item belongs to another player (for now).
+    #[error("not yours")]
+    NotYours,
+    /// The item cannot be equipped.
+    #[error("cannot be equipped")]
+    WrongSlot,
+    /// The character's level is below the item's requirement.
+    #[error("level too low")]
+    LevelTooLow,
+    /// Nothing is worn in that slot.
+    #[error("slot empty")]
+    SlotEmpty,
+    /// The item cannot be used.
+    #[error("not usable")]
+    NotUsable,
+    /// The attack or potion is still cooling down.
+    #[error("on cooldown")]
+    OnCooldown,
+    /// Using the item would do nothing (e.g. a potion at full health).
+    #[error("no effect")]
+    NoEffect,
+    /// Too many items lie on the ground in this instance.
+    #[error("ground full")]
+    GroundFull,
+    /// The player is not standing in a portal.
+    #[error("not at a portal")]
+    NotAtPortal,
+    /// The player is dead.
+    #[error("dead")]
+    Dead,
+    /// The player is leaving the zone.
+    #[error("leaving the zone")]
+    Leaving,
+}
+
+/// Why [`crate::World::queue_request`] did not queue a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// No player with that entity id in this world.
+    #[error("unknown entity")]
+    UnknownEntity,
+    /// The player already has `MAX_QUEUED_REQUESTS` pending.
+    #[error("request queue full")]
+    QueueFull,
+}
+
+/// An inventory change of one player.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryChange {
+    /// A ground item moved into the bag.
+    PickedUp {
+        /// The item (full, for persistence).
+        item: Item,
+        /// The ground entity it was.
+        ground: EntityId,
+    },
+    /// A bag item was equipped.
+    Equipped {
+        /// The item.
+        item: ItemId,
+        /// Its slot.
+        slot: EquipSlot,
+        /// The item that went back to the bag.
+        swapped_out: Option<ItemId>,
+    },
+    /// A worn item moved to the bag.
+    Unequipped {
+        /// The item.
+        item: ItemId,
+        /// The slot it left.
+        slot: EquipSlot,
+    },
+    /// A bag item was dropped on the ground.
+    Dropped {
+        /// The item.
+        item: ItemId,
+        /// The new ground entity.
+        ground: EntityId,
+    },
+    /// A consumable was used up.
+    Consumed {
+        /// The item.
+        item: ItemId,
+        /// Hit points restored.
+        healed: u32,
+    },
+    /// Items the world created for this player (the starter kit of a new character).
+    Granted {
+        /// The items.
+        items: Vec<ItemId>,
+    },
+}
+
+/// Why a player is leaving the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferCause {
+    /// Walked into, or asked to use, a portal.
+    Portal,
+    /// Died; the target is the zone's respawn town.
+    Death,
+}
+
+/// Something that happened during a step. Events of one step are readable with
+/// [`crate::World::events`] until the next step. Events with a `player_id` concern that
+/// player privately; the others are instance-wide (combat log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An attack hit.
+    Hit {
+        /// Attacking entity.
+        attacker: EntityId,
+        /// Hit entity.
+        target: EntityId,
+        /// Physical damage dealt.
+        physical: u32,
+        /// Fire damage dealt.
+        fire: u32,
+        /// Critical hit.
+        crit: bool,
+        /// Target hit points left.
+        target_hp: u32,
+    },
+    /// An attack missed.
+    Miss {
+        /// Attacking entity.
+        attacker: EntityId,
+        /// Target entity.
+        target: EntityId,
+    },
+    /// A monster died.
+    Killed {
+        /// Player entity that dealt the killing blow.
+        killer: EntityId,
+        /// Monster entity.
+        victim: EntityId,
+        /// Its kind.
+        kind: MonsterKind,
+    },
+    /// A player gained XP.
+    XpGained {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// XP gained.
+        amount: u64,
+    },
+    /// A player reached a new level.
+    LevelUp {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// New level.
+        level: u8,
+    },
+    /// A player died (the penalty is already applied).
+    PlayerDied {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// Entity that dealt the killing blow.
+        killer: EntityId,
+        /// Gold lost.
+        gold_lost: u64,
+        /// XP lost.
+        xp_lost: u64,
+    },
+    /// A player came back to life at the zone spawn (in-place respawn zones only).
+    PlayerRespawned {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+    },
+    /// A player's gold changed.
+    GoldChanged {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// Signed change.
+        delta: i64,
+        /// New total.
+        gold: u64,
+    },
+    /// An item appeared on the ground (loot or a player's drop).
+    ItemDropped {
+        /// Ground entity id.
+        ground: EntityId,
+        /// The item.
+        item: Item,
+        /// Player who may pick it up (loot; `None` = anyone).
+        owner: Option<u64>,
+        /// Where.
+        pos_mm: (i32, i32),
+    },
+    /// A ground item expired and is gone for good.
+    ItemExpired {
+        /// Ground entity id.
+        ground: EntityId,
+        /// The item.
+        item: ItemId,
+    },
+    /// A player's inventory changed.
+    Inventory {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// What changed.
+        change: InventoryChange,
+    },
+    /// A queued request was resolved.
+    RequestDone {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// The id given to `queue_request`.
+        request_id: u32,
+        /// The request kind ([`Request::kind`]).
+        kind: &'static str,
+        /// Accepted, or why not.
+        result: Result<(), Reject>,
+    },
+    /// The player must move to another zone: the server exports the player
+    /// ([`crate::World::take_player`]) and imports it into an instance of `to_zone`.
+    /// Until then the player is frozen and untargetable.
+    Transfer {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// Destination zone id.
+        to_zone: u16,
+        /// Why.
+        cause: TransferCause,
+    },
+}
+
+impl Event {
+    /// The player this event is private to, if any.
+    pub fn player_id(&self) -> Option<u64> {
+        match self {
+            Event::XpGained { player_id, .. }
+            | Event::LevelUp { player_id, .. }
+            | Event::PlayerDied { player_id, .. }
+            | Event::PlayerRespawned { player_id, .. }
+            | Event::GoldChanged { player_id, .. }
+            | Event::Inventory { player_id, .. }
+            | Event::RequestDone { player_id, .. }
+            | Event::Transfer { player_id, .. } => Some(*player_id),
+            Event::Hit { .. }
+            | Event::Miss { .. }
+            | Event::Killed { .. }
+            | Event::ItemDropped { .. }
+            | Event::ItemExpired { .. } => None,
+        }
+    }
+
+    /// Whether it changes a player's durable record (save it).
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Event::XpGained { .. }
+                | Event::LevelUp { .. }
+                | Event::PlayerDied { .. }
+                | Event::GoldChanged { .. }
+                | Event::Inventory { .. }
+        )
+    }
+}
