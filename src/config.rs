@@ -108,6 +108,9 @@ pub struct Config {
     pub retry_above_handshakes_per_sec: u32,
     /// Unexpired token nonces remembered to refuse replays (memory bound). Default 1000000.
     pub replay_cache_capacity: usize,
+    /// How long a session whose connection was lost (idle timeout, transport error) stays
+    /// in its world waiting for a resume token, milliseconds; 0 closes it at once. Default 30000.
+    pub resume_grace_ms: u64,
     /// Second login for a live player. Default `refuse`.
     pub second_login: SecondLogin,
     /// Time allowed for a graceful drain after SIGTERM/SIGINT, milliseconds. Default 10000.
@@ -154,6 +157,7 @@ impl Default for Config {
             handshakes_per_ip_burst: 50,
             retry_above_handshakes_per_sec: 500,
             replay_cache_capacity: 1_000_000,
+            resume_grace_ms: 30_000,
             second_login: SecondLogin::Refuse,
             drain_timeout_ms: 10_000,
             reconnect_after_ms: 2_000,

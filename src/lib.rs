@@ -28,7 +28,7 @@ use zonehost_protocol::token::KeySet;
 use crate::config::{Config, ConfigError};
 use crate::keys::KeyError;
 use crate::net::{NetError, SocketBuffers};
-use crate::session::{Authenticator, Registry};
+use crate::session::{Authenticator, Registry, ResumeMinter};
 use crate::sim::{Sim, SpawnError};
 use crate::telemetry::Stats;
 
@@ -147,13 +147,24 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let sim = Arc::new(Sim::start(&config, stats.clone(), registry.clone())?);
+    let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
+    let sim = Arc::new(Sim::start(
+        &config,
+        stats.clone(),
+        registry.clone(),
+        resume.clone(),
+    )?);
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {
         Some(addr) => Some(ops::serve(addr, stats.clone(), draining.clone()).await?),
         None => None,
     };
-    let auth = Authenticator::new(keyset, config.audience.clone(), config.token_skew_secs);
+    let auth = Authenticator::new(
+        keyset,
+        config.audience.clone(),
+        config.token_skew_secs,
+        resume.keys(),
+    );
     let ctx = net::context(
         &config,
         stats.clone(),

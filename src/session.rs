@@ -1,15 +1,94 @@
-//! Authentication and the registry of live sessions (one per player).
+//! Authentication (account tokens and resume tokens) and the registry of live sessions
+//! (one per player, possibly detached while waiting for a resume).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ed25519_dalek::SigningKey;
 use zonehost_protocol::message::{close_code, RejectCode};
-use zonehost_protocol::token::{Claims, KeySet, TokenError};
+use zonehost_protocol::token::{parse, sign, Claims, KeySet, TokenError, CLAIMS_VERSION};
 
 use crate::config::SecondLogin;
-use crate::sim::{ConnShared, Link, SessionId};
+use crate::sim::{ConnShared, Control, Inbox, Link, SessionId};
 use crate::telemetry::DisconnectCause;
+
+/// Audience of resume tokens (minted by this server for its own sessions).
+pub const RESUME_AUDIENCE: &str = "zonehost-resume";
+/// Lifetime of a resume token. Whether it still resumes anything is decided by the
+/// session's grace period, not by this expiry.
+pub const RESUME_TOKEN_TTL_SECS: u64 = 24 * 3600;
+const RESUME_KEY_ID: u32 = u32::MAX;
+
+/// Current Unix time in seconds.
+pub fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a verified `Hello` token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// A fresh login with an account token.
+    Login(Claims),
+    /// A resume of a detached session with a token this server minted.
+    Resume(Claims),
+}
+
+impl Verified {
+    /// The verified claims.
+    pub fn claims(&self) -> &Claims {
+        match self {
+            Verified::Login(c) | Verified::Resume(c) => c,
+        }
+    }
+}
+
+/// Mints resume tokens: signed by a per-process key, bound to the player, single use
+/// (the replay guard remembers their nonces).
+#[derive(Debug)]
+pub struct ResumeMinter {
+    key: SigningKey,
+}
+
+impl ResumeMinter {
+    /// A minter with a fresh random key.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)?;
+        Ok(Self {
+            key: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    /// The key set that verifies this minter's tokens.
+    pub fn keys(&self) -> KeySet {
+        let mut keys = KeySet::new();
+        keys.insert(RESUME_KEY_ID, self.key.verifying_key());
+        keys
+    }
+
+    /// A resume token for `player`, issued at `now` (Unix seconds).
+    pub fn mint(&self, player: &str, now: u64) -> String {
+        let mut nonce = [0u8; 16];
+        if getrandom::fill(&mut nonce).is_err() {
+            // Still single-use through the replay guard; only guessability suffers.
+            nonce[..8].copy_from_slice(&now.to_le_bytes());
+        }
+        let claims = Claims {
+            version: CLAIMS_VERSION,
+            player: player.into(),
+            audience: RESUME_AUDIENCE.into(),
+            issued_at: now,
+            expires_at: now + RESUME_TOKEN_TTL_SECS,
+            nonce,
+            key_id: RESUME_KEY_ID,
+        };
+        sign(&claims, &self.key)
+    }
+}
 
 /// Verifies tokens against the configured keys, audience and clock.
 #[derive(Debug, Clone)]
@@ -17,44 +96,49 @@ pub struct Authenticator {
     keys: KeySet,
     audience: String,
     skew_secs: u64,
+    resume_keys: KeySet,
 }
 
 impl Authenticator {
-    /// An authenticator accepting tokens signed by any key of `keys` for `audience`.
-    pub fn new(keys: KeySet, audience: String, skew_secs: u64) -> Self {
+    /// Accepts account tokens signed by any key of `keys` for `audience`, and resume
+    /// tokens verified by `resume_keys`.
+    pub fn new(keys: KeySet, audience: String, skew_secs: u64, resume_keys: KeySet) -> Self {
         Self {
             keys,
             audience,
             skew_secs,
+            resume_keys,
         }
     }
 
     /// Verifies `token` now; maps failures to the `RejectCode` sent to the client.
-    pub fn verify(&self, token: &str) -> Result<Claims, (RejectCode, TokenError)> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.verify_at(token, now)
+    pub fn verify(&self, token: &str) -> Result<Verified, (RejectCode, TokenError)> {
+        self.verify_at(token, unix_secs())
     }
 
     /// Verifies `token` at Unix time `now`.
-    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, (RejectCode, TokenError)> {
-        self.keys
-            .verify(token, &self.audience, now, self.skew_secs)
-            .map_err(|e| {
-                let code = match e {
-                    TokenError::Expired { .. } | TokenError::NotYetValid => {
-                        RejectCode::TokenExpired
-                    }
-                    TokenError::WrongAudience(_) => RejectCode::WrongAudience,
-                    TokenError::Malformed(_)
-                    | TokenError::UnknownKey(_)
-                    | TokenError::BadSignature
-                    | TokenError::InvalidPlayer => RejectCode::InvalidToken,
-                };
-                (code, e)
-            })
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, (RejectCode, TokenError)> {
+        let resume = parse(token).is_ok_and(|(c, _, _)| c.audience == RESUME_AUDIENCE);
+        let result = if resume {
+            self.resume_keys
+                .verify(token, RESUME_AUDIENCE, now, self.skew_secs)
+                .map(Verified::Resume)
+        } else {
+            self.keys
+                .verify(token, &self.audience, now, self.skew_secs)
+                .map(Verified::Login)
+        };
+        result.map_err(|e| {
+            let code = match e {
+                TokenError::Expired { .. } | TokenError::NotYetValid => RejectCode::TokenExpired,
+                TokenError::WrongAudience(_) => RejectCode::WrongAudience,
+                TokenError::Malformed(_)
+                | TokenError::UnknownKey(_)
+                | TokenError::BadSignature
+                | TokenError::InvalidPlayer => RejectCode::InvalidToken,
+            };
+            (code, e)
+        })
     }
 }
 
@@ -63,9 +147,13 @@ struct Entry {
     session: SessionId,
     conn: Arc<dyn Link>,
     shared: Arc<ConnShared>,
+    inbox: Arc<Inbox>,
+    /// The connection was lost; the session waits in its world for a resume.
+    detached: bool,
 }
 
-/// Live sessions by player id. Touched only when a session starts or ends, never per tick.
+/// Live sessions by player id. Touched only when a session starts, detaches, resumes or
+/// ends, never per tick.
 #[derive(Debug)]
 pub struct Registry {
     policy: SecondLogin,
@@ -82,39 +170,79 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still usable.
+        // Single inserts and removes cannot leave the map inconsistent, so a poisoned
+        // lock is still usable.
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `player_id` for `session`. With `refuse`, fails if the player is live; with
-    /// `take_over`, closes the old connection and claims the player.
+    /// Claims `player_id` for a new `session` owned by the worker behind `inbox`. With
+    /// `refuse`, fails if the player is live; with `take_over`, closes the old connection
+    /// and claims the player. A detached session is always ended in favour of a login.
     pub fn claim(
         &self,
         player_id: u64,
         session: SessionId,
         conn: &Arc<dyn Link>,
         shared: &Arc<ConnShared>,
+        inbox: &Arc<Inbox>,
     ) -> Result<(), RejectCode> {
         let mut live = self.lock();
         if let Some(old) = live.get(&player_id) {
-            match self.policy {
-                SecondLogin::Refuse => return Err(RejectCode::AlreadyConnected),
-                SecondLogin::TakeOver => {
-                    old.shared.set_cause(DisconnectCause::TakenOver);
-                    old.conn.close(close_code::TAKEN_OVER, b"taken over");
+            if old.detached {
+                old.inbox.control(Control::Leave {
+                    session: old.session,
+                });
+            } else {
+                match self.policy {
+                    SecondLogin::Refuse => return Err(RejectCode::AlreadyConnected),
+                    SecondLogin::TakeOver => {
+                        old.shared.set_cause(DisconnectCause::TakenOver);
+                        old.conn.close(close_code::TAKEN_OVER, b"taken over");
+                    }
                 }
             }
         }
-        live.insert(
-            player_id,
-            Entry {
-                session,
-                conn: conn.clone(),
-                shared: shared.clone(),
-            },
-        );
+        let entry = Entry {
+            session,
+            conn: conn.clone(),
+            shared: shared.clone(),
+            inbox: inbox.clone(),
+            detached: false,
+        };
+        live.insert(player_id, entry);
         Ok(())
+    }
+
+    /// Marks `session` of `player_id` detached (its connection was lost); false if the
+    /// session no longer holds the player.
+    pub fn detach(&self, player_id: u64, session: SessionId) -> bool {
+        match self.lock().get_mut(&player_id) {
+            Some(e) if e.session == session => {
+                e.detached = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Re-attaches the detached session of `player_id` to a new connection; returns the
+    /// session id and the inbox of the worker that owns it.
+    pub fn reattach(
+        &self,
+        player_id: u64,
+        conn: &Arc<dyn Link>,
+        shared: &Arc<ConnShared>,
+    ) -> Result<(SessionId, Arc<Inbox>), RejectCode> {
+        match self.lock().get_mut(&player_id) {
+            Some(e) if e.detached => {
+                e.detached = false;
+                e.conn = conn.clone();
+                e.shared = shared.clone();
+                Ok((e.session, e.inbox.clone()))
+            }
+            Some(_) => Err(RejectCode::AlreadyConnected),
+            None => Err(RejectCode::SessionExpired),
+        }
     }
 
     /// Releases `player_id` if `session` still holds it.
@@ -125,7 +253,7 @@ impl Registry {
         }
     }
 
-    /// Number of live players.
+    /// Number of live players (detached ones included).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -139,26 +267,33 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::SigningKey;
-    use zonehost_protocol::token::{sign, CLAIMS_VERSION};
 
-    #[test]
-    fn token_errors_map_to_reject_codes() {
-        let sk = SigningKey::from_bytes(&[3; 32]);
-        let mut keys = KeySet::new();
-        keys.insert(0, sk.verifying_key());
-        let auth = Authenticator::new(keys, "dev".into(), 30);
-        let claims = Claims {
+    fn claims(audience: &str) -> Claims {
+        Claims {
             version: CLAIMS_VERSION,
             player: "p".into(),
-            audience: "dev".into(),
+            audience: audience.into(),
             issued_at: 100,
             expires_at: 200,
             nonce: [0; 16],
             key_id: 0,
-        };
-        let t = sign(&claims, &sk);
-        assert!(auth.verify_at(&t, 150).is_ok());
+        }
+    }
+
+    fn auth() -> (SigningKey, ResumeMinter, Authenticator) {
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let mut keys = KeySet::new();
+        keys.insert(0, sk.verifying_key());
+        let minter = ResumeMinter::random().expect("randomness");
+        let auth = Authenticator::new(keys, "dev".into(), 30, minter.keys());
+        (sk, minter, auth)
+    }
+
+    #[test]
+    fn token_errors_map_to_reject_codes() {
+        let (sk, _, auth) = auth();
+        let t = sign(&claims("dev"), &sk);
+        assert_eq!(auth.verify_at(&t, 150), Ok(Verified::Login(claims("dev"))));
         assert_eq!(
             auth.verify_at(&t, 300).map_err(|e| e.0),
             Err(RejectCode::TokenExpired)
@@ -167,16 +302,29 @@ mod tests {
             auth.verify_at("garbage", 150).map_err(|e| e.0),
             Err(RejectCode::InvalidToken)
         );
-        let other = sign(
+        let other = sign(&claims("prod"), &sk);
+        assert_eq!(
+            auth.verify_at(&other, 150).map_err(|e| e.0),
+            Err(RejectCode::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn resume_tokens_verify_only_with_the_minting_key() {
+        let (sk, minter, auth) = auth();
+        let t = minter.mint("p", 1000);
+        assert!(matches!(auth.verify_at(&t, 1001), Ok(Verified::Resume(c)) if c.player == "p"));
+        // An account key cannot forge a resume token.
+        let forged = sign(
             &Claims {
-                audience: "prod".into(),
-                ..claims
+                key_id: RESUME_KEY_ID,
+                ..claims(RESUME_AUDIENCE)
             },
             &sk,
         );
         assert_eq!(
-            auth.verify_at(&other, 150).map_err(|e| e.0),
-            Err(RejectCode::WrongAudience)
+            auth.verify_at(&forged, 150).map_err(|e| e.0),
+            Err(RejectCode::InvalidToken)
         );
     }
 }

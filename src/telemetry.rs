@@ -67,7 +67,7 @@ fn reject_index(code: RejectCode) -> usize {
 }
 
 /// Number of [`RejectCode`] variants.
-pub const REJECT_CODES: usize = 11;
+pub const REJECT_CODES: usize = 12;
 
 /// Every [`RejectCode`], in wire order.
 pub const ALL_REJECT_CODES: [RejectCode; REJECT_CODES] = [
@@ -82,6 +82,7 @@ pub const ALL_REJECT_CODES: [RejectCode; REJECT_CODES] = [
     RejectCode::HelloTimeout,
     RejectCode::TokenReplayed,
     RejectCode::Internal,
+    RejectCode::SessionExpired,
 ];
 
 /// Live counters of one server instance.
@@ -95,6 +96,8 @@ pub struct Stats {
     pub connections_open: AtomicI64,
     /// Welcomed sessions (gauge).
     pub sessions_active: AtomicI64,
+    /// Sessions whose connection was lost, waiting for a resume (gauge).
+    pub sessions_detached: AtomicI64,
     /// Zone instances alive (gauge).
     pub instances_live: AtomicI64,
     /// Sessions refused at `Hello`, by [`RejectCode`].
@@ -485,6 +488,8 @@ impl Stats {
         gauge!("zonehost_sessions_by_state", "state" => "handshaking")
             .set((open - active).max(0) as f64);
         gauge!("zonehost_sessions_by_state", "state" => "active").set(active as f64);
+        gauge!("zonehost_sessions_by_state", "state" => "detached")
+            .set(self.sessions_detached.load(Ordering::Relaxed) as f64);
         for (i, w) in self.workers.iter().enumerate() {
             let worker = i.to_string();
             gauge!("zonehost_sim_worker_players", "worker" => worker.clone())

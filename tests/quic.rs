@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client_endpoint, client_endpoint_alpn, Raw, TestServer, WAIT};
+use common::{client_endpoint, client_endpoint_alpn, Raw, Relay, TestServer, WAIT};
 use zonehost::config::SecondLogin;
 use zonehost::telemetry::{DisconnectCause, DropCause, Stats};
 use zonehost_protocol::datagram::{encode_input, InputCmd};
@@ -48,8 +48,18 @@ struct Player {
 
 impl Player {
     async fn join(endpoint: &quinn::Endpoint, server: &TestServer, name: &str) -> Self {
-        let mut raw = Raw::connect(endpoint, server).await;
-        let mut session = ClientSession::new(server.token(name), "test");
+        Self::join_with(endpoint, server, server.addr(), server.token(name)).await
+    }
+
+    async fn join_with(
+        endpoint: &quinn::Endpoint,
+        server: &TestServer,
+        addr: std::net::SocketAddr,
+        token: String,
+    ) -> Self {
+        let mut raw = Raw::connect_to(endpoint, addr).await;
+        let _ = server;
+        let mut session = ClientSession::new(token, "test");
         let hello = session.hello().expect("hello");
         raw.send_raw(&hello).await;
         let deadline = Instant::now() + WAIT;
@@ -420,5 +430,114 @@ async fn datagram_flood_is_rate_limited_then_closed_for_abuse() {
     bystander
         .snapshot_until(|s, _| s.highest_acked() >= 1)
         .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lost_connection_resumes_with_its_resume_token() {
+    let server = TestServer::start(|c| c.idle_timeout_ms = 1000).await;
+    let endpoint = client_endpoint(&server);
+    let relay = Relay::start(server.addr()).await;
+    let mut p = Player::join_with(&endpoint, &server, relay.addr, server.token("roamer")).await;
+    let welcome = p.session.welcome().cloned().expect("welcome");
+    for seq in 1..=10 {
+        p.send_input(InputCmd::new(1000, 0, 0));
+        p.snapshot_until(|s, _| s.highest_acked() >= seq).await;
+    }
+    relay.cut();
+    let stats = server.server.stats.clone();
+    eventually("session detached", || {
+        stats.sessions_detached.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 0);
+
+    let mut back = Player::join_with(
+        &endpoint,
+        &server,
+        server.addr(),
+        welcome.resume_token.clone(),
+    )
+    .await;
+    let resumed = back.session.welcome().cloned().expect("welcome");
+    assert_eq!(
+        (resumed.entity_id, resumed.instance, resumed.player_id),
+        (welcome.entity_id, welcome.instance, welcome.player_id)
+    );
+    assert_ne!(
+        resumed.resume_token, welcome.resume_token,
+        "each welcome carries a fresh resume token"
+    );
+    let x = back.snapshot_until(|_, _| true).await;
+    assert_eq!(x, 50_000 + 10 * 100, "position kept across the resume");
+    assert_eq!(stats.sessions_detached.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 1);
+
+    // A resume token is single use.
+    let mut again = Raw::connect(&endpoint, &server).await;
+    again.hello(&welcome.resume_token).await;
+    assert_eq!(expect_reject(&mut again).await, RejectCode::TokenReplayed);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn detached_session_closes_after_the_grace_period() {
+    let server = TestServer::start(|c| {
+        c.idle_timeout_ms = 1000;
+        c.resume_grace_ms = 300;
+    })
+    .await;
+    let endpoint = client_endpoint(&server);
+    let relay = Relay::start(server.addr()).await;
+    let p = Player::join_with(&endpoint, &server, relay.addr, server.token("gone")).await;
+    let token = p
+        .session
+        .welcome()
+        .map(|w| w.resume_token.clone())
+        .expect("welcome");
+    relay.cut();
+    let stats = server.server.stats.clone();
+    eventually("session detached", || {
+        stats.sessions_detached.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    eventually("session closed", || {
+        stats.sessions_detached.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    assert_eq!(stats.instances_live.load(Ordering::Relaxed), 0);
+    let mut late = Raw::connect(&endpoint, &server).await;
+    late.hello(&token).await;
+    assert_eq!(expect_reject(&mut late).await, RejectCode::SessionExpired);
+    // The player may log in afresh.
+    let _fresh = Player::join(&endpoint, &server, "gone").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_survives_a_client_address_change() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "migrant").await;
+    p.send_input(InputCmd::new(1000, 0, 0));
+    p.snapshot_until(|s, _| s.highest_acked() >= 1).await;
+    let before = endpoint.local_addr().expect("addr");
+    endpoint
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0").expect("new socket"))
+        .expect("rebind");
+    assert_ne!(endpoint.local_addr().expect("addr"), before);
+    for seq in 2..=10 {
+        p.send_input(InputCmd::new(1000, 0, 0));
+        p.snapshot_until(|s, _| s.highest_acked() >= seq).await;
+    }
+    let stats = &server.server.stats;
+    assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        DisconnectCause::ALL
+            .iter()
+            .map(|c| stats.disconnect_count(*c))
+            .sum::<u64>(),
+        0
+    );
     server.stop().await;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
-use zonehost::session::Registry;
+use zonehost::session::{Registry, ResumeMinter};
 use zonehost::sim::{
     ConnShared, Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
 };
@@ -64,7 +64,11 @@ impl Harness {
         let stats = Arc::new(Stats::new(1));
         let registry = Arc::new(Registry::new(SecondLogin::Refuse));
         let worker = Worker::new(
-            WorkerSettings::from_config(0, &config),
+            WorkerSettings::from_config(
+                0,
+                &config,
+                Arc::new(ResumeMinter::random().expect("randomness")),
+            ),
             inbox.clone(),
             stats.clone(),
             registry,

@@ -124,6 +124,10 @@ pub struct Welcome {
     pub server_time_us: u64,
     /// Movement speed limit in millimetres per second.
     pub max_speed_mms: u32,
+    /// Single-use token that resumes this session on a new connection (send it as
+    /// `Hello.token`) if the connection is lost; valid while the server keeps the session,
+    /// i.e. for its resume grace period after the loss.
+    pub resume_token: String,
 }
 
 /// Reasons a session is refused. The index of each variant is its wire code.
@@ -151,6 +155,8 @@ pub enum RejectCode {
     TokenReplayed,
     /// The server failed internally (code 10).
     Internal,
+    /// A resume token was presented but its session is gone (grace period over) (code 11).
+    SessionExpired,
 }
 
 impl RejectCode {
@@ -168,6 +174,7 @@ impl RejectCode {
             RejectCode::HelloTimeout => "hello_timeout",
             RejectCode::TokenReplayed => "token_replayed",
             RejectCode::Internal => "internal",
+            RejectCode::SessionExpired => "session_expired",
         }
     }
 }

@@ -336,6 +336,7 @@ mod tests {
             server_tick: 0,
             server_time_us: 0,
             max_speed_mms: 6000,
+            resume_token: "r".into(),
         }
     }
 

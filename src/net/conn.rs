@@ -15,7 +15,7 @@ use zonehost_protocol::message::{
 use zonehost_protocol::PROTOCOL_VERSION;
 
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
-use crate::session::{Authenticator, Registry};
+use crate::session::{unix_secs, Authenticator, Registry, Verified};
 
 use crate::sim::{ConnShared, Control, Inbox, Join, Link, Outgoing, Sim, Work};
 use crate::telemetry::{DisconnectCause, DropCause, Stats};
@@ -35,6 +35,7 @@ pub(crate) struct ConnContext {
     pub(crate) datagram_rate: (u32, u32),
     pub(crate) request_rate: (u32, u32),
     pub(crate) max_violations: u32,
+    pub(crate) resume_grace: bool,
     pub(crate) next_session: std::sync::atomic::AtomicU64,
 }
 
@@ -183,14 +184,12 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         )
         .await;
     }
-    let claims = match ctx.auth.verify(&hello.token) {
-        Ok(c) => c,
+    let verified = match ctx.auth.verify(&hello.token) {
+        Ok(v) => v,
         Err((code, e)) => return reject(&ctx, &conn, control.send, code, e.to_string()).await,
     };
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let claims = verified.claims().clone();
+    let now_secs = unix_secs();
     if let Err(e) = ctx
         .replay
         .check_and_remember(claims.nonce, claims.expires_at, now_secs)
@@ -202,24 +201,44 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         return reject(&ctx, &conn, control.send, code, e.to_string()).await;
     }
     let player_id = claims.player_id();
-    let session = ctx.next_session();
     let shared = Arc::new(ConnShared::default());
     let link: Arc<dyn Link> = Arc::new(conn.clone());
-    if let Err(code) = ctx.registry.claim(player_id, session, &link, &shared) {
-        let reason = format!("player {} already has a live session", claims.player);
-        return reject(&ctx, &conn, control.send, code, reason).await;
-    }
-    let inbox = ctx.sim.least_loaded();
+    let (session, inbox, resumed) = match verified {
+        Verified::Login(_) => {
+            let session = ctx.next_session();
+            let inbox = ctx.sim.least_loaded();
+            if let Err(code) = ctx
+                .registry
+                .claim(player_id, session, &link, &shared, &inbox)
+            {
+                let reason = format!("player {} already has a live session", claims.player);
+                return reject(&ctx, &conn, control.send, code, reason).await;
+            }
+            (session, inbox, false)
+        }
+        Verified::Resume(_) => match ctx.registry.reattach(player_id, &link, &shared) {
+            Ok((session, inbox)) => (session, inbox, true),
+            Err(code) => {
+                let reason = format!("no session of {} waits for a resume", claims.player);
+                return reject(&ctx, &conn, control.send, code, reason).await;
+            }
+        },
+    };
     let (outbox, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
-    tracing::info!(remote = %conn.remote_address(), player = %claims.player, session, "session started");
-    inbox.control(Control::Join(Box::new(Join {
+    tracing::info!(remote = %conn.remote_address(), player = %claims.player, session, resumed, "session started");
+    let join = Box::new(Join {
         session,
         player_id,
         player_name: claims.player.clone(),
         conn: link,
         outbox: outbox.clone(),
         shared: shared.clone(),
-    })));
+    });
+    inbox.control(if resumed {
+        Control::Attach(join)
+    } else {
+        Control::Join(join)
+    });
     let started = Instant::now();
     let ControlStream {
         send,
@@ -241,7 +260,15 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
     }
     .run(recv, decoder)
     .await;
-    inbox.control(Control::Leave { session });
+    let lost = matches!(
+        cause,
+        DisconnectCause::IdleTimeout | DisconnectCause::ConnectionLost
+    );
+    if lost && ctx.resume_grace && ctx.registry.detach(player_id, session) {
+        inbox.control(Control::Detach { session });
+    } else {
+        inbox.control(Control::Leave { session });
+    }
     ctx.stats.disconnected(cause);
     tracing::info!(
         player = %claims.player,

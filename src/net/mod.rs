@@ -198,6 +198,7 @@ pub(crate) fn context(
         datagram_rate: (config.datagram_rate, config.datagram_burst),
         request_rate: (config.request_rate, config.request_burst),
         max_violations: config.max_violations,
+        resume_grace: config.resume_grace_ms > 0,
         next_session: std::sync::atomic::AtomicU64::new(1),
     })
 }

@@ -23,7 +23,7 @@ use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
 use crate::config::Config;
-use crate::session::Registry;
+use crate::session::{Registry, ResumeMinter};
 use crate::telemetry::{DisconnectCause, Stats};
 
 pub use worker::{Worker, WorkerSettings};
@@ -130,6 +130,13 @@ pub enum Control {
         /// Session id.
         session: SessionId,
     },
+    /// The session's connection was lost: keep it for the resume grace period.
+    Detach {
+        /// Session id.
+        session: SessionId,
+    },
+    /// A new connection resumes a detached session (`Join::session` is the old id).
+    Attach(Box<Join>),
     /// Send `Goaway` to every session and stop accepting joins.
     Drain,
 }
@@ -236,13 +243,14 @@ impl Sim {
         config: &Config,
         stats: Arc<Stats>,
         registry: Arc<Registry>,
+        resume: Arc<ResumeMinter>,
     ) -> Result<Self, SpawnError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::new();
         let mut threads = Vec::new();
         for index in 0..config.sim_workers {
             let inbox = Arc::new(Inbox::new(config.inbox_capacity));
-            let settings = WorkerSettings::from_config(index, config);
+            let settings = WorkerSettings::from_config(index, config, resume.clone());
             let w = worker::Worker::new(
                 settings,
                 inbox.clone(),

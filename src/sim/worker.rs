@@ -24,7 +24,7 @@ use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck}
 
 use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
-use crate::session::Registry;
+use crate::session::{Registry, ResumeMinter};
 use crate::telemetry::{DisconnectCause, Stats};
 
 /// Instance ids are unique per process.
@@ -49,11 +49,15 @@ pub struct WorkerSettings {
     pub reconnect_after_ms: u32,
     /// The starting zone.
     pub start_zone: ZoneSpec,
+    /// How long a session whose connection was lost waits for a resume.
+    pub resume_grace: Duration,
+    /// Mints the resume token of each `Welcome`.
+    pub resume: Arc<ResumeMinter>,
 }
 
 impl WorkerSettings {
     /// Settings of worker `index` from the validated config.
-    pub fn from_config(index: usize, config: &Config) -> Self {
+    pub fn from_config(index: usize, config: &Config, resume: Arc<ResumeMinter>) -> Self {
         Self {
             index,
             tick: Duration::from_secs(1) / u32::from(config.tick_rate_hz),
@@ -68,6 +72,8 @@ impl WorkerSettings {
                 height_mm: 100_000,
                 spawn_mm: (50_000, 50_000),
             },
+            resume_grace: Duration::from_millis(config.resume_grace_ms),
+            resume,
         }
     }
 }
@@ -84,6 +90,8 @@ struct Member {
     pending: VecDeque<(u32, Instant)>,
     /// Receive time of the oldest input applied since the last snapshot.
     applied_since_snapshot: Option<Instant>,
+    /// When the connection was lost; the member waits for a resume until the grace ends.
+    detached_at: Option<Instant>,
 }
 
 /// Metric handles resolved once per worker (no registry lookup per sample).
@@ -231,6 +239,8 @@ impl Worker {
             match msg {
                 Control::Join(join) => self.join(join),
                 Control::Leave { session } => self.leave(session),
+                Control::Detach { session } => self.detach(session),
+                Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
             }
         }
@@ -241,9 +251,16 @@ impl Worker {
             self.apply(work);
         }
         let now = Instant::now();
+        let mut expired = Vec::new();
         for inst in self.instances.values_mut() {
             inst.world.step();
             for m in &mut inst.members {
+                if let Some(at) = m.detached_at {
+                    if now.saturating_duration_since(at) >= self.settings.resume_grace {
+                        expired.push(m.session);
+                    }
+                    continue;
+                }
                 let applied = inst.world.last_input(m.entity).unwrap_or(0);
                 while let Some(&(seq, received)) = m.pending.front() {
                     if seq > applied {
@@ -256,6 +273,10 @@ impl Worker {
                     m.applied_since_snapshot.get_or_insert(received);
                 }
             }
+        }
+        for session in expired {
+            tracing::debug!(session, "resume grace over; session closed");
+            self.leave(session);
         }
         if self.ticks % u64::from(self.settings.ticks_per_snapshot) == 0 {
             self.send_snapshots();
@@ -281,26 +302,8 @@ impl Worker {
         let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
         let mut world = World::new(self.settings.start_zone.clone());
         let entity = world.add_player(join.player_id);
-        let welcome = ServerMsg::Welcome(Welcome {
-            player_id: join.player_id,
-            entity_id: entity,
-            zone: world.zone().id,
-            instance: id,
-            tick_rate_hz: self.settings.tick_rate_hz,
-            snapshot_rate_hz: self.settings.snapshot_rate_hz,
-            server_tick: world.tick(),
-            server_time_us: unix_micros(),
-            max_speed_mms: MAX_SPEED_MMS,
-        });
         let session = join.session;
-        let Some(welcome) = frame(&welcome) else {
-            join.conn.close(close_code::INTERNAL, b"internal");
-            self.registry.release(join.player_id, session);
-            return;
-        };
-        if join.outbox.try_send(Outgoing::Frame(welcome)).is_err() {
-            join.shared.set_cause(DisconnectCause::SlowReader);
-            join.conn.close(close_code::SLOW_READER, b"slow reader");
+        if !self.send_welcome(&join, &world, id, entity) {
             self.registry.release(join.player_id, session);
             return;
         }
@@ -322,6 +325,7 @@ impl Worker {
                     join,
                     pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
                     applied_since_snapshot: None,
+                    detached_at: None,
                 }],
                 entities: Vec::new(),
                 acks: Vec::new(),
@@ -329,6 +333,96 @@ impl Worker {
             },
         );
         self.sessions.insert(session, id);
+    }
+
+    /// Sends `Welcome` (with a fresh resume token) to a joining or resuming session;
+    /// false if the session could not take it (and its connection was closed).
+    fn send_welcome(&self, join: &Join, world: &World, instance: u32, entity: u32) -> bool {
+        let welcome = ServerMsg::Welcome(Welcome {
+            player_id: join.player_id,
+            entity_id: entity,
+            zone: world.zone().id,
+            instance,
+            tick_rate_hz: self.settings.tick_rate_hz,
+            snapshot_rate_hz: self.settings.snapshot_rate_hz,
+            server_tick: world.tick(),
+            server_time_us: unix_micros(),
+            max_speed_mms: MAX_SPEED_MMS,
+            resume_token: self
+                .settings
+                .resume
+                .mint(&join.player_name, unix_micros() / 1_000_000),
+        });
+        let Some(welcome) = frame(&welcome) else {
+            join.conn.close(close_code::INTERNAL, b"internal");
+            return false;
+        };
+        if join.outbox.try_send(Outgoing::Frame(welcome)).is_err() {
+            join.shared.set_cause(DisconnectCause::SlowReader);
+            join.conn.close(close_code::SLOW_READER, b"slow reader");
+            return false;
+        }
+        true
+    }
+
+    /// The connection of `session` was lost: keep its player in the world for the grace
+    /// period, sending it nothing.
+    fn detach(&mut self, session: SessionId) {
+        let Some(m) = self.member_mut(session) else {
+            return;
+        };
+        if m.detached_at.is_none() {
+            m.detached_at = Some(Instant::now());
+            Stats::gauge_add(&self.stats.sessions_active, -1);
+            Stats::gauge_add(&self.stats.sessions_detached, 1);
+        }
+    }
+
+    /// A resumed connection takes over a detached session.
+    fn attach(&mut self, join: Box<Join>) {
+        let session = join.session;
+        let found = self
+            .sessions
+            .get(&session)
+            .and_then(|id| self.instances.get(id))
+            .and_then(|inst| {
+                let m = inst.members.iter().find(|m| m.session == session)?;
+                Some((inst.id, m.entity, m.detached_at.is_some()))
+            });
+        let Some((instance, entity, true)) = found else {
+            let reject = ServerMsg::Reject(Reject {
+                code: RejectCode::SessionExpired,
+                reason: "the session ended before it was resumed".into(),
+            });
+            if let Some(frame) = frame(&reject) {
+                let msg = Outgoing::CloseAfter {
+                    frame,
+                    code: close_code::REJECTED,
+                    cause: DisconnectCause::Rejected,
+                };
+                let _ = join.outbox.try_send(msg);
+            }
+            return;
+        };
+        let welcomed = match self.instances.get(&instance) {
+            Some(inst) => self.send_welcome(&join, &inst.world, instance, entity),
+            None => false,
+        };
+        if !welcomed {
+            return;
+        }
+        if let Some(m) = self.member_mut(session) {
+            m.join = join;
+            m.detached_at = None;
+            m.pending.clear();
+            Stats::gauge_add(&self.stats.sessions_active, 1);
+            Stats::gauge_add(&self.stats.sessions_detached, -1);
+        }
+    }
+
+    fn member_mut(&mut self, session: SessionId) -> Option<&mut Member> {
+        let inst = self.instances.get_mut(self.sessions.get(&session)?)?;
+        inst.members.iter_mut().find(|m| m.session == session)
     }
 
     fn leave(&mut self, session: SessionId) {
@@ -348,7 +442,11 @@ impl Worker {
         if let Some(w) = self.stats.workers.get(self.settings.index) {
             Stats::gauge_add(&w.players, -1);
         }
-        Stats::gauge_add(&self.stats.sessions_active, -1);
+        if member.detached_at.is_some() {
+            Stats::gauge_add(&self.stats.sessions_detached, -1);
+        } else {
+            Stats::gauge_add(&self.stats.sessions_active, -1);
+        }
         if inst.members.is_empty() {
             self.instances.remove(&instance_id);
             Stats::gauge_add(&self.stats.instances_live, -1);
@@ -491,6 +589,9 @@ impl Worker {
             }
             let now = Instant::now();
             for m in &mut inst.members {
+                if m.detached_at.is_some() {
+                    continue;
+                }
                 if let Some(received) = m.applied_since_snapshot.take() {
                     self.meters
                         .input_to_snapshot

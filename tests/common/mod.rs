@@ -158,8 +158,12 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(endpoint: &quinn::Endpoint, server: &TestServer) -> Self {
+        Self::connect_to(endpoint, server.addr()).await
+    }
+
+    pub async fn connect_to(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Self {
         let conn = endpoint
-            .connect(server.addr(), "localhost")
+            .connect(addr, "localhost")
             .expect("connect")
             .await
             .expect("handshake");
@@ -229,5 +233,53 @@ impl Raw {
             quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
             _ => None,
         }
+    }
+}
+
+/// A UDP relay between clients and the server on 127.0.0.1, which a test can cut to
+/// simulate a lost network path (both ends then see silence, not a close).
+pub struct Relay {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(server: SocketAddr) -> Self {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        back.connect(server).await.expect("connect relay");
+        let addr = front.local_addr().expect("relay addr");
+        let task = tokio::spawn(async move {
+            let mut client: Option<SocketAddr> = None;
+            let mut a = vec![0u8; 65536];
+            let mut b = vec![0u8; 65536];
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => if let Ok((n, from)) = r {
+                        client = Some(from);
+                        let _ = back.send(&a[..n]).await;
+                    },
+                    r = back.recv(&mut b) => if let (Ok(n), Some(to)) = (r, client) {
+                        let _ = front.send_to(&b[..n], to).await;
+                    },
+                }
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// Stops relaying: packets in both directions vanish.
+    pub fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
