@@ -64,7 +64,7 @@ pub enum Outcome {
 pub fn hit_chance(accuracy: u32, evasion: u32, attacker_level: u8, defender_level: u8) -> u32 {
     let acc = u64::from(accuracy);
     let denom = 2 * acc + u64::from(evasion);
-    let base = if denom == 0 { 100 } else { 200 * acc / denom } as i64;
+    let base = (200 * acc).checked_div(denom).unwrap_or(100) as i64;
     let adj = base + 2 * (i64::from(attacker_level) - i64::from(defender_level));
     adj.clamp(i64::from(MIN_HIT_PCT), i64::from(MAX_HIT_PCT)) as u32
 }

@@ -15,6 +15,8 @@
 //! - persistence: [`World::take_dirty`] and [`World::export_player`];
 //! - parties: [`Parties`] registry, mirrored into worlds with [`World::set_party`].
 
+#![warn(missing_docs)]
+
 pub mod character;
 pub mod combat;
 pub mod content;

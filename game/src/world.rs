@@ -416,9 +416,9 @@ impl World {
     }
 
     /// Adds a new level-1 character at the zone spawn with the starter kit (a short
-    /// sword, equipped, and [`STARTER_POTIONS`] minor healing potions; reported as
-    /// [`InventoryChange::Granted`] in the next step's events... immediately in
-    /// [`World::events`]) and returns its entity id.
+    /// sword, equipped, and [`STARTER_POTIONS`] minor healing potions) and returns its
+    /// entity id. The kit is reported at once in [`World::events`] as
+    /// [`InventoryChange::Granted`] (and is cleared by the next step like other events).
     pub fn add_player(&mut self, player_id: u64) -> EntityId {
         let mut state = PlayerState::new(player_id);
         let sword = Item::common(self.mint_item(), SHORT_SWORD, 1);
