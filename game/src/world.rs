@@ -358,8 +358,8 @@ impl World {
         let mut pos = area.center();
         for _ in 0..8 {
             let p = (
-                self.rng.range_i32(area.x0, area.x1 - 1),
-                self.rng.range_i32(area.y0, area.y1 - 1),
+                self.rng.range_i32(area.x0, area.x1.saturating_sub(1)),
+                self.rng.range_i32(area.y0, area.y1.saturating_sub(1)),
             );
             if !in_wall(p, &self.template.walls) {
                 pos = p;
@@ -1033,8 +1033,8 @@ impl World {
                 continue;
             };
             let scatter = (
-                mpos.0 + self.rng.range_i32(-600, 600),
-                mpos.1 + self.rng.range_i32(-600, 600),
+                mpos.0.saturating_add(self.rng.range_i32(-600, 600)),
+                mpos.1.saturating_add(self.rng.range_i32(-600, 600)),
             );
             let pos = if in_wall(scatter, &self.template.walls)
                 || !(0..=self.zone.width_mm).contains(&scatter.0)
