@@ -178,6 +178,16 @@ def alert_exprs():
             out.append((f"alerts.yml: {r.get('alert') or r.get('record')}", r["expr"]))
     return out
 
+def configmap_toml():
+    import yaml
+    path = os.path.join(ROOT, "deploy/k8s/configmap.yaml")
+    if not os.path.exists(path):
+        return None
+    for doc in yaml.safe_load_all(open(path, encoding="utf-8")):
+        if doc and doc.get("kind") == "ConfigMap" and "zonehost.toml" in doc.get("data", {}):
+            return doc["data"]["zonehost.toml"]
+    return None
+
 def substitute(expr):
     e = expr
     for var, val in (("__rate_interval", "1m"), ("__interval", "15s"), ("__range", "5m"),
@@ -202,6 +212,26 @@ def static():
         except yaml.YAMLError as e:
             die(f"{os.path.relpath(f, ROOT)}: invalid YAML: {e}")
     info(f"YAML syntax ok: {len(files)} files")
+    # Shipped zonehost.toml files use only options `Config` knows (deny_unknown_fields).
+    import tomllib
+    cfg = open(os.path.join(ROOT, "src/config.rs"), encoding="utf-8").read()
+    body = cfg[cfg.index("pub struct Config"):]
+    body = body[:body.index("\n}")]
+    options = set(re.findall(r'^\s*pub ([a-z0-9_]+):', body, re.M))
+    tomls = [("deploy/k8s/configmap.yaml", configmap_toml())]
+    for f in sorted(glob.glob(os.path.join(ROOT, "deploy/**/*.toml"), recursive=True)):
+        tomls.append((os.path.relpath(f, ROOT), open(f, encoding="utf-8").read()))
+    for where, text in tomls:
+        if text is None:
+            continue
+        try:
+            keys = set(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as e:
+            die(f"{where}: invalid TOML: {e}")
+        unknown = sorted(keys - options)
+        if unknown:
+            die(f"{where}: unknown zonehost options {unknown} (see src/config.rs)")
+    info(f"zonehost.toml options ok: {len(tomls)} files")
     # Dashboard schema.
     boards = sorted(glob.glob(os.path.join(ROOT, "grafana/dashboards/*.json")))
     if not boards:
@@ -429,6 +459,11 @@ if __name__ == "__main__":
         info(f"ok   {what}: {v}")
     elif cmd == "live":
         live(args[0])
+    elif cmd == "configmap-toml":
+        text = configmap_toml()
+        if text is None:
+            die("no zonehost.toml in deploy/k8s/configmap.yaml")
+        open(args[0], "w", encoding="utf-8").write(text)
     elif cmd == "strip-annotations":
         import yaml
         r = yaml.safe_load(open(args[0], encoding="utf-8"))
@@ -471,7 +506,7 @@ check static
 
 # ------------------------------------------------------------------ 3. build, server, Prometheus
 log "building zonehost and loadgen (release)"
-timeout "$BUILD_TIMEOUT" cargo build --release --locked -p zonehost -p zonehost-loadgen ||
+timeout "$BUILD_TIMEOUT" cargo build --release -p zonehost -p zonehost-loadgen ||
   fail "cargo build --release -p zonehost -p zonehost-loadgen failed"
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 SERVER_BIN="$TARGET_DIR/release/zonehost"
@@ -486,9 +521,13 @@ while [ "$PROM_PORT" = "$METRICS_PORT" ]; do PROM_PORT="$(check free-port tcp)";
 DATA="$WORK/data"
 mkdir -p "$DATA" "$WORK/prom-data"
 
-log "starting zonehost: QUIC 127.0.0.1:$QUIC_PORT, metrics 127.0.0.1:$METRICS_PORT"
-RUST_LOG="${RUST_LOG:-info}" "$SERVER_BIN" serve --listen "127.0.0.1:$QUIC_PORT" --data-dir "$DATA" \
-  --metrics-listen "127.0.0.1:$METRICS_PORT" >"$WORK/server.log" 2>&1 &
+# The server runs with the Kubernetes ConfigMap's zonehost.toml (so the shipped config is
+# proven to load), with the addresses and data dir overridden for this test.
+check configmap-toml "$WORK/zonehost.toml"
+log "starting zonehost (config deploy/k8s/configmap.yaml): QUIC 127.0.0.1:$QUIC_PORT, metrics 127.0.0.1:$METRICS_PORT"
+RUST_LOG="${RUST_LOG:-info}" "$SERVER_BIN" serve --config "$WORK/zonehost.toml" \
+  --listen "127.0.0.1:$QUIC_PORT" --data-dir "$DATA" \
+  --metrics-listen "127.0.0.1:$METRICS_PORT" --log-format human >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 check wait-http "http://127.0.0.1:$METRICS_PORT/healthz" 30
 check expect-status "http://127.0.0.1:$METRICS_PORT/readyz" 200
