@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
-use zonehost_game::{EntityKind, World, ZoneSpec, MAX_SPEED_MMS};
+use zonehost_game::{World, ZoneSpec, MAX_SPEED_MMS};
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
     close_code, Goaway, Reject, RejectCode, Request, Response, ServerMsg, Welcome,
 };
-use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 
 use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
@@ -562,10 +562,8 @@ impl Worker {
                     vy_cms: (e.vel_mms.1 / 10).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
                     hp: e.hp,
                     max_hp: e.max_hp,
-                    kind: match e.kind {
-                        EntityKind::Player => kind::PLAYER,
-                    },
-                    flags: 0,
+                    kind: e.kind.wire_code(),
+                    flags: e.flags,
                 }));
             inst.acks.clear();
             inst.acks.extend(
