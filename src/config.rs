@@ -99,9 +99,10 @@ pub struct Config {
     /// Violations (malformed or rate-limited messages) tolerated within 10 s before the
     /// connection is closed with close code `ABUSE`. Default 200.
     pub max_violations: u32,
-    /// Handshakes per second accepted from one source IP address. Default 20.
+    /// Handshakes per second accepted from one source IP address (many players can share
+    /// one NAT address, and loadgen runs from one address). Default 500.
     pub handshakes_per_ip_rate: u32,
-    /// Handshake burst per source IP address. Default 50.
+    /// Handshake burst per source IP address. Default 1000.
     pub handshakes_per_ip_burst: u32,
     /// Above this many new connections per second server-wide, unvalidated clients must
     /// complete a QUIC stateless retry (address validation) first. Default 500.
@@ -153,8 +154,8 @@ impl Default for Config {
             request_rate: 30,
             request_burst: 60,
             max_violations: 200,
-            handshakes_per_ip_rate: 20,
-            handshakes_per_ip_burst: 50,
+            handshakes_per_ip_rate: 500,
+            handshakes_per_ip_burst: 1000,
             retry_above_handshakes_per_sec: 500,
             replay_cache_capacity: 1_000_000,
             resume_grace_ms: 30_000,
