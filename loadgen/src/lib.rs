@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
     let progress = config.progress.then(|| {
         let live = live.clone();
         let players = config.players;
+        let end_at = settings.end_at;
         tokio::spawn(async move {
             let mut prev = ProgressState::default();
             let mut ticker =
@@ -137,6 +138,9 @@ pub async fn run(config: Config) -> Result<Report, Error> {
             let mut last = start;
             loop {
                 let now = ticker.tick().await;
+                if now >= end_at {
+                    break;
+                }
                 eprintln!(
                     "{}",
                     progress_line(&live, &mut prev, now - start, now - last, players)
@@ -159,13 +163,18 @@ pub async fn run(config: Config) -> Result<Report, Error> {
             }
         }
     }
+    let elapsed = start.elapsed();
     if let Some(p) = progress {
         p.abort();
     }
-    for e in &endpoints {
-        let _ = tokio::time::timeout(DRAIN_BOUND, e.wait_idle()).await;
-    }
-    Ok(build_report(&config, &live, &summaries, start.elapsed()))
+    // The connections are already closing in the background; give them one shared bound.
+    let drain = async {
+        for e in &endpoints {
+            e.wait_idle().await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
+    Ok(build_report(&config, &live, &summaries, elapsed))
 }
 
 fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Duration) -> Report {

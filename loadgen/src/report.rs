@@ -116,7 +116,7 @@ pub struct RunInfo {
     pub sockets: usize,
     /// Seed.
     pub seed: u64,
-    /// Wall time actually spent, seconds.
+    /// Wall time from the start until the last bot finished (its `Bye` included), seconds.
     pub elapsed_s: f64,
 }
 
