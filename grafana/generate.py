@@ -313,7 +313,7 @@ def overview():
         ], ["zonehost_datagrams_received_total", "zonehost_datagrams_sent_total"], unit="pps"),
         ts("Session rejects by code", [
             (rate("zonehost_session_rejects_total", ["code"]) + " > 0", "{{code}}"),
-        ], ["zonehost_session_rejects_total"], unit="reqps", stack=True),
+        ], ["zonehost_session_rejects_total"], unit="ops", stack=True),
         ts("Disconnects by cause", [
             (rate("zonehost_disconnects_total", ["cause"]) + " > 0", "{{cause}}"),
         ], ["zonehost_disconnects_total"], unit="ops", stack=True),
