@@ -531,8 +531,40 @@ def persistence(catalog):
         ], ["zonehost_request_duration_seconds"], unit="s", budget=0.1,
             desc="Item requests reply after the store commit, so store latency shows here."),
     ]
-    # Store metrics, once declared: one generic panel each (refined by hand later).
-    panels += generic_panels(store, catalog)
+    # Store panels: each appears once its metrics are declared in METRICS.
+    panels += [
+        stat("Store queue depth", gauge("zonehost_store_queue_depth"), ["zonehost_store_queue_depth"],
+             w=6, desc="Commands waiting for the store worker (write-behind)."),
+        stat("Store errors / s", rate("zonehost_store_errors_total"), ["zonehost_store_errors_total"],
+             unit="ops", w=6, thresholds=steps(("red", 0.001))),
+        stat("Cache hit ratio",
+             f'{rate("zonehost_store_cache_hits_total")} / ({rate("zonehost_store_cache_hits_total")}'
+             f' + {rate("zonehost_store_cache_misses_total")})',
+             ["zonehost_store_cache_hits_total", "zonehost_store_cache_misses_total"],
+             unit="percentunit", w=6, min0=True),
+        stat("p99 store op", quantile(0.99, "zonehost_store_op_seconds"), ["zonehost_store_op_seconds"],
+             unit="s", w=6, thresholds=steps(("yellow", 0.05), ("red", 0.25))),
+        ts("Store op latency by op (submit to reply)", [
+            (quantile(0.5, "zonehost_store_op_seconds", ["op"]), "p50 {{op}}"),
+            (quantile(0.99, "zonehost_store_op_seconds", ["op"]), "p99 {{op}}"),
+        ], ["zonehost_store_op_seconds"], unit="s"),
+        ts("Store ops per second by op", [
+            (rate("zonehost_store_op_seconds_count", ["op"]), "{{op}}"),
+        ], ["zonehost_store_op_seconds"], unit="ops", stack=True),
+        ts("Store errors by op", [
+            (rate("zonehost_store_errors_total", ["op"]), "{{op}}"),
+        ], ["zonehost_store_errors_total"], unit="ops"),
+        ts("Store queue depth", [
+            (gauge("zonehost_store_queue_depth", ["instance"]), "{{instance}}"),
+        ], ["zonehost_store_queue_depth"]),
+        ts("Player cache", [
+            (rate("zonehost_store_cache_hits_total"), "hits/s"),
+            (rate("zonehost_store_cache_misses_total"), "misses/s"),
+        ], ["zonehost_store_cache_hits_total", "zonehost_store_cache_misses_total"], unit="ops"),
+    ]
+    hand = {n for p in panels for n in p.needs}
+    # Further store metrics: a generic panel each until one is written by hand.
+    panels += generic_panels([n for n in store if n not in hand], catalog)
     return panels
 
 
