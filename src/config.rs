@@ -57,6 +57,9 @@ pub struct Config {
     pub dev_signing_key: bool,
     /// Further verifying keys (rotation). Default none.
     pub verifying_keys: Vec<VerifyingKeyConfig>,
+    /// Directory with zone templates in `zones/*.toml`; unset uses the built-in content
+    /// (the files of the repository's `content/`, compiled in). Default unset.
+    pub content_dir: Option<PathBuf>,
     /// Simulation worker threads, each owning a set of zone instances. Default 1.
     pub sim_workers: usize,
     /// Tokio worker threads for networking. Default 1 (measured best on 2 cores, see README).
@@ -134,6 +137,7 @@ impl Default for Config {
             token_skew_secs: 30,
             dev_signing_key: true,
             verifying_keys: Vec::new(),
+            content_dir: None,
             sim_workers: 1,
             net_threads: 1,
             tick_rate_hz: 60,

@@ -106,6 +106,33 @@ fn build_keys(config: &Config) -> Result<(KeySet, Option<SigningKey>), ServerErr
     Ok((keys, dev))
 }
 
+/// Loads zone templates: `content_dir/zones/*.toml` when configured, else the built-in set.
+pub fn load_content(config: &Config) -> Result<zonehost_game::Content, ServerError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        option: "content_dir",
+        reason,
+    };
+    let Some(dir) = &config.content_dir else {
+        return zonehost_game::Content::builtin().map_err(|e| invalid(e.to_string()).into());
+    };
+    let zones = dir.join("zones");
+    let mut files: Vec<_> = std::fs::read_dir(&zones)
+        .map_err(|e| invalid(format!("{}: {e}", zones.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut sources = Vec::with_capacity(files.len());
+    for f in &files {
+        sources.push(
+            std::fs::read_to_string(f).map_err(|e| invalid(format!("{}: {e}", f.display())))?,
+        );
+    }
+    zonehost_game::Content::from_sources(&sources)
+        .map_err(|e| invalid(format!("{}: {e}", zones.display())).into())
+}
+
 /// Binds the endpoint, starts the sim workers and returns a handle. When `shutdown`
 /// completes the server drains: it stops accepting, sends `Goaway` to every session,
 /// waits for connections to close (at most `drain_timeout_ms`) and stops.
@@ -148,11 +175,13 @@ pub async fn start(
         source,
     })?;
     let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
+    let content = Arc::new(load_content(&config)?);
     let sim = Arc::new(Sim::start(
         &config,
         stats.clone(),
         registry.clone(),
         resume.clone(),
+        content,
     )?);
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {

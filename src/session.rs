@@ -10,7 +10,9 @@ use zonehost_protocol::message::{close_code, RejectCode};
 use zonehost_protocol::token::{parse, sign, Claims, KeySet, TokenError, CLAIMS_VERSION};
 
 use crate::config::SecondLogin;
-use crate::sim::{ConnShared, Control, Inbox, Link, SessionId};
+use tokio::sync::mpsc;
+
+use crate::sim::{ConnShared, Control, Inbox, Link, Outgoing, SessionId};
 use crate::telemetry::DisconnectCause;
 
 /// Audience of resume tokens (minted by this server for its own sessions).
@@ -142,11 +144,23 @@ impl Authenticator {
     }
 }
 
+/// How a session is reached: its connection, close bookkeeping and reliable outbox.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// Player name.
+    pub name: String,
+    /// The connection.
+    pub conn: Arc<dyn Link>,
+    /// Close bookkeeping.
+    pub shared: Arc<ConnShared>,
+    /// Reliable outbox (events to this player from anywhere, e.g. party invites).
+    pub outbox: mpsc::Sender<Outgoing>,
+}
+
 #[derive(Debug)]
 struct Entry {
     session: SessionId,
-    conn: Arc<dyn Link>,
-    shared: Arc<ConnShared>,
+    contact: Contact,
     inbox: Arc<Inbox>,
     /// The connection was lost; the session waits in its world for a resume.
     detached: bool,
@@ -182,8 +196,7 @@ impl Registry {
         &self,
         player_id: u64,
         session: SessionId,
-        conn: &Arc<dyn Link>,
-        shared: &Arc<ConnShared>,
+        contact: Contact,
         inbox: &Arc<Inbox>,
     ) -> Result<(), RejectCode> {
         let mut live = self.lock();
@@ -196,16 +209,17 @@ impl Registry {
                 match self.policy {
                     SecondLogin::Refuse => return Err(RejectCode::AlreadyConnected),
                     SecondLogin::TakeOver => {
-                        old.shared.set_cause(DisconnectCause::TakenOver);
-                        old.conn.close(close_code::TAKEN_OVER, b"taken over");
+                        old.contact.shared.set_cause(DisconnectCause::TakenOver);
+                        old.contact
+                            .conn
+                            .close(close_code::TAKEN_OVER, b"taken over");
                     }
                 }
             }
         }
         let entry = Entry {
             session,
-            conn: conn.clone(),
-            shared: shared.clone(),
+            contact,
             inbox: inbox.clone(),
             detached: false,
         };
@@ -230,14 +244,12 @@ impl Registry {
     pub fn reattach(
         &self,
         player_id: u64,
-        conn: &Arc<dyn Link>,
-        shared: &Arc<ConnShared>,
+        contact: Contact,
     ) -> Result<(SessionId, Arc<Inbox>), RejectCode> {
         match self.lock().get_mut(&player_id) {
             Some(e) if e.detached => {
                 e.detached = false;
-                e.conn = conn.clone();
-                e.shared = shared.clone();
+                e.contact = contact;
                 Ok((e.session, e.inbox.clone()))
             }
             Some(_) => Err(RejectCode::AlreadyConnected),
@@ -251,6 +263,19 @@ impl Registry {
         if live.get(&player_id).is_some_and(|e| e.session == session) {
             live.remove(&player_id);
         }
+    }
+
+    /// The name and outbox of a live, attached player.
+    pub fn contact(&self, player_id: u64) -> Option<Contact> {
+        self.lock()
+            .get(&player_id)
+            .filter(|e| !e.detached)
+            .map(|e| e.contact.clone())
+    }
+
+    /// The name of a live player (attached or detached).
+    pub fn name_of(&self, player_id: u64) -> Option<String> {
+        self.lock().get(&player_id).map(|e| e.contact.name.clone())
     }
 
     /// Number of live players (detached ones included).

@@ -469,7 +469,7 @@ async fn lost_connection_resumes_with_its_resume_token() {
         "each welcome carries a fresh resume token"
     );
     let x = back.snapshot_until(|_, _| true).await;
-    assert_eq!(x, 50_000 + 10 * 100, "position kept across the resume");
+    assert_eq!(x, 20_000 + 10 * 100, "position kept across the resume");
     assert_eq!(stats.sessions_detached.load(Ordering::Relaxed), 0);
     assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 1);
 

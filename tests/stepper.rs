@@ -8,15 +8,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
-use zonehost::session::{Registry, ResumeMinter};
+use zonehost::session::{Contact, Registry, ResumeMinter};
 use zonehost::sim::{
     ConnShared, Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
 };
 use zonehost::telemetry::Stats;
+use zonehost_game::{Content, Parties};
 use zonehost_protocol::datagram::{InputCmd, InputDatagram};
-use zonehost_protocol::message::{close_code, Request, Response};
+use zonehost_protocol::message::{close_code, Event, PartyEvent, Request, RequestError, Response};
 use zonehost_protocol::snapshot::decode_snapshot;
+use zonehost_protocol::token::player_id;
 use zonehost_protocol::{ClientEvent, ClientSession};
+
+/// x of the town's spawn point (content/zones/town.toml).
+const TOWN_SPAWN_X: i32 = 20_000;
 
 #[derive(Debug, Default)]
 struct MemLink {
@@ -47,6 +52,7 @@ struct Harness {
     worker: Worker,
     inbox: Arc<Inbox>,
     stats: Arc<Stats>,
+    registry: Arc<Registry>,
     now: Instant,
 }
 
@@ -67,17 +73,21 @@ impl Harness {
             WorkerSettings::from_config(
                 0,
                 &config,
+                Arc::new(Content::builtin().expect("built-in content")),
                 Arc::new(ResumeMinter::random().expect("randomness")),
+                Arc::new(Mutex::new(Parties::new())),
+                7,
             ),
             inbox.clone(),
             stats.clone(),
-            registry,
+            registry.clone(),
             Arc::new(AtomicBool::new(false)),
         );
         Self {
             worker,
             inbox,
             stats,
+            registry,
             now: Instant::now(),
         }
     }
@@ -85,14 +95,25 @@ impl Harness {
     /// Joins a player and delivers its `Welcome` to its client session.
     fn join(&mut self, session: u64) -> Player {
         let link = Arc::new(MemLink::default());
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(256);
+        let name = format!("p{session}");
+        let shared = Arc::new(ConnShared::default());
+        let contact = Contact {
+            name: name.clone(),
+            conn: link.clone(),
+            shared: shared.clone(),
+            outbox: tx.clone(),
+        };
+        self.registry
+            .claim(player_id(&name), session, contact, &self.inbox)
+            .expect("claim");
         self.inbox.control(Control::Join(Box::new(Join {
             session,
-            player_id: session * 1000,
-            player_name: format!("p{session}"),
+            player_id: player_id(&name),
+            player_name: name,
             conn: link.clone(),
             outbox: tx,
-            shared: Arc::new(ConnShared::default()),
+            shared,
         })));
         let mut client = ClientSession::new("unused-by-the-core", "stepper");
         client.hello().expect("hello");
@@ -156,7 +177,7 @@ fn own_x(p: &Player, snapshot: &[u8]) -> Option<i32> {
 fn movement_is_applied_in_order_and_acknowledged_next_tick() {
     let mut h = Harness::new();
     let mut p = h.join(1);
-    let start_x = 50_000;
+    let start_x = TOWN_SPAWN_X;
     let mut latencies = Vec::new();
     let mut x = start_x;
     for _ in 0..60 {
@@ -224,7 +245,7 @@ fn position_moves_at_the_speed_limit_whatever_the_input_rate() {
         .map(|mut d| d.drain(..).collect())
         .unwrap_or_default();
     let x = d.last().and_then(|s| own_x(&p, s)).expect("snapshot");
-    let moved = x - 50_000;
+    let moved = x - TOWN_SPAWN_X;
     // At most one input per tick plus the bank of 4: 65 ticks * 100 mm.
     assert!(moved <= 65 * 100, "moved {moved} mm in 61 ticks");
     assert!(moved >= 60 * 100, "moved {moved} mm: inputs were lost");
@@ -295,10 +316,9 @@ fn drain_sends_goaway_and_refuses_new_joins() {
     let mut a = h.join(1);
     h.inbox.control(Control::Drain);
     h.step(&mut [&mut a]);
-    assert!(matches!(
-        a.client.poll_event(),
-        Some(ClientEvent::Goaway(_))
-    ));
+    assert!(events(&mut a)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Goaway(_))));
     assert_eq!(
         h.stats
             .sessions_active
@@ -323,4 +343,205 @@ fn drain_sends_goaway_and_refuses_new_joins() {
             ..
         })
     ));
+}
+
+fn events(p: &mut Player) -> Vec<ClientEvent> {
+    std::iter::from_fn(|| p.client.poll_event()).collect()
+}
+
+impl Harness {
+    /// Sends a request and returns its response after one tick (game requests resolve in
+    /// the next world step).
+    fn request(&mut self, p: &mut Player, body: Request) -> Result<Response, RequestError> {
+        let (id, _) = p.client.request(body.clone(), self.now).expect("request");
+        assert!(self
+            .inbox
+            .work(Work::Request {
+                session: p.session,
+                id,
+                body,
+                received_at: self.now
+            })
+            .is_ok());
+        for _ in 0..3 {
+            self.step(&mut [&mut *p]);
+            for ev in events(p) {
+                if let ClientEvent::Response { id: rid, body, .. } = ev {
+                    if rid == id {
+                        return body;
+                    }
+                }
+            }
+        }
+        panic!("no response to request {id}");
+    }
+}
+
+#[test]
+fn new_character_has_a_starter_kit_and_item_requests_are_validated() {
+    let mut h = Harness::new();
+    let mut p = h.join(1);
+    let inv = match h.request(&mut p, Request::GetInventory) {
+        Ok(Response::Inventory(inv)) => inv,
+        other => panic!("expected an inventory, got {other:?}"),
+    };
+    assert_eq!(inv.level, 1);
+    assert_eq!(inv.equipment.len(), 1, "a starter weapon is worn");
+    assert_eq!(inv.equipment[0].0, zonehost_protocol::message::slot::WEAPON);
+    assert_eq!(inv.bag.len(), 2, "two starter potions");
+    let potion = inv.bag[0].id;
+    assert_eq!(
+        h.request(&mut p, Request::UseItem { item: potion }),
+        Err(RequestError::NoEffect),
+        "full health"
+    );
+    assert_eq!(
+        h.request(&mut p, Request::Equip { item: 12345 }),
+        Err(RequestError::NoSuchItem)
+    );
+    assert_eq!(
+        h.request(&mut p, Request::Equip { item: potion }),
+        Err(RequestError::WrongSlot)
+    );
+    assert_eq!(
+        h.request(&mut p, Request::Unequip { slot: 9 }),
+        Err(RequestError::WrongSlot)
+    );
+    assert_eq!(
+        h.request(&mut p, Request::EnterZone),
+        Err(RequestError::NotAtPortal)
+    );
+    assert_eq!(
+        h.request(&mut p, Request::Attack { target: 999 }),
+        Err(RequestError::NoSuchTarget)
+    );
+    let weapon = inv.equipment[0].1.id;
+    assert_eq!(
+        h.request(&mut p, Request::Unequip { slot: 0 }),
+        Ok(Response::Done)
+    );
+    let inv = match h.request(&mut p, Request::GetInventory) {
+        Ok(Response::Inventory(inv)) => inv,
+        other => panic!("expected an inventory, got {other:?}"),
+    };
+    assert!(inv.equipment.is_empty());
+    assert!(
+        inv.bag.iter().any(|i| i.id == weapon),
+        "the weapon went back to the bag"
+    );
+}
+
+#[test]
+fn walking_into_a_portal_enters_a_combat_zone_with_monsters() {
+    let mut h = Harness::new();
+    let mut p = h.join(1);
+    let mut entered = None;
+    for _ in 0..400 {
+        h.send_input(&mut p, InputCmd::new(1000, 0, 0));
+        h.step(&mut [&mut p]);
+        for ev in events(&mut p) {
+            if let ClientEvent::Event(Event::ZoneEntered {
+                zone,
+                instance,
+                entity_id,
+            }) = ev
+            {
+                entered = Some((zone, instance, entity_id));
+            }
+        }
+        if entered.is_some() {
+            break;
+        }
+    }
+    let (zone, instance, entity) = entered.expect("the east portal of town leads to the crypt");
+    assert_eq!(zone, 2);
+    assert_eq!(
+        p.client
+            .welcome()
+            .map(|w| (w.zone, w.instance, w.entity_id)),
+        Some((zone, instance, entity))
+    );
+    h.step(&mut [&mut p]);
+    h.worker.tick();
+    let snapshot: Vec<Bytes> = p
+        .link
+        .datagrams
+        .lock()
+        .map(|mut d| d.drain(..).collect())
+        .unwrap_or_default();
+    let mut monsters = 0;
+    let mut me = false;
+    for d in &snapshot {
+        let (header, body) = decode_snapshot(d).expect("snapshot");
+        assert_eq!(header.instance.get(), instance);
+        monsters += body
+            .entities
+            .iter()
+            .filter(|e| e.kind == zonehost_protocol::snapshot::kind::MONSTER)
+            .count();
+        me |= body.entities.iter().any(|e| e.id == entity);
+    }
+    assert!(monsters > 0, "the crypt has monsters");
+    assert!(me, "the player is in the new instance's snapshot");
+    assert_eq!(
+        h.stats
+            .instances_live
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the empty town instance is gone"
+    );
+}
+
+#[test]
+fn party_members_share_the_leaders_instance() {
+    let mut h = Harness::new();
+    let mut a = h.join(1);
+    let mut b = h.join(2);
+    let a_instance = a.client.welcome().map(|w| w.instance);
+    assert_eq!(
+        h.request(
+            &mut a,
+            Request::PartyInvite {
+                player: "nobody".into()
+            }
+        ),
+        Err(RequestError::NoSuchPlayer)
+    );
+    assert_eq!(
+        h.request(
+            &mut a,
+            Request::PartyInvite {
+                player: "p2".into()
+            }
+        ),
+        Ok(Response::Done)
+    );
+    h.step(&mut [&mut b]);
+    assert!(events(&mut b).iter().any(
+        |e| matches!(e, ClientEvent::Event(Event::Party(PartyEvent::Invited { by })) if by == "p1")
+    ));
+    assert_eq!(h.request(&mut b, Request::PartyAccept), Ok(Response::Done));
+    h.step(&mut [&mut a, &mut b]);
+    assert_eq!(
+        b.client.welcome().map(|w| w.instance),
+        a_instance,
+        "b moved into the leader's instance"
+    );
+    let members = events(&mut a).into_iter().find_map(|e| match e {
+        ClientEvent::Event(Event::Party(PartyEvent::Members {
+            leader, members, ..
+        })) => Some((leader, members)),
+        _ => None,
+    });
+    assert_eq!(
+        members,
+        Some(("p1".to_string(), vec!["p1".to_string(), "p2".to_string()]))
+    );
+    assert_eq!(
+        h.stats
+            .instances_live
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(h.request(&mut b, Request::PartyLeave), Ok(Response::Done));
 }

@@ -38,13 +38,65 @@ pub struct Hello {
     pub client: String,
 }
 
-/// Requests a client may make once welcomed.
+/// Requests a client may make once welcomed. Game requests are resolved in the next
+/// simulation tick; the response comes after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Round-trip probe; answered with [`Response::Pong`].
     Ping {
         /// Client clock in microseconds, echoed back.
         client_time_us: u64,
+    },
+    /// Attack a monster once (range, line of sight and cooldown are checked).
+    Attack {
+        /// Monster entity id.
+        target: u32,
+    },
+    /// Pick up a ground item (distance and ownership are checked).
+    PickUp {
+        /// Ground item entity id.
+        ground: u32,
+    },
+    /// Equip a bag item; a worn item in that slot goes back to the bag.
+    Equip {
+        /// Item id.
+        item: u128,
+    },
+    /// Move a worn item to the bag.
+    Unequip {
+        /// Equipment slot code (see [`slot`]).
+        slot: u8,
+    },
+    /// Drop a bag item at the player's feet.
+    Drop {
+        /// Item id.
+        item: u128,
+    },
+    /// Use a consumable from the bag (potions heal).
+    UseItem {
+        /// Item id.
+        item: u128,
+    },
+    /// Take the portal the player stands in; the zone change arrives as
+    /// [`Event::ZoneEntered`].
+    EnterZone,
+    /// Ask for the full inventory; answered with [`Response::Inventory`].
+    GetInventory,
+    /// Invite a player (by name) into your party.
+    PartyInvite {
+        /// Player name.
+        player: String,
+    },
+    /// Accept the pending party invite.
+    PartyAccept,
+    /// Decline the pending party invite.
+    PartyDecline,
+    /// Leave your party.
+    PartyLeave,
+    /// Remove a member from your party (leader only).
+    PartyKick {
+        /// Player name.
+        player: String,
     },
 }
 
@@ -53,8 +105,87 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Ping { .. } => "ping",
+            Request::Attack { .. } => "attack",
+            Request::PickUp { .. } => "pick_up",
+            Request::Equip { .. } => "equip",
+            Request::Unequip { .. } => "unequip",
+            Request::Drop { .. } => "drop",
+            Request::UseItem { .. } => "use_item",
+            Request::EnterZone => "enter_zone",
+            Request::GetInventory => "get_inventory",
+            Request::PartyInvite { .. } => "party_invite",
+            Request::PartyAccept => "party_accept",
+            Request::PartyDecline => "party_decline",
+            Request::PartyLeave => "party_leave",
+            Request::PartyKick { .. } => "party_kick",
         }
     }
+
+    /// Every request kind name, for metrics label sets.
+    pub const KINDS: &'static [&'static str] = &[
+        "ping",
+        "attack",
+        "pick_up",
+        "equip",
+        "unequip",
+        "drop",
+        "use_item",
+        "enter_zone",
+        "get_inventory",
+        "party_invite",
+        "party_accept",
+        "party_decline",
+        "party_leave",
+        "party_kick",
+    ];
+}
+
+/// Equipment slot codes.
+pub mod slot {
+    /// Main-hand weapon.
+    pub const WEAPON: u8 = 0;
+    /// Head.
+    pub const HELM: u8 = 1;
+    /// Chest.
+    pub const BODY: u8 = 2;
+    /// Hands.
+    pub const GLOVES: u8 = 3;
+    /// Feet.
+    pub const BOOTS: u8 = 4;
+    /// Finger.
+    pub const RING: u8 = 5;
+}
+
+/// One item as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemInfo {
+    /// Unique 128-bit id.
+    pub id: u128,
+    /// Base type id (game/RULES.md).
+    pub base: u16,
+    /// Rarity: 0 common, 1 magic, 2 rare, 3 unique.
+    pub rarity: u8,
+    /// Item level.
+    pub level: u8,
+    /// Unique index, for uniques.
+    pub unique: Option<u8>,
+    /// Affixes as `(kind code, value)`; kind codes in game/RULES.md.
+    pub affixes: Vec<(u8, i32)>,
+}
+
+/// A player's full inventory and progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryView {
+    /// Bag items, in bag order.
+    pub bag: Vec<ItemInfo>,
+    /// Worn items with their slot code.
+    pub equipment: Vec<(u8, ItemInfo)>,
+    /// Gold.
+    pub gold: u64,
+    /// Character level.
+    pub level: u8,
+    /// XP toward the next level.
+    pub xp: u64,
 }
 
 /// Successful answers to requests.
@@ -67,10 +198,14 @@ pub enum Response {
         /// Server tick when the request was applied.
         server_tick: u32,
     },
+    /// The request was applied (its effects arrive as events).
+    Done,
+    /// Answer to [`Request::GetInventory`].
+    Inventory(InventoryView),
 }
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+/// Why a request was refused; nothing changed. The index of each variant is its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum RequestError {
     /// The request is not valid in the session's current state.
     #[error("not allowed now")]
@@ -81,6 +216,190 @@ pub enum RequestError {
     /// The server failed internally; the request had no effect.
     #[error("internal error")]
     Internal,
+    /// The target monster does not exist or is dead.
+    #[error("no such target")]
+    NoSuchTarget,
+    /// The item or ground item does not exist.
+    #[error("no such item")]
+    NoSuchItem,
+    /// Out of reach.
+    #[error("too far")]
+    TooFar,
+    /// A wall blocks the shot.
+    #[error("no line of sight")]
+    NoLineOfSight,
+    /// The bag is full.
+    #[error("bag full")]
+    BagFull,
+    /// The ground item belongs to another player.
+    #[error("not yours")]
+    NotYours,
+    /// The item cannot be equipped.
+    #[error("wrong slot")]
+    WrongSlot,
+    /// The character's level is too low for the item.
+    #[error("level too low")]
+    LevelTooLow,
+    /// Nothing is worn in that slot.
+    #[error("slot empty")]
+    SlotEmpty,
+    /// The item cannot be used.
+    #[error("not usable")]
+    NotUsable,
+    /// Still cooling down.
+    #[error("on cooldown")]
+    OnCooldown,
+    /// Using it would do nothing.
+    #[error("no effect")]
+    NoEffect,
+    /// Too many items on the ground.
+    #[error("ground full")]
+    GroundFull,
+    /// Not standing in a portal.
+    #[error("not at a portal")]
+    NotAtPortal,
+    /// The character is dead.
+    #[error("dead")]
+    Dead,
+    /// The character is changing zones.
+    #[error("leaving the zone")]
+    Leaving,
+    /// No such player (party requests).
+    #[error("no such player")]
+    NoSuchPlayer,
+    /// Inviting yourself.
+    #[error("cannot invite yourself")]
+    SelfInvite,
+    /// Already in a party.
+    #[error("already in a party")]
+    AlreadyInParty,
+    /// Only the party leader may do this.
+    #[error("not the party leader")]
+    NotLeader,
+    /// The party is full.
+    #[error("party full")]
+    PartyFull,
+    /// No pending invite.
+    #[error("no pending invite")]
+    NoInvite,
+    /// Not in a party.
+    #[error("not in a party")]
+    NotInParty,
+    /// The player is not a member of your party.
+    #[error("not a member")]
+    NotMember,
+}
+
+/// One combat log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Combat {
+    /// An attack hit.
+    Hit {
+        /// Attacker entity.
+        attacker: u32,
+        /// Target entity.
+        target: u32,
+        /// Physical damage.
+        physical: u32,
+        /// Fire damage.
+        fire: u32,
+        /// Critical hit.
+        crit: bool,
+        /// Target hit points left.
+        target_hp: u32,
+    },
+    /// An attack missed.
+    Miss {
+        /// Attacker entity.
+        attacker: u32,
+        /// Target entity.
+        target: u32,
+    },
+    /// A monster died.
+    Killed {
+        /// Killer (player entity).
+        killer: u32,
+        /// Victim (monster entity).
+        victim: u32,
+        /// Monster kind code.
+        monster_kind: u8,
+    },
+}
+
+/// A change to the receiving player's inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InventoryEvent {
+    /// A ground item moved into the bag.
+    PickedUp {
+        /// The item.
+        item: ItemInfo,
+        /// The ground entity it was.
+        ground: u32,
+    },
+    /// A bag item was equipped.
+    Equipped {
+        /// Item id.
+        item: u128,
+        /// Slot code.
+        slot: u8,
+        /// The item that went back to the bag.
+        swapped_out: Option<u128>,
+    },
+    /// A worn item moved to the bag.
+    Unequipped {
+        /// Item id.
+        item: u128,
+        /// Slot code.
+        slot: u8,
+    },
+    /// A bag item was dropped.
+    Dropped {
+        /// Item id.
+        item: u128,
+        /// The new ground entity.
+        ground: u32,
+    },
+    /// A consumable was used up.
+    Consumed {
+        /// Item id.
+        item: u128,
+        /// Hit points restored.
+        healed: u32,
+    },
+    /// Items granted by the server (a new character's starter kit).
+    Granted {
+        /// Item ids (details via [`Request::GetInventory`]).
+        items: Vec<u128>,
+    },
+}
+
+/// A change to the receiving player's party.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartyEvent {
+    /// You were invited.
+    Invited {
+        /// Inviter's name.
+        by: String,
+    },
+    /// Your invite was declined.
+    Declined {
+        /// Invitee's name.
+        by: String,
+    },
+    /// Party membership now (sent to every member on each change).
+    Members {
+        /// Party id.
+        party: u32,
+        /// Leader's name.
+        leader: String,
+        /// Members' names, leader included.
+        members: Vec<String>,
+    },
+    /// You are no longer in a party.
+    Left {
+        /// Whether you were kicked.
+        kicked: bool,
+    },
 }
 
 /// Every message the server sends on the control stream.
@@ -195,6 +514,68 @@ pub enum Event {
     Notice {
         /// The text.
         text: String,
+    },
+    /// A combat log line of the instance.
+    Combat(Combat),
+    /// An item appeared on the ground.
+    ItemDropped {
+        /// Ground entity id.
+        ground: u32,
+        /// The item.
+        item: ItemInfo,
+        /// Player id who may pick it up (`None` = anyone).
+        owner: Option<u64>,
+        /// Position x, millimetres.
+        x_mm: i32,
+        /// Position y, millimetres.
+        y_mm: i32,
+    },
+    /// A ground item expired.
+    ItemExpired {
+        /// Ground entity id.
+        ground: u32,
+    },
+    /// You gained XP.
+    XpGained {
+        /// Amount.
+        amount: u64,
+    },
+    /// You reached a new level.
+    LevelUp {
+        /// New level.
+        level: u8,
+    },
+    /// You died; the penalty is applied.
+    Died {
+        /// Entity that dealt the killing blow.
+        killer: u32,
+        /// Gold lost.
+        gold_lost: u64,
+        /// XP lost.
+        xp_lost: u64,
+    },
+    /// You came back to life in place.
+    Respawned,
+    /// Your gold changed.
+    Gold {
+        /// Signed change.
+        delta: i64,
+        /// New total.
+        gold: u64,
+    },
+    /// Your inventory changed.
+    Inventory(InventoryEvent),
+    /// Your party changed.
+    Party(PartyEvent),
+    /// You are now in another zone instance with a new entity id (after a portal or a
+    /// death). Snapshots of the new instance follow.
+    ZoneEntered {
+        /// Zone template id.
+        zone: u16,
+        /// Instance id.
+        instance: u32,
+        /// Your new entity id.
+        entity_id: u32,
     },
 }
 

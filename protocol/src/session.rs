@@ -237,7 +237,20 @@ impl ClientSession {
                     .push_back(ClientEvent::Response { id, body, latency });
             }
             (SessionState::Active, ServerMsg::Event(e)) => {
-                self.events.push_back(ClientEvent::Event(e))
+                if let (
+                    Event::ZoneEntered {
+                        zone,
+                        instance,
+                        entity_id,
+                    },
+                    Some(w),
+                ) = (&e, self.welcome.as_mut())
+                {
+                    w.zone = *zone;
+                    w.instance = *instance;
+                    w.entity_id = *entity_id;
+                }
+                self.events.push_back(ClientEvent::Event(e));
             }
             (SessionState::Active | SessionState::AwaitingWelcome, ServerMsg::Goaway(g)) => {
                 self.state = SessionState::Closed;

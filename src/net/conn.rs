@@ -15,7 +15,7 @@ use zonehost_protocol::message::{
 use zonehost_protocol::PROTOCOL_VERSION;
 
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
-use crate::session::{unix_secs, Authenticator, Registry, Verified};
+use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
 use crate::sim::{ConnShared, Control, Inbox, Join, Link, Outgoing, Sim, Work};
 use crate::telemetry::{DisconnectCause, DropCause, Stats};
@@ -203,20 +203,24 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
     let player_id = claims.player_id();
     let shared = Arc::new(ConnShared::default());
     let link: Arc<dyn Link> = Arc::new(conn.clone());
+    let (outbox, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
+    let contact = Contact {
+        name: claims.player.clone(),
+        conn: link.clone(),
+        shared: shared.clone(),
+        outbox: outbox.clone(),
+    };
     let (session, inbox, resumed) = match verified {
         Verified::Login(_) => {
             let session = ctx.next_session();
             let inbox = ctx.sim.least_loaded();
-            if let Err(code) = ctx
-                .registry
-                .claim(player_id, session, &link, &shared, &inbox)
-            {
+            if let Err(code) = ctx.registry.claim(player_id, session, contact, &inbox) {
                 let reason = format!("player {} already has a live session", claims.player);
                 return reject(&ctx, &conn, control.send, code, reason).await;
             }
             (session, inbox, false)
         }
-        Verified::Resume(_) => match ctx.registry.reattach(player_id, &link, &shared) {
+        Verified::Resume(_) => match ctx.registry.reattach(player_id, contact) {
             Ok((session, inbox)) => (session, inbox, true),
             Err(code) => {
                 let reason = format!("no session of {} waits for a resume", claims.player);
@@ -224,7 +228,6 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             }
         },
     };
-    let (outbox, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
     tracing::info!(remote = %conn.remote_address(), player = %claims.player, session, resumed, "session started");
     let join = Box::new(Join {
         session,

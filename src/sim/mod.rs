@@ -8,6 +8,7 @@
 //! session's bounded outbox; snapshots are encoded once per instance and handed to quinn
 //! as refcounted `Bytes` straight from the worker.
 
+mod wire;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use tokio::sync::mpsc;
-use zonehost_game::PlayerInput;
+use zonehost_game::{Content, Parties, PlayerInput};
 use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
@@ -244,13 +245,32 @@ impl Sim {
         stats: Arc<Stats>,
         registry: Arc<Registry>,
         resume: Arc<ResumeMinter>,
+        content: Arc<Content>,
     ) -> Result<Self, SpawnError> {
+        let parties = Arc::new(std::sync::Mutex::new(Parties::new()));
+        let mut salt = [0u8; 8];
+        if getrandom::fill(&mut salt).is_err() {
+            // Time is a weaker but still per-start salt.
+            salt = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0))
+            .to_le_bytes();
+        }
+        let seed_salt = u64::from_le_bytes(salt);
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::new();
         let mut threads = Vec::new();
         for index in 0..config.sim_workers {
             let inbox = Arc::new(Inbox::new(config.inbox_capacity));
-            let settings = WorkerSettings::from_config(index, config, resume.clone());
+            let settings = WorkerSettings::from_config(
+                index,
+                config,
+                content.clone(),
+                resume.clone(),
+                parties.clone(),
+                seed_salt,
+            );
             let w = worker::Worker::new(
                 settings,
                 inbox.clone(),

@@ -1,27 +1,36 @@
 //! One simulation worker: a fixed-timestep loop over the zone instances it owns.
 //!
 //! Tick stages, in order:
-//! 1. drain lifecycle messages (join → `Welcome`, leave, drain → `Goaway`);
+//! 1. drain lifecycle messages (join → `Welcome`, leave, detach/attach, drain → `Goaway`);
 //! 2. drain inputs and requests queued since the last tick (bounded by what was queued
-//!    when the stage began, so a flood cannot starve the tick);
-//! 3. step every instance's world;
-//! 4. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
+//!    when the stage began, so a flood cannot starve the tick); game requests are queued
+//!    into their world, server requests (ping, inventory, parties) answered at once;
+//! 3. step every instance's world, then deliver its events: private ones to their player,
+//!    combat log and drops to the whole instance, request completions as responses;
+//! 4. move players whose world asked for a transfer (portal, death) to their instance of
+//!    the target zone (their party's, if any);
+//! 5. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
 //!    to every member's connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
-use zonehost_game::{World, ZoneSpec, MAX_SPEED_MMS};
+use zonehost_game::{
+    Content, Event as GameEvent, Parties, PartyChange, PartyId, PlayerState, World, MAX_SPEED_MMS,
+};
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
-    close_code, Goaway, Reject, RejectCode, Request, Response, ServerMsg, Welcome,
+    close_code, Event, Goaway, PartyEvent, Reject, RejectCode, Request, RequestError, Response,
+    ServerMsg, Welcome,
 };
 use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
+use zonehost_protocol::token::player_id;
 
+use super::wire;
 use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
@@ -47,17 +56,28 @@ pub struct WorkerSettings {
     pub max_catchup_ticks: u32,
     /// Reconnect delay announced in `Goaway`.
     pub reconnect_after_ms: u32,
-    /// The starting zone.
-    pub start_zone: ZoneSpec,
+    /// Zone templates; new players start in its town.
+    pub content: Arc<Content>,
+    /// Mixed into every instance seed so item ids never repeat across restarts.
+    pub seed_salt: u64,
     /// How long a session whose connection was lost waits for a resume.
     pub resume_grace: Duration,
     /// Mints the resume token of each `Welcome`.
     pub resume: Arc<ResumeMinter>,
+    /// Parties, shared by all workers (touched only by party requests and leaves).
+    pub parties: Arc<Mutex<Parties>>,
 }
 
 impl WorkerSettings {
     /// Settings of worker `index` from the validated config.
-    pub fn from_config(index: usize, config: &Config, resume: Arc<ResumeMinter>) -> Self {
+    pub fn from_config(
+        index: usize,
+        config: &Config,
+        content: Arc<Content>,
+        resume: Arc<ResumeMinter>,
+        parties: Arc<Mutex<Parties>>,
+        seed_salt: u64,
+    ) -> Self {
         Self {
             index,
             tick: Duration::from_secs(1) / u32::from(config.tick_rate_hz),
@@ -66,20 +86,19 @@ impl WorkerSettings {
             ticks_per_snapshot: config.ticks_per_snapshot(),
             max_catchup_ticks: config.max_catchup_ticks.max(1),
             reconnect_after_ms: config.reconnect_after_ms,
-            start_zone: ZoneSpec {
-                id: 1,
-                width_mm: 100_000,
-                height_mm: 100_000,
-                spawn_mm: (50_000, 50_000),
-            },
+            content,
+            seed_salt,
             resume_grace: Duration::from_millis(config.resume_grace_ms),
             resume,
+            parties,
         }
     }
 }
 
 /// Receive times of inputs not yet applied, kept for the action-latency stage metrics.
 const PENDING_INPUT_TIMES: usize = 16;
+/// Game requests awaiting their completion event, per member (the world queues at most 8).
+const PENDING_REQUESTS: usize = 16;
 
 #[derive(Debug)]
 struct Member {
@@ -92,6 +111,22 @@ struct Member {
     applied_since_snapshot: Option<Instant>,
     /// When the connection was lost; the member waits for a resume until the grace ends.
     detached_at: Option<Instant>,
+    /// Game requests queued in the world: `(request id, kind, received at)`.
+    requests: VecDeque<(u32, &'static str, Instant)>,
+}
+
+impl Member {
+    fn new(session: SessionId, entity: u32, join: Box<Join>) -> Self {
+        Self {
+            session,
+            entity,
+            join,
+            pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
+            applied_since_snapshot: None,
+            detached_at: None,
+            requests: VecDeque::with_capacity(PENDING_REQUESTS),
+        }
+    }
 }
 
 /// Metric handles resolved once per worker (no registry lookup per sample).
@@ -116,14 +151,29 @@ impl Meters {
     }
 }
 
+/// Who an instance belongs to: a solo player or a party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    Player(u64),
+    Party(PartyId),
+}
+
 #[derive(Debug)]
 struct Instance {
     id: u32,
+    key: (u16, Owner),
     world: World,
     members: Vec<Member>,
     entities: Vec<EntityState>,
     acks: Vec<PlayerAck>,
     datagrams: Vec<Bytes>,
+}
+
+/// A player leaving an instance for another zone.
+#[derive(Debug)]
+struct Transfer {
+    session: SessionId,
+    to_zone: u16,
 }
 
 /// The worker's state; lives on its own thread ([`Worker::run`]) or is stepped by a test
@@ -136,10 +186,12 @@ pub struct Worker {
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
     instances: HashMap<u32, Instance>,
+    by_key: HashMap<(u16, Owner), u32>,
     sessions: HashMap<SessionId, u32>,
     draining: bool,
     ticks: u64,
     meters: Meters,
+    transfers: Vec<Transfer>,
 }
 
 fn unix_micros() -> u64 {
@@ -159,6 +211,23 @@ fn frame(msg: &ServerMsg) -> Option<Bytes> {
     }
 }
 
+/// Queues a frame on a session's outbox; a full outbox closes the connection (slow reader).
+fn send(join: &Join, frame: Bytes) {
+    match join.outbox.try_send(Outgoing::Frame(frame)) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            join.shared.set_cause(DisconnectCause::SlowReader);
+            join.conn.close(close_code::SLOW_READER, b"slow reader");
+        }
+    }
+}
+
+fn respond(join: &Join, id: u32, body: Result<Response, RequestError>) {
+    if let Some(f) = frame(&ServerMsg::Response { id, body }) {
+        send(join, f);
+    }
+}
+
 impl Worker {
     /// A worker draining `inbox`; `stop` ends [`Worker::run`].
     pub fn new(
@@ -175,10 +244,12 @@ impl Worker {
             registry,
             stop,
             instances: HashMap::new(),
+            by_key: HashMap::new(),
             sessions: HashMap::new(),
             draining: false,
             ticks: 0,
             meters: Meters::new(),
+            transfers: Vec::new(),
         }
     }
 
@@ -231,7 +302,8 @@ impl Worker {
         }
     }
 
-    /// Runs one tick: lifecycle messages, queued work, world steps, snapshots.
+    /// Runs one tick: lifecycle messages, queued work, world steps and events, zone
+    /// transfers, snapshots.
     pub fn tick(&mut self) {
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
@@ -254,6 +326,7 @@ impl Worker {
         let mut expired = Vec::new();
         for inst in self.instances.values_mut() {
             inst.world.step();
+            Self::deliver_events(inst, &mut self.transfers);
             for m in &mut inst.members {
                 if let Some(at) = m.detached_at {
                     if now.saturating_duration_since(at) >= self.settings.resume_grace {
@@ -278,8 +351,127 @@ impl Worker {
             tracing::debug!(session, "resume grace over; session closed");
             self.leave(session);
         }
+        for t in std::mem::take(&mut self.transfers) {
+            self.transfer(t.session, t.to_zone);
+        }
         if self.ticks % u64::from(self.settings.ticks_per_snapshot) == 0 {
             self.send_snapshots();
+        }
+    }
+
+    /// Sends one step's events: private ones to their player, instance-wide ones to every
+    /// member, request completions as responses; collects transfers.
+    fn deliver_events(inst: &mut Instance, transfers: &mut Vec<Transfer>) {
+        for ev in inst.world.events() {
+            match ev {
+                GameEvent::RequestDone {
+                    player_id,
+                    request_id,
+                    result,
+                    ..
+                } => {
+                    let Some(m) = inst
+                        .members
+                        .iter_mut()
+                        .find(|m| m.join.player_id == *player_id)
+                    else {
+                        continue;
+                    };
+                    if let Some(i) = m.requests.iter().position(|(id, _, _)| id == request_id) {
+                        if let Some((_, kind, received)) = m.requests.remove(i) {
+                            metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
+                                .record(received.elapsed().as_secs_f64());
+                        }
+                    }
+                    let body = result.map(|()| Response::Done).map_err(wire::reject);
+                    respond(&m.join, *request_id, body);
+                }
+                GameEvent::Transfer {
+                    player_id, to_zone, ..
+                } => {
+                    if let Some(m) = inst.members.iter().find(|m| m.join.player_id == *player_id) {
+                        transfers.push(Transfer {
+                            session: m.session,
+                            to_zone: *to_zone,
+                        });
+                    }
+                }
+                other => {
+                    let Some(wire_event) = wire::event(other) else {
+                        continue;
+                    };
+                    let Some(f) = frame(&ServerMsg::Event(wire_event)) else {
+                        continue;
+                    };
+                    match other.player_id() {
+                        Some(pid) => {
+                            if let Some(m) = inst.members.iter().find(|m| m.join.player_id == pid) {
+                                if m.detached_at.is_none() {
+                                    send(&m.join, f);
+                                }
+                            }
+                        }
+                        None => {
+                            for m in inst.members.iter().filter(|m| m.detached_at.is_none()) {
+                                send(&m.join, f.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn owner_of(&self, player_id: u64) -> Owner {
+        let parties = self
+            .settings
+            .parties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match parties.party_of(player_id) {
+            Some(p) => Owner::Party(p.id),
+            None => Owner::Player(player_id),
+        }
+    }
+
+    /// The instance of `zone` for `owner`, created if needed.
+    fn instance_for(&mut self, zone: u16, owner: Owner) -> Option<u32> {
+        if let Some(id) = self.by_key.get(&(zone, owner)) {
+            return Some(*id);
+        }
+        let template = self.settings.content.zone(zone)?;
+        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let seed = self.settings.seed_salt ^ (u64::from(id) << 20) ^ u64::from(zone);
+        let world = World::from_template(template, seed);
+        self.instances.insert(
+            id,
+            Instance {
+                id,
+                key: (zone, owner),
+                world,
+                members: Vec::new(),
+                entities: Vec::new(),
+                acks: Vec::new(),
+                datagrams: Vec::new(),
+            },
+        );
+        self.by_key.insert((zone, owner), id);
+        Stats::gauge_add(&self.stats.instances_live, 1);
+        Some(id)
+    }
+
+    fn remove_instance_if_empty(&mut self, id: u32) {
+        if self
+            .instances
+            .get(&id)
+            .is_some_and(|i| i.members.is_empty())
+        {
+            if let Some(inst) = self.instances.remove(&id) {
+                if self.by_key.get(&inst.key) == Some(&id) {
+                    self.by_key.remove(&inst.key);
+                }
+                Stats::gauge_add(&self.stats.instances_live, -1);
+            }
         }
     }
 
@@ -290,66 +482,71 @@ impl Worker {
                 reason: "server is draining".into(),
             });
             if let Some(frame) = frame(&reject) {
-                let _ = join.outbox.try_send(Outgoing::CloseAfter {
+                let msg = Outgoing::CloseAfter {
                     frame,
                     code: close_code::REJECTED,
                     cause: DisconnectCause::Shutdown,
-                });
+                };
+                let _ = join.outbox.try_send(msg);
             }
             self.registry.release(join.player_id, join.session);
             return;
         }
-        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let mut world = World::new(self.settings.start_zone.clone());
-        let entity = world.add_player(join.player_id);
         let session = join.session;
-        if !self.send_welcome(&join, &world, id, entity) {
+        let town = self.settings.content.town().map(|t| t.id);
+        let Some(id) = town.and_then(|zone| self.instance_for(zone, Owner::Player(join.player_id)))
+        else {
+            tracing::error!("content has no town zone; refusing the session");
+            join.conn.close(close_code::INTERNAL, b"no start zone");
             self.registry.release(join.player_id, session);
             return;
+        };
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let entity = inst.world.add_player(join.player_id);
+        if !Self::send_welcome(&self.settings, &join, &inst.world, id, entity) {
+            inst.world.remove_player(entity);
+            self.registry.release(join.player_id, session);
+            self.remove_instance_if_empty(id);
+            return;
+        }
+        // The starter kit granted by `add_player` is reported at once.
+        for ev in inst.world.events() {
+            if let Some(f) = wire::event(ev).and_then(|e| frame(&ServerMsg::Event(e))) {
+                send(&join, f);
+            }
         }
         tracing::debug!(session, player = %join.player_name, instance = id, "joined");
+        inst.members.push(Member::new(session, entity, join));
+        self.sessions.insert(session, id);
         self.inbox.players.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {
             Stats::gauge_add(&w.players, 1);
         }
         Stats::gauge_add(&self.stats.sessions_active, 1);
-        Stats::gauge_add(&self.stats.instances_live, 1);
-        self.instances.insert(
-            id,
-            Instance {
-                id,
-                world,
-                members: vec![Member {
-                    session,
-                    entity,
-                    join,
-                    pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
-                    applied_since_snapshot: None,
-                    detached_at: None,
-                }],
-                entities: Vec::new(),
-                acks: Vec::new(),
-                datagrams: Vec::new(),
-            },
-        );
-        self.sessions.insert(session, id);
     }
 
     /// Sends `Welcome` (with a fresh resume token) to a joining or resuming session;
     /// false if the session could not take it (and its connection was closed).
-    fn send_welcome(&self, join: &Join, world: &World, instance: u32, entity: u32) -> bool {
+    fn send_welcome(
+        settings: &WorkerSettings,
+        join: &Join,
+        world: &World,
+        instance: u32,
+        entity: u32,
+    ) -> bool {
         let welcome = ServerMsg::Welcome(Welcome {
             player_id: join.player_id,
             entity_id: entity,
             zone: world.zone().id,
             instance,
-            tick_rate_hz: self.settings.tick_rate_hz,
-            snapshot_rate_hz: self.settings.snapshot_rate_hz,
+            tick_rate_hz: settings.tick_rate_hz,
+            snapshot_rate_hz: settings.snapshot_rate_hz,
             server_tick: world.tick(),
             server_time_us: unix_micros(),
             max_speed_mms: MAX_SPEED_MMS,
-            resume_token: self
-                .settings
+            resume_token: settings
                 .resume
                 .mint(&join.player_name, unix_micros() / 1_000_000),
         });
@@ -363,6 +560,80 @@ impl Worker {
             return false;
         }
         true
+    }
+
+    /// Moves a player to its instance of `to_zone` (its party's, if any) and tells it.
+    fn transfer(&mut self, session: SessionId, to_zone: u16) {
+        let Some(&from) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(player) = self.member(session).map(|m| m.join.player_id) else {
+            return;
+        };
+        let owner = self.owner_of(player);
+        let Some(to) = self.instance_for(to_zone, owner) else {
+            tracing::warn!(zone = to_zone, "transfer to an unknown zone ignored");
+            return;
+        };
+        if to == from {
+            return;
+        }
+        let Some(src) = self.instances.get_mut(&from) else {
+            return;
+        };
+        let Some(pos) = src.members.iter().position(|m| m.session == session) else {
+            return;
+        };
+        let member = src.members.swap_remove(pos);
+        let Some(state) = src.world.take_player(member.entity) else {
+            return;
+        };
+        self.remove_instance_if_empty(from);
+        self.place(member, state, to);
+    }
+
+    /// Adds a member (with its exported state) to instance `to` and announces the zone.
+    fn place(&mut self, mut member: Member, state: PlayerState, to: u32) {
+        let party = self.party_id_of(member.join.player_id);
+        let Some(dst) = self.instances.get_mut(&to) else {
+            return;
+        };
+        let entity = match dst.world.add_player_with_state(state) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "player state refused by the target world; closing the session");
+                member
+                    .join
+                    .conn
+                    .close(close_code::INTERNAL, b"transfer failed");
+                return;
+            }
+        };
+        member.entity = entity;
+        member.pending.clear();
+        member.requests.clear();
+        if party.is_some() {
+            dst.world.set_party(member.join.player_id, party);
+        }
+        let entered = Event::ZoneEntered {
+            zone: dst.world.zone().id,
+            instance: dst.id,
+            entity_id: entity,
+        };
+        if let Some(f) = frame(&ServerMsg::Event(entered)) {
+            send(&member.join, f);
+        }
+        self.sessions.insert(member.session, to);
+        dst.members.push(member);
+    }
+
+    fn party_id_of(&self, player_id: u64) -> Option<PartyId> {
+        let parties = self
+            .settings
+            .parties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        parties.party_of(player_id).map(|p| p.id)
     }
 
     /// The connection of `session` was lost: keep its player in the world for the grace
@@ -405,7 +676,7 @@ impl Worker {
             return;
         };
         let welcomed = match self.instances.get(&instance) {
-            Some(inst) => self.send_welcome(&join, &inst.world, instance, entity),
+            Some(inst) => Self::send_welcome(&self.settings, &join, &inst.world, instance, entity),
             None => false,
         };
         if !welcomed {
@@ -418,6 +689,11 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_active, 1);
             Stats::gauge_add(&self.stats.sessions_detached, -1);
         }
+    }
+
+    fn member(&self, session: SessionId) -> Option<&Member> {
+        let inst = self.instances.get(self.sessions.get(&session)?)?;
+        inst.members.iter().find(|m| m.session == session)
     }
 
     fn member_mut(&mut self, session: SessionId) -> Option<&mut Member> {
@@ -437,7 +713,8 @@ impl Worker {
         };
         let member = inst.members.swap_remove(pos);
         inst.world.remove_player(member.entity);
-        self.registry.release(member.join.player_id, session);
+        let player = member.join.player_id;
+        self.registry.release(player, session);
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {
             Stats::gauge_add(&w.players, -1);
@@ -447,9 +724,17 @@ impl Worker {
         } else {
             Stats::gauge_add(&self.stats.sessions_active, -1);
         }
-        if inst.members.is_empty() {
-            self.instances.remove(&instance_id);
-            Stats::gauge_add(&self.stats.instances_live, -1);
+        self.remove_instance_if_empty(instance_id);
+        let change = {
+            let mut parties = self
+                .settings
+                .parties
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            parties.forget(player)
+        };
+        if let Some(change) = change {
+            self.announce_party(change);
         }
     }
 
@@ -475,11 +760,6 @@ impl Worker {
             }
             self.leave(session);
         }
-    }
-
-    fn member(&self, session: SessionId) -> Option<&Member> {
-        let inst = self.instances.get(self.sessions.get(&session)?)?;
-        inst.members.iter().find(|m| m.session == session)
     }
 
     fn apply(&mut self, work: Work) {
@@ -518,40 +798,241 @@ impl Worker {
                 id,
                 body,
                 received_at,
-            } => {
-                let Some(m) = self.member(session) else {
-                    return;
-                };
+            } => self.request(session, id, body, received_at),
+        }
+    }
+
+    fn request(&mut self, session: SessionId, id: u32, body: Request, received_at: Instant) {
+        let kind = body.kind();
+        if let Some(mapped) = wire::game_request(&body) {
+            let Some(&instance_id) = self.sessions.get(&session) else {
+                return;
+            };
+            let Some(inst) = self.instances.get_mut(&instance_id) else {
+                return;
+            };
+            let Some(m) = inst.members.iter_mut().find(|m| m.session == session) else {
+                return;
+            };
+            let queued = mapped.and_then(|req| {
+                inst.world
+                    .queue_request(m.entity, id, req)
+                    .map_err(|e| match e {
+                        zonehost_game::QueueError::QueueFull => RequestError::RateLimited,
+                        zonehost_game::QueueError::UnknownEntity => RequestError::NotAllowed,
+                    })
+            });
+            match queued {
+                Ok(()) => {
+                    if m.requests.len() == PENDING_REQUESTS {
+                        m.requests.pop_front();
+                    }
+                    m.requests.push_back((id, kind, received_at));
+                }
+                Err(e) => respond(&m.join, id, Err(e)),
+            }
+            return;
+        }
+        let Some(m) = self.member(session) else {
+            return;
+        };
+        let player = m.join.player_id;
+        let body = match body {
+            Request::Ping { client_time_us } => {
                 let tick = self
                     .sessions
                     .get(&session)
                     .and_then(|i| self.instances.get(i))
                     .map_or(0, |i| i.world.tick());
-                let response = match body {
-                    Request::Ping { client_time_us } => Ok(Response::Pong {
-                        client_time_us,
-                        server_tick: tick,
-                    }),
-                };
-                let kind = "ping";
-                if let Some(frame) = frame(&ServerMsg::Response { id, body: response }) {
-                    match m.join.outbox.try_send(Outgoing::Frame(frame)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            m.join.shared.set_cause(DisconnectCause::SlowReader);
-                            m.join.conn.close(close_code::SLOW_READER, b"slow reader");
-                        }
-                        Err(TrySendError::Closed(_)) => {}
+                Ok(Response::Pong {
+                    client_time_us,
+                    server_tick: tick,
+                })
+            }
+            Request::GetInventory => {
+                let state = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|i| self.instances.get(i))
+                    .and_then(|inst| {
+                        let m = inst.members.iter().find(|m| m.session == session)?;
+                        inst.world.export_player(m.entity)
+                    });
+                state
+                    .map(|s| Response::Inventory(wire::inventory(&s)))
+                    .ok_or(RequestError::Internal)
+            }
+            party_request => self.party_request(player, party_request),
+        };
+        if let Some(m) = self.member(session) {
+            respond(&m.join, id, body);
+        }
+        metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
+            .record(received_at.elapsed().as_secs_f64());
+    }
+
+    fn party_request(&mut self, player: u64, body: Request) -> Result<Response, RequestError> {
+        let result = {
+            let mut parties = self
+                .settings
+                .parties
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match body {
+                Request::PartyInvite { player: name } => {
+                    if self.registry.contact(player_id(&name)).is_none() {
+                        return Err(RequestError::NoSuchPlayer);
+                    }
+                    parties.invite(player, player_id(&name))
+                }
+                Request::PartyAccept => parties.accept(player),
+                Request::PartyDecline => parties.decline(player),
+                Request::PartyLeave => parties.leave(player),
+                Request::PartyKick { player: name } => parties.kick(player, player_id(&name)),
+                _ => return Err(RequestError::NotAllowed),
+            }
+        };
+        let change = result.map_err(wire::party_error)?;
+        self.announce_party(change);
+        Ok(Response::Done)
+    }
+
+    /// Tells the players concerned about a party change, mirrors membership into this
+    /// worker's worlds and, when someone joins, moves them into the leader's instance if
+    /// this worker owns it.
+    fn announce_party(&mut self, change: PartyChange) {
+        let tell = |pid: u64, ev: PartyEvent| {
+            if let (Some(c), Some(f)) = (
+                self.registry.contact(pid),
+                frame(&ServerMsg::Event(Event::Party(ev))),
+            ) {
+                if c.outbox.try_send(Outgoing::Frame(f)).is_err() {
+                    tracing::debug!(player = pid, "party event dropped: outbox full or closed");
+                }
+            }
+        };
+        let name = |pid: u64| {
+            self.registry
+                .name_of(pid)
+                .unwrap_or_else(|| format!("{pid:016x}"))
+        };
+        match change {
+            PartyChange::Invited { inviter, invitee } => {
+                tell(invitee, PartyEvent::Invited { by: name(inviter) })
+            }
+            PartyChange::Declined { inviter, invitee } => {
+                tell(inviter, PartyEvent::Declined { by: name(invitee) })
+            }
+            PartyChange::Joined { party, player, .. } => {
+                self.announce_members(party);
+                self.join_leader_instance(party, player);
+            }
+            PartyChange::Left {
+                party,
+                player,
+                kicked,
+                disbanded,
+                ..
+            } => {
+                tell(player, PartyEvent::Left { kicked });
+                self.set_party_in_worlds(player, None);
+                if disbanded {
+                    // The one remaining member is party-less now.
+                    let left: Vec<u64> = self
+                        .instances
+                        .values()
+                        .flat_map(|i| i.members.iter().map(|m| m.join.player_id))
+                        .filter(|p| self.party_id_of(*p).is_none() && *p != player)
+                        .collect();
+                    for p in left {
+                        self.set_party_in_worlds(p, None);
                     }
                 }
-                metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
-                    .record(received_at.elapsed().as_secs_f64());
+                self.announce_members(party);
             }
+        }
+    }
+
+    fn announce_members(&mut self, party: PartyId) {
+        let members = {
+            let parties = self
+                .settings
+                .parties
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            parties.party(party).map(|p| (p.leader, p.members.clone()))
+        };
+        let Some((leader, members)) = members else {
+            return;
+        };
+        let name = |pid: u64| {
+            self.registry
+                .name_of(pid)
+                .unwrap_or_else(|| format!("{pid:016x}"))
+        };
+        let ev = PartyEvent::Members {
+            party,
+            leader: name(leader),
+            members: members.iter().map(|p| name(*p)).collect(),
+        };
+        let Some(f) = frame(&ServerMsg::Event(Event::Party(ev))) else {
+            return;
+        };
+        for pid in &members {
+            if let Some(c) = self.registry.contact(*pid) {
+                let _ = c.outbox.try_send(Outgoing::Frame(f.clone()));
+            }
+            self.set_party_in_worlds(*pid, Some(party));
+        }
+    }
+
+    fn set_party_in_worlds(&mut self, player: u64, party: Option<PartyId>) {
+        for inst in self.instances.values_mut() {
+            if inst.world.set_party(player, party) {
+                return;
+            }
+        }
+    }
+
+    /// Moves `player` into its party leader's instance when both are on this worker, and
+    /// re-keys that instance as the party's so the party keeps sharing it.
+    fn join_leader_instance(&mut self, party: PartyId, player: u64) {
+        let leader = {
+            let parties = self
+                .settings
+                .parties
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            parties.party(party).map(|p| p.leader)
+        };
+        let Some(leader) = leader else { return };
+        let find = |pid: u64| {
+            self.instances.values().find_map(|i| {
+                i.members
+                    .iter()
+                    .find(|m| m.join.player_id == pid)
+                    .map(|m| (i.id, m.session))
+            })
+        };
+        let (Some((leader_inst, _)), Some((_, session))) = (find(leader), find(player)) else {
+            return;
+        };
+        if let Some(inst) = self.instances.get_mut(&leader_inst) {
+            let zone = inst.key.0;
+            if self.by_key.get(&inst.key) == Some(&leader_inst) {
+                self.by_key.remove(&inst.key);
+            }
+            inst.key = (zone, Owner::Party(party));
+            self.by_key.insert(inst.key, leader_inst);
+            self.transfer(session, zone);
         }
     }
 
     fn send_snapshots(&mut self) {
         for inst in self.instances.values_mut() {
+            if inst.members.iter().all(|m| m.detached_at.is_some()) {
+                continue;
+            }
             inst.entities.clear();
             inst.entities
                 .extend(inst.world.entities().map(|e| EntityState {
