@@ -411,6 +411,60 @@ pub const METRICS: &[MetricDef] = &[
         &[],
         "1 while the server drains, else 0.",
     ),
+    m(
+        "zonehost_sessions_by_state",
+        Gauge,
+        &["state"],
+        "Sessions by state: handshaking, active, detached (connection lost, waiting for a resume).",
+    ),
+    m(
+        "zonehost_sim_worker_players",
+        Gauge,
+        &["worker"],
+        "Players owned by each sim worker.",
+    ),
+    m(
+        "zonehost_sim_worker_busy_microseconds_total",
+        Counter,
+        &["worker"],
+        "Time each sim worker spent in ticks (rate / 1e6 = busy share of a core).",
+    ),
+    m(
+        "zonehost_input_apply_seconds",
+        Histogram,
+        &[],
+        "Action latency stage 1: input datagram received to input applied in a tick.",
+    ),
+    m(
+        "zonehost_input_to_snapshot_seconds",
+        Histogram,
+        &[],
+        "Action latency stages 1+2: input datagram received to the snapshot acknowledging it handed to QUIC.",
+    ),
+    m(
+        "zonehost_snapshot_bytes",
+        Histogram,
+        &[],
+        "Size of each snapshot datagram.",
+    ),
+    m(
+        "zonehost_quic_rtt_seconds",
+        Histogram,
+        &[],
+        "QUIC round-trip time estimate per connection, sampled every second.",
+    ),
+    m(
+        "zonehost_quic_lost_packets_total",
+        Counter,
+        &[],
+        "QUIC packets declared lost (sampled from quinn connection stats).",
+    ),
+    m(
+        "zonehost_quic_congestion_events_total",
+        Counter,
+        &[],
+        "QUIC congestion events (sampled from quinn connection stats).",
+    ),
 ];
 
 /// Bucket bounds of every `_bytes` histogram.
@@ -528,6 +582,61 @@ mod tests {
         }
         s.rejected(RejectCode::Internal);
         assert_eq!(s.reject_count(RejectCode::Internal), 1);
+    }
+
+    /// Every metric name the server's sources record must be declared in [`METRICS`].
+    #[test]
+    fn every_recorded_metric_is_declared() {
+        fn scan(dir: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    scan(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    for (i, _) in text.match_indices("\"zonehost_") {
+                        let rest = &text[i + 1..];
+                        let end = rest.find('"').unwrap_or(0);
+                        let name = &rest[..end];
+                        let is_name = name.len() > "zonehost_".len()
+                            && name
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                        if is_name {
+                            out.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let mut used = Vec::new();
+        scan(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut used,
+        );
+        assert!(used.len() > 20, "the scan found the sources");
+        for name in used {
+            assert!(
+                METRICS.iter().any(|d| d.name == name),
+                "{name} is recorded but not declared in METRICS"
+            );
+        }
+    }
+
+    /// The README's metrics table lists exactly the catalog.
+    #[test]
+    fn readme_lists_every_metric() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap_or_default();
+        for d in METRICS {
+            let row = format!("| `{}` | {} |", d.name, d.kind.as_str());
+            assert!(readme.contains(&row), "README lacks the row for {}", d.name);
+        }
     }
 
     #[test]
