@@ -268,6 +268,14 @@ DRAIN_MAP = [{"type": "value", "options": {
 
 
 def overview():
+    panels = _overview()
+    for p in panels:
+        if p.kind == "stat":
+            p.w = 3  # eight headline numbers in one row
+    return panels
+
+
+def _overview():
     return [
         stat("Players online", gauge("zonehost_sessions_active"), ["zonehost_sessions_active"],
              desc="Welcomed sessions, all selected instances."),
@@ -283,6 +291,14 @@ def overview():
         stat("p99 tick duration", quantile(0.99, "zonehost_tick_duration_seconds"),
              ["zonehost_tick_duration_seconds"], unit="s",
              desc="Budget 16.7 ms at 60 Hz.", thresholds=steps(("yellow", 0.010), ("red", TICK_BUDGET))),
+        stat("p99 action latency", quantile(0.99, "zonehost_input_to_snapshot_seconds"),
+             ["zonehost_input_to_snapshot_seconds"], unit="s",
+             desc="Input received to the snapshot acknowledging it handed to QUIC; alert at 100 ms.",
+             thresholds=steps(("yellow", 0.05), ("red", 0.1))),
+        stat("Inbound drop ratio",
+             f'{rate("zonehost_datagrams_dropped_total")} / {rate("zonehost_datagrams_received_total")}',
+             ["zonehost_datagrams_dropped_total", "zonehost_datagrams_received_total"],
+             unit="percentunit", thresholds=steps(("yellow", 0.001), ("red", 0.01))),
 
         ts("Players and connections", [
             (gauge("zonehost_sessions_active", ["instance"]), "players {{instance}}"),
