@@ -97,7 +97,16 @@ async fn main() -> Result<()> {
     .await
     .context("connecting")?;
     let welcome = client.welcome().clone();
-    println!("welcome: {welcome:?}");
+    // (`welcome.resume_token` would resume this session after a lost connection; not printed.)
+    println!(
+        "welcome: player {} entity {} in zone {} instance {}, {} Hz ticks, {} Hz snapshots",
+        welcome.player_id,
+        welcome.entity_id,
+        welcome.zone,
+        welcome.instance,
+        welcome.tick_rate_hz,
+        welcome.snapshot_rate_hz
+    );
 
     // Walk one circle in WALK, one input per 1/60 s, printing the position twice a second.
     let start = Instant::now();

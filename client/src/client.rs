@@ -81,8 +81,10 @@ pub enum Incoming {
 /// Counters of what a [`Client`] received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
-    /// Datagrams received and accepted as snapshots.
+    /// Datagrams received and accepted as snapshots (parts count separately).
     pub snapshots: u64,
+    /// Bytes of the accepted snapshot datagrams.
+    pub snapshot_bytes: u64,
     /// Datagrams received that the session refused (malformed, or after the session closed).
     pub bad_datagrams: u64,
     /// Inputs sent.
@@ -255,6 +257,7 @@ impl Client {
                     match self.session.handle_datagram(&datagram, Instant::now()) {
                         Ok(info) => {
                             self.stats.snapshots += 1;
+                            self.stats.snapshot_bytes += datagram.len() as u64;
                             return Ok(Incoming::Snapshot(info, datagram));
                         }
                         Err(error) => {

@@ -163,7 +163,10 @@ pub(crate) async fn run_bot(
     let failure = drive(index, &mut client, &settings, &live, &mut summary).await;
     let stopped = Instant::now().min(settings.end_at);
     summary.expected_snapshots = rate * (stopped - welcomed).as_secs_f64();
-    Live::add(&live.bad_datagrams, client.stats().bad_datagrams);
+    let stats = client.stats();
+    Live::add(&live.bad_datagrams, stats.bad_datagrams);
+    Live::add(&live.snapshot_datagrams, stats.snapshots);
+    Live::add(&live.snapshot_bytes, stats.snapshot_bytes);
     live.connected_now
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     match failure {

@@ -219,6 +219,8 @@ fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Dura
             received,
             expected,
             ratio,
+            datagrams: Live::get(&live.snapshot_datagrams),
+            bytes: Live::get(&live.snapshot_bytes),
             bad_datagrams: Live::get(&live.bad_datagrams),
         },
         events: Live::get(&live.events),

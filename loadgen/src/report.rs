@@ -95,6 +95,10 @@ pub struct SnapshotCounts {
     pub expected: f64,
     /// `received / expected` (1 when nothing was expected).
     pub ratio: f64,
+    /// Snapshot datagrams accepted (a tick may come in several parts).
+    pub datagrams: u64,
+    /// Bytes of the accepted snapshot datagrams.
+    pub bytes: u64,
     /// Datagrams the client session refused.
     pub bad_datagrams: u64,
 }
@@ -218,14 +222,27 @@ impl fmt::Display for Report {
         let sn = &self.snapshots;
         let _ = writeln!(
             s,
-            "snapshots: {} received / {:.0} expected ({:.2}%), {} bad datagrams; events {}, responses {}",
+            "snapshots: {} ticks received / {:.0} expected ({:.2}%); {} datagrams ({:.2} per tick, {:.0} B avg), {} bad; events {}, responses {}",
             sn.received,
             sn.expected,
             100.0 * sn.ratio,
+            sn.datagrams,
+            if sn.received == 0 { 0.0 } else { sn.datagrams as f64 / sn.received as f64 },
+            if sn.datagrams == 0 { 0.0 } else { sn.bytes as f64 / sn.datagrams as f64 },
             sn.bad_datagrams,
             self.events,
             self.responses
         );
+        let period_us = 1e6 / f64::from(r.input_hz.max(1));
+        if self.send_lag.p99_us as f64 > period_us || i.skipped_ticks * 100 > i.sent {
+            let _ = writeln!(
+                s,
+                "warning: the load generator fell behind its input schedule (send lag p99 {}, {} slots skipped); \
+                 its own CPU starvation is part of the latencies above",
+                ms(self.send_lag.p99_us),
+                i.skipped_ticks
+            );
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "failures:");
             for (kind, c) in &self.failures {

@@ -56,6 +56,8 @@ pub(crate) struct Live {
     pub(crate) events: AtomicU64,
     pub(crate) responses: AtomicU64,
     pub(crate) bad_datagrams: AtomicU64,
+    pub(crate) snapshot_datagrams: AtomicU64,
+    pub(crate) snapshot_bytes: AtomicU64,
     pub(crate) skipped_ticks: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     hists: Mutex<Hists>,
@@ -74,6 +76,8 @@ impl Live {
             events: AtomicU64::new(0),
             responses: AtomicU64::new(0),
             bad_datagrams: AtomicU64::new(0),
+            snapshot_datagrams: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
             skipped_ticks: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             hists: Mutex::new(Hists {

@@ -19,7 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
-    close_code, ClientMsg, Event, Reject, RejectCode, Request, Response, ServerMsg, Welcome,
+    close_code, ClientMsg, Event, Reject, RejectCode, Request, RequestError, Response, ServerMsg,
+    Welcome,
 };
 use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
 
@@ -193,6 +194,16 @@ async fn serve(conn: quinn::Connection, entity: u32, stats: Arc<FakeStats>) {
                             let resp = encode_frame(&ServerMsg::Response {
                                 id,
                                 body: Ok(Response::Pong { client_time_us, server_tick: tick }),
+                            })
+                            .expect("encode");
+                            if send.write_chunk(resp).await.is_err() {
+                                return;
+                            }
+                        }
+                        ClientMsg::Request { id, .. } => {
+                            let resp = encode_frame(&ServerMsg::Response {
+                                id,
+                                body: Err(RequestError::NotAllowed),
                             })
                             .expect("encode");
                             if send.write_chunk(resp).await.is_err() {
