@@ -35,7 +35,7 @@ struct Cli {
     /// TLS server name.
     #[arg(long, default_value = "localhost")]
     server_name: String,
-    /// Server certificate (DER) to trust exactly, e.g. the server's <data_dir>/cert.der.
+    /// Server certificate (DER) to trust exactly, e.g. the server's DATA_DIR/cert.der.
     #[arg(long, default_value = "data/cert.der", conflicts_with = "fingerprint")]
     cert: PathBuf,
     /// Pin the server certificate by SHA-256 fingerprint (64 hex digits) instead of --cert.
@@ -76,7 +76,7 @@ struct Cli {
     /// Requested SO_RCVBUF/SO_SNDBUF per socket, bytes.
     #[arg(long, default_value_t = DEFAULT_SOCKET_BUFFER)]
     socket_buffer: usize,
-    /// Seed of movement and bot names (bot-<seed>-<i>).
+    /// Seed of movement and bot names (bot-SEED-INDEX).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Tokio worker threads (1 = current-thread runtime).
