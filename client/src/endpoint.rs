@@ -16,8 +16,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default per-connection buffer for received, not yet read datagrams (bytes).
 ///
 /// quinn's default (1.25 MB) lets a client that does not read fast enough grow by that
-/// much per connection; 64 KiB holds about a second of single-part 60 Hz snapshots.
-pub const DEFAULT_DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+/// much per connection, and a stalled reader then works through seconds-old snapshots.
+/// 32 KiB still holds the largest snapshot (16 parts of at most 1100 bytes); when the
+/// reader falls behind, quinn drops the oldest datagrams, which is what a game wants:
+/// only the newest snapshot matters and input acknowledgements are cumulative.
+pub const DEFAULT_DATAGRAM_RECEIVE_BUFFER: usize = 32 * 1024;
 /// Default per-connection buffer for datagrams queued for sending (bytes).
 pub const DEFAULT_DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
 /// Default `SO_RCVBUF`/`SO_SNDBUF` requested by [`EndpointBuilder`] (bytes).
@@ -51,8 +54,16 @@ impl Default for TransportOptions {
 }
 
 impl TransportOptions {
-    /// The quinn transport configuration.
+    /// The quinn transport configuration. The datagram receive buffer must hold at least
+    /// one maximal datagram ([`zonehost_protocol::MAX_DATAGRAM_LEN`]).
     pub fn transport_config(&self) -> Result<quinn::TransportConfig, ClientError> {
+        if self.datagram_receive_buffer < zonehost_protocol::MAX_DATAGRAM_LEN {
+            return Err(ClientError::Config(format!(
+                "datagram receive buffer of {} bytes cannot hold one {}-byte datagram",
+                self.datagram_receive_buffer,
+                zonehost_protocol::MAX_DATAGRAM_LEN
+            )));
+        }
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| ClientError::Config(format!("idle timeout: {e}")))?;
         let mut t = quinn::TransportConfig::default();
@@ -222,6 +233,11 @@ mod tests {
             ..o
         };
         assert!(too_long.transport_config().is_err());
+        let tiny = TransportOptions {
+            datagram_receive_buffer: 100,
+            ..TransportOptions::default()
+        };
+        assert!(tiny.transport_config().is_err());
     }
 
     #[tokio::test]

@@ -96,6 +96,9 @@ impl Config {
                 return bad("min snapshot ratio must be within 0..=1");
             }
         }
+        if let Err(e) = self.transport.transport_config() {
+            return Err(Error::Config(e.to_string()));
+        }
         if self.server.ip().is_unspecified() || self.server.port() == 0 {
             return bad("server address must be a concrete host and port");
         }

@@ -226,10 +226,12 @@ fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Dura
         events: Live::get(&live.events),
         responses: Live::get(&live.responses),
         failures: live.failures(),
+        passed: false,
         violations: Vec::new(),
     };
     let violations = violations(config, &report);
     Report {
+        passed: violations.is_empty(),
         violations,
         ..report
     }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use zonehost_client::{TransportOptions, Trust, DEFAULT_SOCKET_BUFFER};
+use zonehost_client::{
+    TransportOptions, Trust, DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_SOCKET_BUFFER,
+};
 use zonehost_loadgen::{parse_duration, Config, TokenSource};
 
 /// Drive N zonehost bots over real QUIC and report action latency.
@@ -76,6 +78,10 @@ struct Cli {
     /// Requested SO_RCVBUF/SO_SNDBUF per socket, bytes.
     #[arg(long, default_value_t = DEFAULT_SOCKET_BUFFER)]
     socket_buffer: usize,
+    /// Per-connection buffer for received, unread datagrams, bytes (the oldest are dropped
+    /// beyond it).
+    #[arg(long, default_value_t = DEFAULT_DATAGRAM_RECEIVE_BUFFER)]
+    datagram_buffer: usize,
     /// Seed of movement and bot names (bot-SEED-INDEX).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -120,7 +126,10 @@ impl Cli {
         };
         c.min_snapshot_ratio = self.min_snapshot_ratio;
         c.progress = self.progress || std::io::stderr().is_terminal();
-        c.transport = TransportOptions::default();
+        c.transport = TransportOptions {
+            datagram_receive_buffer: self.datagram_buffer,
+            ..TransportOptions::default()
+        };
         c.validate()?;
         Ok(c)
     }

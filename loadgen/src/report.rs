@@ -148,6 +148,8 @@ pub struct Report {
     pub responses: u64,
     /// Failure reasons with counts.
     pub failures: BTreeMap<String, FailureCount>,
+    /// Whether every criterion held (`violations` is empty).
+    pub passed: bool,
     /// Why the run failed its criteria; empty when it passed.
     pub violations: Vec<String>,
 }
@@ -155,7 +157,7 @@ pub struct Report {
 impl Report {
     /// Whether every criterion held.
     pub fn passed(&self) -> bool {
-        self.violations.is_empty()
+        self.passed && self.violations.is_empty()
     }
 
     /// The report as pretty JSON.
