@@ -30,7 +30,7 @@ use crate::items::{
 use crate::monsters::{Behaviour, Element, MonsterKind, MonsterStats, NOVA_RADIUS_MM, NOVA_TICKS};
 use crate::movement::{
     step_mm, velocity_mms, PlayerInput, BUTTON_ATTACK, MAX_BANKED_INPUTS, MAX_QUEUED_INPUTS,
-    TICK_HZ,
+    QUEUE_SLACK, TICK_HZ,
 };
 use crate::rng::GameRng;
 
@@ -658,6 +658,12 @@ impl World {
         let mut transfers = Vec::new();
         for (pi, p) in self.players.iter_mut().enumerate() {
             p.budget = (p.budget + 1).min(MAX_BANKED_INPUTS);
+            while p.queue.len() > p.budget as usize + QUEUE_SLACK {
+                if let Some(stale) = p.queue.pop_front() {
+                    p.last_applied = stale.seq;
+                    p.inputs_dropped += 1;
+                }
+            }
             let start = p.pos;
             let mut applied = 0;
             p.attack_held = false;
@@ -1307,6 +1313,19 @@ impl World {
             }
             keep
         });
+    }
+
+    /// Sets the last applied input sequence of a player who arrives from another
+    /// instance, so the client's repeated older inputs are recognised as already applied.
+    pub fn set_last_input(&mut self, entity: EntityId, seq: u32) -> bool {
+        match self.players.iter_mut().find(|p| p.id == entity) {
+            Some(p) => {
+                p.last_applied = p.last_applied.max(seq);
+                p.queue.retain(|i| i.seq > seq);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Last input sequence applied for a player's entity.
@@ -2042,5 +2061,69 @@ mod tests {
             let max = (batches.len() as i32 + MAX_BANKED_INPUTS as i32) * step_mm(MAX_SPEED_MMS as i32);
             prop_assert!((x - 50_000).abs() <= max, "moved {} > {}", x - 50_000, max);
         }
+    }
+
+    #[test]
+    fn a_fast_client_never_builds_a_standing_input_queue() {
+        let mut w = World::new(ZoneSpec {
+            id: 1,
+            width_mm: 1_000_000,
+            height_mm: 1_000_000,
+            spawn_mm: (500_000, 500_000),
+        });
+        let e = w.add_player(1);
+        let mut seq = 0;
+        // A client clock 10% fast: 11 inputs per 10 ticks.
+        for tick in 0..600u32 {
+            let n = if tick % 10 == 0 { 2 } else { 1 };
+            for _ in 0..n {
+                seq += 1;
+                w.queue_input(
+                    e,
+                    PlayerInput {
+                        seq,
+                        move_x: 1000,
+                        move_y: 0,
+                        buttons: 0,
+                    },
+                );
+            }
+            w.step();
+            let behind = seq - w.last_input(e).unwrap_or(0);
+            assert!(
+                behind as usize <= QUEUE_SLACK,
+                "tick {tick}: {behind} inputs wait"
+            );
+        }
+    }
+
+    #[test]
+    fn an_arriving_player_skips_inputs_already_applied_elsewhere() {
+        let mut w = World::new(ZoneSpec {
+            id: 1,
+            width_mm: 100_000,
+            height_mm: 100_000,
+            spawn_mm: (50_000, 50_000),
+        });
+        let e = w.add_player(1);
+        assert!(w.set_last_input(e, 100));
+        for seq in 93..=101 {
+            w.queue_input(
+                e,
+                PlayerInput {
+                    seq,
+                    move_x: 1000,
+                    move_y: 0,
+                    buttons: 0,
+                },
+            );
+        }
+        w.step();
+        assert_eq!(w.last_input(e), Some(101));
+        assert_eq!(
+            w.entities().next().map(|v| v.pos_mm),
+            Some((50_100, 50_000)),
+            "only input 101 moves"
+        );
     }
 }

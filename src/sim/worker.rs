@@ -585,15 +585,16 @@ impl Worker {
             return;
         };
         let member = src.members.swap_remove(pos);
+        let last_input = src.world.last_input(member.entity).unwrap_or(0);
         let Some(state) = src.world.take_player(member.entity) else {
             return;
         };
         self.remove_instance_if_empty(from);
-        self.place(member, state, to);
+        self.place(member, state, last_input, to);
     }
 
     /// Adds a member (with its exported state) to instance `to` and announces the zone.
-    fn place(&mut self, mut member: Member, state: PlayerState, to: u32) {
+    fn place(&mut self, mut member: Member, state: PlayerState, last_input: u32, to: u32) {
         let party = self.party_id_of(member.join.player_id);
         let Some(dst) = self.instances.get_mut(&to) else {
             return;
@@ -609,6 +610,7 @@ impl Worker {
                 return;
             }
         };
+        dst.world.set_last_input(entity, last_input);
         member.entity = entity;
         member.pending.clear();
         member.requests.clear();
