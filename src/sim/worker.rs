@@ -505,7 +505,14 @@ impl Worker {
             return;
         };
         let entity = inst.world.add_player(join.player_id);
-        if !Self::send_welcome(&self.settings, &join, &inst.world, id, entity) {
+        if !Self::send_welcome(
+            &self.settings,
+            &join,
+            &inst.world,
+            id,
+            entity,
+            self.ticks as u32,
+        ) {
             inst.world.remove_player(entity);
             self.registry.release(join.player_id, session);
             self.remove_instance_if_empty(id);
@@ -535,6 +542,7 @@ impl Worker {
         world: &World,
         instance: u32,
         entity: u32,
+        tick: u32,
     ) -> bool {
         let welcome = ServerMsg::Welcome(Welcome {
             player_id: join.player_id,
@@ -543,7 +551,7 @@ impl Worker {
             instance,
             tick_rate_hz: settings.tick_rate_hz,
             snapshot_rate_hz: settings.snapshot_rate_hz,
-            server_tick: world.tick(),
+            server_tick: tick,
             server_time_us: unix_micros(),
             max_speed_mms: MAX_SPEED_MMS,
             resume_token: settings
@@ -678,7 +686,14 @@ impl Worker {
             return;
         };
         let welcomed = match self.instances.get(&instance) {
-            Some(inst) => Self::send_welcome(&self.settings, &join, &inst.world, instance, entity),
+            Some(inst) => Self::send_welcome(
+                &self.settings,
+                &join,
+                &inst.world,
+                instance,
+                entity,
+                self.ticks as u32,
+            ),
             None => false,
         };
         if !welcomed {
@@ -841,11 +856,7 @@ impl Worker {
         let player = m.join.player_id;
         let body = match body {
             Request::Ping { client_time_us } => {
-                let tick = self
-                    .sessions
-                    .get(&session)
-                    .and_then(|i| self.instances.get(i))
-                    .map_or(0, |i| i.world.tick());
+                let tick = self.ticks as u32;
                 Ok(Response::Pong {
                     client_time_us,
                     server_tick: tick,
@@ -1030,7 +1041,10 @@ impl Worker {
         }
     }
 
+    /// Snapshot ticks are the worker's tick count, not the world's, so a player's snapshot
+    /// ticks keep increasing across zone changes (clients order snapshots by tick).
     fn send_snapshots(&mut self) {
+        let tick = self.ticks as u32;
         for inst in self.instances.values_mut() {
             if inst.members.iter().all(|m| m.detached_at.is_some()) {
                 continue;
@@ -1055,7 +1069,7 @@ impl Worker {
                     .map(|(entity, last_input)| PlayerAck { entity, last_input }),
             );
             if let Err(e) = encode_snapshot(
-                inst.world.tick(),
+                tick,
                 inst.id,
                 inst.world.zone().id,
                 &inst.acks,
