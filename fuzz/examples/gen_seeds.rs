@@ -10,8 +10,8 @@ use ed25519_dalek::SigningKey;
 use zonehost_protocol::datagram::{encode_input, InputCmd, BUTTON_ATTACK};
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
-    ClientMsg, Event, Goaway, Hello, Reject, RejectCode, Request, RequestError, Response,
-    ServerMsg, Welcome,
+    ClientMsg, Combat, Event, Goaway, Hello, InventoryEvent, InventoryView, ItemInfo, PartyEvent,
+    Reject, RejectCode, Request, RequestError, Response, ServerMsg, Welcome,
 };
 use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
 use zonehost_protocol::token::{sign, Claims};
@@ -145,6 +145,29 @@ fn main() {
         &frame_input(&[2], &ping[..6]),
     );
 
+    let game: Vec<u8> = [
+        ClientMsg::Request {
+            id: 2,
+            body: Request::Equip {
+                item: u128::MAX - 7,
+            },
+        },
+        ClientMsg::Request {
+            id: 3,
+            body: Request::PartyInvite {
+                player: "bob".into(),
+            },
+        },
+        ClientMsg::Request {
+            id: 4,
+            body: Request::EnterZone,
+        },
+    ]
+    .iter()
+    .flat_map(|m| frame(m))
+    .collect();
+    w.put("frame_client", "game_requests", &frame_input(&[], &game));
+
     // frame_server: what a server sends.
     let reject = frame(&ServerMsg::Reject(Reject {
         code: RejectCode::TokenExpired,
@@ -167,6 +190,79 @@ fn main() {
         reconnect_after_ms: 2000,
     }));
     w.put("frame_server", "reject", &frame_input(&[], &reject));
+    let sword = ItemInfo {
+        id: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        base: 12,
+        rarity: 2,
+        level: 7,
+        unique: None,
+        affixes: vec![(1, 15), (4, -3)],
+    };
+    let game: Vec<u8> = [
+        ServerMsg::Response {
+            id: 5,
+            body: Ok(Response::Inventory(InventoryView {
+                bag: vec![sword.clone()],
+                equipment: vec![(
+                    0,
+                    ItemInfo {
+                        unique: Some(3),
+                        ..sword.clone()
+                    },
+                )],
+                gold: 1234,
+                level: 7,
+                xp: 99,
+            })),
+        },
+        ServerMsg::Response {
+            id: 6,
+            body: Err(RequestError::NotMember),
+        },
+        ServerMsg::Event(Event::Combat(Combat::Hit {
+            attacker: 1,
+            target: 40,
+            physical: 12,
+            fire: 3,
+            crit: true,
+            target_hp: 0,
+        })),
+        ServerMsg::Event(Event::ItemDropped {
+            ground: 900,
+            item: sword.clone(),
+            owner: Some(77),
+            x_mm: -1500,
+            y_mm: 2500,
+        }),
+        ServerMsg::Event(Event::Gold {
+            delta: -40,
+            gold: 1194,
+        }),
+        ServerMsg::Event(Event::Inventory(InventoryEvent::Equipped {
+            item: sword.id,
+            slot: 0,
+            swapped_out: Some(5),
+        })),
+        ServerMsg::Event(Event::Party(PartyEvent::Members {
+            party: 3,
+            leader: "alice".into(),
+            members: vec!["alice".into(), "bob".into()],
+        })),
+        ServerMsg::Event(Event::ZoneEntered {
+            zone: 2,
+            instance: 10,
+            entity_id: 3,
+        }),
+    ]
+    .iter()
+    .flat_map(|m| frame(m))
+    .collect();
+    w.put(
+        "frame_server",
+        "game_messages",
+        &frame_input(&[3, 9], &game),
+    );
+
     let stream = [
         frame(&welcome(5)),
         pong.clone(),
@@ -242,6 +338,16 @@ fn main() {
         push(Op::Datagram(&part));
     }
     push(Op::Stream(&notice));
+    push(Op::Poll);
+    let zone = frame(&ServerMsg::Event(Event::ZoneEntered {
+        zone: 2,
+        instance: 10,
+        entity_id: 1,
+    }));
+    push(Op::Stream(&zone));
+    for part in acked(9) {
+        push(Op::Datagram(&part));
+    }
     push(Op::Poll);
     push(Op::Stream(&goaway));
     push(Op::Hello);
