@@ -164,7 +164,7 @@ fn main() {
         },
     ]
     .iter()
-    .flat_map(|m| frame(m))
+    .flat_map(frame)
     .collect();
     w.put("frame_client", "game_requests", &frame_input(&[], &game));
 
@@ -255,7 +255,7 @@ fn main() {
         }),
     ]
     .iter()
-    .flat_map(|m| frame(m))
+    .flat_map(frame)
     .collect();
     w.put(
         "frame_server",
