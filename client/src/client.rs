@@ -114,6 +114,9 @@ impl Client {
     /// with `token`, and waits for `Welcome`, all within [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// A refusal is [`ClientError::Rejected`] with the server's code and reason.
+    ///
+    /// To resume a session after a lost connection, connect again with the previous
+    /// `Welcome::resume_token` as `token` (within the server's resume grace period).
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
