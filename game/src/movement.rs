@@ -11,11 +11,11 @@ pub const AXIS_MAX: i32 = 1000;
 pub const MAX_BANKED_INPUTS: u32 = 4;
 /// Button bit: attack (same bit as the protocol's `BUTTON_ATTACK`).
 pub const BUTTON_ATTACK: u16 = 1 << 0;
-/// Inputs that may wait beyond the current budget. A client whose clock runs a little fast
+/// Inputs that may wait beyond the current budget (0: none). A client whose clock runs fast
 /// (or that resends inputs after a zone change) would otherwise build a standing queue that
 /// delays every later input; the oldest inputs beyond this slack are skipped instead:
 /// acknowledged as applied without moving, so the speed limit still holds.
-pub const QUEUE_SLACK: usize = 1;
+pub const QUEUE_SLACK: usize = 0;
 /// Inputs buffered per player awaiting application; older ones are dropped beyond this.
 pub const MAX_QUEUED_INPUTS: usize = 16;
 

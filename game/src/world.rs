@@ -479,7 +479,8 @@ impl World {
             facing: (1000, 0),
             queue: VecDeque::with_capacity(MAX_QUEUED_INPUTS),
             last_applied: 0,
-            budget: 0,
+            // A new arrival starts with a full bank: inputs sent before its first tick apply.
+            budget: MAX_BANKED_INPUTS - 1,
             inputs_dropped: 0,
             level: state.level,
             xp: state.xp.min(xp_to_next(state.level).saturating_sub(1)),
@@ -1497,7 +1498,11 @@ mod tests {
         assert!(w.queue_input(e, right(1)));
         assert!(!w.queue_input(e, right(1)));
         w.step();
-        assert_eq!(w.last_input(e), Some(1));
+        assert_eq!(
+            w.last_input(e),
+            Some(2),
+            "both apply in order from the initial bank"
+        );
         w.step();
         assert_eq!(w.last_input(e), Some(2));
         assert!(!w.queue_input(e, right(2)));
