@@ -78,7 +78,8 @@ pub struct Config {
     pub udp_send_buffer: usize,
     /// Per-connection buffer for received, unread datagrams, bytes. Default 65536.
     pub datagram_recv_buffer: usize,
-    /// Per-connection buffer for datagrams waiting to be sent, bytes (oldest dropped first). Default 65536.
+    /// Per-connection buffer for datagrams waiting to be sent, bytes (oldest dropped first).
+    /// Kept small so a starved sender drops stale snapshots instead of queueing seconds of them. Default 8192.
     pub datagram_send_buffer: usize,
     /// Connection idle timeout, milliseconds. Default 10000.
     pub idle_timeout_ms: u64,
@@ -147,7 +148,7 @@ impl Default for Config {
             udp_recv_buffer: 4 << 20,
             udp_send_buffer: 4 << 20,
             datagram_recv_buffer: 64 << 10,
-            datagram_send_buffer: 64 << 10,
+            datagram_send_buffer: 8 << 10,
             idle_timeout_ms: 10_000,
             hello_timeout_ms: 5_000,
             inbox_capacity: 65_536,

@@ -470,6 +470,18 @@ async fn lost_connection_resumes_with_its_resume_token() {
     );
     let x = back.snapshot_until(|_, _| true).await;
     assert_eq!(x, 20_000 + 10 * 100, "position kept across the resume");
+    assert_eq!(
+        resumed.last_input, 10,
+        "the server tells where the input sequence stands"
+    );
+    assert_eq!(
+        back.session.next_input_seq(),
+        11,
+        "the resumed client continues after it"
+    );
+    back.send_input(InputCmd::new(1000, 0, 0));
+    let x = back.snapshot_until(|s, _| s.highest_acked() >= 11).await;
+    assert_eq!(x, 20_000 + 11 * 100, "inputs after the resume are applied");
     assert_eq!(stats.sessions_detached.load(Ordering::Relaxed), 0);
     assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 1);
 

@@ -443,6 +443,9 @@ pub struct Welcome {
     pub server_time_us: u64,
     /// Movement speed limit in millimetres per second.
     pub max_speed_mms: u32,
+    /// Highest input sequence the server has applied for this player (0 for a new
+    /// session); a resumed client continues numbering after it.
+    pub last_input: u32,
     /// Single-use token that resumes this session on a new connection (send it as
     /// `Hello.token`) if the connection is lost; valid while the server keeps the session,
     /// i.e. for its resume grace period after the loss.

@@ -217,6 +217,9 @@ impl ClientSession {
         match (self.state, msg) {
             (SessionState::AwaitingWelcome, ServerMsg::Welcome(w)) => {
                 self.state = SessionState::Active;
+                // A resumed session continues the input sequence the server has applied.
+                self.next_seq = self.next_seq.max(w.last_input.saturating_add(1));
+                self.highest_acked = self.highest_acked.max(w.last_input);
                 self.welcome = Some(w.clone());
                 self.events.push_back(ClientEvent::Welcome(w));
             }
@@ -270,10 +273,21 @@ impl ClientSession {
         now: Instant,
     ) -> Result<SnapshotInfo, SessionError> {
         let (header, body) = decode_snapshot(data)?;
-        let entity = match (&self.state, &self.welcome) {
-            (SessionState::Active, Some(w)) => w.entity_id,
+        let (entity, instance) = match (&self.state, &self.welcome) {
+            (SessionState::Active, Some(w)) => (w.entity_id, w.instance),
             _ => return Err(SessionError::Unexpected(self.state)),
         };
+        if header.instance.get() != instance {
+            // A late snapshot of the instance the player just left: entity ids there mean
+            // something else, so it is reported but not applied.
+            return Ok(SnapshotInfo {
+                tick: header.tick.get(),
+                part: header.part,
+                parts: header.parts,
+                last_input: None,
+                stale: true,
+            });
+        }
         Ok(self.apply_snapshot(
             header.tick.get(),
             header.part,
@@ -297,7 +311,8 @@ impl ClientSession {
         self.newest_tick = self.newest_tick.max(tick);
         let last_input = body.ack_for(entity);
         if let Some(acked) = last_input {
-            if acked > self.highest_acked {
+            // An ack of an input never sent is ignored (it would hide later real acks).
+            if acked > self.highest_acked && acked < self.next_seq {
                 while let Some(&(seq, sent)) = self.sent_at.front() {
                     if seq > acked {
                         break;
@@ -349,6 +364,7 @@ mod tests {
             server_tick: 0,
             server_time_us: 0,
             max_speed_mms: 6000,
+            last_input: 0,
             resume_token: "r".into(),
         }
     }

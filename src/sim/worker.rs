@@ -544,6 +544,7 @@ impl Worker {
         entity: u32,
         tick: u32,
     ) -> bool {
+        let last_input = world.last_input(entity).unwrap_or(0);
         let welcome = ServerMsg::Welcome(Welcome {
             player_id: join.player_id,
             entity_id: entity,
@@ -554,6 +555,7 @@ impl Worker {
             server_tick: tick,
             server_time_us: unix_micros(),
             max_speed_mms: MAX_SPEED_MMS,
+            last_input,
             resume_token: settings
                 .resume
                 .mint(&join.player_name, unix_micros() / 1_000_000),

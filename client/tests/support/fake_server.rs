@@ -139,6 +139,7 @@ async fn serve(conn: quinn::Connection, entity: u32, stats: Arc<FakeStats>) {
         server_tick: 0,
         server_time_us: 0,
         max_speed_mms: 6000,
+        last_input: 0,
         resume_token: format!("resume-{entity}"),
     }))
     .expect("encode");
