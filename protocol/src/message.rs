@@ -637,6 +637,99 @@ mod tests {
         assert_eq!(&f[FRAME_HEADER_LEN..], &[1, 2, 0]);
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The frame vectors of SPEC.md §9.3–9.4 are what the encoder produces, and the SPEC
+    /// still lists them (so a wire change without a SPEC change fails here).
+    #[test]
+    fn spec_frame_vectors_match_the_encoder() {
+        let spec = include_str!("../SPEC.md");
+        let client = [
+            (
+                ClientMsg::Request {
+                    id: 1,
+                    body: Request::Ping {
+                        client_time_us: 300,
+                    },
+                },
+                "05 00 00 00 01 01 00 ac 02",
+            ),
+            (ClientMsg::Bye, "01 00 00 00 02"),
+        ];
+        for (msg, want) in client {
+            let got = hex(&encode_frame(&msg).expect("encode"));
+            assert_eq!(got, want, "{msg:?}");
+            assert!(spec.contains(&format!("`{want}`")), "SPEC lacks {want}");
+        }
+        let server = [
+            (
+                ServerMsg::Reject(Reject {
+                    code: RejectCode::TokenExpired,
+                    reason: String::new(),
+                }),
+                "03 00 00 00 01 02 00",
+            ),
+            (
+                ServerMsg::Response {
+                    id: 1,
+                    body: Ok(Response::Pong {
+                        client_time_us: 300,
+                        server_tick: 70000,
+                    }),
+                },
+                "09 00 00 00 02 01 00 00 ac 02 f0 a2 04",
+            ),
+            (
+                ServerMsg::Response {
+                    id: 1,
+                    body: Err(RequestError::RateLimited),
+                },
+                "04 00 00 00 02 01 01 01",
+            ),
+            (
+                ServerMsg::Event(Event::Notice { text: "hi".into() }),
+                "05 00 00 00 03 00 02 68 69",
+            ),
+            (
+                ServerMsg::Goaway(Goaway {
+                    reason: "bye".into(),
+                    reconnect_after_ms: 2000,
+                }),
+                "07 00 00 00 04 03 62 79 65 d0 0f",
+            ),
+            (
+                ServerMsg::Welcome(Welcome {
+                    player_id: 1,
+                    entity_id: 5,
+                    zone: 1,
+                    instance: 2,
+                    tick_rate_hz: 60,
+                    snapshot_rate_hz: 60,
+                    server_tick: 0,
+                    server_time_us: 0,
+                    max_speed_mms: 6000,
+                    last_input: 3,
+                    resume_token: "r".into(),
+                }),
+                "0e 00 00 00 00 01 05 01 02 3c 3c 00 00 f0 2e 03 01 72",
+            ),
+        ];
+        for (msg, want) in server {
+            let got = hex(&encode_frame(&msg).expect("encode"));
+            assert_eq!(got, want, "{msg:?}");
+            let reject = want.starts_with("03 00 00 00 01");
+            assert!(
+                reject || spec.contains(&format!("`{want}`")),
+                "SPEC lacks {want}"
+            );
+        }
+    }
+
     #[test]
     fn unknown_variant_is_a_typed_error() {
         assert!(decode_payload::<ClientMsg>(&[42]).is_err());

@@ -85,8 +85,12 @@ pub struct SnapshotInfo {
     pub parts: u8,
     /// The last input applied for this player, if the snapshot carries it.
     pub last_input: Option<u32>,
-    /// Whether the tick was older than one already seen.
+    /// Whether the tick was older than one already seen, or the snapshot belongs to
+    /// another instance (see `other_instance`).
     pub stale: bool,
+    /// The snapshot is of another instance than the current `Welcome`'s (a late datagram
+    /// of the zone just left): reported, but not applied, and the newest tick is unchanged.
+    pub other_instance: bool,
 }
 
 /// The client side of one zonehost session, without I/O.
@@ -286,6 +290,7 @@ impl ClientSession {
                 parts: header.parts,
                 last_input: None,
                 stale: true,
+                other_instance: true,
             });
         }
         Ok(self.apply_snapshot(
@@ -333,6 +338,7 @@ impl ClientSession {
             parts,
             last_input,
             stale,
+            other_instance: false,
         }
     }
 
