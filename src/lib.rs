@@ -12,6 +12,7 @@ pub mod net;
 pub mod ops;
 pub mod session;
 pub mod sim;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;

@@ -430,6 +430,42 @@ pub const METRICS: &[MetricDef] = &[
         "Time each sim worker spent in ticks (rate / 1e6 = busy share of a core).",
     ),
     m(
+        "zonehost_store_op_seconds",
+        Histogram,
+        &["op"],
+        "Store command submitted by a sim worker to its reply, queueing included (op=load|save|item|items).",
+    ),
+    m(
+        "zonehost_store_errors_total",
+        Counter,
+        &["op"],
+        "Store commands that failed (I/O, corrupt data, database errors); refusals are not errors.",
+    ),
+    m(
+        "zonehost_store_queue_depth",
+        Gauge,
+        &[],
+        "Store commands queued and not yet taken by the store worker.",
+    ),
+    m(
+        "zonehost_store_saves_stale_total",
+        Counter,
+        &[],
+        "Checkpoints refused because a newer fence was already stored.",
+    ),
+    m(
+        "zonehost_store_cache_hits_total",
+        Counter,
+        &[],
+        "Player record loads answered by the moka cache.",
+    ),
+    m(
+        "zonehost_store_cache_misses_total",
+        Counter,
+        &[],
+        "Player record loads that went to the store.",
+    ),
+    m(
         "zonehost_input_apply_seconds",
         Histogram,
         &[],

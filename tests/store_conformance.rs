@@ -1,0 +1,1037 @@
+//! The store conformance suite: one set of cases, run against every backend.
+//!
+//! - Embedded (redb): always, each case in a fresh temp directory.
+//! - ScyllaDB: when `SCYLLA_URI` is set (e.g. `SCYLLA_URI=127.0.0.1:9042`, with the cluster
+//!   of `deploy/scylla/docker-compose.yml`); the suite migrates the keyspace
+//!   `zonehost_conformance` (replication 1) and runs every case with fresh random ids, so
+//!   checks only look at the ids a case created. Without `SCYLLA_URI` it prints a loud
+//!   `SKIPPED` line and passes.
+//!
+//! Run: `cargo test --test store_conformance` (add `SCYLLA_URI=...` for ScyllaDB).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use zonehost::store::record::{self, RECORD_VERSION};
+use zonehost::store::redb::RedbStore;
+use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
+use zonehost::store::{
+    Anomaly, Fence, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PlayerRecord, SaveOutcome,
+    Store, StoreConfig, StoreError,
+};
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// Backend-specific raw access the cases need to plant bad data.
+trait Raw: Send + Sync {
+    fn put_raw_player(&self, player_id: u64, fence: Fence, bytes: &[u8]);
+    fn plant_index_entry(&self, owner: Owner, item_id: u128);
+}
+
+impl Raw for RedbStore {
+    fn put_raw_player(&self, player_id: u64, fence: Fence, bytes: &[u8]) {
+        RedbStore::put_raw_player(self, player_id, fence, bytes).unwrap();
+    }
+    fn plant_index_entry(&self, owner: Owner, item_id: u128) {
+        self.insert_raw_index_entry(owner, item_id).unwrap();
+    }
+}
+
+impl Raw for ScyllaStore {
+    fn put_raw_player(&self, player_id: u64, fence: Fence, bytes: &[u8]) {
+        ScyllaStore::put_raw_player(self, player_id, fence, bytes).unwrap();
+    }
+    fn plant_index_entry(&self, owner: Owner, item_id: u128) {
+        self.insert_raw_index_entry(owner, item_id).unwrap();
+    }
+}
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    raw: Arc<dyn Raw>,
+    _dir: Option<TempDir>,
+}
+
+trait Backend {
+    fn fresh(&self) -> Fixture;
+    /// Proptest cases for the random-sequence case.
+    fn proptest_cases(&self) -> u32;
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "zonehost-conformance-{tag}-{}-{:x}",
+            std::process::id(),
+            next_random()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Embedded;
+
+impl Backend for Embedded {
+    fn fresh(&self) -> Fixture {
+        let dir = TempDir::new("redb");
+        let store = Arc::new(RedbStore::open(&dir.0.join("store.redb")).unwrap());
+        Fixture {
+            store: store.clone(),
+            raw: store,
+            _dir: Some(dir),
+        }
+    }
+    fn proptest_cases(&self) -> u32 {
+        24
+    }
+}
+
+struct Scylla(Arc<ScyllaStore>);
+
+impl Backend for Scylla {
+    fn fresh(&self) -> Fixture {
+        Fixture {
+            store: self.0.clone(),
+            raw: self.0.clone(),
+            _dir: None,
+        }
+    }
+    fn proptest_cases(&self) -> u32 {
+        8
+    }
+}
+
+/// splitmix64 over a process-wide counter seeded from the clock: unique ids per case, so
+/// cases can share a ScyllaDB keyspace.
+fn next_random() -> u64 {
+    static STATE: OnceLock<AtomicU64> = OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        AtomicU64::new(t ^ (u64::from(std::process::id()) << 32))
+    });
+    let mut z = state
+        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn rand_u128() -> u128 {
+    (u128::from(next_random()) << 64) | u128::from(next_random())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn record(player_id: u64, epoch: u64, seq: u64) -> PlayerRecord {
+    PlayerRecord {
+        player_id,
+        name: format!("p{player_id}"),
+        schema_version: u32::from(RECORD_VERSION),
+        epoch,
+        seq,
+        zone: 3,
+        x_mm: -12_345,
+        y_mm: 67_890,
+        level: 17,
+        xp: 123_456,
+        gold: 4_200,
+        state: vec![7; 300],
+        saved_at_ms: 1_800_000_000_000 + seq,
+    }
+}
+
+fn op(item_id: u128, kind: ItemOpKind) -> ItemOp {
+    ItemOp {
+        op_id: rand_u128(),
+        item_id,
+        kind,
+    }
+}
+
+fn create(item_id: u128, owner: Owner) -> ItemOp {
+    op(
+        item_id,
+        ItemOpKind::Create {
+            owner,
+            data: vec![1, 2, 3],
+        },
+    )
+}
+
+fn transfer(item_id: u128, from: Owner, to: Owner) -> ItemOp {
+    op(item_id, ItemOpKind::Transfer { from, to })
+}
+
+fn destroy(item_id: u128, from: Owner) -> ItemOp {
+    op(item_id, ItemOpKind::Destroy { from })
+}
+
+fn anomaly_item(a: &Anomaly) -> Option<u128> {
+    match a {
+        Anomaly::DuplicateOwner { item_id, .. }
+        | Anomaly::MissingIndexEntry { item_id, .. }
+        | Anomaly::DanglingIndexEntry { item_id, .. }
+        | Anomaly::CorruptItem { item_id, .. } => Some(*item_id),
+        Anomaly::CorruptPlayer { .. } => None,
+    }
+}
+
+/// Anomalies about the given items (a shared ScyllaDB keyspace holds other cases' data).
+fn anomalies_about(store: &dyn Store, items: &HashSet<u128>) -> Vec<Anomaly> {
+    let report = store.check().unwrap();
+    report
+        .anomalies
+        .into_iter()
+        .filter(|a| anomaly_item(a).is_some_and(|i| items.contains(&i)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases
+
+fn save_load_round_trip(b: &dyn Backend) {
+    let f = b.fresh();
+    let id = next_random();
+    assert_eq!(f.store.load_player(id).unwrap(), None);
+    let r = record(id, 1, 1);
+    assert_eq!(
+        f.store.save_players(std::slice::from_ref(&r)).unwrap(),
+        vec![SaveOutcome::Saved { player_id: id }]
+    );
+    assert_eq!(f.store.load_player(id).unwrap(), Some(r));
+    // A batch of 50 in one call.
+    let batch: Vec<PlayerRecord> = (0..50).map(|_| record(next_random(), 1, 1)).collect();
+    let outcomes = f.store.save_players(&batch).unwrap();
+    assert_eq!(outcomes.len(), 50);
+    for (r, o) in batch.iter().zip(&outcomes) {
+        assert_eq!(
+            *o,
+            SaveOutcome::Saved {
+                player_id: r.player_id
+            }
+        );
+        assert_eq!(f.store.load_player(r.player_id).unwrap().as_ref(), Some(r));
+    }
+    assert_eq!(f.store.save_players(&[]).unwrap(), vec![]);
+}
+
+fn fencing_refuses_stale_checkpoints(b: &dyn Backend) {
+    let f = b.fresh();
+    let id = next_random();
+    let save = |epoch, seq| {
+        let mut r = record(id, epoch, seq);
+        r.gold = epoch * 1000 + seq;
+        f.store.save_players(&[r]).unwrap()[0]
+    };
+    let fence = |epoch, seq| Fence { epoch, seq };
+    assert_eq!(save(1, 5), SaveOutcome::Saved { player_id: id });
+    for (e, s) in [(1, 5), (1, 4), (0, 99)] {
+        assert_eq!(
+            save(e, s),
+            SaveOutcome::Stale {
+                player_id: id,
+                stored: fence(1, 5)
+            },
+            "({e}, {s})"
+        );
+    }
+    assert_eq!(save(1, 6), SaveOutcome::Saved { player_id: id });
+    assert_eq!(save(2, 0), SaveOutcome::Saved { player_id: id });
+    assert_eq!(
+        save(1, 7),
+        SaveOutcome::Stale {
+            player_id: id,
+            stored: fence(2, 0)
+        }
+    );
+    let loaded = f.store.load_player(id).unwrap().unwrap();
+    assert_eq!((loaded.fence(), loaded.gold), (fence(2, 0), 2000));
+    // Mixed batch: outcomes in order, the stale one changes nothing.
+    let other = next_random();
+    let outcomes = f
+        .store
+        .save_players(&[record(id, 1, 99), record(other, 1, 1), record(id, 2, 1)])
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            SaveOutcome::Stale {
+                player_id: id,
+                stored: fence(2, 0)
+            },
+            SaveOutcome::Saved { player_id: other },
+            SaveOutcome::Saved { player_id: id },
+        ]
+    );
+    assert_eq!(
+        f.store.load_player(id).unwrap().unwrap().fence(),
+        fence(2, 1)
+    );
+}
+
+fn item_lifecycle_with_conditional_owner(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let item = rand_u128();
+    let (p1, p2, p3) = (
+        Owner::Player(next_random()),
+        Owner::Player(next_random()),
+        Owner::Player(next_random()),
+    );
+    let ground = Owner::Ground {
+        instance: next_random(),
+    };
+    assert_eq!(
+        s.apply_item_op(&create(item, p1)).unwrap(),
+        ItemOutcome::Created {
+            item_id: item,
+            owner: p1
+        }
+    );
+    assert_eq!(
+        s.apply_item_op(&create(item, p2)).unwrap(),
+        ItemOutcome::AlreadyExists { item_id: item }
+    );
+    assert_eq!(
+        s.apply_item_op(&transfer(item, p2, p3)).unwrap(),
+        ItemOutcome::OwnerMismatch {
+            item_id: item,
+            actual: Some(p1)
+        }
+    );
+    assert_eq!(s.items_of(p1).unwrap().len(), 1);
+    assert_eq!(
+        s.apply_item_op(&transfer(item, p1, ground)).unwrap(),
+        ItemOutcome::Transferred {
+            item_id: item,
+            from: p1,
+            to: ground
+        }
+    );
+    assert!(s.items_of(p1).unwrap().is_empty());
+    let on_ground = s.items_of(ground).unwrap();
+    assert_eq!(on_ground.len(), 1);
+    assert_eq!(on_ground[0].item_id, item);
+    assert_eq!(on_ground[0].data, vec![1, 2, 3]);
+    assert_eq!(
+        s.apply_item_op(&destroy(item, p1)).unwrap(),
+        ItemOutcome::OwnerMismatch {
+            item_id: item,
+            actual: Some(ground)
+        }
+    );
+    assert_eq!(
+        s.apply_item_op(&destroy(item, ground)).unwrap(),
+        ItemOutcome::Destroyed {
+            item_id: item,
+            from: ground
+        }
+    );
+    assert_eq!(s.item(item).unwrap().unwrap().owner, None);
+    assert!(s.items_of(ground).unwrap().is_empty());
+    assert_eq!(
+        s.apply_item_op(&transfer(item, ground, p1)).unwrap(),
+        ItemOutcome::OwnerMismatch {
+            item_id: item,
+            actual: None
+        }
+    );
+    // Ids are never reused.
+    assert_eq!(
+        s.apply_item_op(&create(item, p1)).unwrap(),
+        ItemOutcome::AlreadyExists { item_id: item }
+    );
+    // An unknown item.
+    let ghost = rand_u128();
+    assert_eq!(
+        s.apply_item_op(&transfer(ghost, p1, p2)).unwrap(),
+        ItemOutcome::OwnerMismatch {
+            item_id: ghost,
+            actual: None
+        }
+    );
+    assert_eq!(s.item(ghost).unwrap(), None);
+    let items: HashSet<u128> = [item, ghost].into();
+    assert_eq!(anomalies_about(s, &items), vec![]);
+}
+
+fn replayed_ops_return_the_original_outcome(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let item = rand_u128();
+    let (p1, p2) = (Owner::Player(next_random()), Owner::Player(next_random()));
+    let c = create(item, p1);
+    let first = s.apply_item_op(&c).unwrap();
+    assert_eq!(s.apply_item_op(&c).unwrap(), first);
+    let t = transfer(item, p1, p2);
+    let moved = s.apply_item_op(&t).unwrap();
+    assert!(matches!(moved, ItemOutcome::Transferred { .. }));
+    // Someone moves it back; replaying `t` must not move it again, nor report a refusal.
+    let back = transfer(item, p2, p1);
+    s.apply_item_op(&back).unwrap();
+    assert_eq!(s.apply_item_op(&t).unwrap(), moved);
+    assert_eq!(s.item(item).unwrap().unwrap().owner, Some(p1));
+    // A refusal replays as the same refusal even after the world changed.
+    let refused = transfer(item, p2, p1);
+    let r1 = s.apply_item_op(&refused).unwrap();
+    assert_eq!(
+        r1,
+        ItemOutcome::OwnerMismatch {
+            item_id: item,
+            actual: Some(p1)
+        }
+    );
+    s.apply_item_op(&transfer(item, p1, p2)).unwrap();
+    assert_eq!(s.apply_item_op(&refused).unwrap(), r1);
+    // The same op id for a different operation is an error, not a silent replay.
+    let mut forged = t.clone();
+    forged.kind = ItemOpKind::Destroy { from: p2 };
+    assert!(matches!(
+        s.apply_item_op(&forged),
+        Err(StoreError::OpConflict { op_id }) if op_id == t.op_id
+    ));
+    // Batched replays too.
+    let results = s.apply_item_ops(&[c.clone(), t.clone()]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), &first);
+    assert_eq!(results[1].as_ref().unwrap(), &moved);
+    assert_eq!(anomalies_about(s, &[item].into()), vec![]);
+}
+
+fn concurrent_transfers_have_one_winner(b: &dyn Backend) {
+    let f = b.fresh();
+    let item = rand_u128();
+    let origin = Owner::Player(next_random());
+    f.store.apply_item_op(&create(item, origin)).unwrap();
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = f.store.clone();
+            let barrier = barrier.clone();
+            let to = Owner::Player(next_random());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (
+                    to,
+                    store.apply_item_op(&transfer(item, origin, to)).unwrap(),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(Owner, ItemOutcome)> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<Owner> = results
+        .iter()
+        .filter(|(_, o)| matches!(o, ItemOutcome::Transferred { .. }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0];
+    for (_, o) in &results {
+        match o {
+            ItemOutcome::Transferred { to, .. } => assert_eq!(*to, winner),
+            ItemOutcome::OwnerMismatch { actual, .. } => assert_eq!(*actual, Some(winner)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(f.store.item(item).unwrap().unwrap().owner, Some(winner));
+    assert_eq!(f.store.items_of(winner).unwrap().len(), 1);
+    assert!(f.store.items_of(origin).unwrap().is_empty());
+    assert_eq!(anomalies_about(&*f.store, &[item].into()), vec![]);
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Create(usize, usize),
+    Transfer(usize, usize, usize),
+    Destroy(usize, usize),
+    Replay(usize),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..4usize, 0..4usize).prop_map(|(i, o)| Step::Create(i, o)),
+        (0..4usize, 0..4usize, 0..4usize).prop_map(|(i, a, b)| Step::Transfer(i, a, b)),
+        (0..4usize, 0..4usize).prop_map(|(i, o)| Step::Destroy(i, o)),
+        (0..64usize).prop_map(Step::Replay),
+    ]
+}
+
+fn random_sequences_keep_integrity(b: &dyn Backend) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: b.proptest_cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&prop::collection::vec(step_strategy(), 1..24), |steps| {
+        let f = b.fresh();
+        let s = &*f.store;
+        let items: Vec<u128> = (0..4).map(|_| rand_u128()).collect();
+        let owners: Vec<Owner> = (0..4)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Owner::Player(next_random())
+                } else {
+                    Owner::Ground {
+                        instance: next_random(),
+                    }
+                }
+            })
+            .collect();
+        // The model: item -> Some(owner) live, None destroyed; absent never created.
+        let mut model: BTreeMap<u128, Option<Owner>> = BTreeMap::new();
+        let mut history: Vec<(ItemOp, ItemOutcome)> = Vec::new();
+        // Half the steps go through the batched path.
+        let mut pending: Vec<ItemOp> = Vec::new();
+        let mut expect: Vec<ItemOutcome> = Vec::new();
+        let flush = |pending: &mut Vec<ItemOp>,
+                     expect: &mut Vec<ItemOutcome>,
+                     history: &mut Vec<(ItemOp, ItemOutcome)>| {
+            let results = s.apply_item_ops(pending).unwrap();
+            for ((op, want), got) in pending.drain(..).zip(expect.drain(..)).zip(results) {
+                let got = got.unwrap();
+                assert_eq!(got, want, "{op:?}");
+                history.push((op, got));
+            }
+        };
+        for (n, step) in steps.iter().enumerate() {
+            let (o, want) = match *step {
+                Step::Create(i, w) => {
+                    let item = items[i];
+                    let want = match model.entry(item) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            ItemOutcome::AlreadyExists { item_id: item }
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(Some(owners[w]));
+                            ItemOutcome::Created {
+                                item_id: item,
+                                owner: owners[w],
+                            }
+                        }
+                    };
+                    (create(item, owners[w]), want)
+                }
+                Step::Transfer(i, a, b2) => {
+                    let item = items[i];
+                    let actual = model.get(&item).copied().flatten();
+                    let want = if actual == Some(owners[a]) {
+                        model.insert(item, Some(owners[b2]));
+                        ItemOutcome::Transferred {
+                            item_id: item,
+                            from: owners[a],
+                            to: owners[b2],
+                        }
+                    } else {
+                        ItemOutcome::OwnerMismatch {
+                            item_id: item,
+                            actual,
+                        }
+                    };
+                    (transfer(item, owners[a], owners[b2]), want)
+                }
+                Step::Destroy(i, a) => {
+                    let item = items[i];
+                    let actual = model.get(&item).copied().flatten();
+                    let want = if actual == Some(owners[a]) {
+                        model.insert(item, None);
+                        ItemOutcome::Destroyed {
+                            item_id: item,
+                            from: owners[a],
+                        }
+                    } else {
+                        ItemOutcome::OwnerMismatch {
+                            item_id: item,
+                            actual,
+                        }
+                    };
+                    (destroy(item, owners[a]), want)
+                }
+                Step::Replay(k) => {
+                    flush(&mut pending, &mut expect, &mut history);
+                    if history.is_empty() {
+                        continue;
+                    }
+                    let (o, outcome) = history[k % history.len()].clone();
+                    assert_eq!(s.apply_item_op(&o).unwrap(), outcome, "replay of {o:?}");
+                    continue;
+                }
+            };
+            if n % 2 == 0 {
+                flush(&mut pending, &mut expect, &mut history);
+                let got = s.apply_item_op(&o).unwrap();
+                assert_eq!(got, want, "{o:?}");
+                history.push((o, got));
+            } else {
+                pending.push(o);
+                expect.push(want);
+            }
+        }
+        flush(&mut pending, &mut expect, &mut history);
+        for owner in &owners {
+            let mut want: Vec<u128> = model
+                .iter()
+                .filter(|(_, o)| **o == Some(*owner))
+                .map(|(i, _)| *i)
+                .collect();
+            want.sort_unstable();
+            let got: Vec<u128> = s
+                .items_of(*owner)
+                .unwrap()
+                .iter()
+                .map(|i| i.item_id)
+                .collect();
+            assert_eq!(got, want, "items of {owner}");
+        }
+        let ours: HashSet<u128> = items.iter().copied().collect();
+        assert_eq!(anomalies_about(s, &ours), vec![]);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn check_finds_a_planted_anomaly(b: &dyn Backend) {
+    let f = b.fresh();
+    let item = rand_u128();
+    let (p1, p2) = (Owner::Player(next_random()), Owner::Player(next_random()));
+    f.store.apply_item_op(&create(item, p1)).unwrap();
+    let clean = f.store.check().unwrap();
+    assert!(clean.items >= 1);
+    assert_eq!(anomalies_about(&*f.store, &[item].into()), vec![]);
+    // The same item now also appears under p2: two owners reference it.
+    f.raw.plant_index_entry(p2, item);
+    let ghost = rand_u128();
+    f.raw.plant_index_entry(p2, ghost);
+    let found = anomalies_about(&*f.store, &[item, ghost].into());
+    assert!(
+        found.contains(&Anomaly::DuplicateOwner {
+            item_id: item,
+            owner: p1,
+            also: vec![p2]
+        }),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&Anomaly::DanglingIndexEntry {
+            item_id: ghost,
+            owner: p2
+        }),
+        "{found:?}"
+    );
+    let report = f.store.check().unwrap();
+    assert!(!report.is_clean());
+    assert!(report.to_string().contains("FAILED"), "{report}");
+    // The truth is the item row: p2 does not get the item.
+    assert!(f.store.items_of(p2).unwrap().is_empty());
+    assert_eq!(f.store.items_of(p1).unwrap().len(), 1);
+}
+
+fn leases_are_exclusive_and_fenced(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let res = format!("player:{}", next_random());
+    let ttl = Duration::from_secs(10);
+    let t0 = now_ms();
+    let a = s.acquire_lease(&res, "server-a", ttl, t0).unwrap();
+    assert_eq!(a.expires_at_ms, t0 + 10_000);
+    let e1 = a.epoch;
+    assert!(e1 >= 1);
+    match s.acquire_lease(&res, "server-b", ttl, t0 + 5_000) {
+        Err(LeaseError::Held { holder, epoch, .. }) => {
+            assert_eq!((holder.as_str(), epoch), ("server-a", e1))
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+    // Re-acquiring by the holder extends, same epoch.
+    let a2 = s.acquire_lease(&res, "server-a", ttl, t0 + 5_000).unwrap();
+    assert_eq!((a2.epoch, a2.expires_at_ms), (e1, t0 + 15_000));
+    let a3 = s.renew_lease(&a2, ttl, t0 + 6_000).unwrap();
+    assert_eq!((a3.epoch, a3.expires_at_ms), (e1, t0 + 16_000));
+    // Renewal by a non-holder fails.
+    let forged = zonehost::store::Lease {
+        holder: "server-b".into(),
+        ..a3.clone()
+    };
+    assert!(matches!(
+        s.renew_lease(&forged, ttl, t0 + 6_000),
+        Err(LeaseError::Lost { .. })
+    ));
+    assert!(matches!(
+        s.release_lease(&forged),
+        Err(LeaseError::Lost { .. })
+    ));
+    // Still held until expiry (exclusive).
+    assert!(matches!(
+        s.acquire_lease(&res, "server-b", ttl, t0 + 15_999),
+        Err(LeaseError::Held { .. })
+    ));
+    // Expired: B takes over with a greater epoch; A can neither renew nor release.
+    let b1 = s.acquire_lease(&res, "server-b", ttl, t0 + 16_000).unwrap();
+    assert!(b1.epoch > e1, "{b1:?}");
+    assert!(matches!(
+        s.renew_lease(&a3, ttl, t0 + 16_001),
+        Err(LeaseError::Lost { .. })
+    ));
+    assert!(matches!(s.release_lease(&a3), Err(LeaseError::Lost { .. })));
+    // An expired lease cannot be renewed even by its holder.
+    assert!(matches!(
+        s.renew_lease(&b1, ttl, t0 + 26_000),
+        Err(LeaseError::Lost { .. })
+    ));
+    let b2 = s.acquire_lease(&res, "server-b", ttl, t0 + 17_000).unwrap();
+    assert_eq!(b2.epoch, b1.epoch);
+    s.release_lease(&b2).unwrap();
+    // Released: free at once, and the epoch still grows.
+    let a4 = s.acquire_lease(&res, "server-a", ttl, t0 + 17_001).unwrap();
+    assert!(a4.epoch > b2.epoch, "{a4:?}");
+    // The holder re-acquiring after its own expiry also gets a new epoch.
+    let a5 = s.acquire_lease(&res, "server-a", ttl, t0 + 40_000).unwrap();
+    assert!(a5.epoch > a4.epoch, "{a5:?}");
+}
+
+fn corrupt_records_are_reported_with_the_player_id(b: &dyn Backend) {
+    let f = b.fresh();
+    let bad = next_random();
+    let good = next_random();
+    f.store.save_players(&[record(good, 1, 1)]).unwrap();
+    f.raw
+        .put_raw_player(bad, Fence { epoch: 1, seq: 1 }, b"\x00garbage\xff");
+    match f.store.load_player(bad) {
+        Err(StoreError::Corrupt { player_id, .. }) => assert_eq!(player_id, bad),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Everyone else is served.
+    assert_eq!(f.store.load_player(good).unwrap().unwrap().player_id, good);
+    // An unknown future layout version is reported too.
+    let mut future = record::encode(&record(bad, 1, 1)).unwrap();
+    future[4] = 0x7F;
+    f.raw
+        .put_raw_player(bad, Fence { epoch: 1, seq: 1 }, &future);
+    match f.store.load_player(bad) {
+        Err(StoreError::Corrupt { player_id, reason }) => {
+            assert_eq!(player_id, bad);
+            assert!(reason.contains("version"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let report_has_it = |s: &dyn Store| {
+        s.check()
+            .unwrap()
+            .anomalies
+            .iter()
+            .any(|a| matches!(a, Anomaly::CorruptPlayer { player_id, .. } if *player_id == bad))
+    };
+    assert!(report_has_it(&*f.store));
+    // A newer checkpoint repairs it.
+    assert_eq!(
+        f.store.save_players(&[record(bad, 1, 2)]).unwrap(),
+        vec![SaveOutcome::Saved { player_id: bad }]
+    );
+    assert_eq!(f.store.load_player(bad).unwrap().unwrap().seq, 2);
+    assert!(!report_has_it(&*f.store));
+}
+
+fn v1_records_are_migrated_on_load(b: &dyn Backend) {
+    let f = b.fresh();
+    let id = next_random();
+    let original = record(id, 4, 9);
+    f.raw
+        .put_raw_player(id, original.fence(), &record::encode_v1(&original).unwrap());
+    let loaded = f.store.load_player(id).unwrap().unwrap();
+    assert_eq!(loaded.schema_version, 1);
+    assert_eq!((loaded.level, loaded.xp), (1, 0));
+    assert_eq!(
+        PlayerRecord {
+            level: original.level,
+            xp: original.xp,
+            schema_version: original.schema_version,
+            ..loaded.clone()
+        },
+        original
+    );
+    // Its next checkpoint writes the current layout.
+    let mut next = loaded;
+    next.seq += 1;
+    next.level = 2;
+    assert_eq!(
+        f.store.save_players(&[next]).unwrap(),
+        vec![SaveOutcome::Saved { player_id: id }]
+    );
+    let again = f.store.load_player(id).unwrap().unwrap();
+    assert_eq!(
+        (again.schema_version, again.level),
+        (u32::from(RECORD_VERSION), 2)
+    );
+}
+
+type Case = (&'static str, fn(&dyn Backend));
+
+const CASES: &[Case] = &[
+    ("save_load_round_trip", save_load_round_trip),
+    (
+        "fencing_refuses_stale_checkpoints",
+        fencing_refuses_stale_checkpoints,
+    ),
+    (
+        "item_lifecycle_with_conditional_owner",
+        item_lifecycle_with_conditional_owner,
+    ),
+    (
+        "replayed_ops_return_the_original_outcome",
+        replayed_ops_return_the_original_outcome,
+    ),
+    (
+        "concurrent_transfers_have_one_winner",
+        concurrent_transfers_have_one_winner,
+    ),
+    (
+        "random_sequences_keep_integrity",
+        random_sequences_keep_integrity,
+    ),
+    (
+        "check_finds_a_planted_anomaly",
+        check_finds_a_planted_anomaly,
+    ),
+    (
+        "leases_are_exclusive_and_fenced",
+        leases_are_exclusive_and_fenced,
+    ),
+    (
+        "corrupt_records_are_reported_with_the_player_id",
+        corrupt_records_are_reported_with_the_player_id,
+    ),
+    (
+        "v1_records_are_migrated_on_load",
+        v1_records_are_migrated_on_load,
+    ),
+];
+
+// ---------------------------------------------------------------------------------------
+// Embedded: one test per case.
+
+macro_rules! embedded_cases {
+    ($($name:ident,)*) => {$(
+        #[test]
+        fn $name() {
+            super::$name(&super::Embedded);
+        }
+    )*};
+}
+
+mod embedded {
+    embedded_cases! {
+        save_load_round_trip,
+        fencing_refuses_stale_checkpoints,
+        item_lifecycle_with_conditional_owner,
+        replayed_ops_return_the_original_outcome,
+        concurrent_transfers_have_one_winner,
+        random_sequences_keep_integrity,
+        check_finds_a_planted_anomaly,
+        leases_are_exclusive_and_fenced,
+        corrupt_records_are_reported_with_the_player_id,
+        v1_records_are_migrated_on_load,
+    }
+}
+
+#[test]
+fn every_case_is_run_on_embedded() {
+    // Guards against a case added to CASES but not to the embedded list (or vice versa).
+    let source = include_str!("store_conformance.rs");
+    let list = source
+        .split("embedded_cases! {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .unwrap_or_default();
+    for (name, _) in CASES {
+        assert!(
+            list.contains(&format!("{name},")),
+            "{name} missing in mod embedded"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ScyllaDB: every case, when SCYLLA_URI is set.
+
+#[test]
+fn scylla_conformance() {
+    let Ok(uri) = std::env::var("SCYLLA_URI") else {
+        eprintln!();
+        eprintln!("==================================================================");
+        eprintln!("SKIPPED: ScyllaDB conformance (set SCYLLA_URI=127.0.0.1:9042; see");
+        eprintln!("         deploy/scylla/docker-compose.yml)");
+        eprintln!("==================================================================");
+        println!("SKIPPED: ScyllaDB conformance (set SCYLLA_URI=...)");
+        return;
+    };
+    let config = ScyllaConfig {
+        keyspace: "zonehost_conformance".into(),
+        replication_factor: 1,
+        ..ScyllaConfig::with_uri(&uri)
+    };
+    let summary = zonehost::store::scylla::migrate(&config).unwrap();
+    eprintln!("{summary}");
+    let store = Arc::new(ScyllaStore::connect(&config).unwrap());
+    let backend = Scylla(store);
+    for (name, case) in CASES {
+        eprintln!("scylla: {name}");
+        case(&backend);
+    }
+    eprintln!("scylla: {} cases passed", CASES.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// Crash safety (embedded): a child process writes and is killed with SIGKILL mid-stream;
+// everything it saw acknowledged must be there after reopening.
+
+const CRASH_ENV: &str = "ZONEHOST_STORE_CRASH_CHILD";
+
+/// The child half: runs only when started by `crash_leaves_every_acknowledged_write`.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CRASH_ENV) else {
+        return;
+    };
+    let store = RedbStore::open(std::path::Path::new(&path)).unwrap();
+    let owner = Owner::Player(1);
+    let mut seq = 0u64;
+    loop {
+        seq += 1;
+        let item = u128::from(seq);
+        match store.apply_item_op(&ItemOp {
+            op_id: item | (1 << 100),
+            item_id: item,
+            kind: ItemOpKind::Create {
+                owner,
+                data: vec![0; 64],
+            },
+        }) {
+            Ok(ItemOutcome::Created { .. }) => println!("ITEM {seq}"),
+            other => panic!("{other:?}"),
+        }
+        let records: Vec<PlayerRecord> = (0..10).map(|p| record(p, 1, seq)).collect();
+        let outcomes = store.save_players(&records).unwrap();
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, SaveOutcome::Saved { .. })));
+        println!("SAVE {seq}");
+        if seq > 100_000 {
+            // The parent kills us long before this.
+            std::process::abort();
+        }
+    }
+}
+
+#[test]
+fn crash_leaves_every_acknowledged_write() {
+    let dir = TempDir::new("crash");
+    let path = dir.0.join("store.redb");
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CRASH_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut items, mut saves) = (0u64, 0u64);
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(n) = line.strip_prefix("ITEM ") {
+            items = n.parse().unwrap();
+        } else if let Some(n) = line.strip_prefix("SAVE ") {
+            saves = n.parse().unwrap();
+        }
+        if saves >= 40 {
+            break;
+        }
+    }
+    // SIGKILL while it is writing: no destructor, no clean close.
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Lines the child printed after the kill point may be in the pipe: count them too.
+    for line in lines.map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("ITEM ") {
+            items = n.parse().unwrap();
+        } else if let Some(n) = line.strip_prefix("SAVE ") {
+            saves = n.parse().unwrap();
+        }
+    }
+    assert!(saves >= 40, "child did not get going ({saves} saves)");
+    let store = RedbStore::open(&path).unwrap();
+    for seq in 1..=items {
+        let item = store.item(u128::from(seq)).unwrap();
+        assert_eq!(
+            item.map(|i| i.owner),
+            Some(Some(Owner::Player(1))),
+            "item {seq}"
+        );
+    }
+    for p in 0..10 {
+        let r = store.load_player(p).unwrap().unwrap();
+        assert!(
+            r.seq >= saves,
+            "player {p} at seq {} < acknowledged {saves}",
+            r.seq
+        );
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.items >= items);
+    eprintln!("crash: {items} item ops and {saves} checkpoints acknowledged, all present");
+}
+
+#[test]
+fn open_and_migrate_from_config() {
+    let dir = TempDir::new("config");
+    let config = StoreConfig::default();
+    let summary = zonehost::store::migrate(&config, &dir.0).unwrap();
+    assert!(summary.contains("schema version 1"), "{summary}");
+    let store = zonehost::store::open_cached(&config, &dir.0).unwrap();
+    let name = "conformance-show";
+    let mut r = PlayerRecord::new(name);
+    r.epoch = 1;
+    r.seq = 1;
+    r.gold = 77;
+    store.save_players(&[r.clone()]).unwrap();
+    store
+        .apply_item_op(&create(rand_u128(), Owner::Player(r.player_id)))
+        .unwrap();
+    let text = zonehost::store::show_player(&store, name).unwrap();
+    assert!(text.contains("gold           77"), "{text}");
+    assert!(text.contains("items          1"), "{text}");
+    let report = zonehost::store::check(&store).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.to_string().contains("OK"));
+    assert!(dir.0.join("store.redb").exists());
+}
