@@ -1329,6 +1329,65 @@ impl World {
         }
     }
 
+    /// A player's position, millimetres.
+    pub fn player_pos(&self, entity: EntityId) -> Option<(i32, i32)> {
+        self.players.iter().find(|p| p.id == entity).map(|p| p.pos)
+    }
+
+    /// Moves a player to a saved position (a login restoring its last checkpoint). Refused
+    /// (false, nothing changes) outside the zone or inside a wall. A player placed inside
+    /// a portal does not take it until it walks out and back in.
+    pub fn place_player(&mut self, entity: EntityId, pos_mm: (i32, i32)) -> bool {
+        let (w, h) = (self.zone.width_mm, self.zone.height_mm);
+        if pos_mm.0 < 0 || pos_mm.1 < 0 || pos_mm.0 > w || pos_mm.1 > h {
+            return false;
+        }
+        if in_wall(pos_mm, &self.template.walls) {
+            return false;
+        }
+        let in_portal = self
+            .template
+            .portals
+            .iter()
+            .position(|q| q.area.contains(pos_mm));
+        match self.players.iter_mut().find(|p| p.id == entity) {
+            Some(p) => {
+                p.pos = pos_mm;
+                p.in_portal = in_portal;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes an item from a player's bag or equipment (the store refused the operation
+    /// that gave it to the player). Returns it if it was there.
+    pub fn remove_item(&mut self, entity: EntityId, item: ItemId) -> Option<Item> {
+        let p = self.players.iter_mut().find(|p| p.id == entity)?;
+        if let Some(i) = p.inv.bag.iter().position(|it| it.id == item) {
+            p.dirty = true;
+            return Some(p.inv.bag.remove(i));
+        }
+        let slot = p
+            .inv
+            .equipment
+            .iter()
+            .find(|(_, it)| it.id == item)
+            .map(|(s, _)| s)?;
+        let taken = p.inv.equipment.set(slot, None);
+        p.refresh_stats();
+        p.dirty = true;
+        taken
+    }
+
+    /// Removes a ground item by item id (the store refused the drop that put it there).
+    /// Returns whether it was there.
+    pub fn remove_ground_item(&mut self, item: ItemId) -> bool {
+        let before = self.ground.len();
+        self.ground.retain(|g| g.item.id != item);
+        self.ground.len() != before
+    }
+
     /// Last input sequence applied for a player's entity.
     pub fn last_input(&self, entity: EntityId) -> Option<u32> {
         self.players
