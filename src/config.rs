@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::StoreConfig;
+
 /// What to do when a player who already has a live session logs in again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +126,11 @@ pub struct Config {
     pub reconnect_after_ms: u32,
     /// Log format. Default `human`.
     pub log_format: LogFormat,
+    /// Persistence (`[store]`): backend (default: the embedded redb file
+    /// `data_dir/store.redb`, no set-up), checkpoint interval (default 10 s), player cache
+    /// (default 10000 records, 600 s idle TTL), queue sizes. Every field and its default
+    /// is documented on [`StoreConfig`].
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -168,6 +175,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             reconnect_after_ms: 2_000,
             log_format: LogFormat::Human,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -286,6 +294,12 @@ impl Config {
                 return invalid("verifying_keys", "public_key_hex must be 64 hex characters");
             }
         }
+        if let Err(e) = self.store.validate() {
+            return Err(ConfigError::Invalid {
+                option: "store",
+                reason: e.to_string(),
+            });
+        }
         Ok(())
     }
 
@@ -314,6 +328,26 @@ mod tests {
         assert_eq!(c.sim_workers, 2);
         assert_eq!(c.tick_rate_hz, 60);
         assert!(toml::from_str::<Config>("no_such_option = 1\n").is_err());
+    }
+
+    #[test]
+    fn store_section_parses_and_is_validated() {
+        let c: Config = toml::from_str("[store]\ncheckpoint_interval_secs = 3\n").expect("parse");
+        assert_eq!(c.store.checkpoint_interval_secs, 3);
+        assert_eq!(
+            c.store.cache_capacity,
+            StoreConfig::default().cache_capacity
+        );
+        assert!(toml::from_str::<Config>("[store]\nnope = 1\n").is_err());
+        let mut bad = Config::default();
+        bad.store.checkpoint_interval_secs = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                option: "store",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -30,8 +30,10 @@ use crate::config::{Config, ConfigError};
 use crate::keys::KeyError;
 use crate::net::{NetError, SocketBuffers};
 use crate::session::{Authenticator, Registry, ResumeMinter};
-use crate::sim::{Sim, SpawnError};
-use crate::telemetry::Stats;
+use crate::sim::{PersistSettings, Sim, SpawnError};
+use crate::store::writer::StoreWorker;
+use crate::store::{LeaseError, Store, StoreError};
+use crate::telemetry::{ExtraPublisher, Stats};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,15 @@ pub enum ServerError {
     /// The operations HTTP endpoint could not be bound.
     #[error(transparent)]
     Ops(#[from] ops::OpsError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The store's epoch lease could not be taken.
+    #[error("store lease: {0}")]
+    Lease(#[from] LeaseError),
+    /// The store worker thread could not be started.
+    #[error("starting the store worker: {0}")]
+    StoreWorker(#[source] std::io::Error),
 }
 
 /// A running server.
@@ -70,6 +81,11 @@ pub struct Server {
     pub socket_buffers: SocketBuffers,
     /// Live counters.
     pub stats: Arc<Stats>,
+    /// The store the server persists to (shared with the store worker; for tools and
+    /// tests that read what was committed).
+    pub store: Arc<dyn Store>,
+    /// The checkpoint fence epoch of this run (greater than every earlier run's).
+    pub store_epoch: u64,
     draining: watch::Receiver<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -134,6 +150,63 @@ pub fn load_content(config: &Config) -> Result<zonehost_game::Content, ServerErr
         .map_err(|e| invalid(format!("{}: {e}", zones.display())).into())
 }
 
+/// Resource of the lease that hands out fence epochs.
+pub const EPOCH_LEASE: &str = "epoch";
+
+/// Takes a fence epoch greater than every earlier run's (of any server on this store):
+/// the epoch lease is acquired and released twice, and a release guarantees the next
+/// holder a greater epoch. Retries a few times while another server holds it for its own
+/// start-up.
+pub fn take_epoch(store: &dyn Store, config: &store::StoreConfig) -> Result<u64, LeaseError> {
+    let ttl = Duration::from_secs(config.lease_ttl_secs);
+    let mut attempt = 0;
+    loop {
+        let now_ms = sim::persist::unix_millis();
+        let result = store
+            .acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms)
+            .and_then(|l| store.release_lease(&l))
+            .and_then(|()| store.acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms))
+            .and_then(|l| store.release_lease(&l).map(|()| l.epoch));
+        match result {
+            Err(LeaseError::Held { .. }) if attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens the configured store behind its cache (the embedded file is created in the
+/// data directory on first use), takes this run's epoch and starts the store worker.
+fn open_store(
+    config: &Config,
+    stats: &Stats,
+) -> Result<(Arc<dyn Store>, u64, StoreWorker), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+        target: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cached = store::open_cached(&config.store, &config.data_dir)?;
+    let cache_stats = cached.cache().stats().clone();
+    let store: Arc<dyn Store> = Arc::new(cached);
+    let epoch = take_epoch(store.as_ref(), &config.store)?;
+    let worker = StoreWorker::spawn(Box::new(store.clone()), &config.store)
+        .map_err(ServerError::StoreWorker)?;
+    let store_stats = worker.stats().clone();
+    let _ = stats.extra.set(ExtraPublisher(Box::new(move || {
+        store_stats.publish();
+        cache_stats.publish();
+    })));
+    tracing::info!(
+        backend = store.backend(),
+        epoch,
+        checkpoint_interval_secs = config.store.checkpoint_interval_secs,
+        "store open"
+    );
+    Ok((store, epoch, worker))
+}
+
 /// Binds the endpoint, starts the sim workers and returns a handle. When `shutdown`
 /// completes the server drains: it stops accepting, sends `Goaway` to every session,
 /// waits for connections to close (at most `drain_timeout_ms`) and stops.
@@ -177,12 +250,17 @@ pub async fn start(
     })?;
     let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
     let content = Arc::new(load_content(&config)?);
+    let (store, store_epoch, store_worker) = open_store(&config, &stats)?;
     let sim = Arc::new(Sim::start(
         &config,
         stats.clone(),
         registry.clone(),
         resume.clone(),
         content,
+        Some((
+            &store_worker,
+            PersistSettings::new(store_epoch, config.store.checkpoint_interval()),
+        )),
     )?);
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {
@@ -234,10 +312,14 @@ pub async fn start(
         tracing::info!("draining");
         let _ = drain_tx.send(true);
         sim.drain();
-        while stats_for_drain.connections_open.load(Ordering::Relaxed) > 0
+        while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())
             && started.elapsed() < drain_timeout
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let flushed = sim.store_flushed();
+        if !flushed {
+            tracing::error!("drain timed out before the store confirmed the final checkpoints");
         }
         let left = stats_for_drain.connections_open.load(Ordering::Relaxed);
         endpoint.close(
@@ -245,10 +327,17 @@ pub async fn start(
             b"shutdown",
         );
         let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-        let _ = tokio::task::spawn_blocking(move || sim.stop()).await;
+        // Stop the workers (their last checkpoints are queued), then the store worker,
+        // which executes everything queued before it stops.
+        let _ = tokio::task::spawn_blocking(move || {
+            sim.stop();
+            store_worker.stop();
+        })
+        .await;
         tracing::info!(
             secs = started.elapsed().as_secs_f32(),
             connections_left = left,
+            store_flushed = flushed,
             "drained"
         );
     });
@@ -260,6 +349,8 @@ pub async fn start(
         dev_signing_key,
         socket_buffers,
         stats,
+        store,
+        store_epoch,
         draining,
         done,
     })

@@ -140,6 +140,18 @@ pub struct Stats {
     pub quic_congestion_events: AtomicU64,
     /// Per sim worker load, indexed by worker.
     pub workers: Vec<WorkerStats>,
+    /// Further publishers run at scrape (the store's counters), set once at start-up.
+    pub extra: std::sync::OnceLock<ExtraPublisher>,
+}
+
+/// A publisher of counters kept outside [`Stats`] (e.g. the store worker's), run by
+/// [`Stats::publish`].
+pub struct ExtraPublisher(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ExtraPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraPublisher")
+    }
 }
 
 /// Load of one sim worker.
@@ -588,6 +600,9 @@ impl Stats {
                 .absolute(w.busy_us.load(Ordering::Relaxed));
         }
         gauge!("zonehost_draining").set(if draining { 1.0 } else { 0.0 });
+        if let Some(extra) = self.extra.get() {
+            (extra.0)();
+        }
     }
 }
 

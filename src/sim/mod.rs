@@ -8,6 +8,7 @@
 //! session's bounded outbox; snapshots are encoded once per instance and handed to quinn
 //! as refcounted `Bytes` straight from the worker.
 
+pub mod persist;
 mod wire;
 mod worker;
 
@@ -27,7 +28,10 @@ use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::telemetry::{DisconnectCause, Stats};
 
+pub use persist::PersistSettings;
 pub use worker::{Worker, WorkerSettings};
+
+use crate::store::writer::StoreWorker;
 
 /// Why a datagram could not be handed to the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -231,6 +235,8 @@ pub struct Sim {
     inboxes: Vec<Arc<Inbox>>,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
+    /// One flag per worker with a store: its drain barrier was answered.
+    flushed: Vec<Arc<AtomicBool>>,
 }
 
 /// Why the simulation could not start.
@@ -239,13 +245,15 @@ pub struct Sim {
 pub struct SpawnError(#[from] std::io::Error);
 
 impl Sim {
-    /// Starts `config.sim_workers` worker threads.
+    /// Starts `config.sim_workers` worker threads; with `store`, each worker persists its
+    /// players through a handle of the store worker (see [`Worker::with_store`]).
     pub fn start(
         config: &Config,
         stats: Arc<Stats>,
         registry: Arc<Registry>,
         resume: Arc<ResumeMinter>,
         content: Arc<Content>,
+        store: Option<(&StoreWorker, PersistSettings)>,
     ) -> Result<Self, SpawnError> {
         let parties = Arc::new(std::sync::Mutex::new(Parties::new()));
         let mut salt = [0u8; 8];
@@ -261,6 +269,7 @@ impl Sim {
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::new();
         let mut threads = Vec::new();
+        let mut flushed = Vec::new();
         for index in 0..config.sim_workers {
             let inbox = Arc::new(Inbox::new(config.inbox_capacity));
             let settings = WorkerSettings::from_config(
@@ -271,13 +280,18 @@ impl Sim {
                 parties.clone(),
                 seed_salt,
             );
-            let w = worker::Worker::new(
+            let mut w = worker::Worker::new(
                 settings,
                 inbox.clone(),
                 stats.clone(),
                 registry.clone(),
                 stop.clone(),
             );
+            if let Some((store, persist)) = &store {
+                let mine = persist.for_worker();
+                flushed.push(mine.flushed.clone());
+                w = w.with_store(store.handle(), mine);
+            }
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("zh-sim-{index}"))
@@ -289,6 +303,7 @@ impl Sim {
             inboxes,
             threads: std::sync::Mutex::new(threads),
             stop,
+            flushed,
         })
     }
 
@@ -309,6 +324,12 @@ impl Sim {
         for inbox in &self.inboxes {
             inbox.control(Control::Drain);
         }
+    }
+
+    /// Whether every worker has drained to the store: its final checkpoints are durable
+    /// (always true without a store).
+    pub fn store_flushed(&self) -> bool {
+        self.flushed.iter().all(|f| f.load(Ordering::Acquire))
     }
 
     /// Stops the workers and waits for their threads (blocking).

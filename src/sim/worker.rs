@@ -12,7 +12,7 @@
 //! 5. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
 //!    to every member's connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use zonehost_game::{
-    Content, Event as GameEvent, Parties, PartyChange, PartyId, PlayerState, World, MAX_SPEED_MMS,
+    Content, Event as GameEvent, InventoryChange, ItemId, Parties, PartyChange, PartyId,
+    PlayerState, World, MAX_SPEED_MMS,
 };
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
@@ -30,10 +31,16 @@ use zonehost_protocol::message::{
 use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
+use super::persist::{self, Held, PendingLoad, Persist, PersistSettings};
 use super::wire;
 use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
+use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
+use crate::store::{
+    ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner as StoreOwner, PlayerRecord, SaveOutcome,
+    StoreError,
+};
 use crate::telemetry::{DisconnectCause, Stats};
 
 /// Instance ids are unique per process.
@@ -99,6 +106,10 @@ impl WorkerSettings {
 const PENDING_INPUT_TIMES: usize = 16;
 /// Game requests awaiting their completion event, per member (the world queues at most 8).
 const PENDING_REQUESTS: usize = 16;
+/// Due checkpoints are looked for every this many ticks.
+const CHECKPOINT_POLL_TICKS: u64 = 6;
+/// Request kinds whose response waits for the store (item operations, equipment).
+const DURABLE_KINDS: [&str; 5] = ["pick_up", "drop", "use_item", "equip", "unequip"];
 
 #[derive(Debug)]
 struct Member {
@@ -113,6 +124,8 @@ struct Member {
     detached_at: Option<Instant>,
     /// Game requests queued in the world: `(request id, kind, received at)`.
     requests: VecDeque<(u32, &'static str, Instant)>,
+    /// Position at the last checkpoint (a move makes the player dirty).
+    saved_pos: (i32, i32),
 }
 
 impl Member {
@@ -125,6 +138,7 @@ impl Member {
             applied_since_snapshot: None,
             detached_at: None,
             requests: VecDeque::with_capacity(PENDING_REQUESTS),
+            saved_pos: (i32::MIN, i32::MIN),
         }
     }
 }
@@ -167,6 +181,17 @@ struct Instance {
     entities: Vec<EntityState>,
     acks: Vec<PlayerAck>,
     datagrams: Vec<Bytes>,
+    /// Items on this instance's ground that the store knows as `Ground { instance }`
+    /// (dropped by a player). Loot the monsters drop is never stored until picked up.
+    ground_stored: HashSet<u128>,
+}
+
+/// Where a loaded player starts.
+#[derive(Debug)]
+struct Loaded {
+    state: PlayerState,
+    zone: Option<u16>,
+    pos: Option<(i32, i32)>,
 }
 
 /// A player leaving an instance for another zone.
@@ -192,6 +217,8 @@ pub struct Worker {
     ticks: u64,
     meters: Meters,
     transfers: Vec<Transfer>,
+    /// Persistence; `None` runs without a store (tests that step a worker).
+    persist: Option<Persist>,
 }
 
 fn unix_micros() -> u64 {
@@ -250,7 +277,15 @@ impl Worker {
             ticks: 0,
             meters: Meters::new(),
             transfers: Vec::new(),
+            persist: None,
         }
+    }
+
+    /// Persists this worker's players through `handle`: logins load the player, dirty
+    /// players are checkpointed, item operations are committed before they are answered.
+    pub fn with_store(mut self, handle: StoreHandle, settings: PersistSettings) -> Self {
+        self.persist = Some(Persist::new(handle, settings));
+        self
     }
 
     /// The fixed-timestep loop: ticks at `start + k * period`; when late it runs up to
@@ -300,6 +335,22 @@ impl Worker {
         for s in sessions {
             self.leave(s);
         }
+        // Hand the last checkpoints to the store worker (it executes everything queued
+        // before it stops); a full queue gets a bounded wait.
+        if let Some(p) = self.persist.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            p.flush_backlog();
+            while p.backlog_len() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                p.flush_backlog();
+            }
+            if p.backlog_len() > 0 {
+                tracing::error!(
+                    commands = p.backlog_len(),
+                    "store queue still full at stop: last checkpoints lost"
+                );
+            }
+        }
     }
 
     /// Runs one tick: lifecycle messages, queued work, world steps and events, zone
@@ -307,6 +358,7 @@ impl Worker {
     pub fn tick(&mut self) {
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
+        self.poll_store();
         while let Some(msg) = self.inbox.control.pop() {
             match msg {
                 Control::Join(join) => self.join(join),
@@ -326,7 +378,10 @@ impl Worker {
         let mut expired = Vec::new();
         for inst in self.instances.values_mut() {
             inst.world.step();
-            Self::deliver_events(inst, &mut self.transfers);
+            Self::deliver_events(inst, &mut self.transfers, self.persist.as_mut());
+            if let Some(p) = self.persist.as_mut() {
+                Self::mark_dirty(inst, p, now);
+            }
             for m in &mut inst.members {
                 if let Some(at) = m.detached_at {
                     if now.saturating_duration_since(at) >= self.settings.resume_grace {
@@ -354,20 +409,70 @@ impl Worker {
         for t in std::mem::take(&mut self.transfers) {
             self.transfer(t.session, t.to_zone);
         }
+        if self.ticks % CHECKPOINT_POLL_TICKS == 0 {
+            self.checkpoint_due(now);
+        }
         if self.ticks % u64::from(self.settings.ticks_per_snapshot) == 0 {
             self.send_snapshots();
         }
     }
 
     /// Sends one step's events: private ones to their player, instance-wide ones to every
-    /// member, request completions as responses; collects transfers.
-    fn deliver_events(inst: &mut Instance, transfers: &mut Vec<Transfer>) {
+    /// member, request completions as responses; collects transfers. With a store, item
+    /// changes become item operations (pick-up: `Create` for loot, `Transfer` for an item a
+    /// player dropped; drop: `Transfer` to the ground; use: `Destroy`), equipment changes
+    /// a checkpoint, and the response to such a request is held until the store commits.
+    fn deliver_events(
+        inst: &mut Instance,
+        transfers: &mut Vec<Transfer>,
+        mut persist: Option<&mut Persist>,
+    ) {
+        // (player id, token) of the durable command submitted for the latest inventory
+        // change of this step; the request that caused it completes right after it.
+        let mut last_durable: Option<(u64, u64)> = None;
         for ev in inst.world.events() {
+            if let Some(p) = persist.as_deref_mut() {
+                match ev {
+                    GameEvent::Inventory {
+                        entity,
+                        player_id,
+                        change,
+                    } => {
+                        let token = Self::persist_change(
+                            p,
+                            &inst.world,
+                            &inst.members,
+                            &mut inst.ground_stored,
+                            inst.id,
+                            *entity,
+                            *player_id,
+                            change,
+                        );
+                        if let Some(t) = token {
+                            last_durable = Some((*player_id, t));
+                        }
+                    }
+                    GameEvent::ItemExpired { item, .. } if inst.ground_stored.remove(&item.0) => {
+                        let op = ItemOp {
+                            op_id: p.op_id(),
+                            item_id: item.0,
+                            kind: ItemOpKind::Destroy {
+                                from: StoreOwner::Ground {
+                                    instance: p.settings.store_instance(inst.id),
+                                },
+                            },
+                        };
+                        p.item_op(op, None, inst.id);
+                    }
+                    _ => {}
+                }
+            }
             match ev {
                 GameEvent::RequestDone {
                     player_id,
                     request_id,
                     result,
+                    kind,
                     ..
                 } => {
                     let Some(m) = inst
@@ -377,11 +482,31 @@ impl Worker {
                     else {
                         continue;
                     };
-                    if let Some(i) = m.requests.iter().position(|(id, _, _)| id == request_id) {
-                        if let Some((_, kind, received)) = m.requests.remove(i) {
-                            metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
-                                .record(received.elapsed().as_secs_f64());
+                    let received = m
+                        .requests
+                        .iter()
+                        .position(|(id, _, _)| id == request_id)
+                        .and_then(|i| m.requests.remove(i))
+                        .map(|(_, _, at)| at);
+                    if let (Ok(()), Some((pid, token)), Some(p)) =
+                        (result, last_durable, persist.as_deref_mut())
+                    {
+                        if pid == *player_id && DURABLE_KINDS.contains(kind) {
+                            let held = Held {
+                                session: m.session,
+                                request_id: *request_id,
+                                kind,
+                                received: received.unwrap_or_else(Instant::now),
+                            };
+                            last_durable = None;
+                            if p.hold(token, held) {
+                                continue;
+                            }
                         }
+                    }
+                    if let Some(at) = received {
+                        metrics::histogram!("zonehost_request_duration_seconds", "kind" => *kind)
+                            .record(at.elapsed().as_secs_f64());
                     }
                     let body = result.map(|()| Response::Done).map_err(wire::reject);
                     respond(&m.join, *request_id, body);
@@ -422,6 +547,99 @@ impl Worker {
         }
     }
 
+    /// Submits what makes one inventory change durable; returns the command's token.
+    #[allow(clippy::too_many_arguments)]
+    fn persist_change(
+        p: &mut Persist,
+        world: &World,
+        members: &[Member],
+        ground_stored: &mut HashSet<u128>,
+        instance: u32,
+        entity: u32,
+        player_id: u64,
+        change: &InventoryChange,
+    ) -> Option<u64> {
+        let member = members.iter().find(|m| m.join.player_id == player_id)?;
+        let me = StoreOwner::Player(player_id);
+        let ground = StoreOwner::Ground {
+            instance: p.settings.store_instance(instance),
+        };
+        let kind = match change {
+            InventoryChange::PickedUp { item, .. } => {
+                if ground_stored.remove(&item.id.0) {
+                    ItemOpKind::Transfer {
+                        from: ground,
+                        to: me,
+                    }
+                } else {
+                    match persist::encode_item(item) {
+                        Ok(data) => ItemOpKind::Create { owner: me, data },
+                        Err(e) => {
+                            tracing::error!(player_id, error = %e, "item not persisted");
+                            return None;
+                        }
+                    }
+                }
+            }
+            InventoryChange::Dropped { item, .. } => {
+                ground_stored.insert(item.0);
+                ItemOpKind::Transfer {
+                    from: me,
+                    to: ground,
+                }
+            }
+            InventoryChange::Consumed { .. } => ItemOpKind::Destroy { from: me },
+            InventoryChange::Equipped { .. } | InventoryChange::Unequipped { .. } => {
+                let state = world.export_player(entity)?;
+                let pos = world.player_pos(entity).unwrap_or_default();
+                let record = match persist::record_of(
+                    &member.join.player_name,
+                    p.settings.next_fence(),
+                    world.zone().id,
+                    pos,
+                    &state,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(player_id, error = %e, "checkpoint not built");
+                        return None;
+                    }
+                };
+                return Some(p.save(vec![record], vec![member.session]));
+            }
+            // The starter kit is created by the login itself.
+            InventoryChange::Granted { .. } => return None,
+        };
+        let item_id = match change {
+            InventoryChange::PickedUp { item, .. } => item.id.0,
+            InventoryChange::Dropped { item, .. } | InventoryChange::Consumed { item, .. } => {
+                item.0
+            }
+            _ => return None,
+        };
+        let op = ItemOp {
+            op_id: p.op_id(),
+            item_id,
+            kind,
+        };
+        Some(p.item_op(op, Some(member.session), instance))
+    }
+
+    /// Marks dirty the members whose durable state or position changed this step.
+    fn mark_dirty(inst: &mut Instance, p: &mut Persist, now: Instant) {
+        let mut changed = Vec::new();
+        inst.world.take_dirty(&mut changed);
+        for m in &inst.members {
+            let moved = inst
+                .world
+                .player_pos(m.entity)
+                .is_some_and(|pos| pos != m.saved_pos);
+            if moved || changed.contains(&m.join.player_id) {
+                p.dirty.mark(m.session, now);
+            }
+        }
+    }
+
     fn owner_of(&self, player_id: u64) -> Owner {
         let parties = self
             .settings
@@ -453,6 +671,7 @@ impl Worker {
                 entities: Vec::new(),
                 acks: Vec::new(),
                 datagrams: Vec::new(),
+                ground_stored: HashSet::new(),
             },
         );
         self.by_key.insert((zone, owner), id);
@@ -471,30 +690,187 @@ impl Worker {
                     self.by_key.remove(&inst.key);
                 }
                 Stats::gauge_add(&self.stats.instances_live, -1);
+                // Sweep: items players dropped here go with the instance.
+                if let Some(p) = self.persist.as_mut() {
+                    let from = StoreOwner::Ground {
+                        instance: p.settings.store_instance(id),
+                    };
+                    for item_id in inst.ground_stored {
+                        let op = ItemOp {
+                            op_id: p.op_id(),
+                            item_id,
+                            kind: ItemOpKind::Destroy { from },
+                        };
+                        p.item_op(op, None, id);
+                    }
+                }
             }
         }
     }
 
+    /// Refuses a session that was never welcomed: `Reject` then close, claim released.
+    fn reject_join(&self, join: &Join, code: RejectCode, reason: &str, cause: DisconnectCause) {
+        let reject = ServerMsg::Reject(Reject {
+            code,
+            reason: reason.into(),
+        });
+        if let Some(frame) = frame(&reject) {
+            let msg = Outgoing::CloseAfter {
+                frame,
+                code: close_code::REJECTED,
+                cause,
+            };
+            let _ = join.outbox.try_send(msg);
+        }
+        if code != RejectCode::Draining {
+            self.stats.rejected(code);
+        }
+        self.registry.release(join.player_id, join.session);
+    }
+
+    /// A new session: with a store, load the player first (the tick never waits: the
+    /// player enters when both replies have arrived, see [`Worker::finish_load`]).
     fn join(&mut self, join: Box<Join>) {
         if self.draining {
-            let reject = ServerMsg::Reject(Reject {
-                code: RejectCode::Draining,
-                reason: "server is draining".into(),
-            });
-            if let Some(frame) = frame(&reject) {
-                let msg = Outgoing::CloseAfter {
-                    frame,
-                    code: close_code::REJECTED,
-                    cause: DisconnectCause::Shutdown,
-                };
-                let _ = join.outbox.try_send(msg);
-            }
-            self.registry.release(join.player_id, join.session);
+            self.reject_join(
+                &join,
+                RejectCode::Draining,
+                "server is draining",
+                DisconnectCause::Shutdown,
+            );
             return;
         }
+        if let Some(p) = self.persist.as_mut() {
+            let token = p.token();
+            let player_id = join.player_id;
+            p.submit(StoreCommand::LoadPlayer { token, player_id });
+            p.submit(StoreCommand::LoadItems {
+                token,
+                owner: StoreOwner::Player(player_id),
+            });
+            p.loads.insert(
+                token,
+                PendingLoad {
+                    join,
+                    record: None,
+                    items: None,
+                },
+            );
+            return;
+        }
+        self.admit(join, None);
+    }
+
+    /// Forgets a session still waiting for its load (its connection ended first).
+    fn cancel_load(&mut self, session: SessionId) -> bool {
+        let Some(p) = self.persist.as_mut() else {
+            return false;
+        };
+        let Some(token) = p
+            .loads
+            .iter()
+            .find(|(_, l)| l.join.session == session)
+            .map(|(t, _)| *t)
+        else {
+            return false;
+        };
+        if let Some(l) = p.loads.remove(&token) {
+            self.registry.release(l.join.player_id, session);
+        }
+        true
+    }
+
+    /// Admits a loaded player once its record and items have both arrived.
+    fn finish_load(&mut self, token: u64) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let ready = p
+            .loads
+            .get(&token)
+            .is_some_and(|l| l.record.is_some() && l.items.is_some());
+        if !ready {
+            return;
+        }
+        let Some(l) = p.loads.remove(&token) else {
+            return;
+        };
+        let join = l.join;
+        if self.draining {
+            self.reject_join(
+                &join,
+                RejectCode::Draining,
+                "server is draining",
+                DisconnectCause::Shutdown,
+            );
+            return;
+        }
+        let loaded = match (l.record, l.items) {
+            (Some(Ok(record)), Some(Ok(items))) => Self::loaded_state(&join, record, &items),
+            (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+            _ => return,
+        };
+        match loaded {
+            Ok(loaded) => self.admit(join, loaded),
+            Err(e) => {
+                tracing::error!(
+                    player = %join.player_name,
+                    player_id = join.player_id,
+                    error = %e,
+                    "player could not be loaded; session refused"
+                );
+                self.reject_join(
+                    &join,
+                    RejectCode::Internal,
+                    "your character could not be loaded",
+                    DisconnectCause::Rejected,
+                );
+            }
+        }
+    }
+
+    /// The state a login starts from: `None` for a brand-new player (starter kit), else
+    /// the saved state with its inventory reconciled against the item table.
+    fn loaded_state(
+        join: &Join,
+        record: Option<PlayerRecord>,
+        items: &[ItemRecord],
+    ) -> Result<Option<Loaded>, StoreError> {
+        let (mut state, zone, pos) = match record {
+            None if items.is_empty() => return Ok(None),
+            None => (PlayerState::new(join.player_id), None, None),
+            Some(r) => {
+                let state = persist::state_of(&r)?;
+                (state, Some(r.zone), Some((r.x_mm, r.y_mm)))
+            }
+        };
+        let r = persist::reconcile(&mut state, items);
+        if r != persist::Reconciled::default() {
+            tracing::info!(
+                player = %join.player_name,
+                player_id = join.player_id,
+                removed = r.removed,
+                added = r.added,
+                unplaced = r.unplaced,
+                "inventory reconciled with the item table"
+            );
+        }
+        Ok(Some(Loaded { state, zone, pos }))
+    }
+
+    /// Puts a player in the world and welcomes it: a new character (starter kit, created
+    /// in the store) or a loaded one (zone and position restored when the zone exists,
+    /// else the town).
+    fn admit(&mut self, join: Box<Join>, loaded: Option<Loaded>) {
         let session = join.session;
         let town = self.settings.content.town().map(|t| t.id);
-        let Some(id) = town.and_then(|zone| self.instance_for(zone, Owner::Player(join.player_id)))
+        let saved_zone = loaded
+            .as_ref()
+            .and_then(|l| l.zone)
+            .filter(|z| self.settings.content.zone(*z).is_some());
+        let Some(id) = saved_zone
+            .or(town)
+            .and_then(|zone| self.instance_for(zone, Owner::Player(join.player_id)))
         else {
             tracing::error!("content has no town zone; refusing the session");
             join.conn.close(close_code::INTERNAL, b"no start zone");
@@ -504,7 +880,37 @@ impl Worker {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        let entity = inst.world.add_player(join.player_id);
+        let fresh = loaded.is_none();
+        let entity = match loaded {
+            None => Ok(inst.world.add_player(join.player_id)),
+            Some(l) => {
+                let restore = saved_zone.and(l.pos);
+                inst.world.add_player_with_state(l.state).inspect(|&e| {
+                    if let Some(pos) = restore {
+                        inst.world.place_player(e, pos);
+                    }
+                })
+            }
+        };
+        let entity = match entity {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    player = %join.player_name,
+                    player_id = join.player_id,
+                    error = %e,
+                    "saved state refused by the world; session refused"
+                );
+                self.remove_instance_if_empty(id);
+                self.reject_join(
+                    &join,
+                    RejectCode::Internal,
+                    "your character could not be loaded",
+                    DisconnectCause::Rejected,
+                );
+                return;
+            }
+        };
         if !Self::send_welcome(
             &self.settings,
             &join,
@@ -524,14 +930,289 @@ impl Worker {
                 send(&join, f);
             }
         }
+        if let (true, Some(p), Some(state)) = (
+            fresh,
+            self.persist.as_mut(),
+            inst.world.export_player(entity),
+        ) {
+            let kit = state
+                .inventory
+                .bag
+                .iter()
+                .chain(state.inventory.equipment.items());
+            for item in kit {
+                match persist::encode_item(item) {
+                    Ok(data) => {
+                        let op = ItemOp {
+                            op_id: p.op_id(),
+                            item_id: item.id.0,
+                            kind: ItemOpKind::Create {
+                                owner: StoreOwner::Player(join.player_id),
+                                data,
+                            },
+                        };
+                        p.item_op(op, Some(session), id);
+                    }
+                    Err(e) => tracing::error!(error = %e, "starter item not persisted"),
+                }
+            }
+        }
         tracing::debug!(session, player = %join.player_name, instance = id, "joined");
-        inst.members.push(Member::new(session, entity, join));
+        let mut member = Member::new(session, entity, join);
+        member.saved_pos = inst.world.player_pos(entity).unwrap_or_default();
+        inst.members.push(member);
         self.sessions.insert(session, id);
         self.inbox.players.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {
             Stats::gauge_add(&w.players, 1);
         }
         Stats::gauge_add(&self.stats.sessions_active, 1);
+        if fresh {
+            // A new character exists from its first second on.
+            self.checkpoint(&[session]);
+        }
+    }
+
+    /// Checkpoints `sessions` now, in one command; returns its token.
+    fn checkpoint(&mut self, sessions: &[SessionId]) -> Option<u64> {
+        let p = self.persist.as_mut()?;
+        let mut records = Vec::with_capacity(sessions.len());
+        let mut saved = Vec::with_capacity(sessions.len());
+        for &s in sessions {
+            p.dirty.clear(s);
+            let Some(inst) = self
+                .sessions
+                .get(&s)
+                .and_then(|i| self.instances.get_mut(i))
+            else {
+                continue;
+            };
+            let zone = inst.world.zone().id;
+            let Some(m) = inst.members.iter_mut().find(|m| m.session == s) else {
+                continue;
+            };
+            let Some(state) = inst.world.export_player(m.entity) else {
+                continue;
+            };
+            let pos = inst.world.player_pos(m.entity).unwrap_or_default();
+            match persist::record_of(
+                &m.join.player_name,
+                p.settings.next_fence(),
+                zone,
+                pos,
+                &state,
+            ) {
+                Ok(r) => {
+                    m.saved_pos = pos;
+                    records.push(r);
+                    saved.push(s);
+                }
+                Err(e) => {
+                    tracing::error!(player_id = state.player_id, error = %e, "checkpoint not built")
+                }
+            }
+        }
+        if records.is_empty() {
+            return None;
+        }
+        Some(p.save(records, saved))
+    }
+
+    /// Checkpoints the players dirty for at least the checkpoint interval.
+    fn checkpoint_due(&mut self, now: Instant) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        p.dirty
+            .take_due(now, p.settings.checkpoint_interval, &mut due);
+        if !due.is_empty() {
+            self.checkpoint(&due);
+        }
+    }
+
+    /// Drains the store's replies (never blocks) and acts on them.
+    fn poll_store(&mut self) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        p.flush_backlog();
+        let mut replies = std::mem::take(&mut p.replies);
+        p.handle.drain_replies(&mut replies);
+        for reply in replies.drain(..) {
+            self.on_store_reply(reply);
+        }
+        if let Some(p) = self.persist.as_mut() {
+            p.replies = replies;
+        }
+    }
+
+    fn on_store_reply(&mut self, reply: StoreReply) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        match reply {
+            StoreReply::Loaded { token, result, .. } => {
+                if let Some(l) = p.loads.get_mut(&token) {
+                    l.record = Some(result);
+                }
+                self.finish_load(token);
+            }
+            StoreReply::Items { token, result, .. } => {
+                if let Some(l) = p.loads.get_mut(&token) {
+                    l.items = Some(result);
+                }
+                self.finish_load(token);
+            }
+            StoreReply::Item { token, result, .. } => self.item_committed(token, result),
+            StoreReply::Saved { token, result } => self.saved(token, result),
+            StoreReply::Barrier { token } => {
+                if p.barrier == Some(token) {
+                    p.settings.flushed.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Phase three of an item operation: answer the held request (or undo it in the world
+    /// when the store refused it).
+    fn item_committed(&mut self, token: u64, result: Result<ItemOutcome, StoreError>) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(mut pending) = p.items.remove(&token) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                if pending.attempts < persist::ITEM_OP_ATTEMPTS {
+                    tracing::warn!(
+                        item = format_args!("{:032x}", pending.op.item_id),
+                        attempt = pending.attempts,
+                        error = %e,
+                        "item operation failed; resubmitting it with the same op id"
+                    );
+                    pending.attempts += 1;
+                    p.submit(StoreCommand::ItemOp {
+                        token,
+                        op: pending.op.clone(),
+                    });
+                    p.items.insert(token, pending);
+                    return;
+                }
+                tracing::error!(
+                    item = format_args!("{:032x}", pending.op.item_id),
+                    error = %e,
+                    "item operation failed for good; answered Internal"
+                );
+                p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
+                self.answer(pending.held, Err(RequestError::Internal));
+                return;
+            }
+        };
+        if outcome.applied() {
+            self.answer(pending.held, Ok(Response::Done));
+            return;
+        }
+        tracing::warn!(
+            item = format_args!("{:032x}", pending.op.item_id),
+            outcome = ?outcome,
+            "the store refused an item operation; undone in the world"
+        );
+        p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
+        self.undo_item_op(&pending.op, pending.session, pending.instance);
+        self.answer(pending.held, Err(RequestError::Internal));
+    }
+
+    /// Takes back from the world what a refused item operation gave.
+    fn undo_item_op(&mut self, op: &ItemOp, session: Option<SessionId>, instance: u32) {
+        let item = ItemId(op.item_id);
+        match &op.kind {
+            ItemOpKind::Create {
+                owner: StoreOwner::Player(_),
+                ..
+            }
+            | ItemOpKind::Transfer {
+                to: StoreOwner::Player(_),
+                ..
+            } => {
+                let Some(session) = session else { return };
+                let Some(inst) = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|i| self.instances.get_mut(i))
+                else {
+                    return;
+                };
+                if let Some(m) = inst.members.iter().find(|m| m.session == session) {
+                    inst.world.remove_item(m.entity, item);
+                }
+            }
+            ItemOpKind::Transfer {
+                to: StoreOwner::Ground { .. },
+                ..
+            } => {
+                if let Some(inst) = self.instances.get_mut(&instance) {
+                    inst.world.remove_ground_item(item);
+                    inst.ground_stored.remove(&op.item_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A checkpoint's outcome: stale ones are reported, failed ones retried later.
+    fn saved(&mut self, token: u64, result: Result<Vec<SaveOutcome>, StoreError>) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(pending) = p.saves.remove(&token) else {
+            return;
+        };
+        let ok = match result {
+            Ok(outcomes) => {
+                let mut ok = true;
+                for o in outcomes {
+                    if let SaveOutcome::Stale { player_id, stored } = o {
+                        ok = false;
+                        tracing::warn!(
+                            player_id,
+                            stored = %stored,
+                            epoch = p.settings.epoch,
+                            "checkpoint refused as stale: a newer one is stored (another server?)"
+                        );
+                    }
+                }
+                ok
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, players = pending.players.len(), "checkpoint failed; retried at the next interval");
+                let now = Instant::now();
+                for s in &pending.sessions {
+                    p.dirty.mark(*s, now);
+                }
+                false
+            }
+        };
+        for h in pending.held {
+            let body = if ok {
+                Ok(Response::Done)
+            } else {
+                Err(RequestError::Internal)
+            };
+            self.answer(Some(h), body);
+        }
+    }
+
+    /// Sends a held response.
+    fn answer(&self, held: Option<Held>, body: Result<Response, RequestError>) {
+        let Some(h) = held else { return };
+        metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind)
+            .record(h.received.elapsed().as_secs_f64());
+        if let Some(m) = self.member(h.session) {
+            respond(&m.join, h.request_id, body);
+        }
     }
 
     /// Sends `Welcome` (with a fresh resume token) to a joining or resuming session;
@@ -601,6 +1282,8 @@ impl Worker {
         };
         self.remove_instance_if_empty(from);
         self.place(member, state, last_input, to);
+        // Zone change: checkpoint the new zone and position at once.
+        self.checkpoint(&[session]);
     }
 
     /// Adds a member (with its exported state) to instance `to` and announces the zone.
@@ -651,6 +1334,9 @@ impl Worker {
     /// The connection of `session` was lost: keep its player in the world for the grace
     /// period, sending it nothing.
     fn detach(&mut self, session: SessionId) {
+        if self.cancel_load(session) {
+            return;
+        }
         let Some(m) = self.member_mut(session) else {
             return;
         };
@@ -721,6 +1407,9 @@ impl Worker {
     }
 
     fn leave(&mut self, session: SessionId) {
+        if self.cancel_load(session) {
+            return;
+        }
         let Some(instance_id) = self.sessions.remove(&session) else {
             return;
         };
@@ -731,7 +1420,26 @@ impl Worker {
             return;
         };
         let member = inst.members.swap_remove(pos);
-        inst.world.remove_player(member.entity);
+        let pos_mm = inst.world.player_pos(member.entity).unwrap_or_default();
+        let state = inst.world.take_player(member.entity);
+        if let (Some(p), Some(state)) = (self.persist.as_mut(), state) {
+            // The last checkpoint of a session: on disconnect, expiry and drain.
+            p.dirty.clear(session);
+            match persist::record_of(
+                &member.join.player_name,
+                p.settings.next_fence(),
+                inst.world.zone().id,
+                pos_mm,
+                &state,
+            ) {
+                Ok(r) => {
+                    p.save(vec![r], Vec::new());
+                }
+                Err(e) => {
+                    tracing::error!(player_id = state.player_id, error = %e, "final checkpoint not built")
+                }
+            }
+        }
         let player = member.join.player_id;
         self.registry.release(player, session);
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
@@ -778,6 +1486,27 @@ impl Worker {
                 }
             }
             self.leave(session);
+        }
+        if let Some(p) = self.persist.as_mut() {
+            let waiting: Vec<u64> = p.loads.keys().copied().collect();
+            let joins: Vec<Box<Join>> = waiting
+                .iter()
+                .filter_map(|t| p.loads.remove(t))
+                .map(|l| l.join)
+                .collect();
+            // Everything submitted so far (the final checkpoints above) is durable when
+            // this barrier is answered; the server waits for it before exiting.
+            let token = p.token();
+            p.submit(StoreCommand::Barrier { token });
+            p.barrier = Some(token);
+            for join in joins {
+                self.reject_join(
+                    &join,
+                    RejectCode::Draining,
+                    "server is draining",
+                    DisconnectCause::Shutdown,
+                );
+            }
         }
     }
 

@@ -659,6 +659,14 @@ pub struct StoreConfig {
     pub replies_capacity: usize,
     /// Most commands the worker takes into one batch (one transaction). Default 512.
     pub max_batch: usize,
+    /// Holder name of this server in the store's leases. At start-up the server takes
+    /// the `epoch` lease for a moment (acquire, release, twice) to get a checkpoint fence
+    /// epoch greater than every earlier run's. Default `zonehost`.
+    pub server_id: String,
+    /// Lifetime of that momentary lease, seconds: if a server dies while holding it,
+    /// servers with another `server_id` wait this long (its own restart does not).
+    /// Default 30.
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -671,6 +679,8 @@ impl Default for StoreConfig {
             queue_capacity: 8192,
             replies_capacity: 8192,
             max_batch: 512,
+            server_id: "zonehost".into(),
+            lease_ttl_secs: 30,
         }
     }
 }
@@ -688,6 +698,9 @@ impl StoreConfig {
         }
         if self.checkpoint_interval_secs == 0 {
             return bad("checkpoint_interval_secs must be at least 1");
+        }
+        if self.server_id.is_empty() || self.lease_ttl_secs < 3 {
+            return bad("server_id must not be empty and lease_ttl_secs must be at least 3");
         }
         if let BackendConfig::Scylla(s) = &self.backend {
             s.validate()?;
