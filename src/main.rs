@@ -1,5 +1,6 @@
 //! The `zonehost` binary: `serve` runs the server, `token` mints a dev token,
-//! `config` prints the default configuration.
+//! `config` prints the default configuration, `store migrate|check` and `player show`
+//! are the operators' persistence tools.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,114 @@ enum Command {
     Token(TokenArgs),
     /// Print the default configuration as TOML.
     Config,
+    /// Operate on the store (the server must not be running on an embedded store).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Inspect players in the store.
+    Player {
+        #[command(subcommand)]
+        command: PlayerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create or upgrade the schema (embedded file, or the ScyllaDB keyspace). Idempotent.
+    Migrate(StoreArgs),
+    /// Integrity check: every item owned exactly once, every record readable. Exits 1 on
+    /// any anomaly.
+    Check(StoreArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PlayerCommand {
+    /// Print a player's record and items.
+    Show {
+        /// Player name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the store is: the same `--config` / `--data-dir` as `serve`.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// TOML configuration file (its `[store]` section and `data_dir` are used).
+    #[arg(long, env = "ZONEHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the config file's).
+    #[arg(long, env = "ZONEHOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn into_config(self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        c.store
+            .validate()
+            .context("invalid [store] configuration")?;
+        Ok(c)
+    }
+
+    fn open(self) -> Result<Box<dyn zonehost::store::Store>> {
+        let c = self.into_config()?;
+        zonehost::store::open(&c.store, &c.data_dir).context("opening the store")
+    }
+}
+
+fn store_command(command: StoreCommand) -> Result<()> {
+    match command {
+        StoreCommand::Migrate(args) => {
+            let c = args.into_config()?;
+            if let Some(dir) = c
+                .store
+                .embedded_path(&c.data_dir)
+                .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+            {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let summary = zonehost::store::migrate(&c.store, &c.data_dir).context("migrating")?;
+            println!("{summary}");
+            Ok(())
+        }
+        StoreCommand::Check(args) => {
+            let store = args.open()?;
+            let report = zonehost::store::check(store.as_ref()).context("checking the store")?;
+            println!("{report}");
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn player_command(command: PlayerCommand) -> Result<()> {
+    match command {
+        PlayerCommand::Show { name, store } => {
+            anyhow::ensure!(
+                valid_player_name(&name),
+                "invalid player name {name:?}: 1..=32 of A-Z a-z 0-9 _ -"
+            );
+            let store = store.open()?;
+            print!(
+                "{}",
+                zonehost::store::show_player(store.as_ref(), &name)
+                    .context("reading the player")?
+            );
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +324,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Store { command } => store_command(command),
+        Command::Player { command } => player_command(command),
         Command::Config => {
             print!(
                 "{}",
