@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs a release server and `loadgen` against it on this machine and reports, next to
+# loadgen's latency table, the server's CPU (% of one core, per thread) and RSS per player
+# measured over the steady-state window (after ramp-up, before the end).
+#
+#   scripts/loadtest.sh                               # 1000 bots, 60 s
+#   PLAYERS=500 DURATION=30 scripts/loadtest.sh
+#   SERVER_ARGS="--snapshot-rate 30" LOADGEN_ARGS="--input-hz 30" scripts/loadtest.sh
+#
+# Only 127.0.0.1 is used. Ports: UDP ${PORT:-24433}, metrics ${METRICS_PORT:-29464}.
+# The server's data directory is a fresh temporary directory, removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+players="${PLAYERS:-1000}"
+duration="${DURATION:-60}"
+ramp="${RAMP_UP:-10}"
+port="${PORT:-24433}"
+metrics_port="${METRICS_PORT:-29464}"
+server_args="${SERVER_ARGS:-}"
+loadgen_args="${LOADGEN_ARGS:-}"
+report="${REPORT:-target/loadtest-report.json}"
+
+cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
+
+data="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$data"
+}
+trap cleanup EXIT
+
+# shellcheck disable=SC2086
+target/release/zonehost serve --data-dir "$data" --listen "127.0.0.1:$port" \
+    --metrics-listen "127.0.0.1:$metrics_port" $server_args >"$data/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+    [ -f "$data/cert.der" ] && curl -fs "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+kill -0 "$server_pid" 2>/dev/null || { cat "$data/server.log" >&2; exit 1; }
+
+clk_tck="$(getconf CLK_TCK)"
+# utime+stime of the process and of each thread, in clock ticks: "name ticks" lines.
+cpu_snapshot() {
+    local pid="$1"
+    awk '{print "total", $14 + $15}' "/proc/$pid/stat"
+    for t in /proc/"$pid"/task/*; do
+        # comm may contain spaces in general, not for our threads (zh-net, zh-sim-N, ...).
+        awk '{gsub(/[()]/, "", $2); print $2, $14 + $15}' "$t/stat"
+    done
+}
+
+# shellcheck disable=SC2086
+target/release/loadgen --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
+    --server "127.0.0.1:$port" --cert "$data/cert.der" --token-key "$data/dev-signing.key" \
+    --report "$report" $loadgen_args &
+loadgen_pid=$!
+
+# Steady-state window: from ramp-up + 5 s to 5 s before the end.
+window_start=$((ramp + 5))
+window=$((duration - ramp - 10))
+if [ "$window" -lt 5 ]; then window=5; fi
+sleep "$window_start"
+before="$(cpu_snapshot "$server_pid")"
+t0=$(date +%s.%N)
+sleep "$window"
+after="$(cpu_snapshot "$server_pid")"
+t1=$(date +%s.%N)
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
+players_now=$(curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "zonehost_sessions_active" {print $2}')
+status=0
+wait "$loadgen_pid" || status=$?
+
+echo
+echo "server, steady state over $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s (% of one core):"
+join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v hz="$clk_tck" -v dt="$(echo "$t1 - $t0" | bc)" \
+    '{ d = ($3 - $2) / hz / dt * 100; if (d >= 0.5 || $1 == "total") printf "  %-16s %6.1f%%\n", $1, d }' | sort -k2 -n -r
+echo "server RSS: $((rss_kb / 1024)) MiB with ${players_now:-?} players ($(( rss_kb / ${players_now:-1} )) KiB per player)"
+echo "JSON report: $report"
+exit "$status"
