@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bot;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,11 +30,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
-        let data_dir = std::env::temp_dir().join(format!(
-            "zonehost-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        Self::start_in(temp_data_dir("test"), tweak).await
+    }
+
+    /// A server on an existing (or new) data directory: a restart keeps its store.
+    pub async fn start_in(data_dir: std::path::PathBuf, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.clone(),
@@ -84,15 +86,48 @@ impl TestServer {
     }
 
     /// Drains the server and waits for it to stop.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let dir = self.stop_keeping_data().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Drains the server, waits for it to stop (its store closed) and returns its data
+    /// directory, kept for a restart.
+    pub async fn stop_keeping_data(mut self) -> std::path::PathBuf {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         tokio::time::timeout(WAIT, self.server.wait())
             .await
             .expect("server drains in time");
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        self.data_dir
     }
+}
+
+/// A fresh, not yet existing directory under the system temp dir.
+pub fn temp_data_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "zonehost-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ))
+}
+
+/// A token for `player`, valid for 10 minutes, signed with `key` (the dev key id).
+pub fn mint_token(key: &ed25519_dalek::SigningKey, player: &str) -> String {
+    let now = unix_now();
+    sign(
+        &Claims {
+            version: CLAIMS_VERSION,
+            player: player.into(),
+            audience: "dev".into(),
+            issued_at: now,
+            expires_at: now + 600,
+            nonce: unique_nonce(),
+            key_id: 0,
+        },
+        key,
+    )
 }
 
 pub fn unix_now() -> u64 {
