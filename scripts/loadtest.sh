@@ -67,9 +67,11 @@ window=$((duration - ramp - 10))
 if [ "$window" -lt 5 ]; then window=5; fi
 sleep "$window_start"
 before="$(cpu_snapshot "$server_pid")"
+lg_before="$(awk '{print $14 + $15}' "/proc/$loadgen_pid/stat")"
 t0=$(date +%s.%N)
 sleep "$window"
 after="$(cpu_snapshot "$server_pid")"
+lg_after="$(awk '{print $14 + $15}' "/proc/$loadgen_pid/stat")"
 t1=$(date +%s.%N)
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
 players_now=$(curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "zonehost_sessions_active" {print $2}')
@@ -80,6 +82,7 @@ echo
 echo "server, steady state over $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s (% of one core):"
 join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v hz="$clk_tck" -v dt="$(echo "$t1 - $t0" | bc)" \
     '{ d = ($3 - $2) / hz / dt * 100; if (d >= 0.5 || $1 == "total") printf "  %-16s %6.1f%%\n", $1, d }' | sort -k2 -n -r
+echo "loadgen, same window: $(echo "($lg_after - $lg_before) / $clk_tck / ($t1 - $t0) * 100" | bc -l | xargs printf '%.1f')% of one core"
 echo "server RSS: $((rss_kb / 1024)) MiB with ${players_now:-?} players ($(( rss_kb / ${players_now:-1} )) KiB per player)"
 echo "JSON report: $report"
 exit "$status"
