@@ -216,8 +216,16 @@ impl Client {
     /// loss). Returns the input's sequence number, which a later
     /// [`ClientEvent::InputAcked`] reports with its latency.
     pub fn send_input(&mut self, cmd: InputCmd) -> Result<u32, ClientError> {
+        self.send_input_at(cmd, Instant::now())
+    }
+
+    /// [`Client::send_input`] for an input that was due at `due` (its slot on a fixed
+    /// schedule): the acknowledgement latency is measured from `due`, not from the moment
+    /// it left, so a sender that falls behind its schedule cannot hide its own delay
+    /// (coordinated omission).
+    pub fn send_input_at(&mut self, cmd: InputCmd, due: Instant) -> Result<u32, ClientError> {
         let seq = self.session.next_input_seq();
-        let datagram = self.session.send_input(cmd, Instant::now())?;
+        let datagram = self.session.send_input(cmd, due)?;
         self.conn.send_datagram(datagram)?;
         self.stats.inputs_sent += 1;
         Ok(seq)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::impair::{ImpairedSocket, Impairment};
 use crate::trust::{rustls_config, Trust};
 use crate::ClientError;
 
@@ -126,6 +127,7 @@ pub struct EndpointBuilder {
     recv_buffer: Option<usize>,
     send_buffer: Option<usize>,
     transport: TransportOptions,
+    impairment: Impairment,
 }
 
 impl EndpointBuilder {
@@ -138,7 +140,15 @@ impl EndpointBuilder {
             recv_buffer: Some(DEFAULT_SOCKET_BUFFER),
             send_buffer: Some(DEFAULT_SOCKET_BUFFER),
             transport: TransportOptions::default(),
+            impairment: Impairment::default(),
         }
+    }
+
+    /// Impair the socket's traffic (added latency, jitter, loss, reordering per direction;
+    /// see [`crate::impair`]). The default impairs nothing and adds no cost.
+    pub fn impair(mut self, impairment: Impairment) -> Self {
+        self.impairment = impairment;
+        self
     }
 
     /// Local address to bind (use an IPv6 address to reach IPv6 servers).
@@ -212,8 +222,19 @@ impl EndpointBuilder {
         socket.set_nonblocking(true)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| ClientError::Config("no async runtime (call inside tokio)".into()))?;
-        let mut endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
+        let mut endpoint = if self.impairment.is_none() {
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?
+        } else {
+            self.impairment.validate().map_err(ClientError::Config)?;
+            let inner = runtime.wrap_udp_socket(socket)?;
+            let impaired = ImpairedSocket::new(inner, self.impairment);
+            quinn::Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                None,
+                impaired,
+                runtime,
+            )?
+        };
         endpoint.set_default_client_config(client_config);
         Ok(ClientEndpoint { endpoint, buffers })
     }

@@ -6,6 +6,8 @@
 //! * [`EndpointBuilder`]: a quinn client endpoint on a UDP socket with chosen buffer sizes
 //!   and client [`TransportOptions`] (keep-alive, idle timeout, small datagram buffers);
 //!   many connections can share one endpoint.
+//! * [`Impairment`]: added latency, jitter, loss and reordering per direction on the
+//!   endpoint's socket ([`EndpointBuilder::impair`]), to try a poor network without root.
 //! * [`Client`]: connect and authenticate (`Hello` → `Welcome` or [`ClientError::Rejected`]),
 //!   send inputs and requests, receive [`Incoming`] events and snapshots, say `Bye`.
 //!
@@ -27,6 +29,7 @@
 
 mod client;
 mod endpoint;
+pub mod impair;
 pub mod trust;
 
 pub use client::{
@@ -37,5 +40,6 @@ pub use endpoint::{
     DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_DATAGRAM_SEND_BUFFER, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEP_ALIVE, DEFAULT_SOCKET_BUFFER,
 };
+pub use impair::{Direction, Impairment};
 pub use trust::Trust;
 pub use zonehost_protocol::session::SnapshotInfo;
