@@ -8,13 +8,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::message::Bounded;
 use crate::{DecodeError, MAX_FRAME_LEN};
 
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 
-/// Encodes `msg` as one frame (length prefix + postcard payload).
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Bytes, DecodeError> {
+/// Encodes `msg` as one frame (length prefix + postcard payload); a text field over its
+/// limit ([`Bounded`]) is refused here rather than by the peer.
+pub fn encode_frame<T: Serialize + Bounded>(msg: &T) -> Result<Bytes, DecodeError> {
+    msg.check_bounds()?;
     let buf = vec![0u8; FRAME_HEADER_LEN];
     let mut buf = postcard::to_extend(msg, buf).map_err(|e| DecodeError::Message(e.to_string()))?;
     let len = buf.len() - FRAME_HEADER_LEN;
@@ -28,9 +31,10 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Bytes, DecodeError> {
     Ok(Bytes::from(buf))
 }
 
-/// Decodes one frame payload (without its length prefix) into a message.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    let (msg, rest) =
+/// Decodes one frame payload (without its length prefix) into a message whose text fields
+/// are within their limits ([`Bounded`]).
+pub fn decode_payload<T: DeserializeOwned + Bounded>(payload: &[u8]) -> Result<T, DecodeError> {
+    let (msg, rest): (T, &[u8]) =
         postcard::take_from_bytes(payload).map_err(|e| DecodeError::Message(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TooLong {
@@ -38,6 +42,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeEr
             limit: payload.len() - rest.len(),
         });
     }
+    msg.check_bounds()?;
     Ok(msg)
 }
 
@@ -101,7 +106,9 @@ impl FrameDecoder {
     }
 
     /// Returns the next complete message decoded as `T`.
-    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, DecodeError> {
+    pub fn next_message<T: DeserializeOwned + Bounded>(
+        &mut self,
+    ) -> Result<Option<T>, DecodeError> {
         match self.next_payload()? {
             Some(p) => decode_payload(&p).map(Some),
             None => Ok(None),

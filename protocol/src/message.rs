@@ -6,10 +6,94 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::token::MAX_PLAYER_NAME_LEN;
+use crate::DecodeError;
+
 /// Longest accepted token text, in bytes.
 pub const MAX_TOKEN_LEN: usize = 1024;
 /// Longest accepted free-text field (client name, reasons), in bytes.
 pub const MAX_TEXT_LEN: usize = 256;
+
+/// Most members a party event may list (the party size limit of the game rules).
+pub const MAX_PARTY_MEMBERS: usize = 4;
+
+/// Size rules serde cannot express (SPEC.md §6.6): every text field has a byte limit.
+/// [`crate::frame`] checks them on both encode and decode, so an over-long field is a typed
+/// error at the sender and at the receiver, never a silently accepted allocation.
+pub trait Bounded {
+    /// Checks every variable-length field of the message against its documented limit.
+    fn check_bounds(&self) -> Result<(), DecodeError>;
+}
+
+fn text(field: &'static str, value: &str, limit: usize) -> Result<(), DecodeError> {
+    if value.len() > limit {
+        return Err(DecodeError::Field {
+            field,
+            reason: "longer than its limit",
+        });
+    }
+    Ok(())
+}
+
+fn name(field: &'static str, value: &str) -> Result<(), DecodeError> {
+    text(field, value, MAX_PLAYER_NAME_LEN)
+}
+
+impl Bounded for ClientMsg {
+    fn check_bounds(&self) -> Result<(), DecodeError> {
+        match self {
+            ClientMsg::Hello(h) => {
+                text("Hello.token", &h.token, MAX_TOKEN_LEN)?;
+                text("Hello.client", &h.client, MAX_TEXT_LEN)
+            }
+            ClientMsg::Request {
+                body: Request::PartyInvite { player } | Request::PartyKick { player },
+                ..
+            } => name("Request.player", player),
+            ClientMsg::Request { .. } | ClientMsg::Bye => Ok(()),
+        }
+    }
+}
+
+impl Bounded for ServerMsg {
+    fn check_bounds(&self) -> Result<(), DecodeError> {
+        match self {
+            ServerMsg::Welcome(w) => text("Welcome.resume_token", &w.resume_token, MAX_TOKEN_LEN),
+            ServerMsg::Reject(r) => text("Reject.reason", &r.reason, MAX_TEXT_LEN),
+            ServerMsg::Goaway(g) => text("Goaway.reason", &g.reason, MAX_TEXT_LEN),
+            ServerMsg::Event(Event::Notice { text: t }) => text("Notice.text", t, MAX_TEXT_LEN),
+            ServerMsg::Event(Event::Party(
+                PartyEvent::Invited { by } | PartyEvent::Declined { by },
+            )) => name("PartyEvent.by", by),
+            ServerMsg::Event(Event::Party(PartyEvent::Members {
+                leader, members, ..
+            })) => {
+                name("Members.leader", leader)?;
+                if members.len() > MAX_PARTY_MEMBERS {
+                    return Err(DecodeError::Field {
+                        field: "Members.members",
+                        reason: "more members than a party holds",
+                    });
+                }
+                members.iter().try_for_each(|m| name("Members.members", m))
+            }
+            ServerMsg::Event(_) | ServerMsg::Response { .. } => Ok(()),
+        }
+    }
+}
+
+/// Cuts `reason` to at most [`MAX_TEXT_LEN`] bytes on a character boundary, for text fields
+/// built from runtime data (error messages) that must never make a frame unencodable.
+pub fn bounded_text(mut reason: String) -> String {
+    if reason.len() > MAX_TEXT_LEN {
+        let mut end = MAX_TEXT_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
 
 /// Every message a client sends on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -615,6 +699,64 @@ pub mod close_code {
 mod tests {
     use super::*;
     use crate::frame::{decode_payload, encode_frame, FRAME_HEADER_LEN};
+
+    #[test]
+    fn over_long_text_is_refused_by_encoder_and_decoder() {
+        let long = ClientMsg::Hello(Hello {
+            version: 1,
+            token: "t".into(),
+            client: "x".repeat(MAX_TEXT_LEN + 1),
+        });
+        assert!(matches!(
+            encode_frame(&long),
+            Err(DecodeError::Field {
+                field: "Hello.client",
+                ..
+            })
+        ));
+        // A peer that skips the check: the receiver still refuses it.
+        let payload = postcard::to_allocvec(&long).expect("postcard");
+        assert!(matches!(
+            decode_payload::<ClientMsg>(&payload),
+            Err(DecodeError::Field {
+                field: "Hello.client",
+                ..
+            })
+        ));
+        let at_limit = ClientMsg::Hello(Hello {
+            version: 1,
+            token: "t".into(),
+            client: "x".repeat(MAX_TEXT_LEN),
+        });
+        assert!(encode_frame(&at_limit).is_ok());
+        let invite = ClientMsg::Request {
+            id: 1,
+            body: Request::PartyInvite {
+                player: "p".repeat(MAX_PLAYER_NAME_LEN + 1),
+            },
+        };
+        let payload = postcard::to_allocvec(&invite).expect("postcard");
+        assert!(decode_payload::<ClientMsg>(&payload).is_err());
+        let members = ServerMsg::Event(Event::Party(PartyEvent::Members {
+            party: 1,
+            leader: "a".into(),
+            members: vec!["a".into(); MAX_PARTY_MEMBERS + 1],
+        }));
+        assert!(encode_frame(&members).is_err());
+    }
+
+    #[test]
+    fn bounded_text_cuts_on_a_char_boundary() {
+        assert_eq!(bounded_text("short".into()), "short");
+        let cut = bounded_text("é".repeat(MAX_TEXT_LEN));
+        assert!(cut.len() <= MAX_TEXT_LEN && cut.len() >= MAX_TEXT_LEN - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+        let reject = ServerMsg::Reject(Reject {
+            code: RejectCode::Internal,
+            reason: bounded_text("r".repeat(10 * MAX_TEXT_LEN)),
+        });
+        assert!(encode_frame(&reject).is_ok());
+    }
 
     #[test]
     fn hello_bytes_are_exact() {

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
-    close_code, ClientMsg, Hello, Reject, RejectCode, RequestError, ServerMsg,
+    bounded_text, close_code, ClientMsg, Hello, Reject, RejectCode, RequestError, ServerMsg,
 };
 use zonehost_protocol::PROTOCOL_VERSION;
 
@@ -125,7 +125,10 @@ async fn reject(
     ctx.stats.rejected(code);
     ctx.stats.disconnected(DisconnectCause::Rejected);
     tracing::info!(remote = %conn.remote_address(), code = code.as_str(), %reason, "session rejected");
-    if let Ok(frame) = encode_frame(&ServerMsg::Reject(Reject { code, reason })) {
+    if let Ok(frame) = encode_frame(&ServerMsg::Reject(Reject {
+        code,
+        reason: bounded_text(reason),
+    })) {
         if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
             let _ = tokio::time::timeout(LAST_FRAME_GRACE, send.stopped()).await;
         }
