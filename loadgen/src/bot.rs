@@ -1,7 +1,8 @@
-//! One bot: connect and authenticate, then send inputs on a fixed schedule and read
-//! snapshots and events until the end of the run.
+//! One bot: connect and authenticate, then send inputs on a fixed schedule, make the
+//! requests its [`Brain`] decides on, read snapshots and events until the end of the run
+//! (churners leave and log in again in between).
 
-use std::f32::consts::TAU;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +11,23 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
 use zonehost_client::{Client, ClientError, Incoming};
-use zonehost_protocol::datagram::{InputCmd, MOVE_AXIS_MAX};
+use zonehost_protocol::message::{Combat, Event};
+use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::ClientEvent;
 
-use crate::stats::{record, Live};
+use crate::behaviour::Behaviour;
+use crate::brain::{Brain, BrainSettings};
+use crate::config::TokenSource;
+use crate::nav::Atlas;
+use crate::stats::{Live, Metric, Samples};
+use crate::tokens::{bot_name, fresh_token};
 
 /// How long a bot may take to say `Bye` at the end.
 const CLOSE_BOUND: Duration = Duration::from_secs(3);
+/// How often a bot moves its samples into the shared histograms.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often a bot reads its connection's byte counters.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Settings shared by every bot.
 #[derive(Debug)]
@@ -27,6 +38,24 @@ pub(crate) struct BotSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) seed: u64,
     pub(crate) end_at: Instant,
+    pub(crate) atlas: Arc<Atlas>,
+    pub(crate) think: (Duration, Duration),
+    pub(crate) view_hz: u32,
+    pub(crate) churn_session: (Duration, Duration),
+    pub(crate) churn_pause: (Duration, Duration),
+    pub(crate) party_stay: (Duration, Duration),
+    pub(crate) tokens: TokenSource,
+}
+
+/// What one bot is.
+#[derive(Debug, Clone)]
+pub(crate) struct BotPlan {
+    pub(crate) index: usize,
+    pub(crate) behaviour: Behaviour,
+    pub(crate) token: String,
+    /// Party: member names to invite (leader), or the leader's name (member).
+    pub(crate) party_leader_of: Vec<String>,
+    pub(crate) party_member_of: Option<String>,
 }
 
 /// What one bot did, for the report.
@@ -36,47 +65,26 @@ pub(crate) struct BotSummary {
     pub(crate) failed: bool,
     /// Distinct snapshot ticks received.
     pub(crate) snapshots: u64,
-    /// `snapshot_rate_hz` × seconds from `Welcome` to the end (or the failure).
+    /// `snapshot_rate_hz` × seconds from each `Welcome` to the end of that session.
     pub(crate) expected_snapshots: f64,
+    /// Sessions (logins) completed.
+    pub(crate) sessions: u32,
+    /// Seconds connected, all sessions.
+    pub(crate) connected_secs: f64,
 }
 
-/// Random walk: a direction held for 0.5..2 s, sometimes standing still.
-#[derive(Debug)]
-pub(crate) struct Wander {
-    rng: Pcg32,
-    cmd: InputCmd,
-    left: u32,
-    hz: u32,
+/// Why a session loop stopped.
+enum Stop {
+    End,
+    Churn,
+    Failed(String, String),
 }
 
-impl Wander {
-    pub(crate) fn new(seed: u64, index: usize, hz: u32) -> Self {
-        let stream = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        Self {
-            rng: Pcg32::seed_from_u64(stream),
-            cmd: InputCmd::default(),
-            left: 0,
-            hz: hz.max(2),
-        }
-    }
-
-    pub(crate) fn next_cmd(&mut self) -> InputCmd {
-        if self.left == 0 {
-            self.left = self.rng.random_range(self.hz / 2..=self.hz * 2);
-            self.cmd = if self.rng.random_range(0..10) == 0 {
-                InputCmd::default()
-            } else {
-                let angle = self.rng.random::<f32>() * TAU;
-                let axis = f32::from(MOVE_AXIS_MAX);
-                InputCmd::new(
-                    (angle.cos() * axis).round() as i16,
-                    (angle.sin() * axis).round() as i16,
-                    0,
-                )
-            };
-        }
-        self.left -= 1;
-        self.cmd
+fn uniform(rng: &mut Pcg32, (lo, hi): (Duration, Duration)) -> Duration {
+    if hi <= lo {
+        lo
+    } else {
+        lo + (hi - lo).mul_f64(rng.random::<f64>())
     }
 }
 
@@ -118,162 +126,300 @@ pub(crate) fn failure_kind(phase: &str, e: &ClientError) -> String {
 
 /// Runs one bot from `start_at` to `settings.end_at`.
 pub(crate) async fn run_bot(
-    index: usize,
-    token: String,
+    plan: BotPlan,
     endpoint: quinn::Endpoint,
     start_at: Instant,
     settings: Arc<BotSettings>,
     live: Arc<Live>,
 ) -> BotSummary {
     let mut summary = BotSummary::default();
+    let mut rng = Pcg32::seed_from_u64(settings.seed ^ (plan.index as u64) << 17 ^ 0xc4u64);
     tokio::time::sleep_until(start_at).await;
-    let now = Instant::now();
-    if now >= settings.end_at {
-        return summary;
-    }
-    let budget = settings.connect_timeout.min(settings.end_at - now);
-    let connected = Client::connect_timeout(
-        &endpoint,
-        settings.server,
-        &settings.server_name,
-        &token,
-        &format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
-        budget,
-    )
-    .await;
-    let mut client = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let mut kind = failure_kind("connect", &e);
-            if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout {
-                kind = "connect: not finished at the end of the run".into();
-            }
-            live.fail(kind, e.to_string());
-            summary.failed = true;
-            return summary;
-        }
-    };
-    let welcomed = Instant::now();
-    record(&mut live.hists().connect, welcomed - now);
-    summary.connected = true;
-    Live::add(&live.connected_total, 1);
-    Live::add(&live.connected_now, 1);
-    let rate = f64::from(client.welcome().snapshot_rate_hz);
-
-    let failure = drive(index, &mut client, &settings, &live, &mut summary).await;
-    let stopped = Instant::now().min(settings.end_at);
-    summary.expected_snapshots = rate * (stopped - welcomed).as_secs_f64();
-    let stats = client.stats();
-    Live::add(&live.bad_datagrams, stats.bad_datagrams);
-    Live::add(&live.snapshot_datagrams, stats.snapshots);
-    Live::add(&live.snapshot_bytes, stats.snapshot_bytes);
-    live.connected_now
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    match failure {
-        Some((kind, message)) => {
-            summary.failed = true;
-            live.fail(kind, message);
-        }
-        None => {
-            let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
-        }
-    }
-    summary
-}
-
-/// The input/receive loop; returns a failure, or `None` when the run ended normally.
-async fn drive(
-    index: usize,
-    client: &mut Client,
-    settings: &BotSettings,
-    live: &Live,
-    summary: &mut BotSummary,
-) -> Option<(String, String)> {
-    let period = Duration::from_secs_f64(1.0 / f64::from(settings.input_hz));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut wander = Wander::new(settings.seed, index, settings.input_hz);
-    let mut last_tick = None::<u32>;
-    let mut next_due: Option<Instant> = None;
-    let end = tokio::time::sleep_until(settings.end_at);
-    tokio::pin!(end);
+    let mut brain = Brain::new(
+        BrainSettings {
+            behaviour: plan.behaviour,
+            seed: settings.seed,
+            index: plan.index,
+            input_hz: settings.input_hz,
+            think: settings.think,
+            view_hz: settings.view_hz,
+            party_leader_of: plan.party_leader_of.clone(),
+            party_member_of: plan.party_member_of.clone(),
+            party_stay: settings.party_stay,
+        },
+        settings.atlas.clone(),
+        bot_name(settings.seed, plan.index),
+        Instant::now(),
+    );
+    let mut token = plan.token.clone();
+    let mut samples = Samples::default();
     loop {
-        tokio::select! {
-            biased;
-            () = &mut end => return None,
-            scheduled = ticker.tick() => {
-                let now = Instant::now();
-                if let Some(due) = next_due {
-                    // Ticks skipped because this bot was not polled in time.
-                    let skipped = (scheduled.saturating_duration_since(due).as_secs_f64()
-                        / period.as_secs_f64())
-                    .round() as u64;
-                    Live::add(&live.skipped_ticks, skipped);
+        let now = Instant::now();
+        if now >= settings.end_at {
+            break;
+        }
+        let budget = settings.connect_timeout.min(settings.end_at - now);
+        let phase = if summary.sessions == 0 {
+            "connect"
+        } else {
+            "reconnect"
+        };
+        let connected = Client::connect_timeout(
+            &endpoint,
+            settings.server,
+            &settings.server_name,
+            &token,
+            &format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
+            budget,
+        )
+        .await;
+        let mut client = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let mut kind = failure_kind(phase, &e);
+                if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout {
+                    kind = format!("{phase}: not finished at the end of the run");
                 }
-                next_due = Some(scheduled + period);
-                record(&mut live.hists().send_lag, now - scheduled);
-                match client.send_input(wander.next_cmd()) {
-                    Ok(_) => Live::add(&live.inputs, 1),
+                live.fail(kind, e.to_string());
+                summary.failed = true;
+                break;
+            }
+        };
+        let welcomed = Instant::now();
+        samples.add(&live, Metric::Connect, welcomed - now);
+        summary.connected = true;
+        summary.sessions += 1;
+        Live::add(&live.connects, 1);
+        if summary.sessions == 1 {
+            Live::add(&live.connected_total, 1);
+        }
+        Live::add(&live.connected_now, 1);
+        brain.on_welcome(client.welcome(), welcomed);
+        let rate = f64::from(client.welcome().snapshot_rate_hz);
+        let churn_at = (plan.behaviour == Behaviour::Churner)
+            .then(|| welcomed + uniform(&mut rng, settings.churn_session));
+        let stop = drive(
+            &mut client,
+            &mut brain,
+            &settings,
+            &live,
+            &mut samples,
+            &mut summary,
+            churn_at,
+        )
+        .await;
+        let stopped = Instant::now().min(settings.end_at);
+        summary.expected_snapshots += rate * (stopped - welcomed).as_secs_f64();
+        summary.connected_secs += (stopped - welcomed).as_secs_f64();
+        let stats = client.stats();
+        Live::add(&live.bad_datagrams, stats.bad_datagrams);
+        Live::add(&live.snapshot_datagrams, stats.snapshots);
+        Live::add(&live.snapshot_bytes, stats.snapshot_bytes);
+        live.connected_now
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match stop {
+            Stop::Failed(kind, message) => {
+                summary.failed = true;
+                live.fail(kind, message);
+                break;
+            }
+            Stop::End => {
+                let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
+                break;
+            }
+            Stop::Churn => {
+                let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
+                let pause = uniform(&mut rng, settings.churn_pause);
+                tokio::time::sleep_until((Instant::now() + pause).min(settings.end_at)).await;
+                let fresh = {
+                    let (source, seed, index) =
+                        (settings.tokens.clone(), settings.seed, plan.index);
+                    tokio::task::spawn_blocking(move || fresh_token(&source, seed, index)).await
+                };
+                match fresh {
+                    Ok(Ok(t)) => token = t,
+                    Ok(Err(e)) => {
+                        live.fail("reconnect: no fresh token".into(), e.to_string());
+                        summary.failed = true;
+                        break;
+                    }
                     Err(e) => {
-                        Live::add(&live.send_errors, 1);
-                        return Some((failure_kind("run", &e), e.to_string()));
+                        live.fail("reconnect: token task failed".into(), e.to_string());
+                        summary.failed = true;
+                        break;
                     }
                 }
             }
+        }
+    }
+    samples.flush(&live);
+    summary
+}
+
+/// The input/request/receive loop of one session.
+async fn drive(
+    client: &mut Client,
+    brain: &mut Brain,
+    settings: &BotSettings,
+    live: &Live,
+    samples: &mut Samples,
+    summary: &mut BotSummary,
+    churn_at: Option<Instant>,
+) -> Stop {
+    let period = Duration::from_secs_f64(1.0 / f64::from(settings.input_hz));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let sends_inputs = brain.behaviour().sends_inputs();
+    let mut last_tick = None::<u32>;
+    let mut last_snapshot_at = None::<Instant>;
+    let mut next_due: Option<Instant> = None;
+    // Inputs sent after skipped schedule slots: (seq, slots skipped before it).
+    let mut skipped_before: VecDeque<(u32, u32)> = VecDeque::with_capacity(16);
+    let mut flush_at = Instant::now() + FLUSH_EVERY;
+    let mut stats_at = Instant::now() + STATS_EVERY;
+    let (mut tx_seen, mut rx_seen) = {
+        let s = client.connection().stats();
+        (s.udp_tx.bytes, s.udp_rx.bytes)
+    };
+    let stop_at = churn_at.map_or(settings.end_at, |c| c.min(settings.end_at));
+    let end = tokio::time::sleep_until(stop_at);
+    tokio::pin!(end);
+    let stop = loop {
+        tokio::select! {
+            biased;
+            () = &mut end => {
+                break if stop_at < settings.end_at { Stop::Churn } else { Stop::End };
+            }
+            scheduled = ticker.tick() => {
+                let now = Instant::now();
+                let mut skipped = 0u32;
+                if let Some(due) = next_due {
+                    // Slots skipped because this bot was not polled in time.
+                    skipped = (scheduled.saturating_duration_since(due).as_secs_f64()
+                        / period.as_secs_f64())
+                    .round() as u32;
+                    Live::add(&live.skipped_ticks, u64::from(skipped));
+                }
+                next_due = Some(scheduled + period);
+                if sends_inputs {
+                    samples.add(live, Metric::SendLag, now - scheduled);
+                    let seq = client.session().next_input_seq();
+                    let cmd = brain.next_input(seq, scheduled);
+                    match client.send_input_at(cmd, scheduled.into_std()) {
+                        Ok(seq) => {
+                            Live::add(&live.inputs, 1);
+                            if skipped > 0 {
+                                if skipped_before.len() == skipped_before.capacity() {
+                                    skipped_before.pop_front();
+                                }
+                                skipped_before.push_back((seq, skipped));
+                            }
+                        }
+                        Err(e) => {
+                            Live::add(&live.send_errors, 1);
+                            break Stop::Failed(failure_kind("run", &e), e.to_string());
+                        }
+                    }
+                }
+                if let Some((metric, request, item)) = brain.next_request(now) {
+                    match client.request(request).await {
+                        Ok(id) => {
+                            Live::add(&live.requests, 1);
+                            brain.request_sent(id, metric, item, now);
+                        }
+                        Err(e) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
+                    }
+                }
+                if now >= flush_at {
+                    samples.flush(live);
+                    flush_at = now + FLUSH_EVERY;
+                }
+                if now >= stats_at {
+                    let s = client.connection().stats();
+                    Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
+                    Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
+                    (tx_seen, rx_seen) = (s.udp_tx.bytes, s.udp_rx.bytes);
+                    stats_at = now + STATS_EVERY;
+                }
+            }
             incoming = client.next_event() => match incoming {
-                Ok(Incoming::Snapshot(info, _)) => {
+                Ok(Incoming::Snapshot(info, bytes)) => {
+                    let now = Instant::now();
                     if !info.stale && last_tick.is_none_or(|t| info.tick > t) {
                         last_tick = Some(info.tick);
                         summary.snapshots += 1;
                         Live::add(&live.snapshots, 1);
+                        if let Some(prev) = last_snapshot_at {
+                            samples.add(live, Metric::SnapshotGap, now - prev);
+                        }
+                        last_snapshot_at = Some(now);
+                    }
+                    if brain.wants_view(now) {
+                        if let Ok((_, body)) = decode_snapshot(&bytes) {
+                            brain.on_view(&info, body, now);
+                        }
                     }
                 }
-                Ok(Incoming::Event(ClientEvent::InputAcked { latency, .. })) => {
+                Ok(Incoming::Event(ClientEvent::InputAcked { seq, latency })) => {
                     Live::add(&live.acks, 1);
-                    let mut h = live.hists();
-                    record(&mut h.action, latency);
-                    record(&mut h.action_window, latency);
+                    samples.add(live, Metric::Move, latency);
+                    // Coordinated omission: slots the bot skipped would have been acked no
+                    // sooner than this input, each one period later than it was due.
+                    while let Some(&(s, n)) = skipped_before.front() {
+                        if s > seq {
+                            break;
+                        }
+                        skipped_before.pop_front();
+                        if s == seq {
+                            let n = n.min(1000);
+                            for k in 1..=n {
+                                samples.add(live, Metric::Move, latency + period * k);
+                            }
+                            Live::add(&live.backfilled, u64::from(n));
+                        }
+                    }
+                }
+                Ok(Incoming::Event(ClientEvent::Response { id, body, latency })) => {
+                    Live::add(&live.responses, 1);
+                    if let Some(metric) = brain.on_response(id, &body, Instant::now()) {
+                        match &body {
+                            Ok(_) => samples.add(live, metric, latency),
+                            Err(e) => live.rejected(metric, &format!("{e:?}")),
+                        }
+                    }
+                }
+                Ok(Incoming::Event(ClientEvent::Event(ev))) => {
+                    Live::add(&live.events, 1);
+                    match &ev {
+                        Event::Combat(Combat::Killed { killer, .. }) if *killer == client.welcome().entity_id => {
+                            Live::add(&live.kills, 1);
+                        }
+                        Event::Died { .. } => Live::add(&live.deaths, 1),
+                        Event::ZoneEntered { .. } => Live::add(&live.zone_changes, 1),
+                        _ => {}
+                    }
+                    if let Some((metric, d)) = brain.on_event(&ev, Instant::now()) {
+                        samples.add(live, metric, d);
+                    }
                 }
                 Ok(Incoming::Event(ClientEvent::Goaway(g))) => {
-                    return Some(("run: goaway".into(), format!("server going away: {}", g.reason)));
+                    break Stop::Failed("run: goaway".into(), format!("server going away: {}", g.reason));
                 }
-                Ok(Incoming::Event(ClientEvent::Response { .. })) => Live::add(&live.responses, 1),
                 Ok(Incoming::Event(_)) => Live::add(&live.events, 1),
-                Err(e) => return Some((failure_kind("run", &e), e.to_string())),
+                Err(e) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
             },
         }
-    }
+    };
+    let s = client.connection().stats();
+    Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
+    Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
+    samples.flush(live);
+    stop
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wander_is_seeded_and_bounded() {
-        let a: Vec<InputCmd> = {
-            let mut w = Wander::new(1, 3, 60);
-            (0..600).map(|_| w.next_cmd()).collect()
-        };
-        let b: Vec<InputCmd> = {
-            let mut w = Wander::new(1, 3, 60);
-            (0..600).map(|_| w.next_cmd()).collect()
-        };
-        let c: Vec<InputCmd> = {
-            let mut w = Wander::new(1, 4, 60);
-            (0..600).map(|_| w.next_cmd()).collect()
-        };
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let distinct: std::collections::HashSet<(i16, i16)> =
-            a.iter().map(|c| (c.move_x.get(), c.move_y.get())).collect();
-        assert!(distinct.len() >= 3, "changes direction: {distinct:?}");
-        for cmd in &a {
-            let (x, y) = (i32::from(cmd.move_x.get()), i32::from(cmd.move_y.get()));
-            assert!(x.abs() <= 1000 && y.abs() <= 1000);
-            assert!(x * x + y * y <= 1_002_000, "unit direction at most");
-        }
-    }
 
     #[test]
     fn failure_kinds_are_short() {
@@ -285,5 +431,16 @@ mod tests {
         assert_eq!(failure_kind("connect", &e), "connect: rejected server_full");
         let e = ClientError::Connection(quinn::ConnectionError::TimedOut);
         assert_eq!(failure_kind("run", &e), "run: idle timeout");
+    }
+
+    #[test]
+    fn uniform_stays_in_range() {
+        let mut rng = Pcg32::seed_from_u64(1);
+        let r = (Duration::from_secs(1), Duration::from_secs(2));
+        for _ in 0..100 {
+            let d = uniform(&mut rng, r);
+            assert!(d >= r.0 && d <= r.1);
+        }
+        assert_eq!(uniform(&mut rng, (r.1, r.0)), r.1);
     }
 }

@@ -5,8 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use zonehost_client::{TransportOptions, Trust, DEFAULT_SOCKET_BUFFER};
+use zonehost_client::{Impairment, TransportOptions, Trust, DEFAULT_SOCKET_BUFFER};
 
+use crate::behaviour::{Behaviour, Mix};
+use crate::slo::Slo;
 use crate::Error;
 
 /// Everything a load run needs.
@@ -44,11 +46,31 @@ pub struct Config {
     pub progress: bool,
     /// QUIC transport settings of the bots' connections.
     pub transport: TransportOptions,
+    /// Scenario name, for the report (`None`: flags only).
+    pub scenario: Option<String>,
+    /// Relative weights of bot behaviours (default: all movers).
+    pub mix: Mix,
+    /// Pause range after non-combat actions (looting, party, zone dwell).
+    pub think: (Duration, Duration),
+    /// Snapshots per second a navigating bot looks into (own position, monsters).
+    pub view_hz: u32,
+    /// How long a churner stays connected, range.
+    pub churn_session: (Duration, Duration),
+    /// How long a churner stays away before logging in again, range.
+    pub churn_pause: (Duration, Duration),
+    /// How long a party member stays in its party before leaving, range.
+    pub party_stay: (Duration, Duration),
+    /// Network impairment of the bots' sockets.
+    pub impair: Impairment,
+    /// Service-level objectives that decide the result (besides bot failures).
+    pub slo: Vec<Slo>,
 }
 
 impl Config {
     /// A configuration with defaults for everything but the server, its trust and tokens:
-    /// 10 players, 30 s, 5 s ramp-up, 60 Hz, 4 sockets, seed 1, 10 s connect timeout.
+    /// 10 players, 30 s, 5 s ramp-up, 60 Hz, 4 sockets, seed 1, 10 s connect timeout, all
+    /// movers, think times 0.5..2 s, bots look at 10 snapshots per second, churners stay
+    /// 10..30 s and pause 1..3 s, party members stay 20..40 s, no impairment, no SLO.
     pub fn new(server: SocketAddr, trust: Trust, tokens: TokenSource) -> Self {
         Self {
             server,
@@ -67,6 +89,15 @@ impl Config {
             min_snapshot_ratio: None,
             progress: false,
             transport: TransportOptions::default(),
+            scenario: None,
+            mix: Mix::default(),
+            think: (Duration::from_millis(500), Duration::from_secs(2)),
+            view_hz: 10,
+            churn_session: (Duration::from_secs(10), Duration::from_secs(30)),
+            churn_pause: (Duration::from_secs(1), Duration::from_secs(3)),
+            party_stay: (Duration::from_secs(20), Duration::from_secs(40)),
+            impair: Impairment::default(),
+            slo: Vec::new(),
         }
     }
 
@@ -98,6 +129,32 @@ impl Config {
         }
         if let Err(e) = self.transport.transport_config() {
             return Err(Error::Config(e.to_string()));
+        }
+        self.mix.validate().map_err(Error::Config)?;
+        if self.view_hz == 0 || self.view_hz > 1000 {
+            return bad("view rate must be 1..=1000 Hz");
+        }
+        for (name, (lo, hi)) in [
+            ("think time", self.think),
+            ("churn session", self.churn_session),
+            ("churn pause", self.churn_pause),
+            ("party stay", self.party_stay),
+        ] {
+            if lo > hi {
+                return Err(Error::Config(format!("{name}: minimum above maximum")));
+            }
+        }
+        if self.churn_session.0.is_zero() {
+            return bad("churn session must be positive");
+        }
+        self.impair
+            .validate()
+            .map_err(|e| Error::Config(format!("impairment: {e}")))?;
+        let churners = self.mix.0.get(&Behaviour::Churner).is_some_and(|w| *w > 0);
+        if churners && matches!(self.tokens, TokenSource::Fixed(_)) {
+            return bad(
+                "churners need fresh tokens for each login: use a signing key or a token command",
+            );
         }
         if self.server.ip().is_unspecified() || self.server.port() == 0 {
             return bad("server address must be a concrete host and port");
@@ -178,9 +235,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("duration {text:?}: {e}"))
 }
 
+/// Parses a duration range `500ms..2s` (or one duration for both ends).
+pub fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse_duration(a)?, parse_duration(b)?);
+            if a > b {
+                return Err(format!("range {text:?}: minimum above maximum"));
+            }
+            Ok((a, b))
+        }
+        None => parse_duration(text).map(|d| (d, d)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("500ms..2s"),
+            Ok((Duration::from_millis(500), Duration::from_secs(2)))
+        );
+        assert_eq!(
+            parse_range("1s"),
+            Ok((Duration::from_secs(1), Duration::from_secs(1)))
+        );
+        assert!(parse_range("2s..1s").is_err());
+        assert!(parse_range("x..1s").is_err());
+    }
 
     #[test]
     fn durations() {
@@ -214,8 +299,17 @@ mod tests {
         let mut bad = c.clone();
         bad.server = "0.0.0.0:4433".parse().expect("addr");
         assert!(bad.validate().is_err());
-        let mut bad = c;
+        let mut bad = c.clone();
         bad.min_snapshot_ratio = Some(1.5);
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.mix = Mix::parse("churner=1").expect("mix");
+        assert!(
+            bad.validate().is_err(),
+            "churners cannot renew fixed tokens"
+        );
+        let mut bad = c;
+        bad.impair.up.loss = 2.0;
         assert!(bad.validate().is_err());
     }
 

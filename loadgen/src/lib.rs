@@ -1,16 +1,19 @@
-//! zonehost load generator: N bots over real QUIC, each authenticating, sending movement
-//! inputs on a fixed schedule and reading snapshots, with honest latency measurement.
+//! zonehost load generator: N bots over real QUIC with realistic behaviours (movers,
+//! fighters, looters, zone hoppers, party groups, churners, idlers; see [`Behaviour`]),
+//! honest latency per action kind, optional network impairment, and reports that merge.
 //!
-//! **Action latency** is the time from sending input `k` to receiving the first snapshot
-//! that reports an applied input sequence `>= k` (measured by the protocol's
-//! [`ClientSession`](zonehost_protocol::ClientSession)). It is recorded in an hdrhistogram
-//! (µs, 3 significant digits), next to the connect+authentication time and the
-//! *send lag* (how late each input left against its schedule: when it grows, the load
-//! generator itself is the bottleneck and the latencies overstate the server's).
+//! **Latency** is recorded per action kind in hdrhistograms (µs, 3 significant digits,
+//! [`Metric`]): a movement input is timed from its slot on the fixed input schedule (not
+//! from when it left, so the load generator's own lateness counts: coordinated omission)
+//! to the first snapshot reporting it applied, and slots the generator skipped are
+//! back-filled; requests are timed to their response, attacks also to their first combat
+//! log line, portal steps to `ZoneEntered`, logins to `Welcome`. Refused requests are
+//! counted by reason (the `RequestError` variant), not timed.
 //!
 //! All bots share one tokio runtime and a few UDP sockets ([`Config::sockets`]); the
 //! binary uses a current-thread runtime by default (one worker for the network measured
-//! best when the load generator shares the machine with the server).
+//! best when the load generator shares the machine with the server). Bots batch their
+//! samples and take the shared lock a few times per second, not per packet.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), zonehost_loadgen::Error> {
@@ -25,12 +28,20 @@
 //! # Ok(()) }
 //! ```
 
+mod behaviour;
 mod bot;
+mod brain;
 mod config;
+pub mod html;
+mod nav;
 mod report;
+pub mod scenario;
+pub mod slo;
 mod stats;
 mod tokens;
+mod wander;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,16 +49,20 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use zonehost_client::{ClientError, EndpointBuilder};
+use zonehost_client::{ClientError, EndpointBuilder, Impairment};
 
-pub use config::{parse_duration, Config, TokenSource};
+pub use behaviour::{Behaviour, Mix, MAX_PARTY};
+pub use config::{parse_duration, parse_range, Config, TokenSource};
 pub use report::{
-    BotCounts, FailureCount, InputCounts, Percentiles, Report, RunInfo, SnapshotCounts,
+    compare, decode_hist, encode_hist, merge, Bandwidth, BotCounts, FailureCount, GameCounts,
+    InputCounts, Percentiles, Report, RequestCounts, RunInfo, SnapshotCounts,
 };
+pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};
 
-use bot::{run_bot, BotSettings, BotSummary};
-use stats::{progress_line, Live, ProgressState};
+use behaviour::PartyRole;
+use bot::{run_bot, BotPlan, BotSettings, BotSummary};
+use stats::{progress_line, sample_second, Counters, Live};
 
 /// How long the endpoints get to deliver the bots' last packets after the run.
 const DRAIN_BOUND: Duration = Duration::from_secs(2);
@@ -75,6 +90,27 @@ pub enum Error {
     Client(#[from] ClientError),
 }
 
+/// Describes an impairment for the report (`up 50ms±10ms loss 2%; down ...`).
+pub fn describe_impairment(i: &Impairment) -> String {
+    let dir = |name: &str, d: &zonehost_client::Direction| {
+        if d.is_none() {
+            return None;
+        }
+        Some(format!(
+            "{name} {}ms±{}ms loss {:.1}% reorder {:.1}%",
+            d.latency.as_millis(),
+            d.jitter.as_millis(),
+            d.loss * 100.0,
+            d.reorder * 100.0
+        ))
+    };
+    [dir("up", &i.up), dir("down", &i.down)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Runs the load test described by `config` to its end and reports what it measured.
 ///
 /// Bot failures are not errors: they are counted in the report, which then does not pass.
@@ -92,16 +128,20 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
     let endpoints = (0..config.sockets.min(config.players))
-        .map(|_| {
+        .map(|i| {
+            let mut imp = config.impair;
+            imp.seed = config.seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
             EndpointBuilder::new(config.trust.clone())
                 .bind(bind)
                 .socket_buffers(config.socket_buffer, config.socket_buffer)
                 .transport(config.transport.clone())
+                .impair(imp)
                 .build()
                 .map(|e| e.endpoint)
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let (behaviours, roles) = behaviour::assign(&config.mix, config.players, config.seed);
     let live = Arc::new(Live::new());
     let start = Instant::now();
     let settings = Arc::new(BotSettings {
@@ -111,6 +151,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         connect_timeout: config.connect_timeout,
         seed: config.seed,
         end_at: start + config.duration,
+        atlas: Arc::new(nav::Atlas::builtin()),
+        think: config.think,
+        view_hz: config.view_hz,
+        churn_session: config.churn_session,
+        churn_pause: config.churn_pause,
+        party_stay: config.party_stay,
+        tokens: config.tokens.clone(),
     });
     let mut bots = JoinSet::new();
     let n = config.players as u32;
@@ -118,37 +165,68 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         let offset = config
             .ramp_up
             .mul_f64(f64::from(index as u32) / f64::from(n));
-        bots.spawn(run_bot(
+        let name = |i: usize| bot_name(config.seed, i);
+        let (party_leader_of, party_member_of) = match &roles[index] {
+            Some(PartyRole::Leader { members }) => {
+                (members.iter().map(|m| name(*m)).collect(), None)
+            }
+            Some(PartyRole::Member { leader }) => (Vec::new(), Some(name(*leader))),
+            None => (Vec::new(), None),
+        };
+        let plan = BotPlan {
             index,
+            behaviour: behaviours[index],
             token,
+            party_leader_of,
+            party_member_of,
+        };
+        bots.spawn(run_bot(
+            plan,
             endpoints[index % endpoints.len()].clone(),
             start + offset,
             settings.clone(),
             live.clone(),
         ));
     }
-    let progress = config.progress.then(|| {
+    // One task closes every second: the time series, and the progress line if wanted.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sampler = {
         let live = live.clone();
         let players = config.players;
         let end_at = settings.end_at;
+        let progress = config.progress;
         tokio::spawn(async move {
-            let mut prev = ProgressState::default();
+            let mut series = Vec::new();
+            let mut prev = Counters::default();
+            let mut prev_progress = Counters::default();
             let mut ticker =
                 tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
             let mut last = start;
+            let mut t = 0u32;
             loop {
-                let now = ticker.tick().await;
-                if now >= end_at {
-                    break;
+                tokio::select! {
+                    now = ticker.tick() => {
+                        t += 1;
+                        series.push(sample_second(&live, &mut prev, t));
+                        if progress && now < end_at {
+                            eprintln!(
+                                "{}",
+                                progress_line(&live, &mut prev_progress, now - start, now - last, players)
+                            );
+                        }
+                        last = now;
+                    }
+                    _ = &mut stop_rx => {
+                        // The last, partial second.
+                        t += 1;
+                        series.push(sample_second(&live, &mut prev, t));
+                        break;
+                    }
                 }
-                eprintln!(
-                    "{}",
-                    progress_line(&live, &mut prev, now - start, now - last, players)
-                );
-                last = now;
             }
+            series
         })
-    });
+    };
 
     let mut summaries = Vec::with_capacity(config.players);
     while let Some(joined) = bots.join_next().await {
@@ -164,9 +242,8 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         }
     }
     let elapsed = start.elapsed();
-    if let Some(p) = progress {
-        p.abort();
-    }
+    let _ = stop_tx.send(());
+    let series = sampler.await.unwrap_or_default();
     // The connections are already closing in the background; give them one shared bound.
     let drain = async {
         for e in &endpoints {
@@ -174,23 +251,61 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         }
     };
     let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
-    Ok(build_report(&config, &live, &summaries, elapsed))
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for b in &behaviours {
+        *counts.entry(b.name().to_string()).or_insert(0) += 1;
+    }
+    Ok(build_report(
+        &config, &live, &summaries, elapsed, series, counts,
+    ))
 }
 
-fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Duration) -> Report {
-    let hists = live.hists();
-    let action_latency = Percentiles::of(&hists.action);
-    let connect_time = Percentiles::of(&hists.connect);
-    let send_lag = Percentiles::of(&hists.send_lag);
-    drop(hists);
+fn build_report(
+    config: &Config,
+    live: &Live,
+    bots: &[BotSummary],
+    elapsed: Duration,
+    timeseries: Vec<Second>,
+    behaviours: BTreeMap<String, u64>,
+) -> Report {
+    let latency: BTreeMap<String, Percentiles> = {
+        let h = live.hists();
+        Metric::ALL
+            .iter()
+            .zip(h.total.iter())
+            .map(|(m, h)| (m.name().to_string(), Percentiles::of(h)))
+            .collect()
+    };
+    let get = |m: Metric| latency[m.name()].clone();
     let received: u64 = bots.iter().map(|b| b.snapshots).sum();
     let expected: f64 = bots.iter().map(|b| b.expected_snapshots).sum();
+    let bot_seconds: f64 = bots.iter().map(|b| b.connected_secs).sum();
     let ratio = if expected > 0.0 {
         received as f64 / expected
     } else {
         1.0
     };
-    let report = Report {
+    let mut slo = config.slo.clone();
+    if let Some(max) = config.max_p99 {
+        if let Ok(mut s) = slo::parse(&format!("p99<={}us", max.as_micros())) {
+            slo.append(&mut s);
+        }
+    }
+    if let Some(min) = config.min_snapshot_ratio {
+        if let Ok(mut s) = slo::parse(&format!("snapshot_ratio>={min}")) {
+            slo.append(&mut s);
+        }
+    }
+    let up = Live::get(&live.bytes_up);
+    let down = Live::get(&live.bytes_down);
+    let per = |b: u64| {
+        if bot_seconds > 0.0 {
+            b as f64 * 8.0 / bot_seconds
+        } else {
+            0.0
+        }
+    };
+    let mut report = Report {
         run: RunInfo {
             server: config.server.to_string(),
             players: config.players,
@@ -200,10 +315,17 @@ fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Dura
             sockets: config.sockets,
             seed: config.seed,
             elapsed_s: elapsed.as_secs_f64(),
+            scenario: config.scenario.clone(),
+            mix: config.mix.describe(),
+            behaviours,
+            impairment: describe_impairment(&config.impair),
+            slo,
+            merged_from: Vec::new(),
         },
-        action_latency,
-        connect_time,
-        send_lag,
+        action_latency: get(Metric::Move),
+        connect_time: get(Metric::Connect),
+        send_lag: get(Metric::SendLag),
+        latency,
         bots: BotCounts {
             planned: config.players as u64,
             connected: bots.iter().filter(|b| b.connected).count() as u64,
@@ -214,6 +336,7 @@ fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Dura
             acked: Live::get(&live.acks),
             skipped_ticks: Live::get(&live.skipped_ticks),
             send_errors: Live::get(&live.send_errors),
+            backfilled: Live::get(&live.backfilled),
         },
         snapshots: SnapshotCounts {
             received,
@@ -223,49 +346,34 @@ fn build_report(config: &Config, live: &Live, bots: &[BotSummary], elapsed: Dura
             bytes: Live::get(&live.snapshot_bytes),
             bad_datagrams: Live::get(&live.bad_datagrams),
         },
+        requests: RequestCounts {
+            sent: Live::get(&live.requests),
+            answered: Live::get(&live.responses),
+            rejected: Live::get(&live.rejected),
+            rejected_by: live.rejections(),
+        },
+        bandwidth: Bandwidth {
+            up_bytes: up,
+            down_bytes: down,
+            bot_seconds,
+            up_bps_per_bot: per(up),
+            down_bps_per_bot: per(down),
+        },
+        game: GameCounts {
+            logins: Live::get(&live.connects),
+            kills: Live::get(&live.kills),
+            deaths: Live::get(&live.deaths),
+            zone_changes: Live::get(&live.zone_changes),
+            events: Live::get(&live.events),
+        },
+        actions: Live::get(&live.actions),
         events: Live::get(&live.events),
         responses: Live::get(&live.responses),
         failures: live.failures(),
+        timeseries,
         passed: false,
         violations: Vec::new(),
     };
-    let violations = violations(config, &report);
-    Report {
-        passed: violations.is_empty(),
-        violations,
-        ..report
-    }
-}
-
-/// The criteria a run must meet.
-fn violations(config: &Config, r: &Report) -> Vec<String> {
-    let mut v = Vec::new();
-    if r.bots.failed > 0 {
-        v.push(format!(
-            "{} of {} bots failed",
-            r.bots.failed, r.bots.planned
-        ));
-    }
-    if r.inputs.sent > 0 && r.inputs.acked == 0 {
-        v.push("no input was acknowledged".into());
-    }
-    if let Some(max) = config.max_p99 {
-        let p99 = Duration::from_micros(r.action_latency.p99_us);
-        if p99 > max {
-            v.push(format!(
-                "action latency p99 {:.2} ms exceeds {:.2} ms",
-                p99.as_secs_f64() * 1e3,
-                max.as_secs_f64() * 1e3
-            ));
-        }
-    }
-    if let Some(min) = config.min_snapshot_ratio {
-        if r.snapshots.ratio < min {
-            v.push(format!(
-                "snapshot ratio {:.3} below {min:.3}",
-                r.snapshots.ratio
-            ));
-        }
-    }
-    v
+    report.evaluate();
+    report
 }

@@ -4,33 +4,78 @@
 //! loadgen --players 500 --duration 30s --server 127.0.0.1:4433 --cert data/cert.der \
 //!         --token-key data/dev-signing.key --ramp-up 5s --input-hz 60 --max-p99-ms 50 \
 //!         --report report.json --sockets 4 --seed 1
+//! loadgen --scenario 1k-mixed --report run.json --html run.html
+//! loadgen --mix mover=50,fighter=30,looter=20 --players 100 --slo "p99<100ms,failures=0"
+//! loadgen merge a.json b.json -o all.json --html all.html
+//! loadgen compare before.json after.json
 //! ```
-//! Exit code 0 when every criterion held, 1 when one did not (a bot failed, p99 above
-//! `--max-p99-ms`, ...), 2 when the run could not start.
+//! Exit code 0 when every criterion held, 1 when one did not (a bot failed, an objective
+//! was missed, ...), 2 when the run could not start.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use zonehost_client::{
     TransportOptions, Trust, DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_SOCKET_BUFFER,
 };
-use zonehost_loadgen::{parse_duration, Config, TokenSource};
+use zonehost_loadgen::scenario::{Scenario, BUILTIN};
+use zonehost_loadgen::{parse_duration, parse_range, Config, Mix, Report, TokenSource};
 
 /// Drive N zonehost bots over real QUIC and report action latency.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version)]
+#[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Number of bots.
-    #[arg(long, default_value_t = 10)]
-    players: usize,
-    /// Total run time, ramp-up included (30s, 2m, ...).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    duration: Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Merge reports of load generators that ran together (histograms are added, so the
+    /// percentiles are exact over all samples).
+    Merge {
+        /// Reports (JSON) to merge.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        /// Write the merged report here.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write the merged report as HTML.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Print the differences between two reports (A is the baseline).
+    Compare {
+        /// Baseline report (JSON).
+        a: PathBuf,
+        /// Report to compare with it (JSON).
+        b: PathBuf,
+    },
+}
+
+/// Run options. Options a scenario sets (players, duration, ramp-up, input rate, seed,
+/// sockets, mix, think time, ...) take the scenario's value unless given here.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// A built-in scenario (smoke, 1k-mixed, soak, churn) or a scenario TOML file.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    list_scenarios: bool,
+    /// Number of bots [default: 10].
+    #[arg(long)]
+    players: Option<usize>,
+    /// Total run time, ramp-up included (30s, 2m, ...) [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Server address; bots connect to this address only.
     #[arg(long, default_value = "127.0.0.1:4433")]
     server: SocketAddr,
@@ -57,13 +102,36 @@ struct Cli {
     /// Audience written in minted tokens.
     #[arg(long, default_value = "dev")]
     audience: String,
-    /// Connects are spread evenly over this period.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    ramp_up: Duration,
-    /// Inputs per second per bot.
-    #[arg(long, default_value_t = 60)]
-    input_hz: u32,
-    /// Fail (exit 1) when the action-latency p99 exceeds this many milliseconds.
+    /// Connects are spread evenly over this period [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    ramp_up: Option<Duration>,
+    /// Inputs per second per bot [default: 60].
+    #[arg(long)]
+    input_hz: Option<u32>,
+    /// Behaviour weights, e.g. mover=40,fighter=30,looter=10,hopper=5,party=8,churner=5,idler=2
+    /// [default: mover=1].
+    #[arg(long, value_parser = Mix::parse)]
+    mix: Option<Mix>,
+    /// Pause range after non-combat actions, e.g. 500ms..2s.
+    #[arg(long, value_parser = parse_range)]
+    think: Option<(Duration, Duration)>,
+    /// Snapshots per second a navigating bot looks into.
+    #[arg(long)]
+    view_hz: Option<u32>,
+    /// How long a churner stays connected, e.g. 10s..30s.
+    #[arg(long, value_parser = parse_range)]
+    churn_session: Option<(Duration, Duration)>,
+    /// How long a churner stays away, e.g. 1s..3s.
+    #[arg(long, value_parser = parse_range)]
+    churn_pause: Option<(Duration, Duration)>,
+    /// How long a party member stays in its party, e.g. 20s..40s.
+    #[arg(long, value_parser = parse_range)]
+    party_stay: Option<(Duration, Duration)>,
+    /// Objectives deciding the exit code, e.g. "p99<100ms,attack.p99<200ms,failures=0"
+    /// (grammar in loadgen/README.md); replaces the scenario's.
+    #[arg(long)]
+    slo: Option<String>,
+    /// Fail (exit 1) when the move-latency p99 exceeds this many milliseconds.
     #[arg(long)]
     max_p99_ms: Option<f64>,
     /// Fail (exit 1) when snapshots received / expected is below this ratio.
@@ -72,9 +140,12 @@ struct Cli {
     /// Write the report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Client UDP sockets to spread the bots over.
-    #[arg(long, default_value_t = 4)]
-    sockets: usize,
+    /// Write a self-contained HTML report (inline SVG charts) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Client UDP sockets to spread the bots over [default: 4].
+    #[arg(long)]
+    sockets: Option<usize>,
     /// Requested SO_RCVBUF/SO_SNDBUF per socket, bytes.
     #[arg(long, default_value_t = DEFAULT_SOCKET_BUFFER)]
     socket_buffer: usize,
@@ -82,9 +153,9 @@ struct Cli {
     /// beyond it).
     #[arg(long, default_value_t = DEFAULT_DATAGRAM_RECEIVE_BUFFER)]
     datagram_buffer: usize,
-    /// Seed of movement and bot names (bot-SEED-INDEX).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed of behaviours, movement and bot names (bot-SEED-INDEX) [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Tokio worker threads (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -94,9 +165,45 @@ struct Cli {
     /// Print a progress line every second even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
+    /// Added one-way latency, both directions (e.g. 50ms).
+    #[arg(long, value_parser = parse_duration)]
+    latency: Option<Duration>,
+    /// Latency jitter (±), both directions.
+    #[arg(long, value_parser = parse_duration)]
+    jitter: Option<Duration>,
+    /// Datagram loss probability 0..1, both directions.
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Reordering probability 0..1, both directions.
+    #[arg(long)]
+    reorder: Option<f64>,
+    /// Added latency, client → server only.
+    #[arg(long, value_parser = parse_duration)]
+    latency_up: Option<Duration>,
+    /// Added latency, server → client only.
+    #[arg(long, value_parser = parse_duration)]
+    latency_down: Option<Duration>,
+    /// Jitter, client → server only.
+    #[arg(long, value_parser = parse_duration)]
+    jitter_up: Option<Duration>,
+    /// Jitter, server → client only.
+    #[arg(long, value_parser = parse_duration)]
+    jitter_down: Option<Duration>,
+    /// Loss, client → server only.
+    #[arg(long)]
+    loss_up: Option<f64>,
+    /// Loss, server → client only.
+    #[arg(long)]
+    loss_down: Option<f64>,
+    /// Reordering, client → server only.
+    #[arg(long)]
+    reorder_up: Option<f64>,
+    /// Reordering, server → client only.
+    #[arg(long)]
+    reorder_down: Option<f64>,
 }
 
-impl Cli {
+impl RunArgs {
     fn config(&self) -> Result<Config> {
         let trust = match &self.fingerprint {
             Some(fp) => Trust::parse_fingerprint(fp)?,
@@ -109,14 +216,62 @@ impl Cli {
                 .context("loading the token signing key (--token-key)")?,
         };
         let mut c = Config::new(self.server, trust, tokens);
+        if let Some(name) = &self.scenario {
+            Scenario::load(name)?.apply(&mut c)?;
+        }
         c.server_name = self.server_name.clone();
-        c.players = self.players;
-        c.duration = self.duration;
-        c.ramp_up = self.ramp_up;
-        c.input_hz = self.input_hz;
-        c.sockets = self.sockets;
+        macro_rules! over {
+            ($($field:ident <- $arg:expr),* $(,)?) => { $( if let Some(v) = $arg.clone() { c.$field = v; } )* };
+        }
+        over!(
+            players <- self.players,
+            duration <- self.duration,
+            ramp_up <- self.ramp_up,
+            input_hz <- self.input_hz,
+            sockets <- self.sockets,
+            seed <- self.seed,
+            mix <- self.mix,
+            think <- self.think,
+            view_hz <- self.view_hz,
+            churn_session <- self.churn_session,
+            churn_pause <- self.churn_pause,
+            party_stay <- self.party_stay,
+        );
+        if let Some(text) = &self.slo {
+            c.slo =
+                zonehost_loadgen::slo::parse(text).map_err(|e| anyhow::anyhow!("--slo: {e}"))?;
+        }
+        let imp = &mut c.impair;
+        for (dir, lat, jit, loss, reo) in [
+            (
+                &mut imp.up,
+                self.latency_up,
+                self.jitter_up,
+                self.loss_up,
+                self.reorder_up,
+            ),
+            (
+                &mut imp.down,
+                self.latency_down,
+                self.jitter_down,
+                self.loss_down,
+                self.reorder_down,
+            ),
+        ] {
+            if let Some(v) = lat.or(self.latency) {
+                dir.latency = v;
+            }
+            if let Some(v) = jit.or(self.jitter) {
+                dir.jitter = v;
+            }
+            if let Some(v) = loss.or(self.loss) {
+                dir.loss = v;
+            }
+            if let Some(v) = reo.or(self.reorder) {
+                dir.reorder = v;
+            }
+        }
         c.socket_buffer = self.socket_buffer;
-        c.seed = self.seed;
         c.connect_timeout = self.connect_timeout;
         c.max_p99 = match self.max_p99_ms {
             Some(ms) => Some(
@@ -135,25 +290,47 @@ impl Cli {
     }
 }
 
-fn run(cli: Cli) -> Result<bool> {
-    let config = cli.config()?;
-    let runtime = if cli.threads <= 1 {
+fn write_outputs(report: &Report, json: Option<&Path>, html: Option<&Path>) -> Result<()> {
+    if let Some(path) = json {
+        let text = report.to_json().context("serializing the report")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(path, zonehost_loadgen::html::render(report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read_report(path: &Path) -> Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Report::from_json(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn run(args: RunArgs) -> Result<bool> {
+    if args.list_scenarios {
+        for (name, text) in BUILTIN {
+            let s = Scenario::from_toml(text)?;
+            println!("{name:<10} {}", s.description.unwrap_or_default());
+        }
+        return Ok(true);
+    }
+    let config = args.config()?;
+    let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cli.threads)
+            .worker_threads(args.threads)
             .enable_all()
             .build()
     }
     .context("building the tokio runtime")?;
     let report = runtime.block_on(zonehost_loadgen::run(config))?;
     println!("{report}");
-    if let Some(path) = &cli.report {
-        let json = report.to_json().context("serializing the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_outputs(&report, args.report.as_deref(), args.html.as_deref())?;
     Ok(report.passed())
 }
 
@@ -165,7 +342,30 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        None => run(cli.run),
+        Some(Command::Merge {
+            reports,
+            output,
+            html,
+        }) => (|| {
+            let loaded = reports
+                .iter()
+                .map(|p| Ok((p.display().to_string(), read_report(p)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let merged = zonehost_loadgen::merge(&loaded).map_err(|e| anyhow::anyhow!(e))?;
+            println!("{merged}");
+            write_outputs(&merged, Some(&output), html.as_deref())?;
+            Ok(merged.passed())
+        })(),
+        Some(Command::Compare { a, b }) => (|| {
+            let (a, b) = (read_report(&a)?, read_report(&b)?);
+            println!("{}", zonehost_loadgen::compare(&a, &b));
+            Ok(true)
+        })(),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

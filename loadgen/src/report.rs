@@ -1,18 +1,50 @@
-//! The result of a run: JSON-serializable [`Report`] and its text table.
+//! The result of a run: JSON-serializable [`Report`] (histograms included, so reports of
+//! several load generators merge exactly), its text table, [`merge`] and [`compare`].
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use hdrhistogram::serialization::{Serializer as _, V2Serializer};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::slo::Slo;
 pub use crate::stats::FailureCount;
+use crate::stats::{Metric, Second};
+
+/// Serializes a histogram (V2, base64 standard alphabet, padded).
+pub fn encode_hist(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    match V2Serializer::new().serialize(h, &mut bytes) {
+        Ok(_) => STANDARD.encode(&bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "histogram serialization failed");
+            String::new()
+        }
+    }
+}
+
+/// Reads a histogram written by [`encode_hist`].
+pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
+    if text.is_empty() {
+        return Ok(crate::stats::histogram());
+    }
+    let bytes = STANDARD
+        .decode(text)
+        .map_err(|e| format!("histogram base64: {e}"))?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("histogram: {e}"))?;
+    // Same bounds as ours, so adding never fails on range.
+    let mut out = crate::stats::histogram();
+    out.add(&h).map_err(|e| format!("histogram range: {e}"))?;
+    Ok(out)
+}
 
 /// Percentiles of one histogram, in microseconds, plus the histogram itself.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples recorded.
     pub count: u64,
@@ -38,14 +70,6 @@ pub struct Percentiles {
 impl Percentiles {
     /// Summarizes `h` (microseconds). An empty histogram gives zeros.
     pub fn of(h: &Histogram<u64>) -> Self {
-        let mut bytes = Vec::new();
-        let hdr_v2_base64 = match V2Serializer::new().serialize(h, &mut bytes) {
-            Ok(_) => STANDARD.encode(&bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, "histogram serialization failed");
-                String::new()
-            }
-        };
         let empty = h.is_empty();
         let q = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
         Self {
@@ -57,24 +81,29 @@ impl Percentiles {
             p99_us: q(0.99),
             p999_us: q(0.999),
             max_us: if empty { 0 } else { h.max() },
-            hdr_v2_base64,
+            hdr_v2_base64: encode_hist(h),
         }
+    }
+
+    /// The histogram back.
+    pub fn histogram(&self) -> Result<Histogram<u64>, String> {
+        decode_hist(&self.hdr_v2_base64)
     }
 }
 
 /// Bot outcomes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BotCounts {
     /// Bots planned.
     pub planned: u64,
-    /// Bots that got a `Welcome`.
+    /// Bots that got a `Welcome` at least once.
     pub connected: u64,
     /// Bots that failed (connect error, reject, disconnect before the end).
     pub failed: u64,
 }
 
 /// Input counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputCounts {
     /// Input datagrams sent.
     pub sent: u64,
@@ -84,16 +113,20 @@ pub struct InputCounts {
     pub skipped_ticks: u64,
     /// Inputs that could not be sent.
     pub send_errors: u64,
+    /// Move-latency samples added for skipped schedule slots (coordinated-omission
+    /// correction): the move histogram holds `acked + backfilled` samples.
+    #[serde(default)]
+    pub backfilled: u64,
 }
 
 /// Snapshot counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotCounts {
     /// Distinct snapshot ticks received, summed over bots.
     pub received: u64,
     /// `snapshot_rate_hz` × seconds each bot was welcomed, summed over bots.
     pub expected: f64,
-    /// `received / expected` (1 when nothing was expected).
+    /// `received / expected` (1 when nothing was expected); `1 - ratio` is the loss.
     pub ratio: f64,
     /// Snapshot datagrams accepted (a tick may come in several parts).
     pub datagrams: u64,
@@ -103,8 +136,70 @@ pub struct SnapshotCounts {
     pub bad_datagrams: u64,
 }
 
+/// UDP traffic of the bots (quinn connection statistics: QUIC overhead included).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Bandwidth {
+    /// Bytes sent by all bots.
+    pub up_bytes: u64,
+    /// Bytes received by all bots.
+    pub down_bytes: u64,
+    /// Seconds bots were connected, summed.
+    pub bot_seconds: f64,
+    /// `up_bytes × 8 / bot_seconds`: bits per second sent per connected bot.
+    pub up_bps_per_bot: f64,
+    /// `down_bytes × 8 / bot_seconds`: bits per second received per connected bot.
+    pub down_bps_per_bot: f64,
+}
+
+impl Bandwidth {
+    fn new(up_bytes: u64, down_bytes: u64, bot_seconds: f64) -> Self {
+        let per = |b: u64| {
+            if bot_seconds > 0.0 {
+                b as f64 * 8.0 / bot_seconds
+            } else {
+                0.0
+            }
+        };
+        Self {
+            up_bytes,
+            down_bytes,
+            bot_seconds,
+            up_bps_per_bot: per(up_bytes),
+            down_bps_per_bot: per(down_bytes),
+        }
+    }
+}
+
+/// Request counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// Requests sent.
+    pub sent: u64,
+    /// Responses received.
+    pub answered: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// Refusals by `<action>:<RequestError variant>` (e.g. `attack:TooFar`).
+    pub rejected_by: BTreeMap<String, u64>,
+}
+
+/// What happened in the game.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GameCounts {
+    /// Logins completed (first connects and churners' reconnects).
+    pub logins: u64,
+    /// Monsters killed by bots.
+    pub kills: u64,
+    /// Bot deaths.
+    pub deaths: u64,
+    /// Zone changes (portals, deaths, party moves).
+    pub zone_changes: u64,
+    /// Reliable events received (other than responses).
+    pub events: u64,
+}
+
 /// The run parameters echoed into the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// Server address.
     pub server: String,
@@ -122,32 +217,67 @@ pub struct RunInfo {
     pub seed: u64,
     /// Wall time from the start until the last bot finished (its `Bye` included), seconds.
     pub elapsed_s: f64,
+    /// Scenario name, if one was used.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// Behaviour weights (`mover=40,fighter=30`).
+    #[serde(default)]
+    pub mix: String,
+    /// Bots per behaviour.
+    #[serde(default)]
+    pub behaviours: BTreeMap<String, u64>,
+    /// Impairment in effect (empty: none).
+    #[serde(default)]
+    pub impairment: String,
+    /// Objectives the run was checked against.
+    #[serde(default)]
+    pub slo: Vec<Slo>,
+    /// Reports merged into this one (empty for a single run).
+    #[serde(default)]
+    pub merged_from: Vec<String>,
 }
 
 /// Everything a run measured, and whether it passed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Parameters.
     pub run: RunInfo,
-    /// Input sent → first snapshot reporting it applied.
+    /// Movement latency (same as `latency.move`; kept for older tooling).
     pub action_latency: Percentiles,
-    /// Connect start → `Welcome` (QUIC + TLS handshake + authentication).
+    /// Connect + authentication (same as `latency.connect`).
     pub connect_time: Percentiles,
-    /// How late inputs were sent against their fixed schedule (high values mean the load
-    /// generator itself was overloaded and latencies are suspect).
+    /// How late inputs were sent against their fixed schedule (same as `latency.send_lag`).
     pub send_lag: Percentiles,
+    /// Every latency histogram by metric name ([`Metric::name`]).
+    #[serde(default)]
+    pub latency: BTreeMap<String, Percentiles>,
     /// Bot outcomes.
     pub bots: BotCounts,
     /// Inputs.
     pub inputs: InputCounts,
     /// Snapshots.
     pub snapshots: SnapshotCounts,
+    /// Requests.
+    #[serde(default)]
+    pub requests: RequestCounts,
+    /// UDP traffic.
+    #[serde(default)]
+    pub bandwidth: Bandwidth,
+    /// Game outcomes.
+    #[serde(default)]
+    pub game: GameCounts,
+    /// Actions completed (moves acknowledged, requests answered successfully).
+    #[serde(default)]
+    pub actions: u64,
     /// Reliable events received (other than responses).
     pub events: u64,
     /// Responses received.
     pub responses: u64,
     /// Failure reasons with counts.
     pub failures: BTreeMap<String, FailureCount>,
+    /// Per-second time series.
+    #[serde(default)]
+    pub timeseries: Vec<Second>,
     /// Whether every criterion held (`violations` is empty).
     pub passed: bool,
     /// Why the run failed its criteria; empty when it passed.
@@ -164,10 +294,55 @@ impl Report {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
     }
+
+    /// Reads a report written by [`Report::to_json`].
+    pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Checks the built-in criteria (no bot failed, inputs were acknowledged) and the
+    /// run's objectives; sets `passed` and `violations`.
+    pub fn evaluate(&mut self) {
+        let mut v = Vec::new();
+        if self.bots.failed > 0 {
+            v.push(format!(
+                "{} of {} bots failed",
+                self.bots.failed, self.bots.planned
+            ));
+        }
+        if self.inputs.sent > 0 && self.inputs.acked == 0 {
+            v.push("no input was acknowledged".into());
+        }
+        for slo in &self.run.slo {
+            if let Some(why) = slo.check(self) {
+                v.push(why);
+            }
+        }
+        self.passed = v.is_empty();
+        self.violations = v;
+    }
+
+    /// Actions per second over the run.
+    pub fn actions_per_second(&self) -> f64 {
+        if self.run.elapsed_s > 0.0 {
+            self.actions as f64 / self.run.elapsed_s
+        } else {
+            0.0
+        }
+    }
 }
 
 fn ms(us: u64) -> String {
     format!("{:.2}ms", us as f64 / 1000.0)
+}
+
+/// A human-readable size.
+pub(crate) fn human_bits(bps: f64) -> String {
+    if bps >= 1e6 {
+        format!("{:.2} Mbit/s", bps / 1e6)
+    } else {
+        format!("{:.1} kbit/s", bps / 1e3)
+    }
 }
 
 impl fmt::Display for Report {
@@ -179,38 +354,65 @@ impl fmt::Display for Report {
             "zonehost loadgen: {} players against {}, {:.0}s (ramp-up {:.0}s), inputs at {} Hz, {} sockets, seed {}; ran {:.1}s",
             r.players, r.server, r.duration_s, r.ramp_up_s, r.input_hz, r.sockets, r.seed, r.elapsed_s
         );
+        if let Some(name) = &r.scenario {
+            let _ = writeln!(s, "scenario: {name}");
+        }
+        if !r.behaviours.is_empty() {
+            let b: Vec<String> = r
+                .behaviours
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            let _ = writeln!(s, "bots: {}", b.join(", "));
+        }
+        if !r.impairment.is_empty() {
+            let _ = writeln!(s, "impairment: {}", r.impairment);
+        }
+        if !r.merged_from.is_empty() {
+            let _ = writeln!(s, "merged from: {}", r.merged_from.join(", "));
+        }
         let _ = writeln!(
             s,
-            "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "", "p50", "p90", "p99", "p99.9", "max", "count"
+            "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "latency", "p50", "p90", "p99", "p99.9", "max", "count", "refused"
         );
-        for (name, p) in [
-            ("action latency", &self.action_latency),
-            ("connect+auth", &self.connect_time),
-            ("send lag", &self.send_lag),
-        ] {
+        for m in Metric::ALL {
+            let Some(p) = self.latency.get(m.name()) else {
+                continue;
+            };
+            let refused: u64 = self
+                .requests
+                .rejected_by
+                .iter()
+                .filter(|(k, _)| k.split(':').next() == Some(m.name()))
+                .map(|(_, n)| n)
+                .sum();
+            if p.count == 0 && refused == 0 {
+                continue;
+            }
             let _ = writeln!(
                 s,
-                "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                name,
+                "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+                m.name(),
                 ms(p.p50_us),
                 ms(p.p90_us),
                 ms(p.p99_us),
                 ms(p.p999_us),
                 ms(p.max_us),
-                p.count
+                p.count,
+                refused
             );
         }
         let b = &self.bots;
         let _ = writeln!(
             s,
-            "bots: {} planned, {} connected, {} failed",
-            b.planned, b.connected, b.failed
+            "bots: {} planned, {} connected, {} failed; {} logins, {} kills, {} deaths, {} zone changes",
+            b.planned, b.connected, b.failed, self.game.logins, self.game.kills, self.game.deaths, self.game.zone_changes
         );
         let i = &self.inputs;
         let _ = writeln!(
             s,
-            "inputs: {} sent, {} acked ({:.2}%), {} skipped schedule slots, {} send errors",
+            "inputs: {} sent, {} acked ({:.2}%), {} skipped schedule slots, {} send errors; {:.0} actions/s",
             i.sent,
             i.acked,
             if i.sent == 0 {
@@ -219,21 +421,46 @@ impl fmt::Display for Report {
                 100.0 * i.acked as f64 / i.sent as f64
             },
             i.skipped_ticks,
-            i.send_errors
+            i.send_errors,
+            self.actions_per_second()
         );
+        let q = &self.requests;
+        let _ = writeln!(
+            s,
+            "requests: {} sent, {} answered, {} refused",
+            q.sent, q.answered, q.rejected
+        );
+        if !q.rejected_by.is_empty() {
+            let by: Vec<String> = q
+                .rejected_by
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(s, "  refused by reason: {}", by.join(", "));
+        }
         let sn = &self.snapshots;
         let _ = writeln!(
             s,
-            "snapshots: {} ticks received / {:.0} expected ({:.2}%); {} datagrams ({:.2} per tick, {:.0} B avg), {} bad; events {}, responses {}",
+            "snapshots: {} ticks received / {:.0} expected ({:.2}%, loss {:.2}%); {} datagrams ({:.2} per tick, {:.0} B avg), {} bad; events {}, responses {}",
             sn.received,
             sn.expected,
             100.0 * sn.ratio,
+            100.0 * (1.0 - sn.ratio).max(0.0),
             sn.datagrams,
             if sn.received == 0 { 0.0 } else { sn.datagrams as f64 / sn.received as f64 },
             if sn.datagrams == 0 { 0.0 } else { sn.bytes as f64 / sn.datagrams as f64 },
             sn.bad_datagrams,
             self.events,
             self.responses
+        );
+        let bw = &self.bandwidth;
+        let _ = writeln!(
+            s,
+            "bandwidth per bot: up {}, down {} ({} B sent, {} B received in total)",
+            human_bits(bw.up_bps_per_bot),
+            human_bits(bw.down_bps_per_bot),
+            bw.up_bytes,
+            bw.down_bytes
         );
         let period_us = 1e6 / f64::from(r.input_hz.max(1));
         if self.send_lag.p99_us as f64 > period_us || i.skipped_ticks * 100 > i.sent {
@@ -260,10 +487,268 @@ impl fmt::Display for Report {
     }
 }
 
+fn merge_hist_text(a: &str, b: &str) -> Result<String, String> {
+    let mut h = decode_hist(a)?;
+    h.add(decode_hist(b)?)
+        .map_err(|e| format!("histogram merge: {e}"))?;
+    Ok(encode_hist(&h))
+}
+
+fn merge_percentiles(a: &Percentiles, b: &Percentiles) -> Result<Percentiles, String> {
+    let mut h = a.histogram()?;
+    h.add(b.histogram()?)
+        .map_err(|e| format!("histogram merge: {e}"))?;
+    Ok(Percentiles::of(&h))
+}
+
+/// Merges reports of load generators that ran at the same time against the same server:
+/// histograms are added (so percentiles are exact over the union of samples), counters
+/// summed, time series aligned by second since each generator's start, and the result
+/// re-evaluated against the union of their objectives.
+pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
+    let Some(((_, first), rest)) = reports.split_first() else {
+        return Err("nothing to merge".into());
+    };
+    let mut m = first.clone();
+    m.run.merged_from = vec![reports[0].0.clone()];
+    for (name, r) in rest {
+        m.run.merged_from.push(name.clone());
+        if m.run.server != r.run.server {
+            m.run.server = format!("{}, {}", m.run.server, r.run.server);
+        }
+        m.run.players += r.run.players;
+        m.run.sockets += r.run.sockets;
+        m.run.duration_s = m.run.duration_s.max(r.run.duration_s);
+        m.run.ramp_up_s = m.run.ramp_up_s.max(r.run.ramp_up_s);
+        m.run.elapsed_s = m.run.elapsed_s.max(r.run.elapsed_s);
+        for (k, v) in &r.run.behaviours {
+            *m.run.behaviours.entry(k.clone()).or_insert(0) += v;
+        }
+        for s in &r.run.slo {
+            if !m.run.slo.contains(s) {
+                m.run.slo.push(s.clone());
+            }
+        }
+        for (k, p) in &r.latency {
+            let merged = match m.latency.get(k) {
+                Some(mine) => merge_percentiles(mine, p)?,
+                None => p.clone(),
+            };
+            m.latency.insert(k.clone(), merged);
+        }
+        m.bots.planned += r.bots.planned;
+        m.bots.connected += r.bots.connected;
+        m.bots.failed += r.bots.failed;
+        m.inputs.sent += r.inputs.sent;
+        m.inputs.acked += r.inputs.acked;
+        m.inputs.skipped_ticks += r.inputs.skipped_ticks;
+        m.inputs.send_errors += r.inputs.send_errors;
+        m.inputs.backfilled += r.inputs.backfilled;
+        let (a, b) = (&mut m.snapshots, &r.snapshots);
+        a.received += b.received;
+        a.expected += b.expected;
+        a.ratio = if a.expected > 0.0 {
+            a.received as f64 / a.expected
+        } else {
+            1.0
+        };
+        a.datagrams += b.datagrams;
+        a.bytes += b.bytes;
+        a.bad_datagrams += b.bad_datagrams;
+        m.requests.sent += r.requests.sent;
+        m.requests.answered += r.requests.answered;
+        m.requests.rejected += r.requests.rejected;
+        for (k, v) in &r.requests.rejected_by {
+            *m.requests.rejected_by.entry(k.clone()).or_insert(0) += v;
+        }
+        m.bandwidth = Bandwidth::new(
+            m.bandwidth.up_bytes + r.bandwidth.up_bytes,
+            m.bandwidth.down_bytes + r.bandwidth.down_bytes,
+            m.bandwidth.bot_seconds + r.bandwidth.bot_seconds,
+        );
+        m.game.logins += r.game.logins;
+        m.game.kills += r.game.kills;
+        m.game.deaths += r.game.deaths;
+        m.game.zone_changes += r.game.zone_changes;
+        m.game.events += r.game.events;
+        m.actions += r.actions;
+        m.events += r.events;
+        m.responses += r.responses;
+        for (k, f) in &r.failures {
+            m.failures
+                .entry(k.clone())
+                .and_modify(|c| c.count += f.count)
+                .or_insert_with(|| f.clone());
+        }
+        let mut by_t: BTreeMap<u32, Second> = m.timeseries.drain(..).map(|s| (s.t, s)).collect();
+        for s in &r.timeseries {
+            match by_t.get_mut(&s.t) {
+                Some(x) => {
+                    x.connected += s.connected;
+                    x.connects += s.connects;
+                    x.inputs += s.inputs;
+                    x.acks += s.acks;
+                    x.actions += s.actions;
+                    x.rejected += s.rejected;
+                    x.snapshots += s.snapshots;
+                    x.bytes_up += s.bytes_up;
+                    x.bytes_down += s.bytes_down;
+                    for (k, h) in &s.hists {
+                        let merged = match x.hists.get(k) {
+                            Some(mine) => merge_hist_text(mine, h)?,
+                            None => h.clone(),
+                        };
+                        x.hists.insert(k.clone(), merged);
+                    }
+                }
+                None => {
+                    by_t.insert(s.t, s.clone());
+                }
+            }
+        }
+        m.timeseries = by_t.into_values().collect();
+    }
+    let get = |k: Metric| m.latency.get(k.name()).cloned();
+    if let Some(p) = get(Metric::Move) {
+        m.action_latency = p;
+    }
+    if let Some(p) = get(Metric::Connect) {
+        m.connect_time = p;
+    }
+    if let Some(p) = get(Metric::SendLag) {
+        m.send_lag = p;
+    }
+    m.evaluate();
+    Ok(m)
+}
+
+/// The differences between two runs `a` (baseline) and `b`, as a text table.
+pub fn compare(a: &Report, b: &Report) -> String {
+    let mut s = String::new();
+    let pct = |x: f64, y: f64| {
+        if x == 0.0 {
+            if y == 0.0 {
+                "=".to_string()
+            } else {
+                "new".to_string()
+            }
+        } else {
+            format!("{:+.1}%", (y - x) / x * 100.0)
+        }
+    };
+    let _ = writeln!(
+        s,
+        "A: {} players, {:.0}s, {} | B: {} players, {:.0}s, {}",
+        a.run.players,
+        a.run.elapsed_s,
+        a.run.scenario.as_deref().unwrap_or("flags"),
+        b.run.players,
+        b.run.elapsed_s,
+        b.run.scenario.as_deref().unwrap_or("flags"),
+    );
+    let _ = writeln!(s, "{:<24} {:>12} {:>12} {:>9}", "", "A", "B", "change");
+    let mut row = |name: String, x: f64, y: f64, unit: &str| {
+        let fmtv = |v: f64| match unit {
+            "ms" => format!("{:.2}ms", v / 1000.0),
+            "%" => format!("{:.2}%", v * 100.0),
+            "bps" => human_bits(v),
+            _ => format!("{v:.0}"),
+        };
+        let _ = writeln!(
+            s,
+            "{:<24} {:>12} {:>12} {:>9}",
+            name,
+            fmtv(x),
+            fmtv(y),
+            pct(x, y)
+        );
+    };
+    for m in Metric::ALL {
+        let (pa, pb) = (a.latency.get(m.name()), b.latency.get(m.name()));
+        if pa.is_none_or(|p| p.count == 0) && pb.is_none_or(|p| p.count == 0) {
+            continue;
+        }
+        let v = |p: Option<&Percentiles>, f: fn(&Percentiles) -> f64| p.map_or(0.0, f);
+        row(
+            format!("{} p50", m.name()),
+            v(pa, |p| p.p50_us as f64),
+            v(pb, |p| p.p50_us as f64),
+            "ms",
+        );
+        row(
+            format!("{} p99", m.name()),
+            v(pa, |p| p.p99_us as f64),
+            v(pb, |p| p.p99_us as f64),
+            "ms",
+        );
+        row(
+            format!("{} max", m.name()),
+            v(pa, |p| p.max_us as f64),
+            v(pb, |p| p.max_us as f64),
+            "ms",
+        );
+        row(
+            format!("{} count", m.name()),
+            v(pa, |p| p.count as f64),
+            v(pb, |p| p.count as f64),
+            "",
+        );
+    }
+    row(
+        "actions/s".into(),
+        a.actions_per_second(),
+        b.actions_per_second(),
+        "",
+    );
+    row(
+        "bots connected".into(),
+        a.bots.connected as f64,
+        b.bots.connected as f64,
+        "",
+    );
+    row(
+        "bots failed".into(),
+        a.bots.failed as f64,
+        b.bots.failed as f64,
+        "",
+    );
+    row(
+        "requests refused".into(),
+        a.requests.rejected as f64,
+        b.requests.rejected as f64,
+        "",
+    );
+    row(
+        "snapshot ratio".into(),
+        a.snapshots.ratio,
+        b.snapshots.ratio,
+        "%",
+    );
+    row(
+        "up per bot".into(),
+        a.bandwidth.up_bps_per_bot,
+        b.bandwidth.up_bps_per_bot,
+        "bps",
+    );
+    row(
+        "down per bot".into(),
+        a.bandwidth.down_bps_per_bot,
+        b.bandwidth.down_bps_per_bot,
+        "bps",
+    );
+    let _ = write!(
+        s,
+        "result: A {} | B {}",
+        if a.passed() { "PASS" } else { "FAIL" },
+        if b.passed() { "PASS" } else { "FAIL" }
+    );
+    s
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use hdrhistogram::serialization::Deserializer;
+    use proptest::prelude::*;
 
     #[test]
     fn percentiles_round_trip_through_base64() {
@@ -275,12 +760,143 @@ mod tests {
         assert_eq!(p.count, 1000);
         assert!((4990..=5010).contains(&p.p50_us), "{}", p.p50_us);
         assert!((9890..=9910).contains(&p.p99_us), "{}", p.p99_us);
-        let bytes = STANDARD.decode(&p.hdr_v2_base64).expect("base64");
-        let back: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut &bytes[..])
-            .expect("deserialize");
-        assert_eq!(back, h);
+        assert_eq!(p.histogram().expect("decode"), h);
         let empty = Percentiles::of(&crate::stats::histogram());
         assert_eq!((empty.count, empty.p99_us, empty.max_us), (0, 0, 0));
+        assert!(decode_hist("not base64!").is_err());
+    }
+
+    pub(crate) fn report_of(samples: &[u64], seconds: &[(u32, &[u64])]) -> Report {
+        let mut h = crate::stats::histogram();
+        for s in samples {
+            h.record(*s).expect("record");
+        }
+        let p = Percentiles::of(&h);
+        let timeseries = seconds
+            .iter()
+            .map(|(t, v)| {
+                let mut w = crate::stats::histogram();
+                for s in *v {
+                    w.record(*s).expect("record");
+                }
+                Second {
+                    t: *t,
+                    connected: 1,
+                    connects: 0,
+                    inputs: v.len() as u64,
+                    acks: v.len() as u64,
+                    actions: v.len() as u64,
+                    rejected: 0,
+                    snapshots: 0,
+                    bytes_up: 10,
+                    bytes_down: 20,
+                    hists: BTreeMap::from([("move".to_string(), encode_hist(&w))]),
+                }
+            })
+            .collect();
+        Report {
+            run: RunInfo {
+                server: "127.0.0.1:25000".into(),
+                players: 1,
+                duration_s: 10.0,
+                ramp_up_s: 1.0,
+                input_hz: 60,
+                sockets: 1,
+                seed: 1,
+                elapsed_s: 10.0,
+                scenario: None,
+                mix: "mover=1".into(),
+                behaviours: BTreeMap::from([("mover".to_string(), 1)]),
+                impairment: String::new(),
+                slo: Vec::new(),
+                merged_from: Vec::new(),
+            },
+            action_latency: p.clone(),
+            connect_time: Percentiles::of(&crate::stats::histogram()),
+            send_lag: Percentiles::of(&crate::stats::histogram()),
+            latency: BTreeMap::from([("move".to_string(), p)]),
+            bots: BotCounts {
+                planned: 1,
+                connected: 1,
+                failed: 0,
+            },
+            inputs: InputCounts {
+                sent: samples.len() as u64,
+                acked: samples.len() as u64,
+                skipped_ticks: 0,
+                send_errors: 0,
+                backfilled: 0,
+            },
+            snapshots: SnapshotCounts {
+                received: 600,
+                expected: 600.0,
+                ratio: 1.0,
+                datagrams: 600,
+                bytes: 6000,
+                bad_datagrams: 0,
+            },
+            requests: RequestCounts::default(),
+            bandwidth: Bandwidth::new(1000, 2000, 10.0),
+            game: GameCounts::default(),
+            actions: samples.len() as u64,
+            events: 0,
+            responses: 0,
+            failures: BTreeMap::new(),
+            timeseries,
+            passed: true,
+            violations: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// Merging two reports gives exactly the percentiles of one histogram over the
+        /// union of their samples, overall and per second.
+        #[test]
+        fn merge_is_exact(a in prop::collection::vec(1u64..5_000_000, 1..400), b in prop::collection::vec(1u64..5_000_000, 1..400)) {
+            let ra = report_of(&a, &[(1, &a[..a.len() / 2]), (2, &a[a.len() / 2..])]);
+            let rb = report_of(&b, &[(2, &b[..b.len() / 2]), (3, &b[b.len() / 2..])]);
+            let m = merge(&[("a".into(), ra), ("b".into(), rb)]).expect("merge");
+            let mut union = crate::stats::histogram();
+            for s in a.iter().chain(&b) {
+                union.record(*s).expect("record");
+            }
+            let want = Percentiles::of(&union);
+            let got = &m.latency["move"];
+            prop_assert_eq!(got.count, want.count);
+            prop_assert_eq!((got.p50_us, got.p90_us, got.p99_us, got.p999_us, got.max_us, got.min_us),
+                (want.p50_us, want.p90_us, want.p99_us, want.p999_us, want.max_us, want.min_us));
+            prop_assert_eq!(&m.action_latency, got);
+            prop_assert_eq!(m.inputs.sent, (a.len() + b.len()) as u64);
+            prop_assert_eq!(m.timeseries.len(), 3);
+            let second2 = decode_hist(&m.timeseries[1].hists["move"]).expect("decode");
+            prop_assert_eq!(second2.len(), (a.len() - a.len() / 2 + b.len() / 2) as u64);
+            prop_assert_eq!(m.bandwidth.up_bytes, 2000);
+            prop_assert!((m.bandwidth.up_bps_per_bot - 800.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn merge_reevaluates_objectives_and_json_round_trips() {
+        let mut a = report_of(&[1000, 2000], &[]);
+        a.run.slo = crate::slo::parse("p99<1500us").expect("slo");
+        a.evaluate();
+        assert!(!a.passed(), "p99 2 ms is above 1.5 ms");
+        let b = report_of(&[100; 200], &[]);
+        let m = merge(&[("a".into(), a.clone()), ("b".into(), b)]).expect("merge");
+        assert!(m.passed(), "{:?}", m.violations);
+        assert_eq!(m.run.merged_from, vec!["a", "b"]);
+        let back = Report::from_json(&a.to_json().expect("json")).expect("parse");
+        assert_eq!(back, a);
+        assert!(merge(&[]).is_err());
+    }
+
+    #[test]
+    fn compare_shows_changes() {
+        let a = report_of(&[1000; 10], &[]);
+        let b = report_of(&[2000; 10], &[]);
+        let text = compare(&a, &b);
+        assert!(text.contains("move p99"), "{text}");
+        assert!(text.contains("+100.0%"), "{text}");
+        assert!(text.contains("result: A PASS | B PASS"), "{text}");
     }
 }

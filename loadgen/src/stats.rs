@@ -1,4 +1,5 @@
-//! Live counters and histograms shared by the bots, and the progress line.
+//! Live counters and histograms shared by the bots, per-bot sample batches, the per-second
+//! time series and the progress line.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Largest value a histogram records exactly, in microseconds (one hour); larger values
 /// are recorded as this.
@@ -16,27 +18,174 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
 }
 
-/// Records a duration in microseconds (at least 1, at most [`HIST_MAX_US`]).
-pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    h.saturating_record(us.clamp(1, HIST_MAX_US));
+/// Microseconds of `d`, at least 1, at most [`HIST_MAX_US`].
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, HIST_MAX_US)
 }
 
-/// The histograms of a run.
+/// What a latency sample measures. The names are the report's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Movement input `k` due (its fixed schedule slot) → first snapshot reporting an
+    /// applied input `>= k`.
+    Move,
+    /// Connect start → `Welcome` (QUIC + TLS handshake + authentication).
+    Connect,
+    /// `Attack` request → its response.
+    Attack,
+    /// `Attack` request → the first combat-log line (hit or miss) of that attack.
+    AttackLog,
+    /// `PickUp` request → its response.
+    PickUp,
+    /// `UseItem` request → its response.
+    UseItem,
+    /// `Equip` request → its response.
+    Equip,
+    /// `Drop` request → its response.
+    Drop,
+    /// The input that steps into a portal (or an `EnterZone` request) → `ZoneEntered`.
+    EnterZone,
+    /// Party requests (invite, accept, leave) → their responses.
+    Party,
+    /// `GetInventory` → its response.
+    Inventory,
+    /// Time between consecutive new snapshot ticks at one bot (jitter and loss show here).
+    SnapshotGap,
+    /// How late inputs left against their schedule (load generator health).
+    SendLag,
+}
+
+impl Metric {
+    /// Every metric, in report order.
+    pub const ALL: [Metric; 13] = [
+        Metric::Move,
+        Metric::Connect,
+        Metric::Attack,
+        Metric::AttackLog,
+        Metric::PickUp,
+        Metric::UseItem,
+        Metric::Equip,
+        Metric::Drop,
+        Metric::EnterZone,
+        Metric::Party,
+        Metric::Inventory,
+        Metric::SnapshotGap,
+        Metric::SendLag,
+    ];
+
+    /// The report key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Move => "move",
+            Metric::Connect => "connect",
+            Metric::Attack => "attack",
+            Metric::AttackLog => "attack_log",
+            Metric::PickUp => "pick_up",
+            Metric::UseItem => "use_item",
+            Metric::Equip => "equip",
+            Metric::Drop => "drop",
+            Metric::EnterZone => "enter_zone",
+            Metric::Party => "party",
+            Metric::Inventory => "inventory",
+            Metric::SnapshotGap => "snapshot_gap",
+            Metric::SendLag => "send_lag",
+        }
+    }
+
+    /// The metric named `name` (as in [`Metric::name`]).
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Whether this is a player action (counted in actions per second).
+    pub fn is_action(self) -> bool {
+        !matches!(
+            self,
+            Metric::SnapshotGap | Metric::SendLag | Metric::AttackLog
+        )
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const METRICS: usize = Metric::ALL.len();
+
+/// Samples a bot collects before taking the shared lock once for all of them.
+const BATCH: usize = 128;
+
+/// A bot's pending samples: no lock and no allocation per sample.
+#[derive(Debug)]
+pub(crate) struct Samples {
+    buf: [(u8, u32); BATCH],
+    len: usize,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Self {
+            buf: [(0, 0); BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl Samples {
+    /// Adds one sample; flushes into `live` when the batch is full.
+    pub(crate) fn add(&mut self, live: &Live, metric: Metric, d: Duration) {
+        self.add_us(live, metric, micros(d));
+    }
+
+    fn add_us(&mut self, live: &Live, metric: Metric, us: u64) {
+        if self.len == BATCH {
+            self.flush(live);
+        }
+        self.buf[self.len] = (metric as u8, u32::try_from(us).unwrap_or(u32::MAX));
+        self.len += 1;
+    }
+
+    /// Moves the pending samples into the shared histograms.
+    pub(crate) fn flush(&mut self, live: &Live) {
+        if self.len == 0 {
+            return;
+        }
+        let mut h = live.hists();
+        for &(m, us) in &self.buf[..self.len] {
+            let i = usize::from(m).min(METRICS - 1);
+            let v = u64::from(us).clamp(1, HIST_MAX_US);
+            h.total[i].saturating_record(v);
+            h.window[i].saturating_record(v);
+            h.progress[i].saturating_record(v);
+        }
+        drop(h);
+        let actions = self.buf[..self.len]
+            .iter()
+            .filter(|(m, _)| {
+                Metric::ALL
+                    .get(usize::from(*m))
+                    .is_some_and(|m| m.is_action())
+            })
+            .count();
+        Live::add(&live.actions, actions as u64);
+        self.len = 0;
+    }
+}
+
+/// The histograms of a run: totals, the current second (time series) and the current
+/// progress interval.
 #[derive(Debug)]
 pub(crate) struct Hists {
-    /// Input sent → first snapshot reporting it applied.
-    pub(crate) action: Histogram<u64>,
-    /// Same, since the last progress line.
-    pub(crate) action_window: Histogram<u64>,
-    /// Connect start → `Welcome`.
-    pub(crate) connect: Histogram<u64>,
-    /// How late inputs left against their fixed schedule (load generator health).
-    pub(crate) send_lag: Histogram<u64>,
+    pub(crate) total: Vec<Histogram<u64>>,
+    pub(crate) window: Vec<Histogram<u64>>,
+    pub(crate) progress: Vec<Histogram<u64>>,
 }
 
 /// One failure reason: how often, and the first full message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureCount {
     /// Bots that failed this way.
     pub count: u64,
@@ -49,9 +198,13 @@ pub struct FailureCount {
 pub(crate) struct Live {
     pub(crate) connected_now: AtomicU64,
     pub(crate) connected_total: AtomicU64,
+    pub(crate) connects: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) inputs: AtomicU64,
     pub(crate) acks: AtomicU64,
+    pub(crate) actions: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) responses: AtomicU64,
@@ -60,33 +213,52 @@ pub(crate) struct Live {
     pub(crate) snapshot_bytes: AtomicU64,
     pub(crate) skipped_ticks: AtomicU64,
     pub(crate) send_errors: AtomicU64,
+    pub(crate) backfilled: AtomicU64,
+    pub(crate) bytes_up: AtomicU64,
+    pub(crate) bytes_down: AtomicU64,
+    pub(crate) kills: AtomicU64,
+    pub(crate) deaths: AtomicU64,
+    pub(crate) zone_changes: AtomicU64,
     hists: Mutex<Hists>,
     failures: Mutex<BTreeMap<String, FailureCount>>,
+    rejections: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Live {
     pub(crate) fn new() -> Self {
+        let set = || (0..METRICS).map(|_| histogram()).collect::<Vec<_>>();
+        let z = || AtomicU64::new(0);
         Self {
-            connected_now: AtomicU64::new(0),
-            connected_total: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            inputs: AtomicU64::new(0),
-            acks: AtomicU64::new(0),
-            snapshots: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            responses: AtomicU64::new(0),
-            bad_datagrams: AtomicU64::new(0),
-            snapshot_datagrams: AtomicU64::new(0),
-            snapshot_bytes: AtomicU64::new(0),
-            skipped_ticks: AtomicU64::new(0),
-            send_errors: AtomicU64::new(0),
+            connected_now: z(),
+            connected_total: z(),
+            connects: z(),
+            failed: z(),
+            inputs: z(),
+            acks: z(),
+            actions: z(),
+            requests: z(),
+            rejected: z(),
+            snapshots: z(),
+            events: z(),
+            responses: z(),
+            bad_datagrams: z(),
+            snapshot_datagrams: z(),
+            snapshot_bytes: z(),
+            skipped_ticks: z(),
+            send_errors: z(),
+            backfilled: z(),
+            bytes_up: z(),
+            bytes_down: z(),
+            kills: z(),
+            deaths: z(),
+            zone_changes: z(),
             hists: Mutex::new(Hists {
-                action: histogram(),
-                action_window: histogram(),
-                connect: histogram(),
-                send_lag: histogram(),
+                total: set(),
+                window: set(),
+                progress: set(),
             }),
             failures: Mutex::new(BTreeMap::new()),
+            rejections: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -103,6 +275,7 @@ impl Live {
         counter.load(Ordering::Relaxed)
     }
 
+    /// A bot failed (connection-level): counted by `kind`, the first message kept.
     pub(crate) fn fail(&self, kind: String, message: String) {
         Self::add(&self.failed, 1);
         tracing::debug!(%kind, %message, "bot failed");
@@ -115,57 +288,166 @@ impl Live {
             .count += 1;
     }
 
+    /// A request was refused: counted as `<action>:<RequestError variant>`.
+    pub(crate) fn rejected(&self, action: Metric, reason: &str) {
+        Self::add(&self.rejected, 1);
+        let mut r = self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{}:{reason}", action.name());
+        *r.entry(key).or_insert(0) += 1;
+    }
+
     pub(crate) fn failures(&self) -> BTreeMap<String, FailureCount> {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    pub(crate) fn rejections(&self) -> BTreeMap<String, u64> {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
-/// Counter values at the previous progress line.
-#[derive(Debug, Default)]
-pub(crate) struct ProgressState {
+/// Counter values at the previous sample.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
     inputs: u64,
     acks: u64,
+    actions: u64,
     snapshots: u64,
+    rejected: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    connects: u64,
 }
 
-/// One progress line: totals, rates since the previous line, and the window p99.
+impl Counters {
+    pub(crate) fn read(live: &Live) -> Self {
+        Self {
+            inputs: Live::get(&live.inputs),
+            acks: Live::get(&live.acks),
+            actions: Live::get(&live.actions),
+            snapshots: Live::get(&live.snapshots),
+            rejected: Live::get(&live.rejected),
+            bytes_up: Live::get(&live.bytes_up),
+            bytes_down: Live::get(&live.bytes_down),
+            connects: Live::get(&live.connects),
+        }
+    }
+}
+
+/// One second of a run (the per-second time series of the report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the start of the run (this entry covers `[t-1, t)`).
+    pub t: u32,
+    /// Bots connected at the end of the second.
+    pub connected: u64,
+    /// Connects (first logins and reconnects) completed.
+    pub connects: u64,
+    /// Inputs sent.
+    pub inputs: u64,
+    /// Inputs acknowledged.
+    pub acks: u64,
+    /// Actions completed (moves acknowledged and requests answered).
+    pub actions: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// New snapshot ticks received.
+    pub snapshots: u64,
+    /// UDP bytes sent by all bots.
+    pub bytes_up: u64,
+    /// UDP bytes received by all bots.
+    pub bytes_down: u64,
+    /// This second's latency histograms by metric name (V2 serialization, base64); only
+    /// metrics with samples appear.
+    pub hists: BTreeMap<String, String>,
+}
+
+/// Closes the current second: counters since `prev` and the window histograms (reset).
+pub(crate) fn sample_second(live: &Live, prev: &mut Counters, t: u32) -> Second {
+    let now = Counters::read(live);
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    let mut hists = BTreeMap::new();
+    {
+        let mut h = live.hists();
+        for m in Metric::ALL {
+            let w = &mut h.window[m.index()];
+            if !w.is_empty() {
+                hists.insert(m.name().to_string(), crate::report::encode_hist(w));
+                w.reset();
+            }
+        }
+    }
+    let s = Second {
+        t,
+        connected: Live::get(&live.connected_now),
+        connects: d(now.connects, prev.connects),
+        inputs: d(now.inputs, prev.inputs),
+        acks: d(now.acks, prev.acks),
+        actions: d(now.actions, prev.actions),
+        rejected: d(now.rejected, prev.rejected),
+        snapshots: d(now.snapshots, prev.snapshots),
+        bytes_up: d(now.bytes_up, prev.bytes_up),
+        bytes_down: d(now.bytes_down, prev.bytes_down),
+        hists,
+    };
+    *prev = now;
+    s
+}
+
+/// One progress line: totals, rates since the previous line, and the interval's p99 of
+/// moves and of requests.
 pub(crate) fn progress_line(
     live: &Live,
-    prev: &mut ProgressState,
+    prev: &mut Counters,
     elapsed: Duration,
     interval: Duration,
     players: usize,
 ) -> String {
-    let inputs = Live::get(&live.inputs);
-    let acks = Live::get(&live.acks);
-    let snapshots = Live::get(&live.snapshots);
+    let now = Counters::read(live);
     let secs = interval.as_secs_f64().max(1e-3);
-    let rate = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / secs;
-    let window_p99 = {
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+    let (move_p99, req_p99) = {
         let mut h = live.hists();
-        let p = (!h.action_window.is_empty()).then(|| h.action_window.value_at_quantile(0.99));
-        h.action_window.reset();
-        p
+        let mv = &h.progress[Metric::Move.index()];
+        let move_p99 = (!mv.is_empty()).then(|| mv.value_at_quantile(0.99));
+        let mut req = histogram();
+        for m in Metric::ALL {
+            if m.is_action() && !matches!(m, Metric::Move | Metric::Connect) {
+                let _ = req.add(&h.progress[m.index()]);
+            }
+        }
+        let req_p99 = (!req.is_empty()).then(|| req.value_at_quantile(0.99));
+        for p in h.progress.iter_mut() {
+            p.reset();
+        }
+        (move_p99, req_p99)
+    };
+    let ms = |v: Option<u64>| {
+        v.map_or_else(
+            || "-".to_string(),
+            |us| format!("{:.1} ms", us as f64 / 1000.0),
+        )
     };
     let line = format!(
-        "[{:>4.0}s] connected {}/{} failed {} | inputs/s {:.0} acks/s {:.0} snapshots/s {:.0} | action p99 {}",
+        "[{:>4.0}s] connected {}/{} failed {} | actions/s {:.0} inputs/s {:.0} acks/s {:.0} snapshots/s {:.0} rejects/s {:.0} | move p99 {} req p99 {}",
         elapsed.as_secs_f64(),
         Live::get(&live.connected_now),
         players,
         Live::get(&live.failed),
-        rate(inputs, prev.inputs),
-        rate(acks, prev.acks),
-        rate(snapshots, prev.snapshots),
-        window_p99.map_or_else(|| "-".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+        rate(now.actions, prev.actions),
+        rate(now.inputs, prev.inputs),
+        rate(now.acks, prev.acks),
+        rate(now.snapshots, prev.snapshots),
+        rate(now.rejected, prev.rejected),
+        ms(move_p99),
+        ms(req_p99),
     );
-    *prev = ProgressState {
-        inputs,
-        acks,
-        snapshots,
-    };
+    *prev = now;
     line
 }
 
@@ -174,18 +456,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_clamp_and_progress_resets_window() {
+    fn samples_batch_and_progress_resets_interval() {
         let live = Live::new();
-        {
-            let mut h = live.hists();
-            record(&mut h.action_window, Duration::ZERO);
-            record(&mut h.action_window, Duration::from_millis(12));
-            record(&mut h.action, Duration::from_secs(10_000));
-            assert_eq!(h.action_window.min(), 1);
-            assert!(h.action.max() >= HIST_MAX_US);
+        let mut s = Samples::default();
+        s.add(&live, Metric::Move, Duration::ZERO);
+        s.add(&live, Metric::Move, Duration::from_millis(12));
+        assert!(live.hists().total[0].is_empty(), "nothing before a flush");
+        s.flush(&live);
+        assert_eq!(live.hists().total[0].len(), 2);
+        assert_eq!(live.hists().total[0].min(), 1);
+        assert_eq!(Live::get(&live.actions), 2);
+        for _ in 0..(BATCH + 3) {
+            s.add(&live, Metric::Attack, Duration::from_millis(3));
         }
+        assert_eq!(
+            live.hists().total[Metric::Attack.index()].len(),
+            BATCH as u64,
+            "a full batch flushes by itself"
+        );
+        s.flush(&live);
         Live::add(&live.inputs, 120);
-        let mut prev = ProgressState::default();
+        let mut prev = Counters::default();
         let line = progress_line(
             &live,
             &mut prev,
@@ -194,8 +485,9 @@ mod tests {
             5,
         );
         assert!(line.contains("inputs/s 60"), "{line}");
-        assert!(line.contains("p99 12.0 ms"), "{line}");
-        assert!(live.hists().action_window.is_empty());
+        assert!(line.contains("move p99 12.0 ms"), "{line}");
+        assert!(line.contains("req p99 3.0 ms"), "{line}");
+        assert!(live.hists().progress[0].is_empty());
         let line = progress_line(
             &live,
             &mut prev,
@@ -204,13 +496,30 @@ mod tests {
             5,
         );
         assert!(
-            line.contains("inputs/s 0") && line.ends_with("p99 -"),
+            line.contains("inputs/s 0") && line.ends_with("req p99 -"),
             "{line}"
         );
     }
 
     #[test]
-    fn failures_are_grouped() {
+    fn seconds_carry_window_histograms() {
+        let live = Live::new();
+        let mut s = Samples::default();
+        s.add(&live, Metric::PickUp, Duration::from_millis(5));
+        s.flush(&live);
+        Live::add(&live.inputs, 7);
+        let mut prev = Counters::default();
+        let sec = sample_second(&live, &mut prev, 1);
+        assert_eq!(sec.inputs, 7);
+        assert_eq!(sec.actions, 1);
+        assert!(sec.hists.contains_key("pick_up"));
+        let sec = sample_second(&live, &mut prev, 2);
+        assert_eq!(sec.inputs, 0);
+        assert!(sec.hists.is_empty());
+    }
+
+    #[test]
+    fn failures_and_rejections_are_grouped() {
         let live = Live::new();
         live.fail("connect: timeout".into(), "first".into());
         live.fail("connect: timeout".into(), "second".into());
@@ -219,5 +528,16 @@ mod tests {
         assert_eq!(f["connect: timeout"].count, 2);
         assert_eq!(f["connect: timeout"].example, "first");
         assert_eq!(Live::get(&live.failed), 3);
+        live.rejected(Metric::Attack, "TooFar");
+        live.rejected(Metric::Attack, "TooFar");
+        assert_eq!(live.rejections()["attack:TooFar"], 2);
+    }
+
+    #[test]
+    fn metric_names_round_trip() {
+        for m in Metric::ALL {
+            assert_eq!(Metric::from_name(m.name()), Some(m));
+            assert_eq!(Metric::ALL[m.index()], m);
+        }
     }
 }

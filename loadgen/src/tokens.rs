@@ -54,6 +54,29 @@ pub(crate) fn tokens_for(
     }
 }
 
+/// A fresh token for bot `index` (a reconnect: tokens are single use). Fixed tokens cannot
+/// be renewed.
+pub(crate) fn fresh_token(source: &TokenSource, seed: u64, index: usize) -> Result<String, Error> {
+    let name = bot_name(seed, index);
+    match source {
+        TokenSource::SigningKey {
+            key,
+            key_id,
+            audience,
+            ttl,
+        } => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| Error::Config("system clock before 1970".into()))?;
+            mint(key, *key_id, audience, name, now, *ttl)
+        }
+        TokenSource::Command(template) => run_command(template, &name),
+        TokenSource::Fixed(_) => Err(Error::Token(
+            "fixed tokens cannot be renewed for a reconnect".into(),
+        )),
+    }
+}
+
 /// Signs a token for `player` valid from `now` (Unix time) for `ttl`, with a random nonce.
 pub fn mint(
     key: &SigningKey,

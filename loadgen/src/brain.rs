@@ -1,0 +1,1547 @@
+//! A bot's decisions, without I/O: fed the `Welcome`, sampled snapshots, events, responses
+//! and the time, it says which input to send on each schedule slot and which request to
+//! make. Every wait is a deadline (never a loop), every refusal has a reaction that does
+//! not repeat the same request at once, and at most one request is in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg32;
+use tokio::time::Instant;
+use zonehost_game::items::base;
+use zonehost_game::Rect;
+use zonehost_protocol::datagram::InputCmd;
+use zonehost_protocol::message::{
+    Combat, Event, InventoryEvent, ItemInfo, PartyEvent, Request, RequestError, Response, Welcome,
+};
+use zonehost_protocol::session::SnapshotInfo;
+use zonehost_protocol::snapshot::{kind, ArchivedSnapshotBody};
+
+use crate::behaviour::Behaviour;
+use crate::nav::{axes_toward, dist, Atlas, ZoneMap};
+use crate::stats::Metric;
+use crate::wander::Wander;
+
+/// Sent inputs remembered for position prediction.
+const PREDICT: usize = 64;
+/// Shortest gap between two requests of one bot.
+const REQUEST_GAP: Duration = Duration::from_millis(200);
+/// Assumed attack interval until the server says otherwise (Short Sword: 30 ticks).
+const ATTACK_INTERVAL: Duration = Duration::from_millis(500);
+/// Default weapon reach (Short Sword), millimetres.
+const DEFAULT_REACH: i32 = 1800;
+/// Pick-up range (game/RULES.md `PICKUP_RANGE_MM`), with a margin.
+const PICKUP_RANGE: i64 = 1800;
+/// Loot remembered at most.
+const MAX_LOOT: usize = 16;
+/// A target not seen for this long is dropped.
+const TARGET_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a hopper waits for `ZoneEntered` after stepping into a portal.
+const HOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Items a looter keeps in its bag before dropping the worst.
+const BAG_KEEP: usize = 30;
+
+/// Settings of one bot's brain.
+#[derive(Debug, Clone)]
+pub(crate) struct BrainSettings {
+    pub(crate) behaviour: Behaviour,
+    pub(crate) seed: u64,
+    pub(crate) index: usize,
+    pub(crate) input_hz: u32,
+    /// Pause range after non-combat actions.
+    pub(crate) think: (Duration, Duration),
+    /// Snapshots a navigating bot looks into per second.
+    pub(crate) view_hz: u32,
+    /// Party: the names of the members to invite (leader) or of the leader (member).
+    pub(crate) party_leader_of: Vec<String>,
+    pub(crate) party_member_of: Option<String>,
+    /// How long a party member stays before leaving.
+    pub(crate) party_stay: (Duration, Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    id: u32,
+    pos: (i32, i32),
+    seen: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Loot {
+    ground: u32,
+    pos: (i32, i32),
+    too_far: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: u32,
+    metric: Metric,
+    /// Item or ground entity concerned.
+    item: u128,
+}
+
+/// The zone hopper's progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Hop {
+    /// Choose a portal.
+    Pick,
+    /// Walk to the standing point outside the portal.
+    Approach {
+        portal: Rect,
+        stand: (i32, i32),
+        axis: (i16, i16),
+    },
+    /// Stand still until a snapshot confirms the position.
+    Settle {
+        portal: Rect,
+        stand: (i32, i32),
+        axis: (i16, i16),
+    },
+    /// Send `left` more steps; the last one enters the portal.
+    Step { axis: (i16, i16), left: u32 },
+    /// Stepped in at `at`; waiting for `ZoneEntered` until `until`.
+    Wait { until: Instant },
+    /// In the portal without a transfer: ask with `EnterZone`.
+    Ask,
+    /// Stay in the new zone until `until`.
+    Dwell { until: Instant },
+}
+
+/// What the brain wants measured from an event.
+pub(crate) type Measured = Option<(Metric, Duration)>;
+
+/// One bot's decisions.
+#[derive(Debug)]
+pub(crate) struct Brain {
+    s: BrainSettings,
+    atlas: Arc<Atlas>,
+    rng: Pcg32,
+    wander: Wander,
+    name: String,
+    player_id: u64,
+    me: u32,
+    zone: u16,
+    level: u8,
+    // What the last looked-at snapshot said.
+    pos: Option<(i32, i32)>,
+    pos_seq: u32,
+    hp: u16,
+    max_hp: u16,
+    view_tick: u32,
+    next_view: Instant,
+    nearest: Option<(u32, (i32, i32), i64)>,
+    target: Option<Target>,
+    // Prediction.
+    sent: [(u32, i16, i16); PREDICT],
+    last_seq: u32,
+    // Navigation.
+    path: Vec<(i32, i32)>,
+    path_goal: Option<(i32, i32)>,
+    path_at: Option<Instant>,
+    roam: Option<((i32, i32), Instant)>,
+    last_pred: (i32, i32),
+    stuck_ticks: u32,
+    unstick_left: u32,
+    unstick_cmd: InputCmd,
+    // Requests.
+    pending: Option<Pending>,
+    next_request_at: Instant,
+    backoff: Duration,
+    attack_ready_at: Instant,
+    reach: i32,
+    close_in_until: Option<Instant>,
+    attack_log: Option<(u32, Instant)>,
+    dead: bool,
+    leaving: bool,
+    // Hopper.
+    hop: Hop,
+    zone_timer: Option<Instant>,
+    // Looter.
+    inventory_asked: bool,
+    inventory_known: bool,
+    bag: Vec<ItemInfo>,
+    equipment: Vec<(u8, ItemInfo)>,
+    unusable: Vec<u128>,
+    loot: Vec<Loot>,
+    potion_ready_at: Instant,
+    exercise_at: Instant,
+    exercise_item: Option<u128>,
+    // Party.
+    in_party: bool,
+    party_members: Vec<String>,
+    invited_by: Option<String>,
+    invite_at: Instant,
+    invite_next: usize,
+    leave_at: Option<Instant>,
+}
+
+impl Brain {
+    pub(crate) fn new(s: BrainSettings, atlas: Arc<Atlas>, name: String, now: Instant) -> Self {
+        let stream = s.seed ^ (s.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed;
+        let wander = Wander::new(s.seed, s.index, s.input_hz);
+        Self {
+            rng: Pcg32::seed_from_u64(stream),
+            wander,
+            atlas,
+            name,
+            player_id: 0,
+            me: 0,
+            zone: 0,
+            level: 1,
+            pos: None,
+            pos_seq: 0,
+            hp: 0,
+            max_hp: 0,
+            view_tick: 0,
+            next_view: now,
+            nearest: None,
+            target: None,
+            sent: [(0, 0, 0); PREDICT],
+            last_seq: 0,
+            path: Vec::new(),
+            path_goal: None,
+            path_at: None,
+            roam: None,
+            last_pred: (0, 0),
+            stuck_ticks: 0,
+            unstick_left: 0,
+            unstick_cmd: InputCmd::default(),
+            pending: None,
+            next_request_at: now,
+            backoff: Duration::from_millis(500),
+            attack_ready_at: now,
+            reach: DEFAULT_REACH,
+            close_in_until: None,
+            attack_log: None,
+            dead: false,
+            leaving: false,
+            hop: Hop::Pick,
+            zone_timer: None,
+            inventory_asked: false,
+            inventory_known: false,
+            bag: Vec::new(),
+            equipment: Vec::new(),
+            unusable: Vec::new(),
+            loot: Vec::new(),
+            potion_ready_at: now,
+            exercise_at: now + Duration::from_secs(2),
+            exercise_item: None,
+            in_party: false,
+            party_members: Vec::new(),
+            invited_by: None,
+            invite_at: now + Duration::from_secs(1),
+            invite_next: 0,
+            leave_at: None,
+            s,
+        }
+    }
+
+    /// The behaviour.
+    pub(crate) fn behaviour(&self) -> Behaviour {
+        self.s.behaviour
+    }
+
+    fn think(&mut self) -> Duration {
+        let (lo, hi) = self.s.think;
+        if hi <= lo {
+            return lo;
+        }
+        lo + (hi - lo).mul_f64(self.rng.random::<f64>())
+    }
+
+    fn map(&self) -> Option<&ZoneMap> {
+        self.atlas.zone(self.zone)
+    }
+
+    /// A (re)connect: everything learned about the world is reset.
+    pub(crate) fn on_welcome(&mut self, w: &Welcome, now: Instant) {
+        let hop = self.hop;
+        let keep_party = (self.invite_next, self.party_members.clone());
+        *self = Brain::new(self.s.clone(), self.atlas.clone(), self.name.clone(), now);
+        self.player_id = w.player_id;
+        self.me = w.entity_id;
+        self.zone = w.zone;
+        self.last_seq = w.last_input;
+        self.pos_seq = w.last_input;
+        if matches!(hop, Hop::Dwell { .. }) {
+            self.hop = Hop::Pick;
+        }
+        (self.invite_next, self.party_members) = keep_party;
+        self.next_request_at = now + Duration::from_millis(300);
+    }
+
+    /// Whether the next snapshot should be looked into (navigating bots, at `view_hz`,
+    /// and every snapshot while a hopper settles).
+    pub(crate) fn wants_view(&self, now: Instant) -> bool {
+        self.s.behaviour.navigates()
+            && (now >= self.next_view || matches!(self.hop, Hop::Settle { .. }))
+    }
+
+    /// Reads own position and hit points, the nearest monster and the target's position.
+    pub(crate) fn on_view(
+        &mut self,
+        info: &SnapshotInfo,
+        body: &ArchivedSnapshotBody,
+        now: Instant,
+    ) {
+        if info.stale || info.other_instance {
+            return;
+        }
+        if info.tick != self.view_tick {
+            // A new tick: start a new nearest-monster search (parts of one tick add up).
+            self.view_tick = info.tick;
+            self.nearest = None;
+            let period = Duration::from_secs(1) / self.s.view_hz.max(1);
+            self.next_view = now + period;
+        }
+        let origin = self.pos.unwrap_or((0, 0));
+        for e in body.entities.iter() {
+            let id = e.id.to_native();
+            let p = (e.x_mm.to_native(), e.y_mm.to_native());
+            if id == self.me && e.kind == kind::PLAYER {
+                if let Some(seq) = info.last_input {
+                    self.pos = Some(p);
+                    self.pos_seq = seq;
+                }
+                self.hp = e.hp.to_native();
+                self.max_hp = e.max_hp.to_native();
+            } else if e.kind == kind::MONSTER && e.hp.to_native() > 0 {
+                if let Some(t) = self.target.as_mut() {
+                    if t.id == id {
+                        t.pos = p;
+                        t.seen = now;
+                    }
+                }
+                let d = dist(origin, p);
+                if self.nearest.is_none_or(|(_, _, nd)| d < nd) {
+                    self.nearest = Some((id, p, d));
+                }
+            }
+        }
+        if let Some(t) = self.target {
+            if now.saturating_duration_since(t.seen) > TARGET_TIMEOUT {
+                self.target = None;
+            }
+        }
+        if let Hop::Settle {
+            portal,
+            stand,
+            axis,
+        } = self.hop
+        {
+            // Settled once a snapshot reports every input applied: the position is final.
+            if info.last_input == Some(self.last_seq) {
+                if let Some(p) = self.pos {
+                    if dist(p, stand) <= 30 {
+                        let steps = self.map().and_then(|m| m.steps_into(p, axis, portal, 40));
+                        self.hop = match steps {
+                            Some(left) => Hop::Step { axis, left },
+                            None => Hop::Pick,
+                        };
+                    } else {
+                        self.hop = Hop::Approach {
+                            portal,
+                            stand,
+                            axis,
+                        };
+                    }
+                }
+            }
+        }
+        if self.target.is_none() && self.fights() && !self.dead {
+            if let Some((id, p, _)) = self.nearest {
+                self.target = Some(Target {
+                    id,
+                    pos: p,
+                    seen: now,
+                });
+            }
+        }
+    }
+
+    fn fights(&self) -> bool {
+        matches!(
+            self.s.behaviour,
+            Behaviour::Fighter | Behaviour::Looter | Behaviour::Party
+        )
+    }
+
+    /// Where the bot stands after the inputs the last looked-at snapshot had not applied.
+    pub(crate) fn predicted(&self) -> Option<(i32, i32)> {
+        let mut p = self.pos?;
+        let map = self.map()?;
+        let first = self.pos_seq.wrapping_add(1);
+        let n = self.last_seq.wrapping_sub(self.pos_seq).min(PREDICT as u32);
+        for k in 0..n {
+            let seq = first.wrapping_add(k);
+            let (s, x, y) = self.sent[seq as usize % PREDICT];
+            if s == seq {
+                p = map.step(p, x, y);
+            }
+        }
+        Some(p)
+    }
+
+    /// The command for schedule slot `seq`, due at `due`.
+    pub(crate) fn next_input(&mut self, seq: u32, due: Instant) -> InputCmd {
+        let cmd = match self.s.behaviour {
+            Behaviour::Mover | Behaviour::Churner | Behaviour::Idler => self.wander.next_cmd(),
+            _ => self.steer(due),
+        };
+        self.sent[seq as usize % PREDICT] = (seq, cmd.move_x.get(), cmd.move_y.get());
+        self.last_seq = seq;
+        if let Hop::Step { axis, left } = self.hop {
+            if left <= 1 {
+                self.zone_timer = Some(due);
+                self.hop = Hop::Wait {
+                    until: due + HOP_TIMEOUT,
+                };
+            } else {
+                self.hop = Hop::Step {
+                    axis,
+                    left: left - 1,
+                };
+            }
+        }
+        cmd
+    }
+
+    fn steer(&mut self, now: Instant) -> InputCmd {
+        if self.dead || self.leaving {
+            return InputCmd::default();
+        }
+        let Some(pred) = self.predicted() else {
+            return InputCmd::default();
+        };
+        if let Hop::Step { axis, .. } = self.hop {
+            return InputCmd::new(axis.0, axis.1, 0);
+        }
+        if self.unstick_left > 0 {
+            self.unstick_left -= 1;
+            return self.unstick_cmd;
+        }
+        let Some((goal, stop)) = self.goal(pred, now) else {
+            self.stuck_ticks = 0;
+            return InputCmd::default();
+        };
+        let d = dist(pred, goal);
+        if d <= stop {
+            self.stuck_ticks = 0;
+            if let Hop::Approach {
+                portal,
+                stand,
+                axis,
+            } = self.hop
+            {
+                self.hop = Hop::Settle {
+                    portal,
+                    stand,
+                    axis,
+                };
+            }
+            return InputCmd::default();
+        }
+        // Path upkeep: a new goal far from the planned one, or an old plan.
+        let replan = self.path.is_empty()
+            || self.path_goal.is_none_or(|g| dist(g, goal) > 1500)
+            || self
+                .path_at
+                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(3));
+        if replan {
+            self.path = self
+                .map()
+                .and_then(|m| m.path(pred, goal))
+                .unwrap_or_else(|| vec![goal]);
+            self.path_goal = Some(goal);
+            self.path_at = Some(now);
+        } else if let Some(last) = self.path.last_mut() {
+            *last = goal;
+        }
+        while self.path.len() > 1 && dist(pred, self.path[0]) < 200 {
+            self.path.remove(0);
+        }
+        let wp = self.path.first().copied().unwrap_or(goal);
+        let max = if self.path.len() <= 1 {
+            (d - stop).clamp(1, 100) as i32
+        } else {
+            100
+        };
+        let (x, y) = axes_toward(pred, wp, max);
+        // Stuck: the prediction did not move for half a second although we push.
+        if pred == self.last_pred && (x, y) != (0, 0) {
+            self.stuck_ticks += 1;
+            if self.stuck_ticks > self.s.input_hz / 2 + 10 {
+                self.stuck_ticks = 0;
+                self.path.clear();
+                self.unstick_left = self.s.input_hz / 2;
+                self.unstick_cmd = self.wander.random_cmd();
+            }
+        } else {
+            self.stuck_ticks = 0;
+        }
+        self.last_pred = pred;
+        InputCmd::new(x, y, 0)
+    }
+
+    /// Where to go and how close to get.
+    fn goal(&mut self, pred: (i32, i32), now: Instant) -> Option<((i32, i32), i64)> {
+        match self.s.behaviour {
+            Behaviour::Hopper => self.hop_goal(now),
+            Behaviour::Fighter | Behaviour::Looter | Behaviour::Party => self.fight_goal(pred, now),
+            _ => None,
+        }
+    }
+
+    fn hop_goal(&mut self, now: Instant) -> Option<((i32, i32), i64)> {
+        match self.hop {
+            Hop::Pick => {
+                let atlas = self.atlas.clone();
+                let map = atlas.zone(self.zone)?;
+                if map.portals.is_empty() {
+                    return None;
+                }
+                let i = self.rng.random_range(0..map.portals.len());
+                let portal = map.portals[i].0;
+                let gap = 250 + self.rng.random_range(0..100);
+                let (stand, axis) = map.portal_approach(portal, gap);
+                self.hop = Hop::Approach {
+                    portal,
+                    stand,
+                    axis,
+                };
+                self.path.clear();
+                Some((stand, 2))
+            }
+            Hop::Approach { stand, .. } => Some((stand, 2)),
+            Hop::Dwell { until } => {
+                if now >= until {
+                    self.hop = Hop::Pick;
+                }
+                None
+            }
+            Hop::Settle { .. } | Hop::Step { .. } | Hop::Ask => None,
+            Hop::Wait { until } => {
+                if now >= until {
+                    // No transfer: stepped short (a wall, a lost input) or already inside.
+                    let inside = self
+                        .pos
+                        .zip(self.map())
+                        .is_some_and(|(p, m)| m.portals.iter().any(|(r, _)| r.contains(p)));
+                    self.zone_timer = None;
+                    self.hop = if inside { Hop::Ask } else { Hop::Pick };
+                }
+                None
+            }
+        }
+    }
+
+    fn fight_goal(&mut self, pred: (i32, i32), now: Instant) -> Option<((i32, i32), i64)> {
+        let map = self.map()?;
+        // Towns have no monsters: go to the easiest combat zone.
+        if map.town || map.min_monster_level.is_none() {
+            let to = self.atlas.easiest_combat_zone()?;
+            let portal = map
+                .portal_to(to)
+                .or_else(|| map.portals.first().map(|(r, _)| *r))?;
+            return Some((portal.center(), 0));
+        }
+        // Far too dangerous here: back to town.
+        if map
+            .min_monster_level
+            .is_some_and(|l| u16::from(l) > u16::from(self.level) + 6)
+        {
+            let town = map
+                .portals
+                .iter()
+                .find(|(_, t)| self.atlas.zone(*t).is_some_and(|z| z.town))
+                .map(|(r, _)| *r)?;
+            return Some((town.center(), 0));
+        }
+        if self.s.behaviour == Behaviour::Looter {
+            let engaged = self.target.is_some_and(|t| dist(pred, t.pos) < 4000);
+            if !engaged {
+                if let Some(l) = self.loot.first() {
+                    return Some((l.pos, 800));
+                }
+            }
+        }
+        if let Some(t) = self.target {
+            let stop = if self.close_in_until.is_some_and(|u| now < u) {
+                600
+            } else {
+                i64::from(self.reach - 500).max(500)
+            };
+            return Some((t.pos, stop));
+        }
+        // Nothing in sight: roam to random walkable points.
+        let (w, h) = (map.width, map.height);
+        let fresh = self
+            .roam
+            .is_some_and(|(p, until)| now < until && dist(pred, p) > 500);
+        if !fresh {
+            let mut pick = None;
+            for _ in 0..16 {
+                let p = (self.rng.random_range(0..w), self.rng.random_range(0..h));
+                if self.map().is_some_and(|m| m.is_walkable(p)) {
+                    pick = Some(p);
+                    break;
+                }
+            }
+            self.roam = pick.map(|p| (p, now + Duration::from_secs(15)));
+        }
+        self.roam.map(|(p, _)| (p, 300))
+    }
+
+    /// The next request to make, if any (at most one in flight, spaced by at least
+    /// [`REQUEST_GAP`] and by think times).
+    pub(crate) fn next_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if self.pending.is_some() || now < self.next_request_at || self.me == 0 {
+            return None;
+        }
+        if self.leaving {
+            return None;
+        }
+        match self.s.behaviour {
+            Behaviour::Hopper => {
+                if self.hop == Hop::Ask && !self.dead {
+                    self.zone_timer = Some(now);
+                    self.hop = Hop::Wait {
+                        until: now + HOP_TIMEOUT,
+                    };
+                    return Some((Metric::EnterZone, Request::EnterZone, 0));
+                }
+                None
+            }
+            Behaviour::Looter => self.loot_request(now).or_else(|| self.attack_request(now)),
+            Behaviour::Party => self.party_request(now).or_else(|| self.attack_request(now)),
+            Behaviour::Fighter => self.attack_request(now),
+            _ => None,
+        }
+    }
+
+    fn attack_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if self.dead || now < self.attack_ready_at {
+            return None;
+        }
+        let t = self.target?;
+        let me = self.predicted()?;
+        if dist(me, t.pos) > i64::from(self.reach) {
+            return None;
+        }
+        self.attack_log = Some((t.id, now));
+        Some((
+            Metric::Attack,
+            Request::Attack { target: t.id },
+            u128::from(t.id),
+        ))
+    }
+
+    fn is_potion(item: &ItemInfo) -> bool {
+        base(item.base).is_some_and(|b| b.heal > 0)
+    }
+
+    fn slot_of(item: &ItemInfo) -> Option<u8> {
+        base(item.base)
+            .and_then(|b| b.slot)
+            .map(|s| s.index() as u8)
+    }
+
+    /// A rough worth of an equippable item: base value plus affixes plus rarity.
+    fn score(item: &ItemInfo) -> i64 {
+        let Some(b) = base(item.base) else { return 0 };
+        let base_value = i64::from(b.damage.0 + b.damage.1) * 5 + i64::from(b.armour) * 10;
+        let affixes: i64 = item.affixes.iter().map(|(_, v)| i64::from(*v)).sum();
+        base_value + affixes + i64::from(item.rarity) * 10 + i64::from(item.level)
+    }
+
+    fn can_wear(&self, item: &ItemInfo) -> bool {
+        base(item.base).is_some_and(|b| b.slot.is_some() && b.req_level <= self.level)
+            && !self.unusable.contains(&item.id)
+    }
+
+    fn worn_score(&self, slot: u8) -> i64 {
+        self.equipment
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or(-1, |(_, i)| Self::score(i))
+    }
+
+    fn loot_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if !self.inventory_asked {
+            self.inventory_asked = true;
+            return Some((Metric::Inventory, Request::GetInventory, 0));
+        }
+        if !self.inventory_known || self.dead {
+            return None;
+        }
+        // Hurt: drink.
+        if self.max_hp > 0
+            && u32::from(self.hp) * 2 < u32::from(self.max_hp)
+            && now >= self.potion_ready_at
+        {
+            if let Some(p) = self
+                .bag
+                .iter()
+                .find(|i| Self::is_potion(i) && !self.unusable.contains(&i.id))
+            {
+                return Some((Metric::UseItem, Request::UseItem { item: p.id }, p.id));
+            }
+        }
+        // Better gear: wear it.
+        let better = self.bag.iter().find(|i| {
+            self.can_wear(i)
+                && Self::slot_of(i).is_some_and(|s| Self::score(i) > self.worn_score(s))
+        });
+        if let Some(i) = better {
+            return Some((Metric::Equip, Request::Equip { item: i.id }, i.id));
+        }
+        // Junk (gear no better than what is worn), or the worst when the bag fills up.
+        let junk = self.bag.iter().find(|i| {
+            !Self::is_potion(i)
+                && !self.unusable.contains(&i.id)
+                && Self::slot_of(i).is_some_and(|s| Self::score(i) <= self.worn_score(s))
+        });
+        let junk = junk.or_else(|| {
+            (self.bag.len() >= BAG_KEEP)
+                .then(|| {
+                    self.bag
+                        .iter()
+                        .filter(|i| !self.unusable.contains(&i.id))
+                        .min_by_key(|i| Self::score(i))
+                })
+                .flatten()
+        });
+        if let Some(i) = junk {
+            return Some((Metric::Drop, Request::Drop { item: i.id }, i.id));
+        }
+        // Loot in reach.
+        if let Some(me) = self.predicted() {
+            if let Some(l) = self.loot.iter().find(|l| dist(me, l.pos) <= PICKUP_RANGE) {
+                return Some((
+                    Metric::PickUp,
+                    Request::PickUp { ground: l.ground },
+                    u128::from(l.ground),
+                ));
+            }
+        }
+        // Now and then, while nothing attacks: drop a potion to pick it up again.
+        let calm = self
+            .target
+            .is_none_or(|t| self.predicted().is_none_or(|me| dist(me, t.pos) > 6000));
+        if calm && now >= self.exercise_at && self.exercise_item.is_none() && self.loot.is_empty() {
+            if let Some(p) = self.bag.iter().find(|i| Self::is_potion(i)) {
+                let id = p.id;
+                self.exercise_item = Some(id);
+                self.exercise_at = now + Duration::from_secs(20) + self.think();
+                return Some((Metric::Drop, Request::Drop { item: id }, id));
+            }
+        }
+        None
+    }
+
+    fn party_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if let Some(by) = self.invited_by.take() {
+            if self.s.party_member_of.as_deref().is_none_or(|l| l == by) && !self.in_party {
+                return Some((Metric::Party, Request::PartyAccept, 0));
+            }
+            return Some((Metric::Party, Request::PartyDecline, 0));
+        }
+        if self.in_party && self.leave_at.is_some_and(|t| now >= t) {
+            self.leave_at = None;
+            return Some((Metric::Party, Request::PartyLeave, 0));
+        }
+        if !self.s.party_leader_of.is_empty() && now >= self.invite_at {
+            let n = self.s.party_leader_of.len();
+            for k in 0..n {
+                let i = (self.invite_next + k) % n;
+                let name = &self.s.party_leader_of[i];
+                if !self.party_members.contains(name) {
+                    self.invite_next = i + 1;
+                    self.invite_at = now + Duration::from_secs(2);
+                    return Some((
+                        Metric::Party,
+                        Request::PartyInvite {
+                            player: name.clone(),
+                        },
+                        0,
+                    ));
+                }
+            }
+            self.invite_at = now + Duration::from_secs(2);
+        }
+        None
+    }
+
+    /// The request just sent got id `id`.
+    pub(crate) fn request_sent(&mut self, id: u32, metric: Metric, item: u128, now: Instant) {
+        self.pending = Some(Pending { id, metric, item });
+        self.next_request_at = now + REQUEST_GAP;
+    }
+
+    /// A response arrived; returns the metric of the request it answers (`None` when it is
+    /// not this brain's).
+    pub(crate) fn on_response(
+        &mut self,
+        id: u32,
+        body: &Result<Response, RequestError>,
+        now: Instant,
+    ) -> Option<Metric> {
+        let p = self.pending.filter(|p| p.id == id)?;
+        self.pending = None;
+        match body {
+            Ok(r) => {
+                self.backoff = Duration::from_millis(500);
+                self.on_done(p, r, now);
+            }
+            Err(e) => self.on_refused(p, *e, now),
+        }
+        Some(p.metric)
+    }
+
+    fn on_done(&mut self, p: Pending, r: &Response, now: Instant) {
+        match p.metric {
+            Metric::Attack => self.attack_ready_at = now + ATTACK_INTERVAL,
+            Metric::Inventory => {
+                if let Response::Inventory(v) = r {
+                    self.bag = v.bag.clone();
+                    self.equipment = v.equipment.clone();
+                    self.level = v.level;
+                    self.inventory_known = true;
+                }
+            }
+            Metric::PickUp => {
+                let g = p.item as u32;
+                self.loot.retain(|l| l.ground != g);
+                self.next_request_at = now + self.think();
+            }
+            Metric::EnterZone => {}
+            _ => self.next_request_at = now + self.think(),
+        }
+    }
+
+    fn on_refused(&mut self, p: Pending, e: RequestError, now: Instant) {
+        use RequestError as E;
+        if p.metric == Metric::Attack {
+            self.attack_log = None;
+        }
+        match e {
+            E::RateLimited | E::Internal | E::NotAllowed => {
+                self.next_request_at = now + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(8));
+            }
+            E::Dead => self.dead = true,
+            E::Leaving => self.leaving = true,
+            E::TooFar => match p.metric {
+                Metric::Attack => {
+                    self.reach = (self.reach - 300).max(900);
+                    self.attack_ready_at = now + Duration::from_millis(300);
+                }
+                Metric::PickUp => {
+                    let g = p.item as u32;
+                    if let Some(l) = self.loot.iter_mut().find(|l| l.ground == g) {
+                        l.too_far += 1;
+                    }
+                    self.loot.retain(|l| l.too_far < 5);
+                    self.next_request_at = now + Duration::from_millis(500);
+                }
+                _ => {}
+            },
+            E::NoLineOfSight => {
+                self.close_in_until = Some(now + Duration::from_secs(2));
+                self.attack_ready_at = now + Duration::from_millis(300);
+            }
+            E::NoSuchTarget => {
+                self.target = None;
+            }
+            E::OnCooldown => match p.metric {
+                Metric::UseItem => self.potion_ready_at = now + Duration::from_secs(1),
+                _ => self.attack_ready_at = now + Duration::from_millis(250),
+            },
+            E::NoSuchItem | E::NotYours => {
+                let g = p.item;
+                self.loot.retain(|l| u128::from(l.ground) != g);
+                self.bag.retain(|i| i.id != g);
+                if self.exercise_item == Some(g) {
+                    self.exercise_item = None;
+                }
+            }
+            E::NoEffect => self.potion_ready_at = now + Duration::from_secs(3),
+            E::NotUsable | E::WrongSlot | E::LevelTooLow | E::GroundFull => {
+                self.unusable.push(p.item);
+                if self.exercise_item == Some(p.item) {
+                    self.exercise_item = None;
+                }
+            }
+            E::BagFull => {
+                // Drop something before picking up more: the junk rule handles it.
+                self.next_request_at = now + Duration::from_millis(500);
+                let g = p.item as u32;
+                self.loot.retain(|l| l.ground != g);
+            }
+            E::NotAtPortal => {
+                self.zone_timer = None;
+                self.hop = Hop::Pick;
+            }
+            E::SlotEmpty => {}
+            E::NoSuchPlayer | E::PartyFull | E::NotLeader | E::AlreadyInParty => {
+                self.invite_at = now + Duration::from_secs(2);
+            }
+            E::NoInvite | E::SelfInvite | E::NotMember => {}
+            E::NotInParty => self.in_party = false,
+        }
+    }
+
+    /// A reliable event arrived; returns a latency to record, if it completes a measurement.
+    pub(crate) fn on_event(&mut self, ev: &Event, now: Instant) -> Measured {
+        match ev {
+            Event::Combat(c) => return self.on_combat(c, now),
+            Event::ItemDropped {
+                ground,
+                owner,
+                x_mm,
+                y_mm,
+                ..
+            } if self.s.behaviour == Behaviour::Looter
+                && *owner == Some(self.player_id)
+                && self.loot.len() < MAX_LOOT =>
+            {
+                self.loot.push(Loot {
+                    ground: *ground,
+                    pos: (*x_mm, *y_mm),
+                    too_far: 0,
+                });
+            }
+            Event::ItemExpired { ground } => self.loot.retain(|l| l.ground != *ground),
+            Event::LevelUp { level } => self.level = *level,
+            Event::Died { .. } => {
+                self.dead = true;
+                self.target = None;
+                self.path.clear();
+                self.attack_log = None;
+            }
+            Event::Respawned => {
+                self.dead = false;
+                self.pos = None;
+            }
+            Event::ZoneEntered {
+                zone, entity_id, ..
+            } => {
+                let measured = self
+                    .zone_timer
+                    .take()
+                    .map(|t| (Metric::EnterZone, now.saturating_duration_since(t)));
+                self.me = *entity_id;
+                self.zone = *zone;
+                self.pos = None;
+                self.pos_seq = self.last_seq;
+                self.target = None;
+                self.nearest = None;
+                self.loot.clear();
+                self.path.clear();
+                self.roam = None;
+                self.dead = false;
+                self.leaving = false;
+                self.attack_log = None;
+                self.exercise_item = None;
+                self.next_view = now;
+                if self.s.behaviour == Behaviour::Hopper {
+                    let dwell = self.think();
+                    self.hop = Hop::Dwell { until: now + dwell };
+                }
+                return measured;
+            }
+            Event::Inventory(i) => self.on_inventory(i, now),
+            Event::Party(p) => self.on_party(p, now),
+            _ => {}
+        }
+        None
+    }
+
+    fn on_combat(&mut self, c: &Combat, now: Instant) -> Measured {
+        match c {
+            Combat::Hit {
+                attacker, target, ..
+            }
+            | Combat::Miss { attacker, target } => {
+                if *attacker == self.me {
+                    if let Some((t, at)) = self.attack_log {
+                        if t == *target {
+                            self.attack_log = None;
+                            return Some((Metric::AttackLog, now.saturating_duration_since(at)));
+                        }
+                    }
+                } else if *target == self.me && self.fights() && !self.dead {
+                    // Fight back when the attacker is closer than the current target.
+                    let keep = self.target.is_some_and(|t| {
+                        self.predicted()
+                            .is_some_and(|me| dist(me, t.pos) <= i64::from(self.reach))
+                    });
+                    if !keep {
+                        let pos = self.predicted().unwrap_or((0, 0));
+                        self.target = Some(Target {
+                            id: *attacker,
+                            pos,
+                            seen: now,
+                        });
+                    }
+                }
+            }
+            Combat::Killed { victim, .. } => {
+                if self.target.is_some_and(|t| t.id == *victim) {
+                    self.target = None;
+                }
+            }
+        }
+        None
+    }
+
+    fn on_inventory(&mut self, i: &InventoryEvent, now: Instant) {
+        match i {
+            InventoryEvent::PickedUp { item, ground } => {
+                self.loot.retain(|l| l.ground != *ground);
+                if !self.bag.iter().any(|b| b.id == item.id) {
+                    self.bag.push(item.clone());
+                }
+                if self.exercise_item == Some(item.id) {
+                    self.exercise_item = None;
+                }
+            }
+            InventoryEvent::Equipped {
+                item,
+                slot,
+                swapped_out,
+            } => {
+                if let Some(pos) = self.bag.iter().position(|b| b.id == *item) {
+                    let info = self.bag.remove(pos);
+                    if let Some(old) = swapped_out {
+                        if let Some(w) = self
+                            .equipment
+                            .iter()
+                            .position(|(s, e)| *s == *slot && e.id == *old)
+                        {
+                            let (_, o) = self.equipment.remove(w);
+                            self.bag.push(o);
+                        }
+                    }
+                    self.equipment.retain(|(s, _)| *s != *slot);
+                    self.equipment.push((*slot, info));
+                }
+            }
+            InventoryEvent::Unequipped { item, slot } => {
+                if let Some(w) = self
+                    .equipment
+                    .iter()
+                    .position(|(s, e)| *s == *slot && e.id == *item)
+                {
+                    let (_, o) = self.equipment.remove(w);
+                    self.bag.push(o);
+                }
+            }
+            InventoryEvent::Dropped { item, ground } => {
+                self.bag.retain(|b| b.id != *item);
+                if self.exercise_item == Some(*item) {
+                    // Our own potion at our feet: pick it up again (public ground item).
+                    let pos = self.predicted().unwrap_or((0, 0));
+                    self.loot.insert(
+                        0,
+                        Loot {
+                            ground: *ground,
+                            pos,
+                            too_far: 0,
+                        },
+                    );
+                    self.next_request_at = self.next_request_at.min(now + REQUEST_GAP);
+                }
+            }
+            InventoryEvent::Consumed { item, .. } => {
+                self.bag.retain(|b| b.id != *item);
+                self.potion_ready_at = now + Duration::from_millis(1100);
+            }
+            InventoryEvent::Granted { .. } => {
+                self.inventory_asked = false;
+                self.inventory_known = false;
+            }
+        }
+    }
+
+    fn on_party(&mut self, p: &PartyEvent, now: Instant) {
+        match p {
+            PartyEvent::Invited { by } => self.invited_by = Some(by.clone()),
+            PartyEvent::Declined { .. } => self.invite_at = now + Duration::from_secs(2),
+            PartyEvent::Members { members, .. } => {
+                self.in_party = members.contains(&self.name);
+                self.party_members = members.clone();
+                if self.in_party && self.s.party_member_of.is_some() && self.leave_at.is_none() {
+                    let (lo, hi) = self.s.party_stay;
+                    let stay = if hi > lo {
+                        lo + (hi - lo).mul_f64(self.rng.random::<f64>())
+                    } else {
+                        lo
+                    };
+                    self.leave_at = Some(now + stay);
+                }
+            }
+            PartyEvent::Left { .. } => {
+                self.in_party = false;
+                self.party_members.clear();
+                self.leave_at = None;
+                self.invite_at = now + Duration::from_secs(2);
+            }
+        }
+    }
+
+    /// For tests and the report: where the hopper is.
+    #[cfg(test)]
+    fn hop_state(&self) -> Hop {
+        self.hop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, EntityState, PlayerAck};
+
+    fn settings(b: Behaviour) -> BrainSettings {
+        BrainSettings {
+            behaviour: b,
+            seed: 1,
+            index: 0,
+            input_hz: 60,
+            think: (Duration::from_millis(100), Duration::from_millis(200)),
+            view_hz: 60,
+            party_leader_of: Vec::new(),
+            party_member_of: None,
+            party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
+        }
+    }
+
+    fn welcome(zone: u16, entity: u32) -> Welcome {
+        Welcome {
+            player_id: 77,
+            entity_id: entity,
+            zone,
+            instance: 1,
+            tick_rate_hz: 60,
+            snapshot_rate_hz: 60,
+            server_tick: 0,
+            server_time_us: 0,
+            max_speed_mms: 6000,
+            last_input: 0,
+            resume_token: String::new(),
+        }
+    }
+
+    fn player(id: u32, p: (i32, i32), hp: u16) -> EntityState {
+        EntityState {
+            id,
+            x_mm: p.0,
+            y_mm: p.1,
+            hp,
+            max_hp: 124,
+            kind: kind::PLAYER,
+            ..EntityState::default()
+        }
+    }
+
+    fn monster(id: u32, p: (i32, i32)) -> EntityState {
+        EntityState {
+            id,
+            x_mm: p.0,
+            y_mm: p.1,
+            hp: 40,
+            max_hp: 40,
+            kind: kind::MONSTER,
+            ..EntityState::default()
+        }
+    }
+
+    fn view(b: &mut Brain, tick: u32, ack: u32, entities: &[EntityState], now: Instant) {
+        let mut out = Vec::new();
+        encode_snapshot(
+            tick,
+            1,
+            b.zone,
+            &[PlayerAck {
+                entity: b.me,
+                last_input: ack,
+            }],
+            entities,
+            &mut out,
+        )
+        .expect("encode");
+        let (_, body) = decode_snapshot(&out[0]).expect("decode");
+        let info = SnapshotInfo {
+            tick,
+            part: 0,
+            parts: 1,
+            last_input: Some(ack),
+            stale: false,
+            other_instance: false,
+        };
+        b.on_view(&info, body, now);
+    }
+
+    /// Plays the server for one bot: applies each input with the game's movement rules
+    /// and answers with a snapshot (no latency).
+    fn walk(
+        b: &mut Brain,
+        pos: &mut (i32, i32),
+        seq: &mut u32,
+        ticks: u32,
+        t: &mut Instant,
+        extra: &[EntityState],
+    ) {
+        let map = b.atlas.zone(b.zone).cloned().expect("zone");
+        for _ in 0..ticks {
+            *seq += 1;
+            *t += Duration::from_micros(16_667);
+            let cmd = b.next_input(*seq, *t);
+            *pos = map.step(*pos, cmd.move_x.get(), cmd.move_y.get());
+            let mut ents = vec![player(b.me, *pos, 124)];
+            ents.extend_from_slice(extra);
+            view(b, *seq, *seq, &ents, *t);
+        }
+    }
+
+    #[test]
+    fn fighter_walks_from_town_toward_the_crypt_portal() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Fighter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(1, 5), t0);
+        let mut pos = (20_000, 20_000);
+        let (mut seq, mut t) = (0, t0);
+        view(&mut b, 1, 0, &[player(5, pos, 124)], t);
+        walk(&mut b, &mut pos, &mut seq, 60 * 8, &mut t, &[]);
+        let portal = Rect::new(38000, 18000, 40000, 22000);
+        assert!(
+            portal.contains(pos) || dist(pos, portal.center()) < 200,
+            "ended at {pos:?}"
+        );
+    }
+
+    #[test]
+    fn fighter_approaches_attacks_and_handles_refusals() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Fighter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(2, 5), t0);
+        let mut pos = (3000, 30000);
+        let m = monster(900, (8000, 30000));
+        let (mut seq, mut t) = (0, t0);
+        view(&mut b, 1, 0, &[player(5, pos, 124), m], t);
+        assert!(b.next_request(t).is_none(), "out of reach: no attack");
+        walk(&mut b, &mut pos, &mut seq, 120, &mut t, &[m]);
+        assert!(
+            dist(pos, (8000, 30000)) <= 1800,
+            "walked into reach: {pos:?}"
+        );
+        let (metric, req, _) = b.next_request(t).expect("attack");
+        assert_eq!(metric, Metric::Attack);
+        assert_eq!(req, Request::Attack { target: 900 });
+        b.request_sent(1, metric, 900, t);
+        assert!(
+            b.next_request(t + Duration::from_secs(1)).is_none(),
+            "one in flight"
+        );
+        // The combat log line completes the attack -> log measurement.
+        let hit = Event::Combat(Combat::Miss {
+            attacker: 5,
+            target: 900,
+        });
+        let m2 = b.on_event(&hit, t + Duration::from_millis(20));
+        assert_eq!(m2, Some((Metric::AttackLog, Duration::from_millis(20))));
+        assert_eq!(
+            b.on_response(1, &Ok(Response::Done), t + Duration::from_millis(21)),
+            Some(Metric::Attack)
+        );
+        assert!(
+            b.next_request(t + Duration::from_millis(100)).is_none(),
+            "cooldown respected"
+        );
+        // TooFar: shorter assumed reach, no immediate retry.
+        let t2 = t + Duration::from_secs(1);
+        let (metric, _, _) = b.next_request(t2).expect("attack again");
+        b.request_sent(2, metric, 900, t2);
+        assert_eq!(
+            b.on_response(2, &Err(RequestError::TooFar), t2),
+            Some(Metric::Attack)
+        );
+        assert!(b.reach < DEFAULT_REACH);
+        assert!(b.next_request(t2 + Duration::from_millis(100)).is_none());
+        // NoSuchTarget: the target is forgotten.
+        let t3 = t2 + Duration::from_secs(1);
+        if let Some((metric, _, _)) = b.next_request(t3) {
+            b.request_sent(3, metric, 900, t3);
+            b.on_response(3, &Err(RequestError::NoSuchTarget), t3);
+            assert!(b.target.is_none());
+        }
+        // A response for another id is not ours.
+        assert_eq!(b.on_response(99, &Ok(Response::Done), t3), None);
+    }
+
+    #[test]
+    fn rate_limits_back_off_exponentially() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Party),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.s.party_leader_of = vec!["bot-1-1".into()];
+        b.on_welcome(&welcome(1, 5), t0);
+        let mut t = t0 + Duration::from_secs(2);
+        let mut gaps = Vec::new();
+        for id in 1..6 {
+            let mut k = 0;
+            let (metric, req, item) = loop {
+                if let Some(r) = b.next_request(t) {
+                    break r;
+                }
+                t += Duration::from_millis(100);
+                k += 1;
+                assert!(k < 1000, "bounded");
+            };
+            assert!(matches!(req, Request::PartyInvite { .. }));
+            b.request_sent(id, metric, item, t);
+            b.on_response(id, &Err(RequestError::RateLimited), t);
+            gaps.push(b.next_request_at - t);
+        }
+        assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+        assert!(gaps[4] >= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn looter_drops_and_picks_up_a_potion_and_drinks_when_hurt() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Looter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(2, 5), t0);
+        view(&mut b, 1, 0, &[player(5, (3000, 30000), 124)], t0);
+        let (m, req, _) = b
+            .next_request(t0 + Duration::from_secs(1))
+            .expect("inventory");
+        assert_eq!((m, req), (Metric::Inventory, Request::GetInventory));
+        b.request_sent(1, m, 0, t0);
+        let sword = ItemInfo {
+            id: 10,
+            base: 1,
+            rarity: 0,
+            level: 1,
+            unique: None,
+            affixes: vec![],
+        };
+        let potion = |id| ItemInfo {
+            id,
+            base: 40,
+            rarity: 0,
+            level: 1,
+            unique: None,
+            affixes: vec![],
+        };
+        let inv = zonehost_protocol::message::InventoryView {
+            bag: vec![potion(11), potion(12)],
+            equipment: vec![(0, sword)],
+            gold: 0,
+            level: 1,
+            xp: 0,
+        };
+        b.on_response(
+            1,
+            &Ok(Response::Inventory(inv)),
+            t0 + Duration::from_secs(1),
+        );
+        let t = t0 + Duration::from_secs(3);
+        let (m, req, item) = b.next_request(t).expect("exercise drop");
+        assert_eq!(m, Metric::Drop);
+        assert_eq!(req, Request::Drop { item: 11 });
+        b.request_sent(2, m, item, t);
+        b.on_event(
+            &Event::Inventory(InventoryEvent::Dropped {
+                item: 11,
+                ground: 300,
+            }),
+            t,
+        );
+        b.on_response(2, &Ok(Response::Done), t);
+        let t = t + Duration::from_secs(1);
+        let (m, req, item) = b.next_request(t).expect("pick up");
+        assert_eq!((m, req), (Metric::PickUp, Request::PickUp { ground: 300 }));
+        b.request_sent(3, m, item, t);
+        b.on_event(
+            &Event::Inventory(InventoryEvent::PickedUp {
+                item: potion(11),
+                ground: 300,
+            }),
+            t,
+        );
+        b.on_response(3, &Ok(Response::Done), t);
+        // Hurt: a potion is used.
+        view(&mut b, 2, 0, &[player(5, (3000, 30000), 40)], t);
+        let t = t + Duration::from_secs(1);
+        let (m, req, _) = b.next_request(t).expect("potion");
+        assert_eq!(m, Metric::UseItem);
+        assert!(matches!(req, Request::UseItem { item: 11 | 12 }));
+        // A better weapon is worn; the old one is then junk and dropped.
+        b.request_sent(4, m, 11, t);
+        b.on_response(4, &Err(RequestError::NoEffect), t);
+        let axe = ItemInfo {
+            id: 20,
+            base: 2,
+            rarity: 1,
+            level: 3,
+            unique: None,
+            affixes: vec![(4, 20)],
+        };
+        b.bag.push(axe);
+        b.level = 2;
+        let t = t + Duration::from_secs(1);
+        let (m, req, item) = b.next_request(t).expect("equip");
+        assert_eq!((m, req), (Metric::Equip, Request::Equip { item: 20 }));
+        b.request_sent(5, m, item, t);
+        b.on_event(
+            &Event::Inventory(InventoryEvent::Equipped {
+                item: 20,
+                slot: 0,
+                swapped_out: Some(10),
+            }),
+            t,
+        );
+        b.on_response(5, &Ok(Response::Done), t);
+        let t = t + Duration::from_secs(1);
+        let (m, req, _) = b.next_request(t).expect("drop junk");
+        assert_eq!((m, req), (Metric::Drop, Request::Drop { item: 10 }));
+    }
+
+    #[test]
+    fn hopper_steps_into_a_portal_and_measures_the_zone_change() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Hopper),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(1, 5), t0);
+        let mut pos = (20_000, 20_000);
+        let (mut seq, mut t) = (0, t0);
+        view(&mut b, 1, 0, &[player(5, pos, 124)], t);
+        let mut entered = None;
+        let map = b.atlas.zone(1).cloned().expect("town");
+        for _ in 0..60 * 20 {
+            seq += 1;
+            t += Duration::from_micros(16_667);
+            let cmd = b.next_input(seq, t);
+            pos = map.step(pos, cmd.move_x.get(), cmd.move_y.get());
+            if let Some((portal, _)) = map.portals.iter().find(|(r, _)| r.contains(pos)) {
+                entered = Some((t, *portal));
+                break;
+            }
+            view(&mut b, seq, seq, &[player(5, pos, 124)], t);
+        }
+        let (at, _) = entered.expect("walked into a portal");
+        assert!(
+            matches!(b.hop_state(), Hop::Wait { .. }),
+            "{:?}",
+            b.hop_state()
+        );
+        assert_eq!(b.zone_timer, Some(at), "timed from the input that entered");
+        let got = b.on_event(
+            &Event::ZoneEntered {
+                zone: 2,
+                instance: 9,
+                entity_id: 6,
+            },
+            at + Duration::from_millis(40),
+        );
+        assert_eq!(got, Some((Metric::EnterZone, Duration::from_millis(40))));
+        assert!(matches!(b.hop_state(), Hop::Dwell { .. }));
+        assert_eq!(b.me, 6);
+    }
+
+    #[test]
+    fn party_member_accepts_then_leaves() {
+        let t0 = Instant::now();
+        let mut s = settings(Behaviour::Party);
+        s.party_member_of = Some("bot-1-0".into());
+        let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-1".into(), t0);
+        b.on_welcome(&welcome(1, 5), t0);
+        b.on_event(
+            &Event::Party(PartyEvent::Invited {
+                by: "bot-1-0".into(),
+            }),
+            t0,
+        );
+        let t = t0 + Duration::from_secs(1);
+        let (m, req, _) = b.next_request(t).expect("accept");
+        assert_eq!((m, req), (Metric::Party, Request::PartyAccept));
+        b.request_sent(1, m, 0, t);
+        b.on_event(
+            &Event::Party(PartyEvent::Members {
+                party: 1,
+                leader: "bot-1-0".into(),
+                members: vec!["bot-1-0".into(), "bot-1-1".into()],
+            }),
+            t,
+        );
+        b.on_response(1, &Ok(Response::Done), t);
+        assert!(b.in_party);
+        assert!(b.next_request(t + Duration::from_secs(1)).is_none());
+        let (m, req, _) = b.next_request(t + Duration::from_secs(7)).expect("leave");
+        assert_eq!((m, req), (Metric::Party, Request::PartyLeave));
+    }
+
+    #[test]
+    fn dead_bots_stand_still_and_ask_nothing() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Fighter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(2, 5), t0);
+        view(
+            &mut b,
+            1,
+            0,
+            &[player(5, (5000, 30000), 124), monster(9, (5500, 30000))],
+            t0,
+        );
+        b.on_event(
+            &Event::Died {
+                killer: 9,
+                gold_lost: 0,
+                xp_lost: 0,
+            },
+            t0,
+        );
+        assert!(b.next_request(t0 + Duration::from_secs(5)).is_none());
+        assert_eq!(b.next_input(1, t0), InputCmd::default());
+        b.on_event(
+            &Event::ZoneEntered {
+                zone: 1,
+                instance: 3,
+                entity_id: 8,
+            },
+            t0,
+        );
+        assert!(!b.dead);
+    }
+}
