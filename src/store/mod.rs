@@ -387,10 +387,12 @@ pub enum StoreError {
         source: ErrorSource,
     },
     /// ScyllaDB failed and the operation definitely did not apply (or was a read).
-    #[error("scylla: {context}: {source}")]
+    #[error("scylla: {context}: {kind}: {source}")]
     Scylla {
         /// What was being done.
         context: &'static str,
+        /// What kind of failure the driver reported.
+        kind: DbFailure,
         /// Underlying error.
         #[source]
         source: ErrorSource,
@@ -415,6 +417,55 @@ pub enum StoreError {
     /// The store worker has stopped.
     #[error("the store worker has stopped")]
     Closed,
+}
+
+/// The kind of a database failure ([`StoreError::Scylla`]), from the driver's error: what
+/// callers decide retries on and operators read in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DbFailure {
+    /// Not enough live replicas for the consistency level (CQL `Unavailable`): the
+    /// coordinator refused before any replica applied anything.
+    Unavailable,
+    /// The coordinator is overloaded or rate-limited the request: nothing was applied.
+    Overloaded,
+    /// Replicas did not answer a read in time (CQL `ReadTimeout`).
+    ReadTimeout,
+    /// Replicas did not acknowledge a write in time (CQL `WriteTimeout`): it may have
+    /// applied.
+    WriteTimeout,
+    /// The driver's own request timeout expired: the request may have applied.
+    ClientTimeout,
+    /// No connection could be used, or it broke while the request was in flight.
+    Connection,
+    /// The request itself was refused (syntax, schema, authorization, bad values).
+    Refused,
+    /// Anything else (server error, protocol error, unexpected response, decoding).
+    Other,
+}
+
+impl fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbFailure::Unavailable => "unavailable",
+            DbFailure::Overloaded => "overloaded",
+            DbFailure::ReadTimeout => "read timeout",
+            DbFailure::WriteTimeout => "write timeout",
+            DbFailure::ClientTimeout => "client timeout",
+            DbFailure::Connection => "connection",
+            DbFailure::Refused => "refused",
+            DbFailure::Other => "error",
+        })
+    }
+}
+
+impl StoreError {
+    /// The database failure kind, for [`StoreError::Scylla`].
+    pub fn db_failure(&self) -> Option<DbFailure> {
+        match self {
+            StoreError::Scylla { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 /// One integrity problem found by [`Store::check`].

@@ -54,8 +54,8 @@ use tokio::sync::Semaphore;
 
 use super::record::{self, decode_row, encode_row};
 use super::{
-    Anomaly, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord,
-    Lease, LeaseError, Owner, PlayerRecord, SaveOutcome, Store, StoreError,
+    Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
+    ItemRecord, Lease, LeaseError, Owner, PlayerRecord, SaveOutcome, Store, StoreError,
 };
 
 /// The schema version `deploy/scylla/schema.cql` creates.
@@ -167,6 +167,7 @@ struct Message(String);
 fn msg(context: &'static str, text: impl Into<String>) -> StoreError {
     StoreError::Scylla {
         context,
+        kind: DbFailure::Other,
         source: Arc::new(Message(text.into())),
     }
 }
@@ -174,9 +175,48 @@ fn msg(context: &'static str, text: impl Into<String>) -> StoreError {
 fn err<E: std::error::Error + Send + Sync + 'static>(
     context: &'static str,
 ) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Scylla {
-        context,
-        source: Arc::new(e) as ErrorSource,
+    move |e| {
+        let any: &dyn std::any::Any = &e;
+        let kind = any
+            .downcast_ref::<ExecutionError>()
+            .map_or(DbFailure::Other, classify);
+        StoreError::Scylla {
+            context,
+            kind,
+            source: Arc::new(e) as ErrorSource,
+        }
+    }
+}
+
+/// The [`DbFailure`] kind of a driver error.
+pub fn classify(e: &ExecutionError) -> DbFailure {
+    match e {
+        ExecutionError::RequestTimeout(_) => DbFailure::ClientTimeout,
+        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => DbFailure::Refused,
+        ExecutionError::EmptyPlan
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::UseKeyspaceError(_) => DbFailure::Connection,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::DbError(db, _) => match db {
+                DbError::Unavailable { .. } => DbFailure::Unavailable,
+                DbError::Overloaded | DbError::RateLimitReached { .. } => DbFailure::Overloaded,
+                DbError::ReadTimeout { .. } => DbFailure::ReadTimeout,
+                DbError::WriteTimeout { .. } => DbFailure::WriteTimeout,
+                DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::Unauthorized
+                | DbError::AuthenticationError
+                | DbError::ConfigError
+                | DbError::AlreadyExists { .. } => DbFailure::Refused,
+                _ => DbFailure::Other,
+            },
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId => DbFailure::Connection,
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_) => DbFailure::Refused,
+            _ => DbFailure::Other,
+        },
+        _ => DbFailure::Other,
     }
 }
 
@@ -522,6 +562,7 @@ async fn prepare(
 ) -> Result<PreparedStatement, StoreError> {
     let mut st = session.prepare(cql).await.map_err(|e| StoreError::Scylla {
         context: "preparing a statement",
+        kind: DbFailure::Refused,
         source: Arc::new(Message(format!("{cql}: {e}"))),
     })?;
     let (profile, idempotent) = match kind {
@@ -862,6 +903,7 @@ pub fn migrate(config: &ScyllaConfig) -> Result<String, StoreError> {
                 .await
                 .map_err(|e| StoreError::Scylla {
                     context: "applying the schema",
+                    kind: classify(&e),
                     source: Arc::new(Message(format!("{cql}: {e}"))),
                 })?;
         }
@@ -1343,6 +1385,26 @@ impl Inner {
         Ok(())
     }
 
+    /// After an item LWT failed for certain (it did not apply in this attempt), takes back
+    /// the index entry written ahead of it for the new owner, unless the row says the item
+    /// is that owner's after all (an earlier attempt of the same op applied). Best effort:
+    /// if the row cannot be read the entry stays, which `check` reports but which never
+    /// changes an outcome (`items_of` trusts the item row). Without this, every definite
+    /// refusal (Unavailable, Overloaded...) would leave the item listed under two owners.
+    async fn withdraw_index_entry(&self, new_owner: Owner, item_id: u128) {
+        match self.read_item(item_id, false).await {
+            Ok(row) if row.as_ref().and_then(|r| r.owner) != Some(new_owner) => {
+                if let Err(e) = self.index(false, new_owner, item_id).await {
+                    tracing::warn!(item = format_args!("{item_id:032x}"), error = %e, "stray owner-index entry left after a failed item operation");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(item = format_args!("{item_id:032x}"), error = %e, "stray owner-index entry left after a failed item operation");
+            }
+        }
+    }
+
     async fn apply_item_op(&self, op: ItemOp) -> Result<ItemOutcome, StoreError> {
         let result = self
             .execute(&self.st.read_op, (blob16(op.op_id),), "reading the op log")
@@ -1374,7 +1436,17 @@ impl Inner {
         if let Some(o) = new_owner {
             self.index(true, o, op.item_id).await?;
         }
-        let outcome = self.item_lwt(&op).await?;
+        let outcome = match self.item_lwt(&op).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let (Some(o), false) =
+                    (new_owner, matches!(e, StoreError::UnknownOutcome { .. }))
+                {
+                    self.withdraw_index_entry(o, op.item_id).await;
+                }
+                return Err(e);
+            }
+        };
         match outcome {
             ItemOutcome::Transferred { from, to, .. } if from != to => {
                 self.index(false, from, op.item_id).await?
