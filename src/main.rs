@@ -48,7 +48,7 @@ enum StoreCommand {
     /// Create or upgrade the schema (embedded file, or the ScyllaDB keyspace). Idempotent.
     Migrate(StoreArgs),
     /// Integrity check: every item owned exactly once, every record readable. Exits 1 on
-    /// any anomaly.
+    /// any anomaly, 2 when the store cannot be opened or read (e.g. locked by a server).
     Check(StoreArgs),
 }
 
@@ -112,8 +112,17 @@ fn store_command(command: StoreCommand) -> Result<()> {
             Ok(())
         }
         StoreCommand::Check(args) => {
-            let store = args.open()?;
-            let report = zonehost::store::check(store.as_ref()).context("checking the store")?;
+            // Exit 1 means "anomalies found"; a store that cannot be read at all (locked by
+            // a running server, missing cluster...) is exit 2, so scripts can tell them apart.
+            let report = args
+                .open()
+                .and_then(|store| {
+                    zonehost::store::check(store.as_ref()).context("checking the store")
+                })
+                .unwrap_or_else(|e| {
+                    eprintln!("zonehost store check: {e:#}");
+                    std::process::exit(2);
+                });
             println!("{report}");
             if !report.is_clean() {
                 std::process::exit(1);

@@ -125,6 +125,11 @@ async fn item_replies_follow_the_commit_and_ownership_survives_a_restart() {
     let inv = bot.inventory().await;
     let potions = bag_ids(&inv);
     assert_eq!(potions.len(), 2, "starter kit: two potions in the bag");
+    // The running server holds the embedded file: the check cannot run, and says so with
+    // its own exit code (not 1, which means "anomalies found").
+    let (code, out, err) = zonehost_cli(&["store", "check"], &dir);
+    assert_eq!(code, Some(2), "store check on a store in use: {out}{err}");
+    assert!(err.contains("opening the store"), "{err}");
     assert_eq!(inv.equipment.len(), 1, "starter kit: a sword worn");
     let sword = inv.equipment[0].1.id;
     // The starter kit is created in the store right after Welcome.
@@ -401,6 +406,12 @@ async fn bad_records_refuse_only_their_player_and_old_records_are_migrated() {
     w.client.close().await.expect("bye");
     let dir = server.stop_keeping_data().await;
 
+    let (code, out, _) = zonehost_cli(&["player", "show", corrupt], &dir);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("UNREADABLE") && out.contains("checksum mismatch"),
+        "{out}"
+    );
     let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
     let migrated = store
         .load_player(player_id(elder))
