@@ -385,6 +385,8 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     // 2. Every confirmed operation's outcome, nothing lost, nothing extra; positions.
     let mut ages = Vec::new();
     let mut expected_bags = HashMap::new();
+    let in_flight = logs.iter().filter(|l| l.in_flight.is_some()).count();
+    let mut in_flight_landed = 0;
     {
         let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
         let report = store.check().expect("check");
@@ -414,8 +416,11 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
                     Owner::Ground { instance } if instance as u32 == l.instance => Place::Ground,
                     other => panic!("{}: potion {potion:032x} owned by {other}", l.name),
                 };
-                let allowed = place == confirmed
-                    || matches!(l.in_flight, Some((p, to)) if p == potion && to == place);
+                let landed = matches!(l.in_flight, Some((p, to)) if p == potion && to == place);
+                if landed && place != confirmed {
+                    in_flight_landed += 1;
+                }
+                let allowed = place == confirmed || landed;
                 assert!(
                     allowed,
                     "{}: potion {potion:032x} is {place:?} in the store, confirmed {confirmed:?}, in flight {:?}",
@@ -464,7 +469,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     ages.sort();
     let (oldest, who, _) = ages.last().cloned().expect("bots");
     eprintln!(
-        "crash: {BOTS} bots, {ops} item operations confirmed, killed after {:.1} s; stored positions at most {:?} old ({who})",
+        "crash: {BOTS} bots, {ops} item operations confirmed, killed after {:.1} s with {in_flight} in flight ({in_flight_landed} of them had landed); stored positions at most {:?} old ({who})",
         killed_at.duration_since(started).as_secs_f32(),
         oldest
     );
