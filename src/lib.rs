@@ -177,6 +177,57 @@ pub fn take_epoch(store: &dyn Store, config: &store::StoreConfig) -> Result<u64,
     }
 }
 
+/// Destroys the items a crash left on the ground of earlier runs' instances (see
+/// [`Store::dead_ground_items`]), as the end of those instances would have. Failures are
+/// logged, never fatal: the items stay where they are and the next start tries again.
+pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
+    let items = match store.dead_ground_items(epoch) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing ground items of earlier runs failed");
+            return 0;
+        }
+    };
+    let ops: Vec<store::ItemOp> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let mut b = [0u8; 16];
+            let op_id = match getrandom::fill(&mut b) {
+                Ok(()) => u128::from_le_bytes(b),
+                // Unique anyway: this run's epoch never repeats.
+                Err(_) => (u128::from(epoch) << 64) | (1 << 63) | i as u128,
+            };
+            r.owner.map(|from| store::ItemOp {
+                op_id,
+                item_id: r.item_id,
+                kind: store::ItemOpKind::Destroy { from },
+            })
+        })
+        .collect();
+    if ops.is_empty() {
+        return 0;
+    }
+    match store.apply_item_ops(&ops) {
+        Ok(results) => {
+            let swept = results
+                .iter()
+                .filter(|r| matches!(r, Ok(o) if o.applied()))
+                .count();
+            tracing::info!(
+                swept,
+                found = ops.len(),
+                "destroyed items left on the ground of instances of earlier runs"
+            );
+            swept
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, items = ops.len(), "sweeping ground items of earlier runs failed");
+            0
+        }
+    }
+}
+
 /// Opens the configured store behind its cache (the embedded file is created in the
 /// data directory on first use), takes this run's epoch and starts the store worker.
 fn open_store(
@@ -191,6 +242,7 @@ fn open_store(
     let cache_stats = cached.cache().stats().clone();
     let store: Arc<dyn Store> = Arc::new(cached);
     let epoch = take_epoch(store.as_ref(), &config.store)?;
+    sweep_dead_grounds(store.as_ref(), epoch);
     let worker = StoreWorker::spawn(Box::new(store.clone()), &config.store)
         .map_err(ServerError::StoreWorker)?;
     let store_stats = worker.stats().clone();

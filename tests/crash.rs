@@ -12,7 +12,8 @@
 //! - no player's stored position is older than the checkpoint interval plus
 //!   [`POSITION_SLACK`] before the kill;
 //! - the restarted server admits every bot at its stored position with the inventory the
-//!   item table gives it, and drains cleanly (exit 0).
+//!   item table gives it, destroys the potions the crash left on the ground of dead
+//!   instances (and nothing else), and drains cleanly (exit 0).
 
 mod common;
 
@@ -387,6 +388,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     let mut expected_bags = HashMap::new();
     let in_flight = logs.iter().filter(|l| l.in_flight.is_some()).count();
     let mut in_flight_landed = 0;
+    let mut on_ground = 0u64;
     {
         let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
         let report = store.check().expect("check");
@@ -426,8 +428,9 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
                     "{}: potion {potion:032x} is {place:?} in the store, confirmed {confirmed:?}, in flight {:?}",
                     l.name, l.in_flight
                 );
-                if place == Place::Player {
-                    bag.push(potion);
+                match place {
+                    Place::Player => bag.push(potion),
+                    Place::Ground => on_ground += 1,
                 }
             }
             // The sword plus the potions in the bag, and nothing else.
@@ -469,7 +472,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     ages.sort();
     let (oldest, who, _) = ages.last().cloned().expect("bots");
     eprintln!(
-        "crash: {BOTS} bots, {ops} item operations confirmed, killed after {:.1} s with {in_flight} in flight ({in_flight_landed} of them had landed); stored positions at most {:?} old ({who})",
+        "crash: {BOTS} bots, {ops} item operations confirmed, killed after {:.1} s with {in_flight} in flight ({in_flight_landed} of them had landed), {on_ground} potions on the ground; stored positions at most {:?} old ({who})",
         killed_at.duration_since(started).as_secs_f32(),
         oldest
     );
@@ -501,6 +504,14 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     server.terminate();
     let (code, report) = store_check(&dir);
     assert_eq!(code, Some(0), "store check after the restart:\n{report}");
+    // The restart destroyed what the crash left on the ground of dead instances (as the
+    // end of those instances would have), and nothing else.
+    {
+        let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
+        let report = store.check().expect("check");
+        assert_eq!(report.items_on_ground, 0, "{report}");
+        assert_eq!(report.items, 3 * BOTS as u64 - on_ground, "{report}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         test_started.elapsed() < Duration::from_secs(60),

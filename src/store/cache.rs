@@ -217,6 +217,10 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.items_of(owner)
     }
 
+    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        self.inner.dead_ground_items(epoch)
+    }
+
     fn check(&self) -> Result<IntegrityReport, StoreError> {
         self.inner.check()
     }
@@ -269,6 +273,9 @@ macro_rules! forward_store {
             }
             fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
                 (**self).items_of(owner)
+            }
+            fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+                (**self).dead_ground_items(epoch)
             }
             fn check(&self) -> Result<IntegrityReport, StoreError> {
                 (**self).check()
@@ -352,6 +359,9 @@ mod tests {
             Ok(None)
         }
         fn items_of(&self, _: Owner) -> Result<Vec<ItemRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn dead_ground_items(&self, _epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
             Ok(Vec::new())
         }
         fn check(&self) -> Result<IntegrityReport, StoreError> {

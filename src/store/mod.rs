@@ -644,6 +644,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The live items of an owner, ordered by item id.
     fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError>;
 
+    /// Live items left on the ground of zone instances of earlier server runs:
+    /// `Ground { instance }` with `instance >> 32` (the run's fence epoch) below `epoch`.
+    /// A crash leaves them behind (a drain or an instance that empties destroys its own).
+    /// Only a backend that one server uses at a time can know such a ground is dead: the
+    /// embedded file is locked by the server that opens it, so redb lists them; shared
+    /// backends (ScyllaDB, where other servers' instances of other epochs are alive) return
+    /// none.
+    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError>;
+
     /// Checks integrity: every live item owned exactly once, index consistent with the
     /// item rows, every record decodable. Reads everything: an operator tool.
     fn check(&self) -> Result<IntegrityReport, StoreError>;

@@ -470,6 +470,36 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        // Grounds of a run are `(epoch << 32) | instance`: everything below `epoch << 32`.
+        let below = u64::try_from(u128::from(epoch) << 32).unwrap_or(u64::MAX);
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(OWNER_INDEX)?;
+        let items = txn.open_table(ITEMS)?;
+        let (kind, _) = owner_key(Owner::Ground { instance: 0 });
+        let mut out = Vec::new();
+        for entry in index.range((kind, 0u64, 0u128)..(kind, below, 0u128))? {
+            let (key, _) = entry?;
+            let (_, instance, item_id) = key.value();
+            let Some(g) = items.get(item_id)? else {
+                continue;
+            };
+            // An unreadable row is left alone (`check` reports it).
+            let Ok(row) = decode_row::<ItemRow>(g.value()) else {
+                continue;
+            };
+            if row.owner == Some(Owner::Ground { instance }) {
+                out.push(ItemRecord {
+                    item_id,
+                    owner: row.owner,
+                    data: row.data,
+                    last_op: row.last_op,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn check(&self) -> Result<IntegrityReport, StoreError> {
         let txn = self.db.begin_read()?;
         let mut report = IntegrityReport {
@@ -761,6 +791,53 @@ mod tests {
             .anomalies
             .iter()
             .any(|a| matches!(a, Anomaly::CorruptItem { item_id: 7, .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dead_grounds_are_those_of_earlier_epochs() {
+        let (store, dir) = temp_store("dead-grounds");
+        let old_ground = Owner::Ground {
+            instance: (2 << 32) | 5,
+        };
+        let live_ground = Owner::Ground {
+            instance: (3 << 32) | 1,
+        };
+        for (id, owner) in [
+            (1u128, old_ground),
+            (2, live_ground),
+            (3, Owner::Player(2 << 32)),
+            (4, old_ground),
+        ] {
+            let op = ItemOp {
+                op_id: id | (1 << 100),
+                item_id: id,
+                kind: ItemOpKind::Create {
+                    owner,
+                    data: vec![],
+                },
+            };
+            store.apply_item_op(&op).expect("create");
+        }
+        // Item 4 was picked up since: its old index entry is gone with the transfer.
+        store
+            .apply_item_op(&ItemOp {
+                op_id: 99,
+                item_id: 4,
+                kind: ItemOpKind::Transfer {
+                    from: old_ground,
+                    to: Owner::Player(7),
+                },
+            })
+            .expect("transfer");
+        let dead: Vec<u128> = store
+            .dead_ground_items(3)
+            .expect("dead grounds")
+            .iter()
+            .map(|r| r.item_id)
+            .collect();
+        assert_eq!(dead, vec![1]);
+        assert!(store.dead_ground_items(2).expect("none").is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1980,6 +1980,12 @@ impl Store for ScyllaStore {
         self.run(move |i| i.items_of(owner))
     }
 
+    fn dead_ground_items(&self, _epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        // Shared by several servers: a ground of another epoch may be another server's
+        // live instance. Sweeping needs per-server instance leases (multi-server work).
+        Ok(Vec::new())
+    }
+
     fn check(&self) -> Result<IntegrityReport, StoreError> {
         self.run(move |i| async move { i.check().await })
     }
