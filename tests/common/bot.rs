@@ -228,8 +228,9 @@ impl Bot {
                 .client
                 .send_input(InputCmd::new(move_x, move_y, 0))
                 .expect("input sent");
-            // Pace the inputs at about the tick rate (the server applies one per tick).
-            let pace = tokio::time::sleep(Duration::from_millis(16));
+            // Pace the inputs just under the tick rate (the server applies one per tick
+            // and drops inputs beyond a small bank).
+            let pace = tokio::time::sleep(Duration::from_millis(17));
             tokio::pin!(pace);
             loop {
                 tokio::select! {
