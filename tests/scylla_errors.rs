@@ -20,7 +20,9 @@
 //! - when that re-read fails too, the caller gets [`StoreError::UnknownOutcome`] and the
 //!   LWT was still sent only once (no blind retry), and nothing was logged as done;
 //! - a client-side timeout of an LWT is resolved the same way: the re-read shows the
-//!   condition still holds and the op not applied, and only then is the LWT sent again.
+//!   condition still holds and the op not applied, and only then is the LWT sent again;
+//! - a checkpoint's fenced LWT that times out is resolved by a LOCAL_SERIAL fence re-read
+//!   (our fence stored: saved), or is an unknown outcome when that read fails, sent once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -717,5 +719,83 @@ async fn an_lwt_client_timeout_is_re_read_before_it_is_sent_again() {
     assert!(reread < resend, "re-read first, then resend: {order:?}");
     assert_eq!(seen.executes[reread].1, Consistency::LocalSerial);
     assert_eq!(seen.count("INSERT INTO item_ops"), 1);
+    h.finish().await;
+}
+
+// Checkpoints: a fenced LWT per record; a timeout is resolved by a serial fence re-read.
+
+const SAVE_SAME_EPOCH: &str = "UPDATE players SET name = :name";
+const FENCE_REREAD: &str = "SELECT epoch, seq FROM players";
+
+fn checkpoint_record() -> zonehost::store::PlayerRecord {
+    let mut r = zonehost::store::PlayerRecord::new("scylla-errors");
+    r.epoch = 5;
+    r.seq = 9;
+    r
+}
+
+fn fence_row(epoch: i64, seq: i64) -> Answer {
+    Answer::Rows(vec![vec![
+        Some(epoch.to_be_bytes().to_vec()),
+        Some(seq.to_be_bytes().to_vec()),
+    ]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_write_timeout_is_resolved_by_a_serial_fence_re_read() {
+    let script = Arc::new(|cql: &str, _nth: usize| {
+        if cql.starts_with(SAVE_SAME_EPOCH) {
+            Answer::Error(cas_timeout())
+        } else if cql.starts_with(FENCE_REREAD) {
+            // Our fence is stored: the timed-out write landed.
+            fence_row(5, 9)
+        } else {
+            Answer::Error(DbError::ServerError)
+        }
+    });
+    let h = Harness::start(script, None, |_| {}).await;
+    let record = checkpoint_record();
+    let player_id = record.player_id;
+    let got = h.call(move |s| s.save_players(&[record])).await;
+    assert_eq!(
+        got.expect("resolved by the re-read"),
+        vec![zonehost::store::SaveOutcome::Saved { player_id }]
+    );
+    let seen = h.seen();
+    assert_eq!(seen.count(SAVE_SAME_EPOCH), 1, "never resent blindly");
+    assert_eq!(
+        seen.executes
+            .iter()
+            .filter(|(q, c)| q.starts_with(FENCE_REREAD) && *c == Consistency::LocalSerial)
+            .count(),
+        1
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_timeout_with_a_failed_re_read_is_an_unknown_outcome() {
+    let script = Arc::new(|cql: &str, _nth: usize| {
+        if cql.starts_with(SAVE_SAME_EPOCH) {
+            Answer::Error(cas_timeout())
+        } else if cql.starts_with(FENCE_REREAD) {
+            Answer::Error(DbError::ReadTimeout {
+                consistency: Consistency::LocalSerial,
+                received: 1,
+                required: 2,
+                data_present: false,
+            })
+        } else {
+            Answer::Error(DbError::ServerError)
+        }
+    });
+    let h = Harness::start(script, None, |_| {}).await;
+    let record = checkpoint_record();
+    let got = h.call(move |s| s.save_players(&[record])).await;
+    assert!(
+        matches!(got, Err(StoreError::UnknownOutcome { .. })),
+        "expected UnknownOutcome, got {got:?}"
+    );
+    assert_eq!(h.seen().count(SAVE_SAME_EPOCH), 1, "no blind retry");
     h.finish().await;
 }
