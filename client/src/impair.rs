@@ -5,9 +5,11 @@
 //! at their due time; incoming ones are read by a task, delayed the same way and handed to
 //! quinn in due order. An unimpaired direction costs nothing (the wrapped socket is called
 //! directly); an impaired one costs one copy and one allocation per datagram, which is why
-//! it is opt-in. Delays are drawn independently per datagram, so a jitter larger than the
-//! gap between datagrams reorders them, as on a real path; `reorder` additionally holds a
-//! share of datagrams back by a latency-sized extra delay.
+//! it is opt-in. Jitter keeps datagrams in order (a datagram never overtakes the one sent
+//! before it, like a queue on a real path; a reordering jitter makes QUIC declare spurious
+//! losses and shrink its congestion window far more than the same delay does on the
+//! internet); `reorder` explicitly holds a share of datagrams back by a latency-sized extra
+//! delay so that later ones overtake them.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -34,7 +36,8 @@ pub const MAX_HELD: usize = 16_384;
 pub struct Direction {
     /// Added one-way delay.
     pub latency: Duration,
-    /// Each datagram's delay is uniform in `latency ± jitter` (never below zero).
+    /// Each datagram's delay is uniform in `latency ± jitter` (never below zero), but a
+    /// datagram never leaves before the one sent before it (jitter does not reorder).
     pub jitter: Duration,
     /// Probability (0..=1) that a datagram is dropped.
     pub loss: f64,
@@ -104,17 +107,35 @@ impl Draws {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// `None` when the datagram is lost, else its delay.
-    fn fate(&self, d: &Direction) -> Option<Duration> {
+    /// `None` when the datagram is lost, else its delay and whether it is held back to be
+    /// overtaken.
+    fn fate(&self, d: &Direction) -> Option<(Duration, bool)> {
         if d.loss > 0.0 && self.unit() < d.loss {
             return None;
         }
         let j = d.jitter.as_secs_f64();
         let mut delay = (d.latency.as_secs_f64() + (self.unit() * 2.0 - 1.0) * j).max(0.0);
-        if d.reorder > 0.0 && self.unit() < d.reorder {
+        let held_back = d.reorder > 0.0 && self.unit() < d.reorder;
+        if held_back {
             delay += (d.latency.as_secs_f64() + 2.0 * j).max(0.005);
         }
-        Some(Duration::from_secs_f64(delay))
+        Some((Duration::from_secs_f64(delay), held_back))
+    }
+}
+
+/// Due times that keep datagrams in order unless one is held back on purpose.
+#[derive(Debug)]
+struct Fifo(Option<Instant>);
+
+impl Fifo {
+    fn due(&mut self, now: Instant, (delay, held_back): (Duration, bool)) -> Instant {
+        let due = now + delay;
+        if held_back {
+            return due;
+        }
+        let due = self.0.map_or(due, |last| due.max(last));
+        self.0 = Some(due);
+        due
     }
 }
 
@@ -153,6 +174,7 @@ pub struct ImpairedSocket {
     imp: Impairment,
     draws: Arc<Draws>,
     order: AtomicU64,
+    out_fifo: Mutex<Fifo>,
     /// Outgoing held datagrams, to the release task.
     out: Option<mpsc::Sender<Held>>,
     /// Incoming datagrams due now, from the receive task.
@@ -187,6 +209,7 @@ impl ImpairedSocket {
             imp,
             draws,
             order: AtomicU64::new(0),
+            out_fifo: Mutex::new(Fifo(None)),
             out,
             incoming,
         })
@@ -239,6 +262,7 @@ async fn receive_in(
 ) {
     let mut heap = BinaryHeap::<Held>::new();
     let mut order = 0u64;
+    let mut fifo = Fifo(None);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let next = heap.peek().map(|h| h.due);
@@ -257,10 +281,10 @@ async fn receive_in(
                         if heap.len() >= MAX_HELD {
                             break;
                         }
-                        if let Some(delay) = draws.fate(&dir) {
+                        if let Some(fate) = draws.fate(&dir) {
                             order += 1;
                             heap.push(Held {
-                                due: now + delay,
+                                due: fifo.due(now, fate),
                                 order,
                                 peer: meta.addr,
                                 ecn: meta.ecn,
@@ -303,12 +327,13 @@ impl AsyncUdpSocket for ImpairedSocket {
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
+        let mut fifo = self.out_fifo.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in transmit.contents.chunks(seg) {
-            let Some(delay) = self.draws.fate(&self.imp.up) else {
+            let Some(fate) = self.draws.fate(&self.imp.up) else {
                 continue;
             };
             let held = Held {
-                due: now + delay,
+                due: fifo.due(now, fate),
                 order: self.order.fetch_add(1, Ordering::Relaxed),
                 peer: transmit.destination,
                 ecn: transmit.ecn,
@@ -488,6 +513,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn jitter_alone_keeps_order() {
+        let p = peer();
+        let to = p.local_addr().expect("addr");
+        let s = impaired(Impairment {
+            up: Direction {
+                latency: Duration::from_millis(5),
+                jitter: Duration::from_millis(4),
+                ..Direction::default()
+            },
+            seed: 3,
+            ..Impairment::default()
+        });
+        for i in 0..100u8 {
+            send(&s, to, &[i]);
+        }
+        let got = collect(p, 100, Duration::from_secs(2)).await;
+        let order: Vec<u8> = got.iter().map(|(_, d)| d[0]).collect();
+        assert_eq!(order, (0..100).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
     async fn jitter_and_reorder_reorder() {
         let p = peer();
         let to = p.local_addr().expect("addr");
@@ -566,11 +612,30 @@ mod tests {
             ..Direction::default()
         };
         for _ in 0..1000 {
-            let x = draws.fate(&d).expect("no loss");
+            let (x, held) = draws.fate(&d).expect("no loss");
+            assert!(!held);
             assert!(
                 x >= Duration::from_millis(40) && x <= Duration::from_millis(60),
                 "{x:?}"
             );
         }
+        // Jitter alone keeps order; a held-back datagram may be overtaken.
+        let t = Instant::now();
+        let mut fifo = Fifo(None);
+        let a = fifo.due(t, (Duration::from_millis(60), false));
+        let b = fifo.due(
+            t + Duration::from_millis(1),
+            (Duration::from_millis(40), false),
+        );
+        assert!(b >= a);
+        let c = fifo.due(
+            t + Duration::from_millis(2),
+            (Duration::from_millis(90), true),
+        );
+        let d2 = fifo.due(
+            t + Duration::from_millis(3),
+            (Duration::from_millis(40), false),
+        );
+        assert!(d2 < c && d2 >= b);
     }
 }
