@@ -136,6 +136,8 @@ pub(crate) struct Brain {
     // Prediction.
     sent: [(u32, i16, i16); PREDICT],
     last_seq: u32,
+    /// The last input that asked to move.
+    last_move_seq: u32,
     // Navigation.
     path: Vec<(i32, i32)>,
     path_goal: Option<(i32, i32)>,
@@ -200,6 +202,7 @@ impl Brain {
             target: None,
             sent: [(0, 0, 0); PREDICT],
             last_seq: 0,
+            last_move_seq: 0,
             path: Vec::new(),
             path_goal: None,
             path_at: None,
@@ -264,6 +267,7 @@ impl Brain {
         self.me = w.entity_id;
         self.zone = w.zone;
         self.last_seq = w.last_input;
+        self.last_move_seq = w.last_input;
         self.pos_seq = w.last_input;
         if matches!(hop, Hop::Dwell { .. }) {
             self.hop = Hop::Pick;
@@ -331,8 +335,9 @@ impl Brain {
             axis,
         } = self.hop
         {
-            // Settled once a snapshot reports every input applied: the position is final.
-            if info.last_input == Some(self.last_seq) {
+            // Settled once a snapshot reports every moving input applied (standing inputs
+            // keep coming): the position is final.
+            if info.last_input.is_some_and(|a| a >= self.last_move_seq) {
                 if let Some(p) = self.pos {
                     if dist(p, stand) <= 30 {
                         let steps = self.map().and_then(|m| m.steps_into(p, axis, portal, 40));
@@ -392,6 +397,9 @@ impl Brain {
         };
         self.sent[seq as usize % PREDICT] = (seq, cmd.move_x.get(), cmd.move_y.get());
         self.last_seq = seq;
+        if cmd.move_x.get() != 0 || cmd.move_y.get() != 0 {
+            self.last_move_seq = seq;
+        }
         if let Hop::Step { axis, left } = self.hop {
             if left <= 1 {
                 self.zone_timer = Some(due);
@@ -538,6 +546,16 @@ impl Brain {
     }
 
     fn fight_goal(&mut self, pred: (i32, i32), now: Instant) -> Option<((i32, i32), i64)> {
+        // Own loot first (before leaving a zone, where it would be lost), unless a monster
+        // is close.
+        if self.s.behaviour == Behaviour::Looter {
+            let engaged = self.target.is_some_and(|t| dist(pred, t.pos) < 4000);
+            if !engaged {
+                if let Some(l) = self.loot.first() {
+                    return Some((l.pos, 800));
+                }
+            }
+        }
         let map = self.map()?;
         // Towns have no monsters: go to the easiest combat zone.
         if map.town || map.min_monster_level.is_none() {
@@ -558,14 +576,6 @@ impl Brain {
                 .find(|(_, t)| self.atlas.zone(*t).is_some_and(|z| z.town))
                 .map(|(r, _)| *r)?;
             return Some((town.center(), 0));
-        }
-        if self.s.behaviour == Behaviour::Looter {
-            let engaged = self.target.is_some_and(|t| dist(pred, t.pos) < 4000);
-            if !engaged {
-                if let Some(l) = self.loot.first() {
-                    return Some((l.pos, 800));
-                }
-            }
         }
         if let Some(t) = self.target {
             let stop = if self.close_in_until.is_some_and(|u| now < u) {
@@ -1444,16 +1454,18 @@ mod tests {
         view(&mut b, 1, 0, &[player(5, pos, 124)], t);
         let mut entered = None;
         let map = b.atlas.zone(1).cloned().expect("town");
+        // Snapshots lag one input behind (the next input always leaves before the
+        // snapshot acknowledging the previous one arrives).
         for _ in 0..60 * 20 {
             seq += 1;
             t += Duration::from_micros(16_667);
             let cmd = b.next_input(seq, t);
+            view(&mut b, seq, seq - 1, &[player(5, pos, 124)], t);
             pos = map.step(pos, cmd.move_x.get(), cmd.move_y.get());
             if let Some((portal, _)) = map.portals.iter().find(|(r, _)| r.contains(pos)) {
                 entered = Some((t, *portal));
                 break;
             }
-            view(&mut b, seq, seq, &[player(5, pos, 124)], t);
         }
         let (at, _) = entered.expect("walked into a portal");
         assert!(
