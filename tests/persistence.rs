@@ -162,6 +162,33 @@ async fn item_replies_follow_the_commit_and_ownership_survives_a_restart() {
             );
         }
     }
+    // Equipment changes are checkpointed before the reply, too.
+    let weapon_slot = inv.equipment[0].0;
+    let worn = |store: &dyn Store| {
+        let record = store.load_player(pid).expect("load").expect("record");
+        let state = zonehost::sim::persist::decode_state(pid, &record.state).expect("state");
+        let in_bag = state.inventory.bag.iter().any(|i| i.id.0 == sword);
+        (state.inventory.equipment.weapon().map(|i| i.id.0), in_bag)
+    };
+    assert_eq!(
+        bot.request(Request::Unequip { slot: weapon_slot }).await,
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        worn(store.as_ref()),
+        (None, true),
+        "Done for an unequip before the checkpoint"
+    );
+    assert_eq!(
+        bot.request(Request::Equip { item: sword }).await,
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        worn(store.as_ref()),
+        (Some(sword), false),
+        "Done for an equip before the checkpoint"
+    );
+
     // Leave one potion on the ground and log out: it is swept (destroyed) with the
     // instance, the other stays in the bag.
     let (kept, dropped) = {
