@@ -551,3 +551,216 @@ fn store_check_exits_1_on_an_item_owned_twice_or_a_dangling_owner() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A failed checkpoint is retried (the last one of a session has no later one to fall back
+// on): a sim worker stepped by hand over a store whose saves fail a few times.
+
+/// Delegates to redb, failing the next `fail_saves` checkpoint batches with an I/O error.
+#[derive(Debug)]
+struct FlakySaves {
+    inner: RedbStore,
+    fail_saves: std::sync::atomic::AtomicU32,
+}
+
+impl Store for FlakySaves {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+    fn load_player(
+        &self,
+        player_id: u64,
+    ) -> Result<Option<PlayerRecord>, zonehost::store::StoreError> {
+        self.inner.load_player(player_id)
+    }
+    fn save_players(
+        &self,
+        records: &[PlayerRecord],
+    ) -> Result<Vec<zonehost::store::SaveOutcome>, zonehost::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .fail_saves
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(zonehost::store::StoreError::Embedded {
+                context: "commit",
+                source: Arc::new(std::io::Error::other("injected: disk hiccup")),
+            });
+        }
+        self.inner.save_players(records)
+    }
+    fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, zonehost::store::StoreError> {
+        self.inner.apply_item_op(op)
+    }
+    fn item(
+        &self,
+        item_id: u128,
+    ) -> Result<Option<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
+        self.inner.item(item_id)
+    }
+    fn items_of(
+        &self,
+        owner: Owner,
+    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
+        self.inner.items_of(owner)
+    }
+    fn dead_ground_items(
+        &self,
+        epoch: u64,
+    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
+        self.inner.dead_ground_items(epoch)
+    }
+    fn check(&self) -> Result<zonehost::store::IntegrityReport, zonehost::store::StoreError> {
+        self.inner.check()
+    }
+    fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<zonehost::store::Lease, zonehost::store::LeaseError> {
+        self.inner.acquire_lease(resource, holder, ttl, now_ms)
+    }
+    fn renew_lease(
+        &self,
+        lease: &zonehost::store::Lease,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<zonehost::store::Lease, zonehost::store::LeaseError> {
+        self.inner.renew_lease(lease, ttl, now_ms)
+    }
+    fn release_lease(
+        &self,
+        lease: &zonehost::store::Lease,
+    ) -> Result<(), zonehost::store::LeaseError> {
+        self.inner.release_lease(lease)
+    }
+}
+
+#[derive(Debug, Default)]
+struct NoLink;
+
+impl zonehost::sim::Link for NoLink {
+    fn send_datagram(&self, _data: bytes::Bytes) -> Result<(), zonehost::sim::LinkError> {
+        Ok(())
+    }
+    fn close(&self, _code: u32, _reason: &[u8]) {}
+}
+
+#[test]
+fn a_failed_final_checkpoint_is_retried_not_dropped() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use zonehost::config::{Config, SecondLogin};
+    use zonehost::session::{Contact, Registry, ResumeMinter};
+    use zonehost::sim::{
+        ConnShared, Control, Inbox, Join, Outgoing, PersistSettings, Worker, WorkerSettings,
+    };
+    use zonehost::store::writer::StoreWorker;
+
+    let dir = temp_data_dir("persist-flaky");
+    let flaky = Arc::new(FlakySaves {
+        inner: RedbStore::open(&dir.join("store.redb")).expect("create"),
+        fail_saves: AtomicU32::new(0),
+    });
+    let config = Config::default();
+    let store_worker =
+        StoreWorker::spawn(Box::new(flaky.clone()), &config.store).expect("store worker");
+    let inbox = Arc::new(Inbox::new(64));
+    let registry = Arc::new(Registry::new(SecondLogin::Refuse));
+    let mut worker = Worker::new(
+        WorkerSettings::from_config(
+            0,
+            &config,
+            Arc::new(zonehost_game::Content::builtin().expect("content")),
+            Arc::new(ResumeMinter::random().expect("randomness")),
+            Arc::new(Mutex::new(zonehost_game::Parties::new())),
+            7,
+        ),
+        inbox.clone(),
+        Arc::new(zonehost::telemetry::Stats::new(1)),
+        registry.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .with_store(
+        store_worker.handle(),
+        PersistSettings::new(3, Duration::from_secs(10)),
+    );
+
+    let name = "persist-flaky";
+    let pid = player_id(name);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let link = Arc::new(NoLink);
+    let shared = Arc::new(ConnShared::default());
+    registry
+        .claim(
+            pid,
+            1,
+            Contact {
+                name: name.into(),
+                conn: link.clone(),
+                shared: shared.clone(),
+                outbox: tx.clone(),
+            },
+            &inbox,
+        )
+        .expect("claim");
+    inbox.control(Control::Join(Box::new(Join {
+        session: 1,
+        player_id: pid,
+        player_name: name.into(),
+        conn: link,
+        outbox: tx,
+        shared,
+    })));
+    // Tick until the load has come back and the player is welcomed, then until the new
+    // character's first checkpoint is stored.
+    let tick_until = |worker: &mut Worker, what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            worker.tick();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let welcomed = Arc::new(AtomicBool::new(false));
+    {
+        let deadline = Instant::now() + WAIT;
+        while !welcomed.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "no Welcome");
+            worker.tick();
+            while let Ok(Outgoing::Frame(_)) = rx.try_recv() {
+                welcomed.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let stored_seq = || {
+        flaky
+            .inner
+            .load_player(pid)
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.seq)
+    };
+    tick_until(&mut worker, "the first checkpoint", &|| stored_seq() >= 1);
+    let first = stored_seq();
+
+    // The session ends while the disk hiccups twice: its last checkpoint must still land.
+    flaky.fail_saves.store(2, Ordering::SeqCst);
+    inbox.control(Control::Leave { session: 1 });
+    tick_until(
+        &mut worker,
+        "the final checkpoint after two failures",
+        &|| stored_seq() > first,
+    );
+    assert_eq!(
+        flaky.fail_saves.load(Ordering::SeqCst),
+        0,
+        "both failures were hit"
+    );
+    drop(worker);
+    store_worker.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -259,6 +259,11 @@ pub struct PendingItem {
     pub attempts: u8,
 }
 
+/// How many times a checkpoint that failed (I/O, unknown outcome) is resubmitted unchanged
+/// (same fences: a copy that landed is recognised) before it is given up. A session's
+/// last checkpoint (disconnect, drain) has no later one to fall back on.
+pub const SAVE_ATTEMPTS: u8 = 3;
+
 /// A checkpoint in flight.
 #[derive(Debug, Default)]
 pub struct PendingSave {
@@ -266,6 +271,10 @@ pub struct PendingSave {
     pub sessions: Vec<SessionId>,
     /// Player ids saved, in record order.
     pub players: Vec<u64>,
+    /// The records, kept to resubmit them unchanged after a failure.
+    pub records: Vec<PlayerRecord>,
+    /// Submissions so far.
+    pub attempts: u8,
     /// Responses to send once committed (equip, unequip).
     pub held: Vec<Held>,
 }
@@ -388,16 +397,36 @@ impl Persist {
     pub fn save(&mut self, records: Vec<PlayerRecord>, sessions: Vec<SessionId>) -> u64 {
         let token = self.token();
         let players = records.iter().map(|r| r.player_id).collect();
-        self.submit(StoreCommand::SavePlayers { token, records });
+        self.submit(StoreCommand::SavePlayers {
+            token,
+            records: records.clone(),
+        });
         self.saves.insert(
             token,
             PendingSave {
                 sessions,
                 players,
+                records,
+                attempts: 1,
                 held: Vec::new(),
             },
         );
         token
+    }
+
+    /// Resubmits a failed checkpoint unchanged under its token; hands it back once it has
+    /// had its [`SAVE_ATTEMPTS`].
+    pub fn resave(&mut self, token: u64, mut pending: PendingSave) -> Result<(), PendingSave> {
+        if pending.attempts >= SAVE_ATTEMPTS {
+            return Err(pending);
+        }
+        pending.attempts += 1;
+        self.submit(StoreCommand::SavePlayers {
+            token,
+            records: pending.records.clone(),
+        });
+        self.saves.insert(token, pending);
+        Ok(())
     }
 
     /// Holds a response until the command `token` is answered; false if no such command

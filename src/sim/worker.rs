@@ -1167,27 +1167,48 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let Some(pending) = p.saves.remove(&token) else {
+        let Some(mut pending) = p.saves.remove(&token) else {
             return;
         };
         let ok = match result {
             Ok(outcomes) => {
                 let mut ok = true;
-                for o in outcomes {
-                    if let SaveOutcome::Stale { player_id, stored } = o {
-                        ok = false;
-                        tracing::warn!(
-                            player_id,
-                            stored = %stored,
-                            epoch = p.settings.epoch,
-                            "checkpoint refused as stale: a newer one is stored (another server?)"
-                        );
+                for (o, r) in outcomes.iter().zip(&pending.records) {
+                    match *o {
+                        // A resubmitted copy of a save that had landed.
+                        SaveOutcome::Stale { stored, .. } if stored == r.fence() => {}
+                        SaveOutcome::Stale { player_id, stored } => {
+                            ok = false;
+                            tracing::warn!(
+                                player_id,
+                                stored = %stored,
+                                epoch = p.settings.epoch,
+                                "checkpoint refused as stale: a newer one is stored (another server?)"
+                            );
+                        }
+                        SaveOutcome::Saved { .. } => {}
                     }
                 }
                 ok
             }
             Err(e) => {
-                tracing::warn!(error = %e, players = pending.players.len(), "checkpoint failed; retried at the next interval");
+                let (attempt, players) = (pending.attempts, pending.players.len());
+                match p.resave(token, pending) {
+                    Ok(()) => {
+                        tracing::warn!(error = %e, attempt, players, "checkpoint failed; resubmitted unchanged");
+                        return;
+                    }
+                    Err(given_up) => pending = given_up,
+                }
+                // Live sessions get a new checkpoint at the next interval; a session that
+                // has ended has none: its progress since the last checkpoint is lost.
+                tracing::error!(
+                    error = %e,
+                    players = ?pending.players,
+                    live_sessions = pending.sessions.len(),
+                    "checkpoint failed after {} attempts",
+                    persist::SAVE_ATTEMPTS
+                );
                 let now = Instant::now();
                 for s in &pending.sessions {
                     p.dirty.mark(*s, now);
