@@ -554,7 +554,8 @@ fn store_check_exits_1_on_an_item_owned_twice_or_a_dangling_owner() {
 
 // ---------------------------------------------------------------------------------------
 // A failed checkpoint is retried (the last one of a session has no later one to fall back
-// on): a sim worker stepped by hand over a store whose saves fail a few times.
+// on), and a drain waits for it: a sim worker stepped by hand over a store whose saves
+// fail a few times.
 
 /// Delegates to redb, failing the next `fail_saves` checkpoint batches with an I/O error.
 #[derive(Debug)]
@@ -660,6 +661,7 @@ fn a_failed_final_checkpoint_is_retried_not_dropped() {
     use zonehost::store::writer::StoreWorker;
 
     let dir = temp_data_dir("persist-flaky");
+    let flushed: Arc<AtomicBool>;
     let flaky = Arc::new(FlakySaves {
         inner: RedbStore::open(&dir.join("store.redb")).expect("create"),
         fail_saves: AtomicU32::new(0),
@@ -683,10 +685,11 @@ fn a_failed_final_checkpoint_is_retried_not_dropped() {
         registry.clone(),
         Arc::new(AtomicBool::new(false)),
     )
-    .with_store(
-        store_worker.handle(),
-        PersistSettings::new(3, Duration::from_secs(10)),
-    );
+    .with_store(store_worker.handle(), {
+        let settings = PersistSettings::new(3, Duration::from_secs(10));
+        flushed = settings.flushed.clone();
+        settings
+    });
 
     let name = "persist-flaky";
     let pid = player_id(name);
@@ -747,13 +750,19 @@ fn a_failed_final_checkpoint_is_retried_not_dropped() {
     tick_until(&mut worker, "the first checkpoint", &|| stored_seq() >= 1);
     let first = stored_seq();
 
-    // The session ends while the disk hiccups twice: its last checkpoint must still land.
+    // The server drains while the disk hiccups twice: the session's last checkpoint must
+    // still land, and the worker may report itself flushed only once it has.
     flaky.fail_saves.store(2, Ordering::SeqCst);
-    inbox.control(Control::Leave { session: 1 });
+    inbox.control(Control::Drain);
     tick_until(
         &mut worker,
-        "the final checkpoint after two failures",
-        &|| stored_seq() > first,
+        "the drain to report the store flushed",
+        &|| flushed.load(Ordering::Acquire),
+    );
+    assert!(
+        stored_seq() > first,
+        "flushed, but the final checkpoint is not stored (seq {} <= {first})",
+        stored_seq()
     );
     assert_eq!(
         flaky.fail_saves.load(Ordering::SeqCst),

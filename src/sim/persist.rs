@@ -180,8 +180,8 @@ pub struct PersistSettings {
     pub seq: Arc<AtomicU64>,
     /// Dirty players are checkpointed at least this often.
     pub checkpoint_interval: Duration,
-    /// Set when this worker's drain barrier has been answered (its final checkpoints are
-    /// durable).
+    /// Set when this worker's drain barrier has been answered and no checkpoint is in
+    /// flight any more (its final checkpoints are durable).
     pub flushed: Arc<AtomicBool>,
     /// Item operations refused by the store or failed for good (answered `Internal`).
     pub item_failures: Arc<AtomicU64>,
@@ -298,6 +298,10 @@ pub struct Persist {
     pub dirty: DirtySet,
     /// Token of the drain barrier, once submitted.
     pub barrier: Option<u64>,
+    /// The drain barrier was answered; the worker reports itself flushed once no
+    /// checkpoint is left in flight either (a failed final checkpoint is resubmitted after
+    /// the barrier, see [`Persist::resave`]).
+    pub barrier_answered: bool,
     /// Reply buffer, reused.
     pub replies: Vec<StoreReply>,
 }
@@ -315,6 +319,7 @@ impl Persist {
             saves: HashMap::new(),
             dirty: DirtySet::new(),
             barrier: None,
+            barrier_answered: false,
             replies: Vec::new(),
         }
     }

@@ -1044,6 +1044,9 @@ impl Worker {
         }
         if let Some(p) = self.persist.as_mut() {
             p.replies = replies;
+            if p.barrier_answered && p.saves.is_empty() && p.backlog_len() == 0 {
+                p.settings.flushed.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -1068,7 +1071,7 @@ impl Worker {
             StoreReply::Saved { token, result } => self.saved(token, result),
             StoreReply::Barrier { token } => {
                 if p.barrier == Some(token) {
-                    p.settings.flushed.store(true, Ordering::Release);
+                    p.barrier_answered = true;
                 }
             }
         }
