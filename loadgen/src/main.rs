@@ -302,6 +302,12 @@ fn write_outputs(report: &Report, json: Option<&Path>, html: Option<&Path>) -> R
     Ok(())
 }
 
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn read_report(path: &Path) -> Result<Report> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -312,7 +318,7 @@ fn run(args: RunArgs) -> Result<bool> {
     if args.list_scenarios {
         for (name, text) in BUILTIN {
             let s = Scenario::from_toml(text)?;
-            println!("{name:<10} {}", s.description.unwrap_or_default());
+            say(&format!("{name:<10} {}", s.description.unwrap_or_default()));
         }
         return Ok(true);
     }
@@ -329,7 +335,7 @@ fn run(args: RunArgs) -> Result<bool> {
     }
     .context("building the tokio runtime")?;
     let report = runtime.block_on(zonehost_loadgen::run(config))?;
-    println!("{report}");
+    say(&report.to_string());
     write_outputs(&report, args.report.as_deref(), args.html.as_deref())?;
     Ok(report.passed())
 }
@@ -355,13 +361,13 @@ fn main() -> ExitCode {
                 .map(|p| Ok((p.display().to_string(), read_report(p)?)))
                 .collect::<Result<Vec<_>>>()?;
             let merged = zonehost_loadgen::merge(&loaded).map_err(|e| anyhow::anyhow!(e))?;
-            println!("{merged}");
+            say(&merged.to_string());
             write_outputs(&merged, Some(&output), html.as_deref())?;
             Ok(merged.passed())
         })(),
         Some(Command::Compare { a, b }) => (|| {
             let (a, b) = (read_report(&a)?, read_report(&b)?);
-            println!("{}", zonehost_loadgen::compare(&a, &b));
+            say(&zonehost_loadgen::compare(&a, &b));
             Ok(true)
         })(),
     };

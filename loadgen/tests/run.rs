@@ -109,3 +109,36 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .expect("base64")
 }
+
+#[tokio::test]
+async fn impairment_shifts_latency_by_the_added_delay() {
+    let server = FakeServer::start();
+    let tokens = TokenSource::SigningKey {
+        key: Box::new(SigningKey::from_bytes(&[6; 32])),
+        key_id: 0,
+        audience: "dev".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    let mut plain = config(&server, 2, tokens);
+    plain.duration = Duration::from_millis(2000);
+    plain.ramp_up = Duration::from_millis(200);
+    plain.max_p99 = None;
+    let mut impaired = plain.clone();
+    impaired.seed = 2;
+    impaired.impair.up.latency = Duration::from_millis(30);
+    impaired.impair.down.latency = Duration::from_millis(30);
+    impaired.impair.down.loss = 0.02;
+    let a = run(plain).await.expect("plain run");
+    let b = run(impaired).await.expect("impaired run");
+    assert_eq!(b.bots.failed, 0, "{b}");
+    assert!(b.run.impairment.contains("up 30ms"), "{}", b.run.impairment);
+    // 2 x 30 ms more, give or take one snapshot period (the input now meets another
+    // phase of the server's 60 Hz snapshot clock).
+    let (pa, pb) = (a.action_latency.p50_us, b.action_latency.p50_us);
+    assert!(
+        pb >= pa + 60_000 - 17_000 - 3_000 && pb <= pa + 60_000 + 17_000 + 40_000,
+        "p50 {pa} µs -> {pb} µs with 2 x 30 ms added"
+    );
+    assert!(b.snapshots.ratio < 1.0 && b.snapshots.ratio > 0.8, "{b}");
+    server.stop();
+}
