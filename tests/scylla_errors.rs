@@ -411,9 +411,10 @@ impl Harness {
             .build_dry_mode()]);
         let proxy = proxy.run().await.expect("the proxy runs");
         let mut cfg = ScyllaConfig::with_uri(&addr.to_string());
-        cfg.connect_timeout_ms = 2_000;
-        cfg.request_timeout_ms = 1_000;
-        cfg.lwt_timeout_ms = 1_000;
+        // Generous: only the client-timeout case relies on a timeout, and sets its own.
+        cfg.connect_timeout_ms = 5_000;
+        cfg.request_timeout_ms = 5_000;
+        cfg.lwt_timeout_ms = 5_000;
         config(&mut cfg);
         let store = tokio::task::spawn_blocking(move || ScyllaStore::connect(&cfg))
             .await
@@ -689,8 +690,10 @@ async fn an_lwt_client_timeout_is_re_read_before_it_is_sent_again() {
             Answer::Error(DbError::ServerError)
         }
     });
-    let h = Harness::start(script, Some(Duration::from_secs(3)), |c| {
-        c.lwt_timeout_ms = 500;
+    // The first send is answered after 6 s; the driver gives up after 1.5 s (the serial
+    // re-read gets the same 1.5 s, ample for an immediate answer).
+    let h = Harness::start(script, Some(Duration::from_secs(6)), |c| {
+        c.lwt_timeout_ms = 1_500;
     })
     .await;
     let got = h.call(|s| s.apply_item_op(&transfer_op())).await;
