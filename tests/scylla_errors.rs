@@ -14,7 +14,8 @@
 //! What is proven:
 //! - `Unavailable`, `Overloaded` and read timeouts come back as typed
 //!   [`StoreError::Scylla`] errors with their [`DbFailure`] kind;
-//! - an LWT refused with `Unavailable` is not applied: a typed error, sent once, no re-read;
+//! - an LWT refused with `Unavailable` or `Overloaded` is not applied: a typed error, sent
+//!   once, no re-read, and the owner-index entry written ahead of it is taken back;
 //! - an LWT `WriteTimeout` (CAS) is an unknown outcome resolved by one LOCAL_SERIAL re-read
 //!   (the row carries our op id: applied), never by sending the LWT again;
 //! - when that re-read fails too, the caller gets [`StoreError::UnknownOutcome`] and the
@@ -557,47 +558,57 @@ async fn unavailable_overloaded_and_read_timeouts_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_lwt_refused_as_unavailable_is_not_applied_and_not_retried() {
-    let script = Arc::new(|cql: &str, _nth: usize| {
-        if let Some(a) = plumbing(cql) {
-            a
-        } else if cql == TRANSFER {
-            Answer::Error(unavailable())
-        } else if cql.starts_with(REREAD) {
-            // The row as it is: untouched by the refused LWT.
-            item_row(FROM, 0x77)
-        } else {
-            Answer::Error(DbError::ServerError)
+async fn an_lwt_refused_as_unavailable_or_overloaded_is_not_applied_and_not_retried() {
+    for (refusal, kind) in [
+        (unavailable(), DbFailure::Unavailable),
+        (DbError::Overloaded, DbFailure::Overloaded),
+    ] {
+        let answer = refusal.clone();
+        let script = Arc::new(move |cql: &str, _nth: usize| {
+            if let Some(a) = plumbing(cql) {
+                a
+            } else if cql == TRANSFER {
+                Answer::Error(answer.clone())
+            } else if cql.starts_with(REREAD) {
+                // The row as it is: untouched by the refused LWT.
+                item_row(FROM, 0x77)
+            } else {
+                Answer::Error(DbError::ServerError)
+            }
+        });
+        let h = Harness::start(script, None, |_| {}).await;
+        let got = h.call(|s| s.apply_item_op(&transfer_op())).await;
+        match &got {
+            Err(e) => assert_eq!(e.db_failure(), Some(kind), "{refusal:?}: {e}"),
+            Ok(o) => panic!("{refusal:?}: expected a typed error, got {o:?}"),
         }
-    });
-    let h = Harness::start(script, None, |_| {}).await;
-    let got = h.call(|s| s.apply_item_op(&transfer_op())).await;
-    match &got {
-        Err(e) => assert_eq!(e.db_failure(), Some(DbFailure::Unavailable), "{e}"),
-        Ok(o) => panic!("expected an Unavailable error, got {o:?}"),
+        let seen = h.seen();
+        assert_eq!(
+            seen.count(TRANSFER),
+            1,
+            "{refusal:?}: a refused LWT is not resent"
+        );
+        assert_eq!(
+            rereads_at(&seen, Consistency::LocalSerial),
+            0,
+            "{refusal:?}: a refusal needs no serial re-read: {:?}",
+            seen.executes
+        );
+        assert_eq!(
+            seen.count("INSERT INTO item_ops"),
+            0,
+            "{refusal:?}: nothing logged as done"
+        );
+        // The new owner's index entry, written ahead of the LWT, is taken back.
+        assert_eq!(seen.count("INSERT INTO items_by_owner"), 1);
+        assert_eq!(
+            seen.count("DELETE FROM items_by_owner"),
+            1,
+            "{refusal:?}: the index must not keep a second owner: {:?}",
+            seen.executes
+        );
+        h.finish().await;
     }
-    let seen = h.seen();
-    assert_eq!(seen.count(TRANSFER), 1, "a refused LWT is not resent");
-    assert_eq!(
-        rereads_at(&seen, Consistency::LocalSerial),
-        0,
-        "a refusal needs no serial re-read: {:?}",
-        seen.executes
-    );
-    assert_eq!(
-        seen.count("INSERT INTO item_ops"),
-        0,
-        "nothing logged as done"
-    );
-    // The new owner's index entry, written ahead of the LWT, is taken back.
-    assert_eq!(seen.count("INSERT INTO items_by_owner"), 1);
-    assert_eq!(
-        seen.count("DELETE FROM items_by_owner"),
-        1,
-        "the index must not keep a second owner: {:?}",
-        seen.executes
-    );
-    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
