@@ -207,13 +207,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
                 tokio::select! {
                     now = ticker.tick() => {
                         t += 1;
-                        series.push(sample_second(&live, &mut prev, t));
                         if progress && now < end_at {
                             eprintln!(
                                 "{}",
                                 progress_line(&live, &mut prev_progress, now - start, now - last, players)
                             );
                         }
+                        series.push(sample_second(&live, &mut prev, t));
                         last = now;
                     }
                     _ = &mut stop_rx => {
@@ -269,7 +269,10 @@ fn build_report(
     behaviours: BTreeMap<String, u64>,
 ) -> Report {
     let latency: BTreeMap<String, Percentiles> = {
-        let h = live.hists();
+        let mut h = live.hists();
+        // Samples of a second the sampler did not close (it always closes the last one;
+        // this is for a sampler that died).
+        let _ = h.close_window();
         Metric::ALL
             .iter()
             .zip(h.total.iter())

@@ -153,35 +153,48 @@ impl Samples {
         if self.len == 0 {
             return;
         }
+        let mut actions = 0u64;
         let mut h = live.hists();
         for &(m, us) in &self.buf[..self.len] {
             let i = usize::from(m).min(METRICS - 1);
-            let v = u64::from(us).clamp(1, HIST_MAX_US);
-            h.total[i].saturating_record(v);
-            h.window[i].saturating_record(v);
-            h.progress[i].saturating_record(v);
+            h.window[i].saturating_record(u64::from(us).clamp(1, HIST_MAX_US));
+            actions += u64::from(Metric::ALL[i].is_action());
         }
         drop(h);
-        let actions = self.buf[..self.len]
-            .iter()
-            .filter(|(m, _)| {
-                Metric::ALL
-                    .get(usize::from(*m))
-                    .is_some_and(|m| m.is_action())
-            })
-            .count();
-        Live::add(&live.actions, actions as u64);
+        Live::add(&live.actions, actions);
         self.len = 0;
     }
 }
 
-/// The histograms of a run: totals, the current second (time series) and the current
-/// progress interval.
+/// The histograms of a run: the current second (samples land here, one record each) and
+/// the totals (each closed second is added in).
 #[derive(Debug)]
 pub(crate) struct Hists {
     pub(crate) total: Vec<Histogram<u64>>,
     pub(crate) window: Vec<Histogram<u64>>,
-    pub(crate) progress: Vec<Histogram<u64>>,
+}
+
+impl Hists {
+    /// Adds the open second into the totals and starts a new one; returns the closed
+    /// second's histograms (serialized) by metric name.
+    pub(crate) fn close_window(&mut self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for m in Metric::ALL {
+            let i = m.index();
+            if self.window[i].is_empty() {
+                continue;
+            }
+            if let Err(e) = self.total[i].add(&self.window[i]) {
+                tracing::warn!(error = %e, metric = m.name(), "histogram add failed");
+            }
+            out.insert(
+                m.name().to_string(),
+                crate::report::encode_hist(&self.window[i]),
+            );
+            self.window[i].reset();
+        }
+        out
+    }
 }
 
 /// One failure reason: how often, and the first full message.
@@ -255,7 +268,6 @@ impl Live {
             hists: Mutex::new(Hists {
                 total: set(),
                 window: set(),
-                progress: set(),
             }),
             failures: Mutex::new(BTreeMap::new()),
             rejections: Mutex::new(BTreeMap::new()),
@@ -371,17 +383,7 @@ pub struct Second {
 pub(crate) fn sample_second(live: &Live, prev: &mut Counters, t: u32) -> Second {
     let now = Counters::read(live);
     let d = |a: u64, b: u64| a.saturating_sub(b);
-    let mut hists = BTreeMap::new();
-    {
-        let mut h = live.hists();
-        for m in Metric::ALL {
-            let w = &mut h.window[m.index()];
-            if !w.is_empty() {
-                hists.insert(m.name().to_string(), crate::report::encode_hist(w));
-                w.reset();
-            }
-        }
-    }
+    let hists = live.hists().close_window();
     let s = Second {
         t,
         connected: Live::get(&live.connected_now),
@@ -399,8 +401,8 @@ pub(crate) fn sample_second(live: &Live, prev: &mut Counters, t: u32) -> Second 
     s
 }
 
-/// One progress line: totals, rates since the previous line, and the interval's p99 of
-/// moves and of requests.
+/// One progress line: totals, rates since the previous line, and the p99 of moves and of
+/// requests in the open second (call it before [`sample_second`] closes the second).
 pub(crate) fn progress_line(
     live: &Live,
     prev: &mut Counters,
@@ -412,19 +414,16 @@ pub(crate) fn progress_line(
     let secs = interval.as_secs_f64().max(1e-3);
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
     let (move_p99, req_p99) = {
-        let mut h = live.hists();
-        let mv = &h.progress[Metric::Move.index()];
+        let h = live.hists();
+        let mv = &h.window[Metric::Move.index()];
         let move_p99 = (!mv.is_empty()).then(|| mv.value_at_quantile(0.99));
         let mut req = histogram();
         for m in Metric::ALL {
             if m.is_action() && !matches!(m, Metric::Move | Metric::Connect) {
-                let _ = req.add(&h.progress[m.index()]);
+                let _ = req.add(&h.window[m.index()]);
             }
         }
         let req_p99 = (!req.is_empty()).then(|| req.value_at_quantile(0.99));
-        for p in h.progress.iter_mut() {
-            p.reset();
-        }
         (move_p99, req_p99)
     };
     let ms = |v: Option<u64>| {
@@ -461,16 +460,16 @@ mod tests {
         let mut s = Samples::default();
         s.add(&live, Metric::Move, Duration::ZERO);
         s.add(&live, Metric::Move, Duration::from_millis(12));
-        assert!(live.hists().total[0].is_empty(), "nothing before a flush");
+        assert!(live.hists().window[0].is_empty(), "nothing before a flush");
         s.flush(&live);
-        assert_eq!(live.hists().total[0].len(), 2);
-        assert_eq!(live.hists().total[0].min(), 1);
+        assert_eq!(live.hists().window[0].len(), 2);
+        assert_eq!(live.hists().window[0].min(), 1);
         assert_eq!(Live::get(&live.actions), 2);
         for _ in 0..(BATCH + 3) {
             s.add(&live, Metric::Attack, Duration::from_millis(3));
         }
         assert_eq!(
-            live.hists().total[Metric::Attack.index()].len(),
+            live.hists().window[Metric::Attack.index()].len(),
             BATCH as u64,
             "a full batch flushes by itself"
         );
@@ -487,7 +486,14 @@ mod tests {
         assert!(line.contains("inputs/s 60"), "{line}");
         assert!(line.contains("move p99 12.0 ms"), "{line}");
         assert!(line.contains("req p99 3.0 ms"), "{line}");
-        assert!(live.hists().progress[0].is_empty());
+        let mut c = Counters::default();
+        let _ = sample_second(&live, &mut c, 1);
+        assert!(live.hists().window[0].is_empty());
+        assert_eq!(
+            live.hists().total[0].len(),
+            2,
+            "the closed second is in the totals"
+        );
         let line = progress_line(
             &live,
             &mut prev,
