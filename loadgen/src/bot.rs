@@ -26,6 +26,8 @@ use crate::tokens::{bot_name, fresh_token};
 const CLOSE_BOUND: Duration = Duration::from_secs(3);
 /// How often a bot moves its samples into the shared histograms.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Longest a request may take to be written to the control stream.
+const WRITE_BOUND: Duration = Duration::from_secs(5);
 /// How often a bot reads its connection's byte counters.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -322,12 +324,20 @@ async fn drive(
                     }
                 }
                 if let Some((metric, request, item)) = brain.next_request(now) {
-                    match client.request(request).await {
-                        Ok(id) => {
+                    // Bounded: a server that stops reading its control stream must not
+                    // stall this bot's input schedule forever.
+                    match tokio::time::timeout(WRITE_BOUND, client.request(request)).await {
+                        Ok(Ok(id)) => {
                             Live::add(&live.requests, 1);
                             brain.request_sent(id, metric, item, now);
                         }
-                        Err(e) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
+                        Ok(Err(e)) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
+                        Err(_) => {
+                            break Stop::Failed(
+                                "run: request write timed out".into(),
+                                format!("writing a {} request took over {WRITE_BOUND:?}", metric.name()),
+                            )
+                        }
                     }
                 }
                 if now >= flush_at {

@@ -218,14 +218,15 @@ impl ZoneMap {
         cells.reverse();
         let mut points: Vec<(i32, i32)> = cells.into_iter().map(Self::center).collect();
         points.push(to);
-        // Greedy smoothing: from each point jump to the farthest one in clear sight.
+        // Greedy smoothing, forward: from each kept point, go on while the next point is
+        // in clear sight (linear in the number of points, one failed check per waypoint).
         let mut out = Vec::with_capacity(8);
         let mut cur = from;
         let mut i = 0;
         while i < points.len() {
-            let mut j = points.len() - 1;
-            while j > i && !self.clear(cur, points[j]) {
-                j -= 1;
+            let mut j = i;
+            while j + 1 < points.len() && self.clear(cur, points[j + 1]) {
+                j += 1;
             }
             out.push(points[j]);
             cur = points[j];
