@@ -60,6 +60,39 @@ async fn bots_measure_latency_and_pass() {
     assert_eq!(h.len(), report.inputs.acked + report.inputs.backfilled);
     let json = report.to_json().expect("json");
     assert!(json.contains("\"p99_us\""));
+    // The per-second series covers the run and carries that second's histograms; they add
+    // up to the totals.
+    assert!(
+        report.timeseries.len() >= 2,
+        "{:?}",
+        report.timeseries.len()
+    );
+    let mut sum = zonehost_loadgen::decode_hist("").expect("empty");
+    for sec in &report.timeseries {
+        if let Some(h) = sec.hists.get("move") {
+            sum.add(zonehost_loadgen::decode_hist(h).expect("second"))
+                .expect("add");
+        }
+    }
+    assert_eq!(sum.len(), report.action_latency.count);
+    assert_eq!(
+        report.timeseries.iter().map(|s| s.inputs).sum::<u64>(),
+        report.inputs.sent
+    );
+    assert!(report.bandwidth.up_bytes > 0 && report.bandwidth.down_bytes > 0);
+    // Floats may differ in the last digit through JSON; everything else comes back as is.
+    let back = zonehost_loadgen::Report::from_json(&json).expect("parse back");
+    assert!(
+        back.timeseries == report.timeseries,
+        "time series round-trips"
+    );
+    assert!(back.inputs == report.inputs && back.bots == report.bots);
+    assert_eq!(
+        back.action_latency.hdr_v2_base64,
+        report.action_latency.hdr_v2_base64
+    );
+    let page = zonehost_loadgen::html::render(&report);
+    assert!(page.contains("<polyline"), "charts have data");
     assert_eq!(
         server.stats.byes.load(std::sync::atomic::Ordering::Relaxed),
         6,
