@@ -64,6 +64,9 @@ pub struct Config {
     pub impair: Impairment,
     /// Service-level objectives that decide the result (besides bot failures).
     pub slo: Vec<Slo>,
+    /// The server's content directory (`DIR/zones/*.toml`), when it does not run the
+    /// built-in zones; bots plan their paths on these maps.
+    pub content_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -98,6 +101,7 @@ impl Config {
             party_stay: (Duration::from_secs(20), Duration::from_secs(40)),
             impair: Impairment::default(),
             slo: Vec::new(),
+            content_dir: None,
         }
     }
 

@@ -141,6 +141,12 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let atlas = match &config.content_dir {
+        Some(dir) => {
+            nav::Atlas::from_dir(dir).map_err(|e| Error::Config(format!("content: {e}")))?
+        }
+        None => nav::Atlas::builtin(),
+    };
     let (behaviours, roles) = behaviour::assign(&config.mix, config.players, config.seed);
     let live = Arc::new(Live::new());
     let start = Instant::now();
@@ -151,7 +157,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         connect_timeout: config.connect_timeout,
         seed: config.seed,
         end_at: start + config.duration,
-        atlas: Arc::new(nav::Atlas::builtin()),
+        atlas: Arc::new(atlas),
         think: config.think,
         view_hz: config.view_hz,
         churn_session: config.churn_session,

@@ -165,6 +165,10 @@ struct RunArgs {
     /// Print a progress line every second even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
+    /// The server's content directory (DIR/zones/*.toml) when it does not run the
+    /// built-in zones (bots plan paths on these maps).
+    #[arg(long)]
+    content: Option<PathBuf>,
     /// Added one-way latency, both directions (e.g. 50ms).
     #[arg(long, value_parser = parse_duration)]
     latency: Option<Duration>,
@@ -272,6 +276,7 @@ impl RunArgs {
             }
         }
         c.socket_buffer = self.socket_buffer;
+        c.content_dir = self.content.clone();
         c.connect_timeout = self.connect_timeout;
         c.max_p99 = match self.max_p99_ms {
             Some(ms) => Some(

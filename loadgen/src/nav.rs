@@ -51,6 +51,25 @@ impl Atlas {
         }
     }
 
+    /// The zones of a content directory as the server reads it (`DIR/zones/*.toml`).
+    pub(crate) fn from_dir(dir: &std::path::Path) -> Result<Self, String> {
+        let zones = dir.join("zones");
+        let mut files: Vec<_> = std::fs::read_dir(&zones)
+            .map_err(|e| format!("{}: {e}", zones.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let sources = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let content =
+            Content::from_sources(&sources).map_err(|e| format!("{}: {e}", zones.display()))?;
+        Ok(Self::from_content(&content))
+    }
+
     pub(crate) fn from_content(content: &Content) -> Self {
         let zones = content
             .zones()
@@ -362,6 +381,14 @@ mod tests {
 
     fn atlas() -> Atlas {
         Atlas::builtin()
+    }
+
+    #[test]
+    fn content_directories_load_like_the_server_reads_them() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../content");
+        let a = Atlas::from_dir(&dir).expect("content/zones");
+        assert_eq!(a.zones.len(), Atlas::builtin().zones.len());
+        assert!(Atlas::from_dir(std::path::Path::new("/nonexistent")).is_err());
     }
 
     #[test]
