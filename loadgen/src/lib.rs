@@ -54,8 +54,9 @@ use zonehost_client::{ClientError, EndpointBuilder, Impairment};
 pub use behaviour::{Behaviour, Mix, MAX_PARTY};
 pub use config::{parse_duration, parse_range, Config, TokenSource};
 pub use report::{
-    compare, decode_hist, encode_hist, merge, Bandwidth, BotCounts, FailureCount, GameCounts,
-    InputCounts, Percentiles, Report, RequestCounts, RunInfo, SnapshotCounts,
+    compare, decode_hist, encode_hist, encode_hist_compact, merge, Bandwidth, BotCounts,
+    FailureCount, GameCounts, InputCounts, Percentiles, Report, RequestCounts, RunInfo,
+    SnapshotCounts,
 };
 pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};

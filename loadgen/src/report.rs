@@ -6,7 +6,9 @@ use std::fmt::{self, Write as _};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::serialization::{
+    Deserializer, Serializer as _, V2DeflateSerializer, V2Serializer,
+};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +28,20 @@ pub fn encode_hist(h: &Histogram<u64>) -> String {
     }
 }
 
-/// Reads a histogram written by [`encode_hist`].
+/// Serializes a histogram compactly (V2 with deflate, base64): the per-second series,
+/// where a soak run has thousands. [`decode_hist`] reads both forms.
+pub fn encode_hist_compact(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+        Ok(_) => STANDARD.encode(&bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "histogram serialization failed");
+            String::new()
+        }
+    }
+}
+
+/// Reads a histogram written by [`encode_hist`] or [`encode_hist_compact`].
 pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
     if text.is_empty() {
         return Ok(crate::stats::histogram());
@@ -491,7 +506,7 @@ fn merge_hist_text(a: &str, b: &str) -> Result<String, String> {
     let mut h = decode_hist(a)?;
     h.add(decode_hist(b)?)
         .map_err(|e| format!("histogram merge: {e}"))?;
-    Ok(encode_hist(&h))
+    Ok(encode_hist_compact(&h))
 }
 
 fn merge_percentiles(a: &Percentiles, b: &Percentiles) -> Result<Percentiles, String> {
@@ -749,6 +764,21 @@ pub fn compare(a: &Report, b: &Report) -> String {
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn compact_form_round_trips_and_is_smaller() {
+        let mut h = crate::stats::histogram();
+        for v in 1..=3000u64 {
+            h.record(15_000 + (v * 7919) % 5000).expect("record");
+        }
+        let compact = encode_hist_compact(&h);
+        assert_eq!(decode_hist(&compact).expect("decode"), h);
+        assert!(
+            compact.len() < encode_hist(&h).len(),
+            "{} bytes",
+            compact.len()
+        );
+    }
 
     #[test]
     fn percentiles_round_trip_through_base64() {

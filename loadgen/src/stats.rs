@@ -189,7 +189,7 @@ impl Hists {
             }
             out.insert(
                 m.name().to_string(),
-                crate::report::encode_hist(&self.window[i]),
+                crate::report::encode_hist_compact(&self.window[i]),
             );
             self.window[i].reset();
         }
@@ -374,8 +374,8 @@ pub struct Second {
     pub bytes_up: u64,
     /// UDP bytes received by all bots.
     pub bytes_down: u64,
-    /// This second's latency histograms by metric name (V2 serialization, base64); only
-    /// metrics with samples appear.
+    /// This second's latency histograms by metric name (V2 serialization with deflate,
+    /// base64; read with [`crate::decode_hist`]); only metrics with samples appear.
     pub hists: BTreeMap<String, String>,
 }
 
