@@ -363,6 +363,9 @@ async fn drive(
                             samples.add(live, Metric::SnapshotGap, now - prev);
                         }
                         last_snapshot_at = Some(now);
+                    } else if info.stale && !info.other_instance {
+                        // Overtaken by a newer tick: arrived, but too late to be of use.
+                        Live::add(&live.late_snapshots, 1);
                     }
                     if brain.wants_view(now) {
                         if let Ok((_, body)) = decode_snapshot(&bytes) {

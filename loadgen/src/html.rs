@@ -252,9 +252,10 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
     kv(
         "snapshots",
         format!(
-            "{:.2}% of expected received (loss {:.2}%)",
+            "{:.2}% of expected received (loss {:.2}%, {} late)",
             r.snapshots.ratio * 100.0,
-            (1.0 - r.snapshots.ratio).max(0.0) * 100.0
+            (1.0 - r.snapshots.ratio).max(0.0) * 100.0,
+            r.snapshots.late
         ),
     );
     kv(

@@ -355,6 +355,7 @@ fn build_report(
             datagrams: Live::get(&live.snapshot_datagrams),
             bytes: Live::get(&live.snapshot_bytes),
             bad_datagrams: Live::get(&live.bad_datagrams),
+            late: Live::get(&live.late_snapshots),
         },
         requests: RequestCounts {
             sent: Live::get(&live.requests),

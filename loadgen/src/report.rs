@@ -149,6 +149,10 @@ pub struct SnapshotCounts {
     pub bytes: u64,
     /// Datagrams the client session refused.
     pub bad_datagrams: u64,
+    /// Snapshot datagrams that arrived after a newer tick (reordered or delayed; counted as
+    /// lost in `ratio`).
+    #[serde(default)]
+    pub late: u64,
 }
 
 /// UDP traffic of the bots (quinn connection statistics: QUIC overhead included).
@@ -456,7 +460,7 @@ impl fmt::Display for Report {
         let sn = &self.snapshots;
         let _ = writeln!(
             s,
-            "snapshots: {} ticks received / {:.0} expected ({:.2}%, loss {:.2}%); {} datagrams ({:.2} per tick, {:.0} B avg), {} bad; events {}, responses {}",
+            "snapshots: {} ticks received / {:.0} expected ({:.2}%, loss {:.2}%); {} datagrams ({:.2} per tick, {:.0} B avg), {} late, {} bad; events {}, responses {}",
             sn.received,
             sn.expected,
             100.0 * sn.ratio,
@@ -464,6 +468,7 @@ impl fmt::Display for Report {
             sn.datagrams,
             if sn.received == 0 { 0.0 } else { sn.datagrams as f64 / sn.received as f64 },
             if sn.datagrams == 0 { 0.0 } else { sn.bytes as f64 / sn.datagrams as f64 },
+            sn.late,
             sn.bad_datagrams,
             self.events,
             self.responses
@@ -570,6 +575,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         a.datagrams += b.datagrams;
         a.bytes += b.bytes;
         a.bad_datagrams += b.bad_datagrams;
+        a.late += b.late;
         m.requests.sent += r.requests.sent;
         m.requests.answered += r.requests.answered;
         m.requests.rejected += r.requests.rejected;
@@ -864,6 +870,7 @@ pub(crate) mod tests {
                 datagrams: 600,
                 bytes: 6000,
                 bad_datagrams: 0,
+                late: 0,
             },
             requests: RequestCounts::default(),
             bandwidth: Bandwidth::new(1000, 2000, 10.0),
