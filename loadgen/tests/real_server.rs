@@ -57,7 +57,7 @@ async fn every_behaviour_against_the_real_server() {
     c.players = 16;
     c.duration = Duration::from_secs(12);
     c.ramp_up = Duration::from_secs(1);
-    c.input_hz = 30;
+    c.input_hz = 60;
     c.sockets = 2;
     c.socket_buffer = 1 << 20;
     c.seed = 3;
