@@ -84,5 +84,12 @@ join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v hz="$clk_tck" -v 
     '{ d = ($3 - $2) / hz / dt * 100; if (d >= 0.5 || $1 == "total") printf "  %-16s %6.1f%%\n", $1, d }' | sort -k2 -n -r
 echo "loadgen, same window: $(echo "($lg_after - $lg_before) / $clk_tck / ($t1 - $t0) * 100" | bc -l | xargs printf '%.1f')% of one core"
 echo "server RSS: $((rss_kb / 1024)) MiB with ${players_now:-?} players ($(( rss_kb / ${players_now:-1} )) KiB per player)"
+metrics="$(curl -fs "http://127.0.0.1:$metrics_port/metrics" || true)"
+ticks=$(echo "$metrics" | awk '$1 == "zonehost_ticks_total" {print $2}')
+late=$(echo "$metrics" | awk '$1 == "zonehost_ticks_late_total" {print $2}')
+skipped=$(echo "$metrics" | awk '$1 == "zonehost_ticks_skipped_total" {print $2}')
+if [ -n "$ticks" ] && [ -n "$late" ]; then
+    echo "server ticks (whole run): $ticks, late by more than one tick: $late ($(echo "100 * $late / $ticks" | bc -l | xargs printf '%.3f')%), skipped: ${skipped:-?}"
+fi
 echo "JSON report: $report"
 exit "$status"
