@@ -404,7 +404,10 @@ async fn drive(
                 Ok(Incoming::Event(ClientEvent::Event(ev))) => {
                     Live::add(&live.events, 1);
                     match &ev {
-                        Event::Combat(Combat::Killed { killer, .. }) if *killer == client.welcome().entity_id => {
+                        // The combat log goes to the whole instance: only kills by this
+                        // bot's entity in its current instance (not the `Welcome`'s, which
+                        // a zone change replaces) are its own.
+                        Event::Combat(Combat::Killed { killer, .. }) if brain.is_me(*killer) => {
                             Live::add(&live.kills, 1);
                         }
                         Event::Died { .. } => Live::add(&live.deaths, 1),

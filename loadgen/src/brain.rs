@@ -366,6 +366,12 @@ impl Brain {
         }
     }
 
+    /// Whether `entity` is this bot in its current instance: the entity id of the last
+    /// `Welcome` or `ZoneEntered` (every instance numbers its entities anew).
+    pub(crate) fn is_me(&self, entity: u32) -> bool {
+        self.me != 0 && entity == self.me
+    }
+
     fn fights(&self) -> bool {
         matches!(
             self.s.behaviour,
@@ -1517,6 +1523,35 @@ mod tests {
         assert!(b.next_request(t + Duration::from_secs(1)).is_none());
         let (m, req, _) = b.next_request(t + Duration::from_secs(7)).expect("leave");
         assert_eq!((m, req), (Metric::Party, Request::PartyLeave));
+    }
+
+    #[test]
+    fn own_kills_follow_the_entity_id_across_zone_changes() {
+        // A fresh character logs in in town (entity 1 there) and walks into the crypt,
+        // where it is entity 33: its kills there carry 33, and entity 1 is a monster.
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Fighter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(1, 1), t0);
+        assert!(b.is_me(1));
+        b.on_event(
+            &Event::ZoneEntered {
+                zone: 2,
+                instance: 7,
+                entity_id: 33,
+            },
+            t0,
+        );
+        assert!(b.is_me(33), "the crypt entity is this bot");
+        assert!(
+            !b.is_me(1),
+            "the town entity id is someone else in the crypt"
+        );
+        assert!(!b.is_me(0));
     }
 
     #[test]
