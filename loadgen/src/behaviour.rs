@@ -19,10 +19,11 @@ pub const MAX_PARTY: usize = 4;
 pub enum Behaviour {
     /// Random walk on the fixed input schedule (the original loadgen bot).
     Mover,
-    /// Walks to the nearest monster seen in snapshots and attacks it; fights back.
+    /// Walks to the nearest monster seen in snapshots and attacks it; fights back and
+    /// drinks a potion when hurt.
     Fighter,
-    /// A fighter that also picks up its loot, equips better items, drinks potions when
-    /// hurt and drops junk (and drops and picks up a potion now and then).
+    /// A fighter that also picks up its loot, equips better items and drops junk (and
+    /// drops and picks up a potion now and then).
     Looter,
     /// Walks into portals, waits for the zone change, and does it again.
     Hopper,

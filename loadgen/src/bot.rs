@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
 use zonehost_client::{Client, ClientError, Incoming};
-use zonehost_protocol::message::{Combat, Event};
+use zonehost_protocol::message::{Combat, Event, InventoryEvent};
 use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::ClientEvent;
 
@@ -412,6 +412,9 @@ async fn drive(
                         }
                         Event::Died { .. } => Live::add(&live.deaths, 1),
                         Event::ZoneEntered { .. } => Live::add(&live.zone_changes, 1),
+                        Event::Inventory(InventoryEvent::PickedUp { ground, .. }) if brain.is_kill_loot(*ground) => {
+                            Live::add(&live.loot_picked_up, 1);
+                        }
                         _ => {}
                     }
                     if let Some((metric, d)) = brain.on_event(&ev, Instant::now()) {

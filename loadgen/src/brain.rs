@@ -72,6 +72,8 @@ struct Loot {
     ground: u32,
     pos: (i32, i32),
     too_far: u8,
+    /// Dropped by a monster this bot killed (not its own potion put down and taken back).
+    from_kill: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -372,6 +374,12 @@ impl Brain {
         self.me != 0 && entity == self.me
     }
 
+    /// Whether `ground` is loot of this bot's kills that it is after (so its `PickedUp` is
+    /// a looted drop, not the potion it put down itself).
+    pub(crate) fn is_kill_loot(&self, ground: u32) -> bool {
+        self.loot.iter().any(|l| l.ground == ground && l.from_kill)
+    }
+
     fn fights(&self) -> bool {
         matches!(
             self.s.behaviour,
@@ -630,9 +638,17 @@ impl Brain {
                 }
                 None
             }
-            Behaviour::Looter => self.loot_request(now).or_else(|| self.attack_request(now)),
-            Behaviour::Party => self.party_request(now).or_else(|| self.attack_request(now)),
-            Behaviour::Fighter => self.attack_request(now),
+            Behaviour::Looter => self
+                .survive_request(now)
+                .or_else(|| self.loot_request(now))
+                .or_else(|| self.attack_request(now)),
+            Behaviour::Party => self
+                .party_request(now)
+                .or_else(|| self.survive_request(now))
+                .or_else(|| self.attack_request(now)),
+            Behaviour::Fighter => self
+                .survive_request(now)
+                .or_else(|| self.attack_request(now)),
             _ => None,
         }
     }
@@ -684,7 +700,12 @@ impl Brain {
             .map_or(-1, |(_, i)| Self::score(i))
     }
 
-    fn loot_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+    /// What every fighting bot does to stay alive: learn its bag after each login (a new
+    /// character's starter kit has two potions) and drink a potion below half HP.
+    fn survive_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if self.dead {
+            return None;
+        }
         if !self.inventory_asked {
             self.inventory_asked = true;
             return Some((Metric::Inventory, Request::GetInventory, 0));
@@ -692,7 +713,6 @@ impl Brain {
         if !self.inventory_known || self.dead {
             return None;
         }
-        // Hurt: drink.
         if self.max_hp > 0
             && u32::from(self.hp) * 2 < u32::from(self.max_hp)
             && now >= self.potion_ready_at
@@ -704,6 +724,13 @@ impl Brain {
             {
                 return Some((Metric::UseItem, Request::UseItem { item: p.id }, p.id));
             }
+        }
+        None
+    }
+
+    fn loot_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        if !self.inventory_known || self.dead {
+            return None;
         }
         // Better gear: wear it.
         let better = self.bag.iter().find(|i| {
@@ -927,6 +954,7 @@ impl Brain {
                     ground: *ground,
                     pos: (*x_mm, *y_mm),
                     too_far: 0,
+                    from_kill: true,
                 });
             }
             Event::ItemExpired { ground } => self.loot.retain(|l| l.ground != *ground),
@@ -989,6 +1017,10 @@ impl Brain {
                         }
                     }
                 } else if *target == self.me && self.fights() && !self.dead {
+                    if let Combat::Hit { target_hp, .. } = c {
+                        // Fresher than the sampled snapshots: decides the next potion.
+                        self.hp = (*target_hp).min(u32::from(u16::MAX)) as u16;
+                    }
                     // Fight back when the attacker is closer than the current target.
                     let keep = self.target.is_some_and(|t| {
                         self.predicted()
@@ -1066,6 +1098,7 @@ impl Brain {
                             ground: *ground,
                             pos,
                             too_far: 0,
+                            from_kill: false,
                         },
                     );
                     self.next_request_at = self.next_request_at.min(now + REQUEST_GAP);
@@ -1132,6 +1165,13 @@ mod tests {
             party_member_of: None,
             party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
         }
+    }
+
+    /// As if the bag had been read already (an empty bag), so the next request is about
+    /// something else.
+    fn bag_known(b: &mut Brain) {
+        b.inventory_asked = true;
+        b.inventory_known = true;
     }
 
     fn welcome(zone: u16, entity: u32) -> Welcome {
@@ -1253,6 +1293,7 @@ mod tests {
             t0,
         );
         b.on_welcome(&welcome(2, 5), t0);
+        bag_known(&mut b);
         let mut pos = (3000, 30000);
         let m = monster(900, (8000, 30000));
         let (mut seq, mut t) = (0, t0);
@@ -1318,6 +1359,7 @@ mod tests {
         );
         b.s.party_leader_of = vec!["bot-1-1".into()];
         b.on_welcome(&welcome(1, 5), t0);
+        bag_known(&mut b);
         let mut t = t0 + Duration::from_secs(2);
         let mut gaps = Vec::new();
         for id in 1..6 {
@@ -1500,6 +1542,7 @@ mod tests {
         s.party_member_of = Some("bot-1-0".into());
         let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-1".into(), t0);
         b.on_welcome(&welcome(1, 5), t0);
+        bag_known(&mut b);
         b.on_event(
             &Event::Party(PartyEvent::Invited {
                 by: "bot-1-0".into(),
@@ -1552,6 +1595,122 @@ mod tests {
             "the town entity id is someone else in the crypt"
         );
         assert!(!b.is_me(0));
+    }
+
+    #[test]
+    fn fighter_reads_its_bag_and_drinks_a_potion_when_hurt() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Fighter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(2, 5), t0);
+        let m = monster(900, (3500, 30000));
+        view(&mut b, 1, 0, &[player(5, (3000, 30000), 124), m], t0);
+        let t = t0 + Duration::from_secs(1);
+        let (metric, req, _) = b.next_request(t).expect("inventory");
+        assert_eq!((metric, req), (Metric::Inventory, Request::GetInventory));
+        b.request_sent(1, metric, 0, t);
+        let potion = ItemInfo {
+            id: 11,
+            base: 40,
+            rarity: 0,
+            level: 1,
+            unique: None,
+            affixes: vec![],
+        };
+        let inv = zonehost_protocol::message::InventoryView {
+            bag: vec![potion],
+            equipment: vec![],
+            gold: 0,
+            level: 1,
+            xp: 0,
+        };
+        b.on_response(1, &Ok(Response::Inventory(inv)), t);
+        // Healthy: it attacks.
+        let t = t + Duration::from_secs(1);
+        let (metric, req, _) = b.next_request(t).expect("attack");
+        assert_eq!(
+            (metric, req),
+            (Metric::Attack, Request::Attack { target: 900 })
+        );
+        b.request_sent(2, metric, 900, t);
+        b.on_response(2, &Ok(Response::Done), t);
+        // A hit takes it below half: the combat log alone (no snapshot yet) makes it drink.
+        b.on_event(
+            &Event::Combat(Combat::Hit {
+                attacker: 900,
+                target: 5,
+                physical: 70,
+                fire: 0,
+                crit: false,
+                target_hp: 54,
+            }),
+            t,
+        );
+        let t = t + Duration::from_secs(1);
+        let (metric, req, _) = b.next_request(t).expect("potion");
+        assert_eq!(
+            (metric, req),
+            (Metric::UseItem, Request::UseItem { item: 11 })
+        );
+        b.request_sent(3, metric, 11, t);
+        b.on_event(
+            &Event::Inventory(InventoryEvent::Consumed {
+                item: 11,
+                healed: 60,
+            }),
+            t,
+        );
+        b.on_response(3, &Ok(Response::Done), t);
+        // No potion left: it fights on.
+        let t = t + Duration::from_secs(2);
+        let (metric, _, _) = b.next_request(t).expect("attack again");
+        assert_eq!(metric, Metric::Attack);
+    }
+
+    #[test]
+    fn only_drops_of_own_kills_count_as_loot() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Looter),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        b.on_welcome(&welcome(2, 5), t0);
+        let sword = ItemInfo {
+            id: 50,
+            base: 1,
+            rarity: 0,
+            level: 1,
+            unique: None,
+            affixes: vec![],
+        };
+        for (ground, owner) in [(300, Some(77)), (301, Some(78)), (302, None)] {
+            b.on_event(
+                &Event::ItemDropped {
+                    ground,
+                    item: sword.clone(),
+                    owner,
+                    x_mm: 3000,
+                    y_mm: 30000,
+                },
+                t0,
+            );
+        }
+        assert!(b.is_kill_loot(300), "owned by this player (77)");
+        assert!(!b.is_kill_loot(301) && !b.is_kill_loot(302));
+        b.on_event(
+            &Event::Inventory(InventoryEvent::PickedUp {
+                item: sword,
+                ground: 300,
+            }),
+            t0,
+        );
+        assert!(!b.is_kill_loot(300), "taken");
     }
 
     #[test]

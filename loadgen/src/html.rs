@@ -269,8 +269,8 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
     kv(
         "game",
         format!(
-            "{} logins, {} kills, {} deaths, {} zone changes",
-            r.game.logins, r.game.kills, r.game.deaths, r.game.zone_changes
+            "{} logins, {} kills, {} deaths, {} zone changes, {} loot picked up",
+            r.game.logins, r.game.kills, r.game.deaths, r.game.zone_changes, r.game.loot_picked_up
         ),
     );
     s.push_str("</table>");

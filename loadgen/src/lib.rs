@@ -375,6 +375,7 @@ fn build_report(
             kills: Live::get(&live.kills),
             deaths: Live::get(&live.deaths),
             zone_changes: Live::get(&live.zone_changes),
+            loot_picked_up: Live::get(&live.loot_picked_up),
             events: Live::get(&live.events),
         },
         actions: Live::get(&live.actions),

@@ -213,6 +213,9 @@ pub struct GameCounts {
     pub deaths: u64,
     /// Zone changes (portals, deaths, party moves).
     pub zone_changes: u64,
+    /// Items looters picked up from their own kills' drops (not their own dropped potions).
+    #[serde(default)]
+    pub loot_picked_up: u64,
     /// Reliable events received (other than responses).
     pub events: u64,
 }
@@ -425,8 +428,8 @@ impl fmt::Display for Report {
         let b = &self.bots;
         let _ = writeln!(
             s,
-            "bots: {} planned, {} connected, {} failed; {} logins, {} kills, {} deaths, {} zone changes",
-            b.planned, b.connected, b.failed, self.game.logins, self.game.kills, self.game.deaths, self.game.zone_changes
+            "bots: {} planned, {} connected, {} failed; {} logins, {} kills, {} deaths, {} zone changes, {} loot picked up",
+            b.planned, b.connected, b.failed, self.game.logins, self.game.kills, self.game.deaths, self.game.zone_changes, self.game.loot_picked_up
         );
         let i = &self.inputs;
         let _ = writeln!(
@@ -591,6 +594,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         m.game.kills += r.game.kills;
         m.game.deaths += r.game.deaths;
         m.game.zone_changes += r.game.zone_changes;
+        m.game.loot_picked_up += r.game.loot_picked_up;
         m.game.events += r.game.events;
         m.actions += r.actions;
         m.events += r.events;

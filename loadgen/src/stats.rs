@@ -233,6 +233,7 @@ pub(crate) struct Live {
     pub(crate) kills: AtomicU64,
     pub(crate) deaths: AtomicU64,
     pub(crate) zone_changes: AtomicU64,
+    pub(crate) loot_picked_up: AtomicU64,
     hists: Mutex<Hists>,
     failures: Mutex<BTreeMap<String, FailureCount>>,
     rejections: Mutex<BTreeMap<String, u64>>,
@@ -267,6 +268,7 @@ impl Live {
             kills: z(),
             deaths: z(),
             zone_changes: z(),
+            loot_picked_up: z(),
             hists: Mutex::new(Hists {
                 total: set(),
                 window: set(),
