@@ -91,5 +91,20 @@ skipped=$(echo "$metrics" | awk '$1 == "zonehost_ticks_skipped_total" {print $2}
 if [ -n "$ticks" ] && [ -n "$late" ]; then
     echo "server ticks (whole run): $ticks, late by more than one tick: $late ($(echo "100 * $late / $ticks" | bc -l | xargs printf '%.3f')%), skipped: ${skipped:-?}"
 fi
+# Store operation latency from the server's histogram: the bucket bound holding p50 / p99.
+for op in item items save load; do
+    echo "$metrics" | awk -v op="$op" '
+        $1 ~ "^zonehost_store_op_seconds_bucket\\{" && $1 ~ "op=\"" op "\"" {
+            le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n++; bound[n] = le; count[n] = $2 }
+        END {
+            if (n == 0 || count[n] == 0) exit
+            total = count[n]; p50 = ""; p99 = ""
+            for (i = 1; i <= n; i++) {
+                if (p50 == "" && count[i] >= total * 0.50) p50 = bound[i]
+                if (p99 == "" && count[i] >= total * 0.99) p99 = bound[i]
+            }
+            printf "store op %-5s %8d ops: p50 <= %s s, p99 <= %s s (histogram bucket bounds)\n", op, total, p50, p99
+        }'
+done
 echo "JSON report: $report"
 exit "$status"
