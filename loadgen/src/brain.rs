@@ -27,7 +27,7 @@ use crate::wander::Wander;
 const PREDICT: usize = 64;
 /// Shortest gap between two requests of one bot.
 const REQUEST_GAP: Duration = Duration::from_millis(200);
-/// Assumed attack interval until the server says otherwise (Short Sword: 30 ticks).
+/// Assumed attack interval until the bag is read (Short Sword: 30 ticks).
 const ATTACK_INTERVAL: Duration = Duration::from_millis(500);
 /// Default weapon reach (Short Sword), millimetres.
 const DEFAULT_REACH: i32 = 1800;
@@ -156,6 +156,8 @@ pub(crate) struct Brain {
     next_request_at: Instant,
     backoff: Duration,
     attack_ready_at: Instant,
+    /// The worn weapon's attack interval (game/RULES.md), once the bag is known.
+    attack_interval: Duration,
     reach: i32,
     close_in_until: Option<Instant>,
     attack_log: Option<(u32, Instant)>,
@@ -219,6 +221,7 @@ impl Brain {
             next_request_at: now,
             backoff: Duration::from_millis(500),
             attack_ready_at: now,
+            attack_interval: ATTACK_INTERVAL,
             reach: DEFAULT_REACH,
             close_in_until: None,
             attack_log: None,
@@ -747,6 +750,31 @@ impl Brain {
         None
     }
 
+    /// Attack interval and reach of the worn weapon (fists without one), as the game
+    /// computes them: `max(10, ticks * 100 / (100 + min(75, attack speed %)))` ticks, the
+    /// attack speed summed over everything worn. A wrong guess costs an `OnCooldown` or
+    /// `TooFar` refusal per swing (a Hand Axe swings every 33 ticks, not 30).
+    fn weapon_changed(&mut self) {
+        use zonehost_game::character::{MAX_ATTACK_SPEED_PCT, MIN_ATTACK_TICKS};
+        use zonehost_game::items::{AffixKind, EquipSlot, FISTS};
+        let weapon = self
+            .equipment
+            .iter()
+            .find_map(|(_, i)| base(i.base).filter(|b| b.slot == Some(EquipSlot::Weapon)));
+        let (ticks, reach) = weapon.map_or((FISTS.1, FISTS.2), |b| (b.attack_ticks, b.range_mm));
+        let ias: i32 = self
+            .equipment
+            .iter()
+            .flat_map(|(_, i)| i.affixes.iter())
+            .filter(|(k, _)| *k == AffixKind::AttackSpeed as u8)
+            .map(|(_, v)| *v)
+            .sum();
+        let ias = (ias.max(0) as u32).min(MAX_ATTACK_SPEED_PCT);
+        let ticks = (ticks * 100 / (100 + ias)).max(MIN_ATTACK_TICKS);
+        self.attack_interval = Duration::from_secs(u64::from(ticks)) / zonehost_game::TICK_HZ;
+        self.reach = reach;
+    }
+
     fn loot_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
         if !self.inventory_known || self.dead {
             return None;
@@ -864,13 +892,14 @@ impl Brain {
 
     fn on_done(&mut self, p: Pending, r: &Response, now: Instant) {
         match p.metric {
-            Metric::Attack => self.attack_ready_at = now + ATTACK_INTERVAL,
+            Metric::Attack => self.attack_ready_at = now + self.attack_interval,
             Metric::Inventory => {
                 if let Response::Inventory(v) = r {
                     self.bag = v.bag.clone();
                     self.equipment = v.equipment.clone();
                     self.level = v.level;
                     self.inventory_known = true;
+                    self.weapon_changed();
                 }
             }
             Metric::PickUp => {
@@ -1095,6 +1124,7 @@ impl Brain {
                     }
                     self.equipment.retain(|(s, _)| *s != *slot);
                     self.equipment.push((*slot, info));
+                    self.weapon_changed();
                 }
             }
             InventoryEvent::Unequipped { item, slot } => {
@@ -1105,6 +1135,7 @@ impl Brain {
                 {
                     let (_, o) = self.equipment.remove(w);
                     self.bag.push(o);
+                    self.weapon_changed();
                 }
             }
             InventoryEvent::Dropped { item, ground } => {
@@ -1502,6 +1533,9 @@ mod tests {
             t,
         );
         b.on_response(5, &Ok(Response::Done), t);
+        // The axe swings every 33 ticks: the next attack waits 550 ms, not the sword's 500.
+        assert_eq!(b.attack_interval, Duration::from_millis(550));
+        assert_eq!(b.reach, 1800);
         let t = t + Duration::from_secs(1);
         let (m, req, _) = b.next_request(t).expect("drop junk");
         assert_eq!((m, req), (Metric::Drop, Request::Drop { item: 10 }));
@@ -1649,6 +1683,11 @@ mod tests {
             xp: 0,
         };
         b.on_response(1, &Ok(Response::Inventory(inv)), t);
+        // Nothing worn: fists, 30 ticks at 1500 mm.
+        assert_eq!(
+            (b.attack_interval, b.reach),
+            (Duration::from_millis(500), 1500)
+        );
         // Healthy: it attacks.
         let t = t + Duration::from_secs(1);
         let (metric, req, _) = b.next_request(t).expect("attack");
