@@ -258,6 +258,27 @@ pub(crate) async fn run_bot(
     summary
 }
 
+/// Adds what a reliable event says about the game to the counters, before `brain` sees
+/// it (a pick-up is looted loot while the brain still remembers the drop).
+fn count_game_event(live: &Live, brain: &Brain, ev: &Event) {
+    match ev {
+        // The combat log goes to the whole instance: only kills by this bot's entity in
+        // its current instance (not the `Welcome`'s, which a zone change replaces) are its
+        // own.
+        Event::Combat(Combat::Killed { killer, .. }) if brain.is_me(*killer) => {
+            Live::add(&live.kills, 1);
+        }
+        Event::Died { .. } => Live::add(&live.deaths, 1),
+        Event::ZoneEntered { .. } => Live::add(&live.zone_changes, 1),
+        Event::Inventory(InventoryEvent::PickedUp { ground, .. })
+            if brain.is_kill_loot(*ground) =>
+        {
+            Live::add(&live.loot_picked_up, 1);
+        }
+        _ => {}
+    }
+}
+
 /// The input/request/receive loop of one session.
 async fn drive(
     client: &mut Client,
@@ -403,20 +424,7 @@ async fn drive(
                 }
                 Ok(Incoming::Event(ClientEvent::Event(ev))) => {
                     Live::add(&live.events, 1);
-                    match &ev {
-                        // The combat log goes to the whole instance: only kills by this
-                        // bot's entity in its current instance (not the `Welcome`'s, which
-                        // a zone change replaces) are its own.
-                        Event::Combat(Combat::Killed { killer, .. }) if brain.is_me(*killer) => {
-                            Live::add(&live.kills, 1);
-                        }
-                        Event::Died { .. } => Live::add(&live.deaths, 1),
-                        Event::ZoneEntered { .. } => Live::add(&live.zone_changes, 1),
-                        Event::Inventory(InventoryEvent::PickedUp { ground, .. }) if brain.is_kill_loot(*ground) => {
-                            Live::add(&live.loot_picked_up, 1);
-                        }
-                        _ => {}
-                    }
+                    count_game_event(live, brain, &ev);
                     if let Some((metric, d)) = brain.on_event(&ev, Instant::now()) {
                         samples.add(live, metric, d);
                     }
@@ -450,6 +458,35 @@ mod tests {
         assert_eq!(failure_kind("connect", &e), "connect: rejected server_full");
         let e = ClientError::Connection(quinn::ConnectionError::TimedOut);
         assert_eq!(failure_kind("run", &e), "run: idle timeout");
+    }
+
+    #[test]
+    fn kills_count_under_the_entity_id_of_the_current_instance() {
+        use crate::brain::tests_support::fighter;
+        let t0 = Instant::now();
+        let live = Live::new();
+        // A fresh character: welcomed in town as entity 1, then entity 33 in the crypt
+        // (where entity 1 is a monster).
+        let mut brain = fighter(1, 1, t0);
+        let entered = Event::ZoneEntered {
+            zone: 2,
+            instance: 4,
+            entity_id: 33,
+        };
+        count_game_event(&live, &brain, &entered);
+        brain.on_event(&entered, t0);
+        let killed = |killer| {
+            Event::Combat(Combat::Killed {
+                killer,
+                victim: 7,
+                monster_kind: 1,
+            })
+        };
+        count_game_event(&live, &brain, &killed(33));
+        count_game_event(&live, &brain, &killed(1));
+        count_game_event(&live, &brain, &killed(34));
+        assert_eq!(Live::get(&live.kills), 1);
+        assert_eq!(Live::get(&live.zone_changes), 1);
     }
 
     #[test]

@@ -1199,6 +1199,46 @@ impl Brain {
     }
 }
 
+/// Brains for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use zonehost_protocol::message::Welcome;
+
+    /// A fighter brain welcomed in `zone` as `entity`.
+    pub(crate) fn fighter(zone: u16, entity: u32, now: Instant) -> Brain {
+        let s = BrainSettings {
+            behaviour: Behaviour::Fighter,
+            seed: 1,
+            index: 0,
+            input_hz: 60,
+            think: (Duration::from_millis(100), Duration::from_millis(200)),
+            view_hz: 10,
+            party_leader_of: Vec::new(),
+            party_member_of: None,
+            party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
+        };
+        let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-0".into(), now);
+        b.on_welcome(
+            &Welcome {
+                player_id: 77,
+                entity_id: entity,
+                zone,
+                instance: 1,
+                tick_rate_hz: 60,
+                snapshot_rate_hz: 60,
+                server_tick: 0,
+                server_time_us: 0,
+                max_speed_mms: 6000,
+                last_input: 0,
+                resume_token: String::new(),
+            },
+            now,
+        );
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
