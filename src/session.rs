@@ -227,6 +227,32 @@ impl Registry {
         Ok(())
     }
 
+    /// Ends `session` of `player_id` from the server's side (its ownership lease was lost):
+    /// an attached connection is closed with `code` and `cause` (the connection task then
+    /// ends the session), a detached session is told to leave. False if the session no
+    /// longer holds the player.
+    pub fn evict(
+        &self,
+        player_id: u64,
+        session: SessionId,
+        cause: DisconnectCause,
+        code: u32,
+    ) -> bool {
+        let live = self.lock();
+        match live.get(&player_id) {
+            Some(e) if e.session == session => {
+                if e.detached {
+                    e.inbox.control(Control::Leave { session });
+                } else {
+                    e.contact.shared.set_cause(cause);
+                    e.contact.conn.close(code, cause.as_str().as_bytes());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks `session` of `player_id` detached (its connection was lost); false if the
     /// session no longer holds the player.
     pub fn detach(&self, player_id: u64, session: SessionId) -> bool {

@@ -14,6 +14,7 @@ use zonehost_protocol::message::{
 };
 use zonehost_protocol::PROTOCOL_VERSION;
 
+use crate::cluster::AcquireError;
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
@@ -23,6 +24,8 @@ use crate::telemetry::{DisconnectCause, DropCause, Stats};
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct ConnContext {
+    /// Player ownership leases (cluster mode).
+    pub(crate) leases: Option<Arc<crate::cluster::PlayerLeases>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) auth: Authenticator,
     pub(crate) registry: Arc<Registry>,
@@ -221,6 +224,10 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
                 let reason = format!("player {} already has a live session", claims.player);
                 return reject(&ctx, &conn, control.send, code, reason).await;
             }
+            if let Err((code, reason)) = take_lease(&ctx, player_id, session).await {
+                ctx.registry.release(player_id, session);
+                return reject(&ctx, &conn, control.send, code, reason).await;
+            }
             (session, inbox, false)
         }
         Verified::Resume(_) => match ctx.registry.reattach(player_id, contact) {
@@ -306,6 +313,45 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         secs = started.elapsed().as_secs_f32(),
         "session ended"
     );
+}
+
+/// Takes the player's ownership lease for `session` (cluster mode; nothing otherwise).
+async fn take_lease(
+    ctx: &ConnContext,
+    player_id: u64,
+    session: u64,
+) -> Result<(), (RejectCode, String)> {
+    let Some(leases) = ctx.leases.clone() else {
+        return Ok(());
+    };
+    let taken = tokio::task::spawn_blocking(move || {
+        leases.acquire(player_id, session, crate::sim::persist::unix_millis())
+    })
+    .await;
+    match taken {
+        Ok(Ok(_fence_epoch)) => Ok(()),
+        Ok(Err(AcquireError::HeldElsewhere {
+            holder,
+            expires_at_ms,
+        })) => Err((
+            RejectCode::AlreadyConnected,
+            format!("the player is live on server {holder} (lease until {expires_at_ms} ms)"),
+        )),
+        Ok(Err(e)) => {
+            tracing::error!(player_id, error = %e, "player lease not taken");
+            Err((
+                RejectCode::Internal,
+                "the player could not be leased".into(),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(player_id, error = %e, "player lease task failed");
+            Err((
+                RejectCode::Internal,
+                "the player could not be leased".into(),
+            ))
+        }
+    }
 }
 
 struct Pump<'a> {

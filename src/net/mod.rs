@@ -184,8 +184,10 @@ pub(crate) fn context(
     registry: Arc<Registry>,
     sim: Arc<Sim>,
     draining: watch::Receiver<bool>,
+    leases: Option<Arc<crate::cluster::PlayerLeases>>,
 ) -> Arc<ConnContext> {
     Arc::new(ConnContext {
+        leases,
         stats,
         auth,
         registry,
