@@ -28,12 +28,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use zonehost_protocol::message::close_code;
+use zonehost_protocol::token::{sign, Claims, KeySet, CLAIMS_VERSION};
 
 use crate::session::Registry;
 use crate::sim::SessionId;
@@ -47,23 +50,27 @@ use crate::telemetry::DisconnectCause;
 pub struct ClusterConfig {
     /// Take a player ownership lease at login (see the module docs). Default `false`.
     pub enabled: bool,
-    /// Address clients are sent to when another server redirects them here. Default unset:
-    /// the bound `listen` address.
-    pub advertise_address: Option<SocketAddr>,
-    /// Addresses of the other servers by `server_id`, for redirects. Default empty.
+    /// The address clients must use for each other server of the cluster, by its
+    /// `server_id` (its advertised address): a login of a player another server owns is
+    /// redirected there. A player owned by a server missing here is refused with
+    /// `AlreadyConnected` instead. Default empty.
     pub peers: BTreeMap<String, SocketAddr>,
     /// Lifetime of a player lease, seconds; the owner renews it every third of this. If a
     /// server dies, its players can log in elsewhere after at most this long. Default 30.
     pub player_lease_ttl_secs: u64,
+    /// The cluster's shared redirect-ticket signing key (32 raw bytes; every server of a
+    /// cluster must have the same file). Default unset: `data_dir/cluster-ticket.key`,
+    /// created on first start.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            advertise_address: None,
             peers: BTreeMap::new(),
             player_lease_ttl_secs: 30,
+            ticket_key_file: None,
         }
     }
 }
@@ -80,6 +87,70 @@ impl ClusterConfig {
     /// The lease lifetime.
     pub fn player_lease_ttl(&self) -> Duration {
         Duration::from_secs(self.player_lease_ttl_secs)
+    }
+}
+
+/// Key id of redirect tickets (SPEC.md §3.7).
+pub const TICKET_KEY_ID: u32 = u32::MAX - 1;
+/// Audience prefix of redirect tickets; the target's `server_id` follows.
+pub const TICKET_AUDIENCE_PREFIX: &str = "zonehost-ticket:";
+/// Lifetime of a redirect ticket, seconds.
+pub const TICKET_TTL_SECS: u64 = 30;
+
+/// The audience of tickets for server `server_id`.
+pub fn ticket_audience(server_id: &str) -> String {
+    format!("{TICKET_AUDIENCE_PREFIX}{server_id}")
+}
+
+/// Loads the ticket key of `config` (creating `data_dir/cluster-ticket.key` when no file is
+/// configured and it does not exist yet).
+pub fn load_ticket_key(
+    config: &ClusterConfig,
+    data_dir: &Path,
+) -> Result<SigningKey, crate::keys::KeyError> {
+    match &config.ticket_key_file {
+        Some(path) => crate::keys::read_signing_key(path),
+        None => crate::keys::load_or_create_key_file(&data_dir.join("cluster-ticket.key")),
+    }
+}
+
+/// Mints redirect tickets for the servers of the cluster (SPEC.md §3.7).
+#[derive(Debug)]
+pub struct Tickets {
+    key: SigningKey,
+}
+
+impl Tickets {
+    /// Tickets signed with the cluster's ticket key.
+    pub fn new(key: SigningKey) -> Self {
+        Self { key }
+    }
+
+    /// The key set that verifies tickets.
+    pub fn keys(&self) -> KeySet {
+        let mut keys = KeySet::new();
+        keys.insert(TICKET_KEY_ID, self.key.verifying_key());
+        keys
+    }
+
+    /// A ticket for `player` to log in on server `target` (its `server_id`), issued at
+    /// `now` (Unix seconds).
+    pub fn mint(&self, player: &str, target: &str, now: u64) -> String {
+        let mut nonce = [0u8; 16];
+        if getrandom::fill(&mut nonce).is_err() {
+            // Still single-use through the replay guard; only guessability suffers.
+            nonce[..8].copy_from_slice(&now.to_le_bytes());
+        }
+        let claims = Claims {
+            version: CLAIMS_VERSION,
+            player: player.into(),
+            audience: ticket_audience(target),
+            issued_at: now,
+            expires_at: now + TICKET_TTL_SECS,
+            nonce,
+            key_id: TICKET_KEY_ID,
+        };
+        sign(&claims, &self.key)
     }
 }
 

@@ -382,12 +382,25 @@ pub async fn start_with(
         Some(addr) => Some(ops::serve(addr, stats.clone(), draining.clone()).await?),
         None => None,
     };
-    let auth = Authenticator::new(
+    let mut auth = Authenticator::new(
         keyset,
         config.audience.clone(),
         config.token_skew_secs,
         resume.keys(),
     );
+    let tickets = if config.cluster.enabled {
+        let tickets = Arc::new(cluster::Tickets::new(cluster::load_ticket_key(
+            &config.cluster,
+            &config.data_dir,
+        )?));
+        auth = auth.with_tickets(
+            tickets.keys(),
+            cluster::ticket_audience(&config.store.server_id),
+        );
+        Some(tickets)
+    } else {
+        None
+    };
     let ctx = net::context(
         &config,
         stats.clone(),
@@ -395,7 +408,11 @@ pub async fn start_with(
         registry,
         sim.clone(),
         draining.clone(),
-        player_leases.clone(),
+        net::ClusterContext {
+            leases: player_leases.clone(),
+            tickets,
+            peers: config.cluster.peers.clone(),
+        },
     );
     let acceptor = net::Acceptor {
         endpoint: endpoint.clone(),

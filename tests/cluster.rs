@@ -16,6 +16,7 @@ use zonehost::config::{Config, SecondLogin};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::{ItemRecord, Owner, Store};
 use zonehost::telemetry::DisconnectCause;
+use zonehost_client::Client;
 use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
 
 /// Player lease lifetime in these tests.
@@ -35,10 +36,25 @@ impl Cluster {
         std::fs::create_dir_all(&dir).expect("data dir");
         let store: Arc<dyn Store> =
             Arc::new(RedbStore::open(&dir.join("shared.redb")).expect("open shared store"));
+        // Fixed ports, so that every server knows the others' addresses (`peers`).
+        let ids = ["a", "b", "c"];
+        let addrs: Vec<SocketAddr> = ids
+            .iter()
+            .map(|_| {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .expect("a free port")
+            })
+            .collect();
+        let peers: std::collections::BTreeMap<String, SocketAddr> = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(id, a)| (id.to_string(), *a))
+            .collect();
         let mut servers = Vec::new();
-        for id in ["a", "b", "c"] {
+        for (id, addr) in ids.into_iter().zip(addrs) {
             let mut config = Config {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                listen: addr,
                 data_dir: dir.clone(),
                 metrics_listen: None,
                 second_login: SecondLogin::TakeOver,
@@ -47,6 +63,7 @@ impl Cluster {
             config.store.server_id = id.into();
             config.cluster.enabled = true;
             config.cluster.player_lease_ttl_secs = LEASE_TTL.as_secs();
+            config.cluster.peers = peers.clone();
             let (tx, rx) = oneshot::channel::<()>();
             let server = zonehost::start_with(
                 config,
@@ -150,15 +167,17 @@ async fn a_player_is_owned_by_one_server_and_resumes_elsewhere_after_a_crash() {
         "a leased fence carries the lease epoch in its high bits: {fence_a}"
     );
 
-    // b refuses p while a owns them (no redirect in this slice: a named reject).
+    // b sends p to a while a owns them.
     let mut on_b = hello(&endpoint, &cluster, 1, "p").await;
-    let (code, reason) = expect_reject(&mut on_b).await;
-    assert_eq!(code, RejectCode::AlreadyConnected);
-    assert!(reason.contains("server a"), "{reason}");
+    match on_b.next().await {
+        Some(ServerMsg::Redirect(r)) => assert_eq!(r.address, cluster.server(0).addr().to_string()),
+        other => panic!("expected Redirect, got {other:?}"),
+    }
 
     // a crashes: no drain, no final checkpoint, its lease is neither released nor renewed.
     let mut cluster = cluster;
     let a = cluster.servers[0].take().expect("a runs");
+    let a_addr = a.addr();
     let crashed_at = Instant::now();
     tokio::time::timeout(WAIT, a.server.crash())
         .await
@@ -168,7 +187,8 @@ async fn a_player_is_owned_by_one_server_and_resumes_elsewhere_after_a_crash() {
         Some(u64::from(close_code::SHUTDOWN))
     );
 
-    // p retries on c until a's lease has expired; then c owns them.
+    // p retries on c until a's lease has expired (c would redirect to a, which is down);
+    // then c owns them.
     let mut attempts = 0;
     let on_c = loop {
         assert!(
@@ -179,14 +199,14 @@ async fn a_player_is_owned_by_one_server_and_resumes_elsewhere_after_a_crash() {
         let mut on_c = hello(&endpoint, &cluster, 2, "p").await;
         match on_c.next().await {
             Some(ServerMsg::Welcome(_)) => break on_c,
-            Some(ServerMsg::Reject(r)) => {
-                assert_eq!(r.code, RejectCode::AlreadyConnected, "{}", r.reason);
+            Some(ServerMsg::Redirect(r)) => {
+                assert_eq!(r.address, a_addr.to_string());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            other => panic!("expected Welcome or Reject, got {other:?}"),
+            other => panic!("expected Welcome or Redirect, got {other:?}"),
         }
     };
-    assert!(attempts > 1, "c refused p while a's lease was alive");
+    assert!(attempts > 1, "c redirected p while a's lease was alive");
     assert!(
         crashed_at.elapsed() >= LEASE_TTL / 2,
         "p got in on c before a's lease could have expired"
@@ -274,5 +294,62 @@ async fn a_lease_is_released_when_the_session_is_saved_and_closed() {
     // Released (not expired): b takes r at once.
     let mut on_b = hello(&endpoint, &cluster, 1, "r").await;
     expect_welcome(&mut on_b).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_a_redirect_to_the_owner_with_a_single_use_ticket() {
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a, b, c) = (cluster.server(0), cluster.server(1), cluster.server(2));
+    let connect = |addr: SocketAddr, token: String| {
+        let endpoint = endpoint.clone();
+        async move { Client::connect(&endpoint, addr, "localhost", &token, "test").await }
+    };
+
+    let first = connect(a.addr(), a.token("s")).await.expect("s on a");
+    assert!(first.redirected_via().is_empty());
+
+    // s connects to b: b redirects to a, the client follows with the ticket and a takes
+    // the new connection over (second_login = take_over).
+    let second = connect(b.addr(), b.token("s")).await.expect("s via b on a");
+    assert_eq!(second.redirected_via(), &[a.addr()]);
+    assert_eq!(
+        b.server.stats.disconnect_count(DisconnectCause::Redirected),
+        1
+    );
+    eventually("the first connection taken over", WAIT, || {
+        a.server.stats.disconnect_count(DisconnectCause::TakenOver) == 1
+    })
+    .await;
+
+    // The ticket itself: for a only, once only.
+    let mut raw = hello(&endpoint, &cluster, 2, "s").await;
+    let ticket = match raw.next().await {
+        Some(ServerMsg::Redirect(r)) => {
+            assert_eq!(r.address, a.addr().to_string());
+            r.ticket
+        }
+        other => panic!("expected Redirect, got {other:?}"),
+    };
+    let mut on_c = Raw::connect(&endpoint, c).await;
+    on_c.hello(&ticket).await;
+    assert_eq!(expect_reject(&mut on_c).await.0, RejectCode::WrongAudience);
+    let mut on_a = Raw::connect(&endpoint, a).await;
+    on_a.hello(&ticket).await;
+    expect_welcome(&mut on_a).await;
+    let mut again = Raw::connect(&endpoint, a).await;
+    again.hello(&ticket).await;
+    assert_eq!(expect_reject(&mut again).await.0, RejectCode::TokenReplayed);
+    // An account token is no ticket: a forged ticket signed by the account key fails.
+    let forged = a.token_with("s", |claims| {
+        claims.audience = zonehost::cluster::ticket_audience("a");
+        claims.key_id = zonehost::cluster::TICKET_KEY_ID;
+    });
+    let mut on_a = Raw::connect(&endpoint, a).await;
+    on_a.hello(&forged).await;
+    assert_eq!(expect_reject(&mut on_a).await.0, RejectCode::InvalidToken);
+
+    drop((first, second));
     cluster.stop().await;
 }
