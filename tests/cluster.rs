@@ -353,3 +353,38 @@ async fn the_client_follows_a_redirect_to_the_owner_with_a_single_use_ticket() {
     drop((first, second));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_drain_its_players_log_in_elsewhere_at_once_with_their_items() {
+    let mut cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut on_a = hello(&endpoint, &cluster, 0, "d").await;
+    expect_welcome(&mut on_a).await;
+    eventually("the first checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "d").is_some()
+    })
+    .await;
+    let kit = items(cluster.store.as_ref(), "d");
+
+    // a drains: Goaway, final checkpoint, then the lease is released (not left to expire).
+    let a = cluster.servers[0].take().expect("a runs");
+    let drained_at = Instant::now();
+    let _ = a.stop_keeping_data().await;
+    loop {
+        match on_a.next().await {
+            Some(ServerMsg::Goaway(_)) => break,
+            Some(_) => {}
+            None => panic!("a closed without Goaway"),
+        }
+    }
+    let mut on_b = hello(&endpoint, &cluster, 1, "d").await;
+    expect_welcome(&mut on_b).await;
+    assert!(
+        drained_at.elapsed() < LEASE_TTL,
+        "b took d before a's lease could have expired: it was released"
+    );
+    assert_eq!(items(cluster.store.as_ref(), "d"), kit);
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    cluster.stop().await;
+}
