@@ -474,6 +474,45 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_are_off_and_the_section_parses() {
+        let d = ClusterConfig::default();
+        assert!(!d.enabled);
+        assert!(d.peers.is_empty());
+        d.validate().expect("valid");
+        let c: crate::config::Config = toml::from_str(
+            "[cluster]\nenabled = true\nplayer_lease_ttl_secs = 5\n[cluster.peers]\na = \"127.0.0.1:4433\"\n",
+        )
+        .expect("parse");
+        assert!(c.cluster.enabled);
+        assert_eq!(c.cluster.player_lease_ttl(), Duration::from_secs(5));
+        assert_eq!(
+            c.cluster.peers.get("a"),
+            Some(&SocketAddr::from(([127, 0, 0, 1], 4433)))
+        );
+        let zero = ClusterConfig {
+            player_lease_ttl_secs: 0,
+            ..ClusterConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn tickets_verify_only_for_their_server() {
+        let tickets = Tickets::new(SigningKey::from_bytes(&[9; 32]));
+        let t = tickets.mint("p", "a", 1000);
+        let keys = tickets.keys();
+        let claims = keys
+            .verify(&t, &ticket_audience("a"), 1001, 0)
+            .expect("valid on a");
+        assert_eq!(claims.player, "p");
+        assert_eq!(claims.key_id, TICKET_KEY_ID);
+        assert!(keys.verify(&t, &ticket_audience("b"), 1001, 0).is_err());
+        assert!(keys
+            .verify(&t, &ticket_audience("a"), 1000 + TICKET_TTL_SECS + 1, 0)
+            .is_err());
+    }
+
+    #[test]
     fn fence_epochs_order_by_lease_then_run() {
         let f = |l, r| player_fence_epoch(l, r).expect("fits");
         assert!(f(2, 1) > f(1, 999), "a new holder wins over any run");
