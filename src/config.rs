@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterConfig;
 use crate::store::StoreConfig;
 
 /// What to do when a player who already has a live session logs in again.
@@ -131,6 +132,10 @@ pub struct Config {
     /// (default 10000 records, 600 s idle TTL), queue sizes. Every field and its default
     /// is documented on [`StoreConfig`].
     pub store: StoreConfig,
+    /// Several servers on one shared store (`[cluster]`): player ownership leases,
+    /// redirects. Off by default; every field and its default is documented on
+    /// [`ClusterConfig`].
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -176,6 +181,7 @@ impl Default for Config {
             reconnect_after_ms: 2_000,
             log_format: LogFormat::Human,
             store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -298,6 +304,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 option: "store",
                 reason: e.to_string(),
+            });
+        }
+        if let Err(reason) = self.cluster.validate() {
+            return Err(ConfigError::Invalid {
+                option: "cluster",
+                reason,
             });
         }
         Ok(())

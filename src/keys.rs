@@ -179,6 +179,20 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<SigningKey, KeyErro
     read_signing_key(&path)
 }
 
+/// Reads the signing key file at `path` (32 raw bytes), creating it with a random key
+/// (owner-only permissions) if it does not exist.
+pub fn load_or_create_key_file(path: &Path) -> Result<SigningKey, KeyError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    if !path.exists() {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Generate(e.to_string()))?;
+        write_private(path, &seed)?;
+    }
+    read_signing_key(path)
+}
+
 /// Reads a signing key file (32 raw bytes).
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let bytes = fs::read(path).map_err(io_err(path))?;

@@ -5,6 +5,7 @@
 //! simulation workers and returns a [`Server`] handle; [`run`] is the same but waits for
 //! the end. Shutdown is a future passed in: when it completes the server drains.
 
+pub mod cluster;
 pub mod config;
 pub mod keys;
 pub mod limits;
@@ -86,7 +87,10 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     /// The checkpoint fence epoch of this run (greater than every earlier run's).
     pub store_epoch: u64,
+    /// Player ownership leases held by this server (cluster mode only).
+    pub player_leases: Option<Arc<cluster::PlayerLeases>>,
     draining: watch::Receiver<bool>,
+    crash: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -94,6 +98,18 @@ impl Server {
     /// Whether the server is draining (no longer ready for players).
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()
+    }
+
+    /// Stops the server the way a crash would, for tests of what survives one: no drain,
+    /// no `Goaway`, no final checkpoints, no lease released or renewed any more. Only the
+    /// store commands already queued are executed (as a killed process's last writes may
+    /// or may not land). Unlike a killed process, the endpoint is closed, so clients learn
+    /// at once instead of after their idle timeout. Returns when everything has stopped.
+    pub async fn crash(mut self) {
+        if let Some(tx) = self.crash.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await;
     }
 
     /// Waits until the server has drained and stopped.
@@ -230,25 +246,42 @@ pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
 
 /// Opens the configured store behind its cache (the embedded file is created in the
 /// data directory on first use), takes this run's epoch and starts the store worker.
+/// An `injected` store is used as it is. In cluster mode the configured store is opened
+/// without the record cache (another server may have written a cached player since) and
+/// grounds of earlier epochs are not swept (they may be other live servers' instances).
 fn open_store(
     config: &Config,
     stats: &Stats,
+    injected: Option<Arc<dyn Store>>,
 ) -> Result<(Arc<dyn Store>, u64, StoreWorker), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
         target: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let cached = store::open_cached(&config.store, &config.data_dir)?;
-    let cache_stats = cached.cache().stats().clone();
-    let store: Arc<dyn Store> = Arc::new(cached);
+    let (store, cache_stats): (Arc<dyn Store>, _) = match injected {
+        Some(store) => (store, None),
+        None if config.cluster.enabled => (
+            Arc::from(store::open(&config.store, &config.data_dir)?),
+            None,
+        ),
+        None => {
+            let cached = store::open_cached(&config.store, &config.data_dir)?;
+            let cache_stats = cached.cache().stats().clone();
+            (Arc::new(cached), Some(cache_stats))
+        }
+    };
     let epoch = take_epoch(store.as_ref(), &config.store)?;
-    sweep_dead_grounds(store.as_ref(), epoch);
+    if !config.cluster.enabled {
+        sweep_dead_grounds(store.as_ref(), epoch);
+    }
     let worker = StoreWorker::spawn(Box::new(store.clone()), &config.store)
         .map_err(ServerError::StoreWorker)?;
     let store_stats = worker.stats().clone();
     let _ = stats.extra.set(ExtraPublisher(Box::new(move || {
         store_stats.publish();
-        cache_stats.publish();
+        if let Some(c) = &cache_stats {
+            c.publish();
+        }
     })));
     tracing::info!(
         backend = store.backend(),
@@ -259,6 +292,14 @@ fn open_store(
     Ok((store, epoch, worker))
 }
 
+/// What [`start_with`] takes beyond the config. The default is what [`start`] does.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Serve from this store instead of opening `[store]`'s backend: several servers
+    /// hosted in one process share one store this way (the cluster tests). Default unset.
+    pub store: Option<Arc<dyn Store>>,
+}
+
 /// Binds the endpoint, starts the sim workers and returns a handle. When `shutdown`
 /// completes the server drains: it stops accepting, sends `Goaway` to every session,
 /// waits for connections to close (at most `drain_timeout_ms`) and stops.
@@ -267,6 +308,15 @@ fn open_store(
 pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Server, ServerError> {
+    start_with(config, shutdown, StartOptions::default()).await
+}
+
+/// [`start`] with [`StartOptions`].
+pub async fn start_with(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: StartOptions,
 ) -> Result<Server, ServerError> {
     config.validate()?;
     let identity = match (&config.cert_file, &config.key_file) {
@@ -302,29 +352,55 @@ pub async fn start(
     })?;
     let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
     let content = Arc::new(load_content(&config)?);
-    let (store, store_epoch, store_worker) = open_store(&config, &stats)?;
+    let (store, store_epoch, store_worker) = open_store(&config, &stats, options.store)?;
+    let mut persist = PersistSettings::new(store_epoch, config.store.checkpoint_interval());
+    let player_leases = config.cluster.enabled.then(|| {
+        Arc::new(cluster::PlayerLeases::new(
+            store.clone(),
+            config.store.server_id.clone(),
+            config.cluster.player_lease_ttl(),
+            store_epoch,
+        ))
+    });
+    if let Some(l) = &player_leases {
+        persist = persist.with_leases(l.clone());
+    }
     let sim = Arc::new(Sim::start(
         &config,
         stats.clone(),
         registry.clone(),
         resume.clone(),
         content,
-        Some((
-            &store_worker,
-            PersistSettings::new(store_epoch, config.store.checkpoint_interval()),
-        )),
+        Some((&store_worker, persist)),
     )?);
+    let (keeper_stop, keeper_stopped) = watch::channel(false);
+    if let Some(l) = &player_leases {
+        tokio::spawn(l.clone().run(registry.clone(), keeper_stopped));
+    }
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {
         Some(addr) => Some(ops::serve(addr, stats.clone(), draining.clone()).await?),
         None => None,
     };
-    let auth = Authenticator::new(
+    let mut auth = Authenticator::new(
         keyset,
         config.audience.clone(),
         config.token_skew_secs,
         resume.keys(),
     );
+    let tickets = if config.cluster.enabled {
+        let tickets = Arc::new(cluster::Tickets::new(cluster::load_ticket_key(
+            &config.cluster,
+            &config.data_dir,
+        )?));
+        auth = auth.with_tickets(
+            tickets.keys(),
+            cluster::ticket_audience(&config.store.server_id),
+        );
+        Some(tickets)
+    } else {
+        None
+    };
     let ctx = net::context(
         &config,
         stats.clone(),
@@ -332,6 +408,11 @@ pub async fn start(
         registry,
         sim.clone(),
         draining.clone(),
+        net::ClusterContext {
+            leases: player_leases.clone(),
+            tickets,
+            peers: config.cluster.peers.clone(),
+        },
     );
     let acceptor = net::Acceptor {
         endpoint: endpoint.clone(),
@@ -358,8 +439,26 @@ pub async fn start(
     );
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let stats_for_drain = stats.clone();
+    let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
+    let leases_for_drain = player_leases.clone();
     let done = tokio::spawn(async move {
-        shutdown.await;
+        let crashed = tokio::select! {
+            () = shutdown => false,
+            r = crash_rx => r.is_ok(),
+        };
+        if crashed {
+            tracing::warn!("crash: stopping without drain");
+            let _ = keeper_stop.send(true);
+            let _ = drain_tx.send(true);
+            // The workers stop first, so that no session leaves (and checkpoints).
+            let _ = tokio::task::spawn_blocking(move || sim.stop()).await;
+            endpoint.close(
+                zonehost_protocol::message::close_code::SHUTDOWN.into(),
+                b"crash",
+            );
+            let _ = tokio::task::spawn_blocking(move || store_worker.stop()).await;
+            return;
+        }
         let started = Instant::now();
         tracing::info!("draining");
         let _ = drain_tx.send(true);
@@ -374,6 +473,11 @@ pub async fn start(
             tracing::error!("drain timed out before the store confirmed the final checkpoints");
         }
         let left = stats_for_drain.connections_open.load(Ordering::Relaxed);
+        // The final checkpoints are answered: release the leases of ended sessions.
+        let _ = keeper_stop.send(true);
+        if let Some(l) = leases_for_drain {
+            let _ = tokio::task::spawn_blocking(move || l.release_ended()).await;
+        }
         endpoint.close(
             zonehost_protocol::message::close_code::SHUTDOWN.into(),
             b"shutdown",
@@ -403,7 +507,9 @@ pub async fn start(
         stats,
         store,
         store_epoch,
+        player_leases,
         draining,
+        crash: Some(crash_tx),
         done,
     })
 }

@@ -99,6 +99,8 @@ pub struct Authenticator {
     audience: String,
     skew_secs: u64,
     resume_keys: KeySet,
+    /// Cluster mode: the ticket key set and this server's ticket audience.
+    tickets: Option<(KeySet, String)>,
 }
 
 impl Authenticator {
@@ -110,7 +112,15 @@ impl Authenticator {
             audience,
             skew_secs,
             resume_keys,
+            tickets: None,
         }
+    }
+
+    /// Also accepts redirect tickets (SPEC.md §3.7) verified by `keys` for `audience`
+    /// (`zonehost-ticket:<this server_id>`), as logins.
+    pub fn with_tickets(mut self, keys: KeySet, audience: String) -> Self {
+        self.tickets = Some((keys, audience));
+        self
     }
 
     /// Verifies `token` now; maps failures to the `RejectCode` sent to the client.
@@ -120,8 +130,12 @@ impl Authenticator {
 
     /// Verifies `token` at Unix time `now`.
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, (RejectCode, TokenError)> {
-        let resume = parse(token).is_ok_and(|(c, _, _)| c.audience == RESUME_AUDIENCE);
-        let result = if resume {
+        let audience = parse(token).map(|(c, _, _)| c.audience).unwrap_or_default();
+        let ticket = audience.starts_with(crate::cluster::TICKET_AUDIENCE_PREFIX);
+        let result = if let (true, Some((keys, own))) = (ticket, &self.tickets) {
+            keys.verify(token, own, now, self.skew_secs)
+                .map(Verified::Login)
+        } else if audience == RESUME_AUDIENCE {
             self.resume_keys
                 .verify(token, RESUME_AUDIENCE, now, self.skew_secs)
                 .map(Verified::Resume)
@@ -225,6 +239,32 @@ impl Registry {
         };
         live.insert(player_id, entry);
         Ok(())
+    }
+
+    /// Ends `session` of `player_id` from the server's side (its ownership lease was lost):
+    /// an attached connection is closed with `code` and `cause` (the connection task then
+    /// ends the session), a detached session is told to leave. False if the session no
+    /// longer holds the player.
+    pub fn evict(
+        &self,
+        player_id: u64,
+        session: SessionId,
+        cause: DisconnectCause,
+        code: u32,
+    ) -> bool {
+        let live = self.lock();
+        match live.get(&player_id) {
+            Some(e) if e.session == session => {
+                if e.detached {
+                    e.inbox.control(Control::Leave { session });
+                } else {
+                    e.contact.shared.set_cause(cause);
+                    e.contact.conn.close(code, cause.as_str().as_bytes());
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Marks `session` of `player_id` detached (its connection was lost); false if the

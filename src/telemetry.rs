@@ -59,6 +59,10 @@ label_enum! {
         Rejected => "rejected",
         /// Too many malformed or rate-limited messages.
         Abuse => "abuse",
+        /// The server lost the player's ownership lease to another server (cluster mode).
+        LeaseLost => "lease_lost",
+        /// The session was redirected at `Hello` to the server that owns the player.
+        Redirected => "redirected",
     }
 }
 
@@ -119,7 +123,7 @@ pub struct Stats {
     /// Reliable requests received.
     pub requests: AtomicU64,
     /// Disconnects, by [`DisconnectCause`].
-    pub disconnects: [AtomicU64; 10],
+    pub disconnects: [AtomicU64; 12],
     /// Requests refused by the per-session rate limit.
     pub requests_rate_limited: AtomicU64,
     /// Handshakes refused because one source address opened too many.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zonehost_protocol::datagram::InputCmd;
-use zonehost_protocol::message::{close_code, Goaway, Reject, Request, Welcome};
+use zonehost_protocol::message::{close_code, Goaway, Redirect, Reject, Request, Welcome};
 use zonehost_protocol::session::SnapshotInfo;
 use zonehost_protocol::{ClientEvent, ClientSession, SessionError, MAX_FRAME_LEN};
 
@@ -61,6 +61,17 @@ pub enum ClientError {
     /// The server finished the control stream before `Welcome`, or it is finished already.
     #[error("control stream closed by the server")]
     StreamClosed,
+    /// The server redirected to an address that does not resolve.
+    #[error("redirect to {address:?}: {reason}")]
+    BadRedirect {
+        /// The address the server sent.
+        address: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// More than [`MAX_REDIRECTS`] redirects in a row.
+    #[error("more than {MAX_REDIRECTS} redirects in a row (last to {0})")]
+    TooManyRedirects(SocketAddr),
     /// `connect` did not complete in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -106,6 +117,16 @@ pub struct Client {
     session: ClientSession,
     welcome: Welcome,
     stats: ClientStats,
+    redirects: Vec<SocketAddr>,
+}
+
+/// Most redirects [`Client::connect`] follows in a row before it gives up.
+pub const MAX_REDIRECTS: usize = 2;
+
+/// How one handshake ended short of an error.
+enum Handshake {
+    Welcomed(Box<Client>),
+    Redirected(Redirect),
 }
 
 impl Client {
@@ -117,6 +138,11 @@ impl Client {
     ///
     /// To resume a session after a lost connection, connect again with the previous
     /// `Welcome::resume_token` as `token` (within the server's resume grace period).
+    ///
+    /// A `Redirect` (a server of a cluster that does not own the player) is followed
+    /// automatically, with the ticket as the token and the same `server_name`, at most
+    /// [`MAX_REDIRECTS`] times in a row, within the same bound;
+    /// [`Client::redirected_via`] reports the addresses it was sent to.
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
@@ -144,21 +170,46 @@ impl Client {
         client_name: &str,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
-        let connecting = endpoint.connect(addr, server_name)?;
         let handshake = async move {
-            let conn = connecting.await?;
-            Self::handshake(conn, token, client_name).await
+            let mut redirects = Vec::new();
+            let mut addr = addr;
+            let mut token = token.to_owned();
+            loop {
+                let conn = endpoint.connect(addr, server_name)?.await?;
+                match Self::handshake(conn, &token, client_name).await? {
+                    Handshake::Welcomed(mut client) => {
+                        client.redirects = redirects;
+                        return Ok(*client);
+                    }
+                    Handshake::Redirected(r) => {
+                        let to = resolve(&r.address).await?;
+                        if redirects.len() >= MAX_REDIRECTS {
+                            return Err(ClientError::TooManyRedirects(to));
+                        }
+                        tracing::info!(from = %addr, to = %to, "redirected");
+                        redirects.push(to);
+                        addr = to;
+                        token = r.ticket;
+                    }
+                }
+            }
         };
         tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
 
+    /// The addresses this client was redirected to before its `Welcome`, in order (empty
+    /// when the first server took it).
+    pub fn redirected_via(&self) -> &[SocketAddr] {
+        &self.redirects
+    }
+
     async fn handshake(
         conn: quinn::Connection,
         token: &str,
         client_name: &str,
-    ) -> Result<Client, ClientError> {
+    ) -> Result<Handshake, ClientError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         let mut session = ClientSession::new(token, client_name);
         send.write_chunk(session.hello()?).await?;
@@ -172,7 +223,7 @@ impl Client {
             while let Some(event) = session.poll_event() {
                 match event {
                     ClientEvent::Welcome(welcome) => {
-                        return Ok(Client {
+                        return Ok(Handshake::Welcomed(Box::new(Client {
                             conn,
                             send,
                             recv,
@@ -180,8 +231,10 @@ impl Client {
                             session,
                             welcome,
                             stats: ClientStats::default(),
-                        });
+                            redirects: Vec::new(),
+                        })));
                     }
+                    ClientEvent::Redirected(r) => return Ok(Handshake::Redirected(r)),
                     ClientEvent::Rejected(reject) => return Err(ClientError::Rejected(reject)),
                     ClientEvent::Goaway(goaway) => return Err(ClientError::Goaway(goaway)),
                     other => {
@@ -298,4 +351,18 @@ impl Client {
         self.conn.close(close_code::NORMAL.into(), b"bye");
         sent
     }
+}
+
+/// Resolves a redirect's `host:port` to its first address.
+async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
+    let bad = |reason: String| ClientError::BadRedirect {
+        address: address.to_owned(),
+        reason,
+    };
+    let mut addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
 }

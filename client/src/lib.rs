@@ -33,7 +33,7 @@ pub mod impair;
 pub mod trust;
 
 pub use client::{
-    Client, ClientError, ClientStats, Incoming, CLOSE_GRACE, DEFAULT_CONNECT_TIMEOUT,
+    Client, ClientError, ClientStats, Incoming, CLOSE_GRACE, DEFAULT_CONNECT_TIMEOUT, MAX_REDIRECTS,
 };
 pub use endpoint::{
     client_config, ClientEndpoint, EndpointBuilder, SocketBuffers, TransportOptions,

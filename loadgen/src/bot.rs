@@ -98,6 +98,8 @@ pub(crate) fn failure_kind(phase: &str, e: &ClientError) -> String {
         ClientError::Timeout(_) => "timeout".into(),
         ClientError::Goaway(_) => "goaway".into(),
         ClientError::StreamClosed => "control stream closed".into(),
+        ClientError::BadRedirect { .. } => "bad redirect".into(),
+        ClientError::TooManyRedirects(_) => "too many redirects".into(),
         ClientError::Session(_) => "protocol error".into(),
         ClientError::Connection(c)
         | ClientError::Read(quinn::ReadError::ConnectionLost(c))

@@ -72,6 +72,11 @@ pub const CHANNELS: &[ChannelSpec] = &[
         channel: Channel::Control,
         from_client: false,
     },
+    ChannelSpec {
+        kind: "Redirect",
+        channel: Channel::Control,
+        from_client: false,
+    },
 ];
 
 /// Looks up the channel of a message kind by name.

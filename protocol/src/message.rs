@@ -14,6 +14,9 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 /// Longest accepted free-text field (client name, reasons), in bytes.
 pub const MAX_TEXT_LEN: usize = 256;
 
+/// Longest `Redirect.address` in bytes (`host:port`).
+pub const MAX_ADDRESS_LEN: usize = 128;
+
 /// Most members a party event may list (the party size limit of the game rules).
 pub const MAX_PARTY_MEMBERS: usize = 4;
 
@@ -61,6 +64,10 @@ impl Bounded for ServerMsg {
             ServerMsg::Welcome(w) => text("Welcome.resume_token", &w.resume_token, MAX_TOKEN_LEN),
             ServerMsg::Reject(r) => text("Reject.reason", &r.reason, MAX_TEXT_LEN),
             ServerMsg::Goaway(g) => text("Goaway.reason", &g.reason, MAX_TEXT_LEN),
+            ServerMsg::Redirect(r) => {
+                text("Redirect.address", &r.address, MAX_ADDRESS_LEN)?;
+                text("Redirect.ticket", &r.ticket, MAX_TOKEN_LEN)
+            }
             ServerMsg::Event(Event::Notice { text: t }) => text("Notice.text", t, MAX_TEXT_LEN),
             ServerMsg::Event(Event::Party(
                 PartyEvent::Invited { by } | PartyEvent::Declined { by },
@@ -504,6 +511,20 @@ pub enum ServerMsg {
     Event(Event),
     /// The server is going away; reconnect after the given delay.
     Goaway(Goaway),
+    /// Answer to `Hello` (instead of `Welcome`): the player is live on another server;
+    /// connect there with the ticket as the `Hello` token. The server closes after it.
+    Redirect(Redirect),
+}
+
+/// Where to connect instead, and the ticket that server accepts instead of an account
+/// token (SPEC.md §2.2, §3.7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// `host:port` of the server that owns the player (at most [`MAX_ADDRESS_LEN`] bytes).
+    pub address: String,
+    /// A signed, short-lived, single-use token for that server (at most [`MAX_TOKEN_LEN`]
+    /// bytes).
+    pub ticket: String,
 }
 
 /// Session parameters granted by the server.
@@ -843,6 +864,13 @@ mod tests {
                     reconnect_after_ms: 2000,
                 }),
                 "07 00 00 00 04 03 62 79 65 d0 0f",
+            ),
+            (
+                ServerMsg::Redirect(Redirect {
+                    address: "127.0.0.1:4433".into(),
+                    ticket: "t".into(),
+                }),
+                "12 00 00 00 05 0e 31 32 37 2e 30 2e 30 2e 31 3a 34 34 33 33 01 74",
             ),
             (
                 ServerMsg::Welcome(Welcome {

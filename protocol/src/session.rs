@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::datagram::{encode_input, InputCmd, MAX_INPUTS_PER_DATAGRAM};
 use crate::frame::{encode_frame, FrameDecoder};
 use crate::message::{
-    ClientMsg, Event, Goaway, Hello, Reject, Request, RequestError, Response, ServerMsg, Welcome,
+    ClientMsg, Event, Goaway, Hello, Redirect, Reject, Request, RequestError, Response, ServerMsg,
+    Welcome,
 };
 use crate::snapshot::{decode_snapshot, ArchivedSnapshotBody};
 use crate::{DecodeError, PROTOCOL_VERSION};
@@ -38,6 +39,9 @@ pub enum ClientEvent {
     Welcome(Welcome),
     /// The server refused the session.
     Rejected(Reject),
+    /// The player is live on another server: connect to `address` with `ticket` as the
+    /// token (the session is closed).
+    Redirected(Redirect),
     /// Answer to request `id`, with the time since it was sent.
     Response {
         /// Request id.
@@ -230,6 +234,10 @@ impl ClientSession {
             (SessionState::AwaitingWelcome, ServerMsg::Reject(r)) => {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Rejected(r));
+            }
+            (SessionState::AwaitingWelcome, ServerMsg::Redirect(r)) => {
+                self.state = SessionState::Closed;
+                self.events.push_back(ClientEvent::Redirected(r));
             }
             (SessionState::Active, ServerMsg::Response { id, body }) => {
                 let latency = match self.pending_requests.iter().position(|(p, _)| *p == id) {
@@ -447,6 +455,23 @@ mod tests {
         s.handle_stream_data(&server_frame(&ServerMsg::Reject(r.clone())), Instant::now())
             .expect("reject");
         assert_eq!(s.poll_event(), Some(ClientEvent::Rejected(r)));
+        assert_eq!(s.state(), SessionState::Closed);
+    }
+
+    #[test]
+    fn redirect_closes_and_reports_where_to_go() {
+        let mut s = ClientSession::new("tok", "test");
+        s.hello().expect("hello");
+        let r = Redirect {
+            address: "127.0.0.1:4433".into(),
+            ticket: "t".into(),
+        };
+        s.handle_stream_data(
+            &server_frame(&ServerMsg::Redirect(r.clone())),
+            Instant::now(),
+        )
+        .expect("redirect");
+        assert_eq!(s.poll_event(), Some(ClientEvent::Redirected(r)));
         assert_eq!(s.state(), SessionState::Closed);
     }
 

@@ -10,10 +10,12 @@ use tokio::sync::{mpsc, watch};
 use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
-    bounded_text, close_code, ClientMsg, Hello, Reject, RejectCode, RequestError, ServerMsg,
+    bounded_text, close_code, ClientMsg, Hello, Redirect, Reject, RejectCode, RequestError,
+    ServerMsg,
 };
 use zonehost_protocol::PROTOCOL_VERSION;
 
+use crate::cluster::AcquireError;
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
@@ -23,6 +25,8 @@ use crate::telemetry::{DisconnectCause, DropCause, Stats};
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct ConnContext {
+    /// Leases, tickets and peers (cluster mode).
+    pub(crate) cluster: super::ClusterContext,
     pub(crate) stats: Arc<Stats>,
     pub(crate) auth: Authenticator,
     pub(crate) registry: Arc<Registry>,
@@ -221,6 +225,15 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
                 let reason = format!("player {} already has a live session", claims.player);
                 return reject(&ctx, &conn, control.send, code, reason).await;
             }
+            if let Err(refusal) = take_lease(&ctx, player_id, session, &claims.player).await {
+                ctx.registry.release(player_id, session);
+                return match refusal {
+                    Refusal::Reject(code, reason) => {
+                        reject(&ctx, &conn, control.send, code, reason).await
+                    }
+                    Refusal::Redirect(r) => redirect(&ctx, &conn, control.send, r).await,
+                };
+            }
             (session, inbox, false)
         }
         Verified::Resume(_) => match ctx.registry.reattach(player_id, contact) {
@@ -306,6 +319,79 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         secs = started.elapsed().as_secs_f32(),
         "session ended"
     );
+}
+
+/// Why a login does not go ahead.
+enum Refusal {
+    /// Refused with a code and a reason.
+    Reject(RejectCode, String),
+    /// Sent to the server that owns the player.
+    Redirect(Redirect),
+}
+
+/// Sends `Redirect` on the control stream, waits briefly for delivery, closes.
+async fn redirect(
+    ctx: &ConnContext,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    redirect: Redirect,
+) {
+    ctx.stats.disconnected(DisconnectCause::Redirected);
+    tracing::info!(remote = %conn.remote_address(), to = %redirect.address, "session redirected");
+    if let Ok(frame) = encode_frame(&ServerMsg::Redirect(redirect)) {
+        if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
+            let _ = tokio::time::timeout(LAST_FRAME_GRACE, send.stopped()).await;
+        }
+    }
+    conn.close(close_code::REJECTED.into(), b"redirect");
+}
+
+/// Takes the player's ownership lease for `session` (cluster mode; nothing otherwise).
+/// When another server owns the player and its address is known, the refusal is a
+/// redirect there with a ticket.
+async fn take_lease(
+    ctx: &ConnContext,
+    player_id: u64,
+    session: u64,
+    player: &str,
+) -> Result<(), Refusal> {
+    let Some(leases) = ctx.cluster.leases.clone() else {
+        return Ok(());
+    };
+    let taken = tokio::task::spawn_blocking(move || {
+        leases.acquire(player_id, session, crate::sim::persist::unix_millis())
+    })
+    .await;
+    let internal = || {
+        Refusal::Reject(
+            RejectCode::Internal,
+            "the player could not be leased".into(),
+        )
+    };
+    match taken {
+        Ok(Ok(_fence_epoch)) => Ok(()),
+        Ok(Err(AcquireError::HeldElsewhere {
+            holder,
+            expires_at_ms,
+        })) => match (ctx.cluster.peers.get(&holder), &ctx.cluster.tickets) {
+            (Some(address), Some(tickets)) => Err(Refusal::Redirect(Redirect {
+                address: address.to_string(),
+                ticket: tickets.mint(player, &holder, unix_secs()),
+            })),
+            _ => Err(Refusal::Reject(
+                RejectCode::AlreadyConnected,
+                format!("the player is live on server {holder} (lease until {expires_at_ms} ms)"),
+            )),
+        },
+        Ok(Err(e)) => {
+            tracing::error!(player_id, error = %e, "player lease not taken");
+            Err(internal())
+        }
+        Err(e) => {
+            tracing::error!(player_id, error = %e, "player lease task failed");
+            Err(internal())
+        }
+    }
 }
 
 struct Pump<'a> {

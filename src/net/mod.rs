@@ -177,6 +177,17 @@ impl Acceptor {
 }
 
 /// Builds the shared per-connection context.
+/// What connection tasks need in cluster mode (all empty otherwise).
+#[derive(Debug, Default)]
+pub(crate) struct ClusterContext {
+    /// Player ownership leases.
+    pub(crate) leases: Option<Arc<crate::cluster::PlayerLeases>>,
+    /// Redirect ticket minter.
+    pub(crate) tickets: Option<Arc<crate::cluster::Tickets>>,
+    /// Other servers' addresses by `server_id`.
+    pub(crate) peers: std::collections::BTreeMap<String, std::net::SocketAddr>,
+}
+
 pub(crate) fn context(
     config: &Config,
     stats: Arc<Stats>,
@@ -184,8 +195,10 @@ pub(crate) fn context(
     registry: Arc<Registry>,
     sim: Arc<Sim>,
     draining: watch::Receiver<bool>,
+    cluster: ClusterContext,
 ) -> Arc<ConnContext> {
     Arc::new(ConnContext {
+        cluster,
         stats,
         auth,
         registry,

@@ -185,6 +185,10 @@ pub struct PersistSettings {
     pub flushed: Arc<AtomicBool>,
     /// Item operations refused by the store or failed for good (answered `Internal`).
     pub item_failures: Arc<AtomicU64>,
+    /// Player ownership leases (cluster mode): each player's checkpoints are fenced by
+    /// its lease, and a player whose lease is lost is not written any more. `None`: every
+    /// checkpoint takes the run's `epoch`.
+    pub leases: Option<Arc<crate::cluster::PlayerLeases>>,
 }
 
 impl PersistSettings {
@@ -196,7 +200,14 @@ impl PersistSettings {
             checkpoint_interval,
             flushed: Arc::new(AtomicBool::new(false)),
             item_failures: Arc::new(AtomicU64::new(0)),
+            leases: None,
         }
+    }
+
+    /// The same settings fencing each player's checkpoints with its ownership lease.
+    pub fn with_leases(mut self, leases: Arc<crate::cluster::PlayerLeases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// The same server-wide sequence and counters with a flag of its own (one per
@@ -211,6 +222,27 @@ impl PersistSettings {
     /// The next fence `(epoch, seq)`.
     pub fn next_fence(&self) -> (u64, u64) {
         (self.epoch, self.seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// The next fence for a checkpoint of `player_id`'s `session`: with player leases, the
+    /// lease's fence epoch, or `None` when the lease is lost (nothing may be written);
+    /// without, [`PersistSettings::next_fence`].
+    pub fn fence_for(&self, player_id: u64, session: SessionId) -> Option<(u64, u64)> {
+        match &self.leases {
+            None => Some(self.next_fence()),
+            Some(l) => {
+                let epoch = l.fence_epoch(player_id, session)?;
+                Some((epoch, self.seq.fetch_add(1, Ordering::Relaxed) + 1))
+            }
+        }
+    }
+
+    /// The session ended and its final checkpoint (if any) was answered: its lease, if
+    /// any, may be released (a lost one is forgotten).
+    pub fn session_done(&self, player_id: u64, session: SessionId) {
+        if let Some(l) = &self.leases {
+            l.session_ended(player_id, session);
+        }
     }
 
     /// The store's id of a zone instance of this process (instance ids restart with the
@@ -277,6 +309,9 @@ pub struct PendingSave {
     pub attempts: u8,
     /// Responses to send once committed (equip, unequip).
     pub held: Vec<Held>,
+    /// The ended session `(player id, session)` whose final checkpoint this is: its lease
+    /// is released once it is answered (boxed: rare, and keeps this small).
+    pub ended: Option<Box<(u64, SessionId)>>,
 }
 
 /// A worker's persistence state.
@@ -414,6 +449,7 @@ impl Persist {
                 records,
                 attempts: 1,
                 held: Vec::new(),
+                ended: None,
             },
         );
         token

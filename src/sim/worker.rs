@@ -592,9 +592,11 @@ impl Worker {
             InventoryChange::Equipped { .. } | InventoryChange::Unequipped { .. } => {
                 let state = world.export_player(entity)?;
                 let pos = world.player_pos(entity).unwrap_or_default();
+                // No fence: the player's lease is lost, nothing more is written.
+                let fence = p.settings.fence_for(player_id, member.session)?;
                 let record = match persist::record_of(
                     &member.join.player_name,
-                    p.settings.next_fence(),
+                    fence,
                     world.zone().id,
                     pos,
                     &state,
@@ -726,6 +728,15 @@ impl Worker {
             self.stats.rejected(code);
         }
         self.registry.release(join.player_id, join.session);
+        self.end_lease(join.player_id, join.session);
+    }
+
+    /// A session that ends without a final checkpoint (never admitted, or its lease is
+    /// lost): its ownership lease, if any, is released now.
+    fn end_lease(&self, player_id: u64, session: SessionId) {
+        if let Some(p) = self.persist.as_ref() {
+            p.settings.session_done(player_id, session);
+        }
     }
 
     /// A new session: with a store, load the player first (the tick never waits: the
@@ -776,6 +787,7 @@ impl Worker {
         };
         if let Some(l) = p.loads.remove(&token) {
             self.registry.release(l.join.player_id, session);
+            p.settings.session_done(l.join.player_id, session);
         }
         true
     }
@@ -875,6 +887,7 @@ impl Worker {
             tracing::error!("content has no town zone; refusing the session");
             join.conn.close(close_code::INTERNAL, b"no start zone");
             self.registry.release(join.player_id, session);
+            self.end_lease(join.player_id, session);
             return;
         };
         let Some(inst) = self.instances.get_mut(&id) else {
@@ -921,6 +934,7 @@ impl Worker {
         ) {
             inst.world.remove_player(entity);
             self.registry.release(join.player_id, session);
+            self.end_lease(join.player_id, session);
             self.remove_instance_if_empty(id);
             return;
         }
@@ -995,13 +1009,11 @@ impl Worker {
                 continue;
             };
             let pos = inst.world.player_pos(m.entity).unwrap_or_default();
-            match persist::record_of(
-                &m.join.player_name,
-                p.settings.next_fence(),
-                zone,
-                pos,
-                &state,
-            ) {
+            let Some(fence) = p.settings.fence_for(m.join.player_id, s) else {
+                // The player's lease is lost: nothing more is written.
+                continue;
+            };
+            match persist::record_of(&m.join.player_name, fence, zone, pos, &state) {
                 Ok(r) => {
                     m.saved_pos = pos;
                     records.push(r);
@@ -1219,6 +1231,10 @@ impl Worker {
                 false
             }
         };
+        if let Some(ended) = pending.ended.take() {
+            let (player, session) = *ended;
+            p.settings.session_done(player, session);
+        }
         for h in pending.held {
             let body = if ok {
                 Ok(Response::Done)
@@ -1446,25 +1462,38 @@ impl Worker {
         let member = inst.members.swap_remove(pos);
         let pos_mm = inst.world.player_pos(member.entity).unwrap_or_default();
         let state = inst.world.take_player(member.entity);
+        let player = member.join.player_id;
+        let mut final_save = None;
         if let (Some(p), Some(state)) = (self.persist.as_mut(), state) {
-            // The last checkpoint of a session: on disconnect, expiry and drain.
+            // The last checkpoint of a session: on disconnect, expiry and drain (none
+            // when the player's lease is lost).
             p.dirty.clear(session);
-            match persist::record_of(
-                &member.join.player_name,
-                p.settings.next_fence(),
-                inst.world.zone().id,
-                pos_mm,
-                &state,
-            ) {
-                Ok(r) => {
-                    p.save(vec![r], Vec::new());
-                }
-                Err(e) => {
+            let built = p.settings.fence_for(player, session).map(|fence| {
+                persist::record_of(
+                    &member.join.player_name,
+                    fence,
+                    inst.world.zone().id,
+                    pos_mm,
+                    &state,
+                )
+            });
+            match built {
+                Some(Ok(r)) => final_save = Some(p.save(vec![r], Vec::new())),
+                Some(Err(e)) => {
                     tracing::error!(player_id = state.player_id, error = %e, "final checkpoint not built")
                 }
+                None => {}
             }
         }
-        let player = member.join.player_id;
+        // The lease is released once the final checkpoint is answered (see `saved`).
+        match (final_save, self.persist.as_mut()) {
+            (Some(token), Some(p)) => {
+                if let Some(pending) = p.saves.get_mut(&token) {
+                    pending.ended = Some(Box::new((player, session)));
+                }
+            }
+            _ => self.end_lease(player, session),
+        }
         self.registry.release(player, session);
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {

@@ -1,0 +1,390 @@
+//! Several servers on one shared store (embedded mode of the cluster test): three servers
+//! hosted in this process on 127.0.0.1 share ONE redb store through
+//! `zonehost::start_with`. Player ownership leases, their fencing, a crash and a lost
+//! lease.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{client_endpoint, Raw, TestServer, WAIT};
+use tokio::sync::oneshot;
+use zonehost::config::{Config, SecondLogin};
+use zonehost::store::redb::RedbStore;
+use zonehost::store::{ItemRecord, Owner, Store};
+use zonehost::telemetry::DisconnectCause;
+use zonehost_client::Client;
+use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
+
+/// Player lease lifetime in these tests.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// Three servers `a`, `b`, `c` sharing one store and one data directory (so one dev
+/// certificate and one dev signing key: a token is valid on each).
+struct Cluster {
+    servers: Vec<Option<TestServer>>,
+    store: Arc<dyn Store>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = common::temp_data_dir("cluster");
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(&dir.join("shared.redb")).expect("open shared store"));
+        // Fixed ports, so that every server knows the others' addresses (`peers`).
+        let ids = ["a", "b", "c"];
+        let addrs: Vec<SocketAddr> = ids
+            .iter()
+            .map(|_| {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .expect("a free port")
+            })
+            .collect();
+        let peers: std::collections::BTreeMap<String, SocketAddr> = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(id, a)| (id.to_string(), *a))
+            .collect();
+        let mut servers = Vec::new();
+        for (id, addr) in ids.into_iter().zip(addrs) {
+            let mut config = Config {
+                listen: addr,
+                data_dir: dir.clone(),
+                metrics_listen: None,
+                second_login: SecondLogin::TakeOver,
+                ..Config::default()
+            };
+            config.store.server_id = id.into();
+            config.cluster.enabled = true;
+            config.cluster.player_lease_ttl_secs = LEASE_TTL.as_secs();
+            config.cluster.peers = peers.clone();
+            let (tx, rx) = oneshot::channel::<()>();
+            let server = zonehost::start_with(
+                config,
+                async move {
+                    let _ = rx.await;
+                },
+                zonehost::StartOptions {
+                    store: Some(store.clone()),
+                },
+            )
+            .await
+            .expect("server starts");
+            servers.push(Some(TestServer {
+                server,
+                shutdown: Some(tx),
+                data_dir: dir.clone(),
+            }));
+        }
+        Self {
+            servers,
+            store,
+            dir,
+        }
+    }
+
+    fn server(&self, i: usize) -> &TestServer {
+        self.servers[i].as_ref().expect("server running")
+    }
+
+    /// Drains every running server and removes the data directory.
+    async fn stop(mut self) {
+        for s in self.servers.iter_mut().filter_map(Option::take) {
+            let _ = s.stop_keeping_data().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `Hello` with a fresh token for `player` and returns the first answer.
+async fn hello(endpoint: &quinn::Endpoint, cluster: &Cluster, i: usize, player: &str) -> Raw {
+    let server = cluster.server(i);
+    let mut raw = Raw::connect(endpoint, server).await;
+    raw.hello(&server.token(player)).await;
+    raw
+}
+
+async fn expect_welcome(raw: &mut Raw) {
+    match raw.next().await {
+        Some(ServerMsg::Welcome(_)) => {}
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+async fn expect_reject(raw: &mut Raw) -> (RejectCode, String) {
+    match raw.next().await {
+        Some(ServerMsg::Reject(r)) => (r.code, r.reason),
+        other => panic!("expected Reject, got {other:?}"),
+    }
+}
+
+/// Waits until `cond` holds, polling; panics after `limit`.
+async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn items(store: &dyn Store, player: &str) -> Vec<ItemRecord> {
+    store
+        .items_of(Owner::Player(zonehost_protocol::token::player_id(player)))
+        .expect("items")
+}
+
+fn fence(store: &dyn Store, player: &str) -> Option<zonehost::store::Fence> {
+    store
+        .load_player(zonehost_protocol::token::player_id(player))
+        .expect("load")
+        .map(|r| r.fence())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_is_owned_by_one_server_and_resumes_elsewhere_after_a_crash() {
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+
+    // p logs in on a: a takes the lease, and the new character's first checkpoint (with
+    // its starter kit) is durable.
+    let mut on_a = hello(&endpoint, &cluster, 0, "p").await;
+    expect_welcome(&mut on_a).await;
+    eventually("the first checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "p").is_some()
+    })
+    .await;
+    let kit = items(cluster.store.as_ref(), "p");
+    assert!(!kit.is_empty(), "a new character owns its starter kit");
+    let fence_a = fence(cluster.store.as_ref(), "p").expect("saved");
+    assert!(
+        fence_a.epoch > 0xFFFF_FFFF,
+        "a leased fence carries the lease epoch in its high bits: {fence_a}"
+    );
+
+    // b sends p to a while a owns them.
+    let mut on_b = hello(&endpoint, &cluster, 1, "p").await;
+    match on_b.next().await {
+        Some(ServerMsg::Redirect(r)) => assert_eq!(r.address, cluster.server(0).addr().to_string()),
+        other => panic!("expected Redirect, got {other:?}"),
+    }
+
+    // a crashes: no drain, no final checkpoint, its lease is neither released nor renewed.
+    let mut cluster = cluster;
+    let a = cluster.servers[0].take().expect("a runs");
+    let a_addr = a.addr();
+    let crashed_at = Instant::now();
+    tokio::time::timeout(WAIT, a.server.crash())
+        .await
+        .expect("a stops in time");
+    assert_eq!(
+        on_a.closed_code().await,
+        Some(u64::from(close_code::SHUTDOWN))
+    );
+
+    // p retries on c until a's lease has expired (c would redirect to a, which is down);
+    // then c owns them.
+    let mut attempts = 0;
+    let on_c = loop {
+        assert!(
+            crashed_at.elapsed() < LEASE_TTL + WAIT,
+            "p never got in on c"
+        );
+        attempts += 1;
+        let mut on_c = hello(&endpoint, &cluster, 2, "p").await;
+        match on_c.next().await {
+            Some(ServerMsg::Welcome(_)) => break on_c,
+            Some(ServerMsg::Redirect(r)) => {
+                assert_eq!(r.address, a_addr.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("expected Welcome or Redirect, got {other:?}"),
+        }
+    };
+    assert!(attempts > 1, "c redirected p while a's lease was alive");
+    assert!(
+        crashed_at.elapsed() >= LEASE_TTL / 2,
+        "p got in on c before a's lease could have expired"
+    );
+
+    // p leaves c; c's final checkpoint is fenced above everything a wrote.
+    on_c.conn.close(0u32.into(), b"bye");
+    // Nothing lost or duplicated: the same items, a clean store, and c's fence is newer.
+    eventually("c's final checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "p").is_some_and(|f| f > fence_a)
+    })
+    .await;
+    assert_eq!(items(cluster.store.as_ref(), "p"), kit);
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_a_lease_closes_the_session_and_writes_no_more() {
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut on_a = hello(&endpoint, &cluster, 0, "q").await;
+    expect_welcome(&mut on_a).await;
+    eventually("the first checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "q").is_some()
+    })
+    .await;
+
+    // Another holder takes q's lease as if a had stalled past the TTL (time is an
+    // argument of the store's lease operations).
+    let later = zonehost::sim::persist::unix_millis() + 10 * LEASE_TTL.as_millis() as u64;
+    let resource = zonehost::cluster::player_resource(zonehost_protocol::token::player_id("q"));
+    let intruder = cluster
+        .store
+        .acquire_lease(&resource, "intruder", Duration::from_secs(600), later)
+        .expect("taken over in the future");
+
+    // a's next renewal finds the lease lost: the session is closed with a named cause.
+    assert_eq!(
+        on_a.closed_code().await,
+        Some(u64::from(close_code::TAKEN_OVER))
+    );
+    let a = cluster.server(0);
+    eventually("the lease_lost disconnect", WAIT, || {
+        a.server.stats.disconnect_count(DisconnectCause::LeaseLost) == 1
+    })
+    .await;
+    let leases = a.server.player_leases.as_ref().expect("cluster mode");
+    assert_eq!(leases.counters.lost.load(Ordering::Relaxed), 1);
+    eventually("the lost lease forgotten", WAIT, || leases.is_empty()).await;
+    // No final checkpoint: the stored fence is still the one from before the loss.
+    let before = fence(cluster.store.as_ref(), "q");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fence(cluster.store.as_ref(), "q"), before);
+
+    // q cannot log in anywhere while the intruder holds the lease.
+    let mut on_b = hello(&endpoint, &cluster, 1, "q").await;
+    let (code, reason) = expect_reject(&mut on_b).await;
+    assert_eq!(code, RejectCode::AlreadyConnected);
+    assert!(reason.contains("intruder"), "{reason}");
+    cluster.store.release_lease(&intruder).expect("release");
+    let mut on_b = hello(&endpoint, &cluster, 1, "q").await;
+    expect_welcome(&mut on_b).await;
+
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_released_when_the_session_is_saved_and_closed() {
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut on_a = hello(&endpoint, &cluster, 0, "r").await;
+    expect_welcome(&mut on_a).await;
+    on_a.conn.close(0u32.into(), b"bye");
+    let a = cluster.server(0);
+    let leases = a.server.player_leases.as_ref().expect("cluster mode");
+    eventually("the lease released", WAIT, || {
+        leases.is_empty() && leases.counters.released.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // Released (not expired): b takes r at once.
+    let mut on_b = hello(&endpoint, &cluster, 1, "r").await;
+    expect_welcome(&mut on_b).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_a_redirect_to_the_owner_with_a_single_use_ticket() {
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a, b, c) = (cluster.server(0), cluster.server(1), cluster.server(2));
+    let connect = |addr: SocketAddr, token: String| {
+        let endpoint = endpoint.clone();
+        async move { Client::connect(&endpoint, addr, "localhost", &token, "test").await }
+    };
+
+    let first = connect(a.addr(), a.token("s")).await.expect("s on a");
+    assert!(first.redirected_via().is_empty());
+
+    // s connects to b: b redirects to a, the client follows with the ticket and a takes
+    // the new connection over (second_login = take_over).
+    let second = connect(b.addr(), b.token("s")).await.expect("s via b on a");
+    assert_eq!(second.redirected_via(), &[a.addr()]);
+    assert_eq!(
+        b.server.stats.disconnect_count(DisconnectCause::Redirected),
+        1
+    );
+    eventually("the first connection taken over", WAIT, || {
+        a.server.stats.disconnect_count(DisconnectCause::TakenOver) == 1
+    })
+    .await;
+
+    // The ticket itself: for a only, once only.
+    let mut raw = hello(&endpoint, &cluster, 2, "s").await;
+    let ticket = match raw.next().await {
+        Some(ServerMsg::Redirect(r)) => {
+            assert_eq!(r.address, a.addr().to_string());
+            r.ticket
+        }
+        other => panic!("expected Redirect, got {other:?}"),
+    };
+    let mut on_c = Raw::connect(&endpoint, c).await;
+    on_c.hello(&ticket).await;
+    assert_eq!(expect_reject(&mut on_c).await.0, RejectCode::WrongAudience);
+    let mut on_a = Raw::connect(&endpoint, a).await;
+    on_a.hello(&ticket).await;
+    expect_welcome(&mut on_a).await;
+    let mut again = Raw::connect(&endpoint, a).await;
+    again.hello(&ticket).await;
+    assert_eq!(expect_reject(&mut again).await.0, RejectCode::TokenReplayed);
+    // An account token is no ticket: a forged ticket signed by the account key fails.
+    let forged = a.token_with("s", |claims| {
+        claims.audience = zonehost::cluster::ticket_audience("a");
+        claims.key_id = zonehost::cluster::TICKET_KEY_ID;
+    });
+    let mut on_a = Raw::connect(&endpoint, a).await;
+    on_a.hello(&forged).await;
+    assert_eq!(expect_reject(&mut on_a).await.0, RejectCode::InvalidToken);
+
+    drop((first, second));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_drain_its_players_log_in_elsewhere_at_once_with_their_items() {
+    let mut cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut on_a = hello(&endpoint, &cluster, 0, "d").await;
+    expect_welcome(&mut on_a).await;
+    eventually("the first checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "d").is_some()
+    })
+    .await;
+    let kit = items(cluster.store.as_ref(), "d");
+
+    // a drains: Goaway, final checkpoint, then the lease is released (not left to expire).
+    let a = cluster.servers[0].take().expect("a runs");
+    let drained_at = Instant::now();
+    let _ = a.stop_keeping_data().await;
+    loop {
+        match on_a.next().await {
+            Some(ServerMsg::Goaway(_)) => break,
+            Some(_) => {}
+            None => panic!("a closed without Goaway"),
+        }
+    }
+    let mut on_b = hello(&endpoint, &cluster, 1, "d").await;
+    expect_welcome(&mut on_b).await;
+    assert!(
+        drained_at.elapsed() < LEASE_TTL,
+        "b took d before a's lease could have expired: it was released"
+    );
+    assert_eq!(items(cluster.store.as_ref(), "d"), kit);
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    cluster.stop().await;
+}
