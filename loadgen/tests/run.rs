@@ -172,6 +172,8 @@ async fn impairment_shifts_latency_by_the_added_delay() {
         pb >= pa + 60_000 - 17_000 - 3_000 && pb <= pa + 60_000 + 17_000 + 40_000,
         "p50 {pa} µs -> {pb} µs with 2 x 30 ms added"
     );
-    assert!(b.snapshots.ratio < 1.0 && b.snapshots.ratio > 0.8, "{b}");
+    // Loss rates themselves are tested in zonehost-client (`up_latency_delays_and_loss_drops`);
+    // here ~220 snapshots at 2 % loss against a time-based expectation: only a sanity range.
+    assert!(b.snapshots.ratio > 0.8 && b.snapshots.ratio <= 1.05, "{b}");
     server.stop();
 }
