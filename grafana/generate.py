@@ -419,6 +419,12 @@ def network():
             (f'{rate("zonehost_datagram_send_errors_total")} / {rate("zonehost_datagrams_sent_total")}', "ratio"),
         ], ["zonehost_datagram_send_errors_total", "zonehost_datagrams_sent_total"], unit="short",
             desc="Snapshots QUIC refused (connection lost, too large, datagrams unsupported)."),
+        ts("Snapshots displaced unsent", [
+            (rate("zonehost_datagrams_displaced_total"), "displaced/s"),
+            (f'{rate("zonehost_datagrams_displaced_total")} / {rate("zonehost_datagrams_sent_total")}', "ratio"),
+        ], ["zonehost_datagrams_displaced_total", "zonehost_datagrams_sent_total"], unit="short",
+            desc="Older snapshots QUIC discarded before sending because a newer one did not fit its "
+                 "send buffer: clients on slow or congested paths."),
         ts("Session rejects by code", [
             (rate("zonehost_session_rejects_total", ["code"]) + " > 0", "{{code}}"),
         ], ["zonehost_session_rejects_total"], unit="ops", stack=True),

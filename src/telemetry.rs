@@ -118,6 +118,8 @@ pub struct Stats {
     pub datagram_bytes_out: AtomicU64,
     /// Snapshot datagrams QUIC refused (connection lost, datagrams disabled, too large).
     pub datagram_send_errors: AtomicU64,
+    /// Older unsent snapshot datagrams QUIC discarded to make room (send buffer full).
+    pub datagrams_displaced: AtomicU64,
     /// Player inputs applied-or-queued into worlds.
     pub inputs_queued: AtomicU64,
     /// Reliable requests received.
@@ -362,6 +364,12 @@ pub const METRICS: &[MetricDef] = &[
         "Snapshot datagrams QUIC refused.",
     ),
     m(
+        "zonehost_datagrams_displaced_total",
+        Counter,
+        &[],
+        "Older unsent snapshot datagrams QUIC discarded to make room for a newer one (its send buffer was full: a slow or congested client).",
+    ),
+    m(
         "zonehost_inputs_queued_total",
         Counter,
         &[],
@@ -573,6 +581,10 @@ impl Stats {
         c(
             "zonehost_datagram_send_errors_total",
             &self.datagram_send_errors,
+        );
+        c(
+            "zonehost_datagrams_displaced_total",
+            &self.datagrams_displaced,
         );
         c("zonehost_inputs_queued_total", &self.inputs_queued);
         c("zonehost_requests_total", &self.requests);

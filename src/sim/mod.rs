@@ -49,6 +49,12 @@ pub enum LinkError {
 pub trait Link: Send + Sync + std::fmt::Debug + 'static {
     /// Sends an unreliable datagram (never blocks; quinn drops the oldest when its buffer is full).
     fn send_datagram(&self, data: Bytes) -> Result<(), LinkError>;
+    /// Whether sending `len` bytes now would make the transport discard older unsent
+    /// datagrams (counted as displaced). In-memory links never do.
+    fn displaces_on_send(&self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
     /// Closes the connection with an application error code.
     fn close(&self, code: u32, reason: &[u8]);
 }
@@ -59,6 +65,11 @@ impl Link for quinn::Connection {
             quinn::SendDatagramError::ConnectionLost(_) => LinkError::Lost,
             _ => LinkError::Refused,
         })
+    }
+
+    fn displaces_on_send(&self, len: usize) -> bool {
+        // quinn: a datagram of at most this many bytes never causes older ones to be dropped.
+        self.datagram_send_buffer_space() < len
     }
 
     fn close(&self, code: u32, reason: &[u8]) {

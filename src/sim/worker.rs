@@ -1877,6 +1877,9 @@ impl Worker {
                         .record(now.saturating_duration_since(received).as_secs_f64());
                 }
                 for d in &inst.datagrams {
+                    if m.join.conn.displaces_on_send(d.len()) {
+                        Stats::inc(&self.stats.datagrams_displaced);
+                    }
                     match m.join.conn.send_datagram(d.clone()) {
                         Ok(()) => {
                             Stats::inc(&self.stats.datagrams_out);
