@@ -100,9 +100,21 @@ pub enum Outgoing {
 #[derive(Debug, Default)]
 pub struct ConnShared {
     cause: AtomicU8,
+    welcomed: AtomicBool,
 }
 
 impl ConnShared {
+    /// Records that this connection's `Welcome` is queued: from now on other frames
+    /// (events about the player) may follow it. Nothing may precede the `Welcome`.
+    pub fn mark_welcomed(&self) {
+        self.welcomed.store(true, Ordering::Release);
+    }
+
+    /// Whether the `Welcome` was queued.
+    pub fn is_welcomed(&self) -> bool {
+        self.welcomed.load(Ordering::Acquire)
+    }
+
     /// Records why the connection is closing; the first recorded cause wins.
     pub fn set_cause(&self, cause: DisconnectCause) {
         let _ =

@@ -938,6 +938,12 @@ impl Worker {
             self.remove_instance_if_empty(id);
             return;
         }
+        if let Some(party) = self.party_id_of(join.player_id) {
+            self.announce_members(party);
+        }
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
         // The starter kit granted by `add_player` is reported at once.
         for ev in inst.world.events() {
             if let Some(f) = wire::event(ev).and_then(|e| frame(&ServerMsg::Event(e))) {
@@ -1290,6 +1296,7 @@ impl Worker {
             join.conn.close(close_code::SLOW_READER, b"slow reader");
             return false;
         }
+        join.shared.mark_welcomed();
         true
     }
 
@@ -1427,12 +1434,17 @@ impl Worker {
         if !welcomed {
             return;
         }
+        let player_id = join.player_id;
         if let Some(m) = self.member_mut(session) {
             m.join = join;
             m.detached_at = None;
             m.pending.clear();
             Stats::gauge_add(&self.stats.sessions_active, 1);
             Stats::gauge_add(&self.stats.sessions_detached, -1);
+        }
+        // Party changes while it was away were not sent to the lost connection.
+        if let Some(party) = self.party_id_of(player_id) {
+            self.announce_members(party);
         }
     }
 
@@ -1699,10 +1711,13 @@ impl Worker {
     /// this worker owns it.
     fn announce_party(&mut self, change: PartyChange) {
         let tell = |pid: u64, ev: PartyEvent| {
-            if let (Some(c), Some(f)) = (
-                self.registry.contact(pid),
-                frame(&ServerMsg::Event(Event::Party(ev))),
-            ) {
+            // A session not yet welcomed (still loading) must see its Welcome first; it
+            // gets its party's membership right after the Welcome (`tell_party_after_welcome`).
+            let contact = self
+                .registry
+                .contact(pid)
+                .filter(|c| c.shared.is_welcomed());
+            if let (Some(c), Some(f)) = (contact, frame(&ServerMsg::Event(Event::Party(ev)))) {
                 if c.outbox.try_send(Outgoing::Frame(f)).is_err() {
                     tracing::debug!(player = pid, "party event dropped: outbox full or closed");
                 }
