@@ -412,15 +412,18 @@ async fn hostile_clients_do_not_hurt_well_behaved_players() {
         c.outbox_capacity = 16;
         c.max_violations = 50;
         c.hello_timeout_ms = 1_000;
-        // Enough for the players and the attackers' sessions, not for the flood.
+        // A production-like per-source budget: the players (all from 127.0.0.1) join
+        // paced under it, the attackers' sessions fit in it, the flood does not.
         c.handshakes_per_ip_rate = 20;
-        c.handshakes_per_ip_burst = PLAYERS as u32 + 40;
+        c.handshakes_per_ip_burst = 30;
     })
     .await;
     let endpoint = client_endpoint(&server);
     let mut players = Vec::with_capacity(PLAYERS);
     for i in 0..PLAYERS {
         players.push(Player::join(&endpoint, &server, &format!("good-{i}")).await);
+        // 16 joins/s, under the 20/s per-source handshake rate.
+        tokio::time::sleep(Duration::from_millis(60)).await;
     }
 
     // A quiet phase, then the same with attackers; the pair is repeated (at most
