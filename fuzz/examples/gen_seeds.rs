@@ -46,7 +46,7 @@ fn snapshots(tick: u32, acks: &[PlayerAck], entities: &[EntityState]) -> Vec<Vec
     out.iter().map(|b| b.to_vec()).collect()
 }
 
-fn frame<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+fn frame<T: serde::Serialize + zonehost_protocol::message::Bounded>(msg: &T) -> Vec<u8> {
     encode_frame(msg).expect("encode frame").to_vec()
 }
 
@@ -61,6 +61,7 @@ fn welcome(entity_id: u32) -> ServerMsg {
         server_tick: 100,
         server_time_us: 1_700_000_000_000_000,
         max_speed_mms: 6000,
+        last_input: 0,
         resume_token: "resume".into(),
     })
 }

@@ -52,6 +52,17 @@ fn check_event(s: &ClientSession, seen: &mut Seen, e: ClientEvent) {
                 "response {id} answers no open request"
             );
         }
+        ClientEvent::Redirected(_) => {
+            assert_eq!(
+                seen.welcomes, 0,
+                "a Redirect was accepted after the Welcome"
+            );
+            assert_eq!(
+                s.state(),
+                SessionState::Closed,
+                "a Redirect ends the session"
+            );
+        }
         ClientEvent::Rejected(_) | ClientEvent::Event(_) | ClientEvent::Goaway(_) => {}
     }
 }

@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zonehost_protocol::frame::{decode_payload, encode_frame, FrameDecoder, FRAME_HEADER_LEN};
+use zonehost_protocol::message::Bounded;
 use zonehost_protocol::DecodeError;
 
 /// Input layout of the frame targets: `n = data[0] & 7`, then `n` chunk-length bytes
@@ -30,7 +31,7 @@ pub fn frame_input(chunks: &[usize], stream: &[u8]) -> Vec<u8> {
 
 /// Pulls every complete frame from `d`: `(message, payload length)` in order, and whether
 /// the stream ended in an error (after which the stream is unusable).
-fn drain<T: DeserializeOwned>(d: &mut FrameDecoder, out: &mut Vec<(T, usize)>) -> bool {
+fn drain<T: DeserializeOwned + Bounded>(d: &mut FrameDecoder, out: &mut Vec<(T, usize)>) -> bool {
     loop {
         match d.next_payload() {
             Ok(None) => return false,
@@ -63,7 +64,7 @@ fn drain<T: DeserializeOwned>(d: &mut FrameDecoder, out: &mut Vec<(T, usize)>) -
 /// write minimal varints, decoders also accept longer ones) that decodes to itself.
 pub fn check_frames<T>(data: &[u8])
 where
-    T: DeserializeOwned + Serialize + PartialEq + Debug,
+    T: DeserializeOwned + Serialize + PartialEq + Debug + Bounded,
 {
     let Some((lens, stream)) = split_chunking(data) else {
         return;
