@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client_endpoint, Raw, TestServer, WAIT};
+use common::{client_endpoint, Player, Raw, TestServer, WAIT};
 use quinn::crypto::rustls::QuicClientConfig;
 use zonehost::telemetry::{DisconnectCause, DropCause};
 use zonehost_protocol::datagram::{encode_input, InputCmd};
 use zonehost_protocol::message::{close_code, ClientMsg, Hello, RejectCode, Request, ServerMsg};
-use zonehost_protocol::{ClientEvent, ClientSession};
+use zonehost_protocol::ClientEvent;
 
 /// Well-behaved players (the issue asks for 100).
 const PLAYERS: usize = 100;
@@ -30,34 +30,6 @@ const INPUT_HZ: u64 = 30;
 const PHASE: Duration = Duration::from_secs(6);
 /// Quiet/attacked phase pairs tried before the latency comparison fails.
 const ATTEMPTS: usize = 3;
-
-/// A well-behaved player: a `ClientSession` over a raw connection.
-struct Player {
-    raw: Raw,
-    session: ClientSession,
-}
-
-impl Player {
-    async fn join(endpoint: &quinn::Endpoint, server: &TestServer, name: &str) -> Self {
-        let mut raw = Raw::connect(endpoint, server).await;
-        let mut session = ClientSession::new(server.token(name), "hostile-test");
-        let hello = session.hello().expect("hello");
-        raw.send_raw(&hello).await;
-        let deadline = Instant::now() + WAIT;
-        while session.welcome().is_none() {
-            assert!(Instant::now() < deadline, "{name}: no welcome");
-            let chunk = tokio::time::timeout(WAIT, raw.recv.read_chunk(4096, true))
-                .await
-                .expect("welcome in time")
-                .expect("read")
-                .expect("stream open");
-            session
-                .handle_stream_data(&chunk.bytes, Instant::now())
-                .expect("valid frames");
-        }
-        Self { raw, session }
-    }
-}
 
 /// What one player saw in one phase.
 #[derive(Default)]

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client_endpoint, client_endpoint_alpn, Raw, Relay, TestServer, WAIT};
+use common::{client_endpoint, client_endpoint_alpn, Player, Raw, Relay, TestServer, WAIT};
 use zonehost::config::SecondLogin;
 use zonehost::telemetry::{DisconnectCause, DropCause, Stats};
 use zonehost_protocol::datagram::{encode_input, InputCmd};
@@ -40,47 +40,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A well-behaved client: `ClientSession` over a raw connection.
-struct Player {
-    raw: Raw,
-    session: ClientSession,
-}
-
 impl Player {
-    async fn join(endpoint: &quinn::Endpoint, server: &TestServer, name: &str) -> Self {
-        Self::join_with(endpoint, server, server.addr(), server.token(name)).await
-    }
-
-    async fn join_with(
-        endpoint: &quinn::Endpoint,
-        server: &TestServer,
-        addr: std::net::SocketAddr,
-        token: String,
-    ) -> Self {
-        let mut raw = Raw::connect_to(endpoint, addr).await;
-        let _ = server;
-        let mut session = ClientSession::new(token, "test");
-        let hello = session.hello().expect("hello");
-        raw.send_raw(&hello).await;
-        let deadline = Instant::now() + WAIT;
-        while session.welcome().is_none() {
-            assert!(Instant::now() < deadline, "no welcome");
-            let chunk = tokio::time::timeout(WAIT, raw.recv.read_chunk(4096, true))
-                .await
-                .expect("welcome in time")
-                .expect("read")
-                .expect("stream open");
-            session
-                .handle_stream_data(&chunk.bytes, Instant::now())
-                .expect("valid frames");
-        }
-        assert!(matches!(
-            session.poll_event(),
-            Some(ClientEvent::Welcome(_))
-        ));
-        Self { raw, session }
-    }
-
     fn send_input(&mut self, cmd: InputCmd) {
         let d = self.session.send_input(cmd, Instant::now()).expect("input");
         self.raw.send_datagram(d);
@@ -443,7 +403,7 @@ async fn lost_connection_resumes_with_its_resume_token() {
     let server = TestServer::start(|c| c.idle_timeout_ms = 1000).await;
     let endpoint = client_endpoint(&server);
     let relay = Relay::start(server.addr()).await;
-    let mut p = Player::join_with(&endpoint, &server, relay.addr, server.token("roamer")).await;
+    let mut p = Player::join_with(&endpoint, relay.addr, server.token("roamer")).await;
     let welcome = p.session.welcome().cloned().expect("welcome");
     for seq in 1..=10 {
         p.send_input(InputCmd::new(1000, 0, 0));
@@ -457,13 +417,7 @@ async fn lost_connection_resumes_with_its_resume_token() {
     .await;
     assert_eq!(stats.sessions_active.load(Ordering::Relaxed), 0);
 
-    let mut back = Player::join_with(
-        &endpoint,
-        &server,
-        server.addr(),
-        welcome.resume_token.clone(),
-    )
-    .await;
+    let mut back = Player::join_with(&endpoint, server.addr(), welcome.resume_token.clone()).await;
     let resumed = back.session.welcome().cloned().expect("welcome");
     assert_eq!(
         (resumed.entity_id, resumed.instance, resumed.player_id),
@@ -506,7 +460,7 @@ async fn detached_session_closes_after_the_grace_period() {
     .await;
     let endpoint = client_endpoint(&server);
     let relay = Relay::start(server.addr()).await;
-    let p = Player::join_with(&endpoint, &server, relay.addr, server.token("gone")).await;
+    let p = Player::join_with(&endpoint, relay.addr, server.token("gone")).await;
     let token = p
         .session
         .welcome()

@@ -318,3 +318,43 @@ impl Drop for Relay {
         self.task.abort();
     }
 }
+
+/// A well-behaved client: `ClientSession` over a raw connection, welcomed.
+pub struct Player {
+    pub raw: Raw,
+    pub session: zonehost_protocol::ClientSession,
+}
+
+impl Player {
+    /// Joins as `name` with a fresh dev token.
+    pub async fn join(endpoint: &quinn::Endpoint, server: &TestServer, name: &str) -> Self {
+        Self::join_with(endpoint, server.addr(), server.token(name)).await
+    }
+
+    /// Joins `addr` with `token`; panics unless a `Welcome` arrives within [`WAIT`]
+    /// (the `Welcome` event is consumed).
+    pub async fn join_with(endpoint: &quinn::Endpoint, addr: SocketAddr, token: String) -> Self {
+        use zonehost_protocol::{ClientEvent, ClientSession};
+        let mut raw = Raw::connect_to(endpoint, addr).await;
+        let mut session = ClientSession::new(token, "test");
+        let hello = session.hello().expect("hello");
+        raw.send_raw(&hello).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while session.welcome().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no welcome");
+            let chunk = tokio::time::timeout(WAIT, raw.recv.read_chunk(4096, true))
+                .await
+                .expect("welcome in time")
+                .expect("read")
+                .expect("stream open");
+            session
+                .handle_stream_data(&chunk.bytes, std::time::Instant::now())
+                .expect("valid frames");
+        }
+        assert!(matches!(
+            session.poll_event(),
+            Some(ClientEvent::Welcome(_))
+        ));
+        Self { raw, session }
+    }
+}
