@@ -23,26 +23,10 @@ report="${REPORT:-target/loadtest-report.json}"
 
 cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
 
-data="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$data"
-}
-trap cleanup EXIT
-
+# shellcheck source=scripts/lib/server.sh
+. scripts/lib/server.sh
 # shellcheck disable=SC2086
-target/release/zonehost serve --data-dir "$data" --listen "127.0.0.1:$port" \
-    --metrics-listen "127.0.0.1:$metrics_port" $server_args >"$data/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-    [ -f "$data/cert.der" ] && curl -fs "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-kill -0 "$server_pid" 2>/dev/null || { cat "$data/server.log" >&2; exit 1; }
+start_server $server_args
 
 clk_tck="$(getconf CLK_TCK)"
 # utime+stime of the process and of each thread, in clock ticks: "name ticks" lines.
@@ -56,7 +40,7 @@ cpu_snapshot() {
 }
 
 # shellcheck disable=SC2086
-target/release/loadgen --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
+"${LOADGEN_BIN:-target/release/loadgen}" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
     --server "127.0.0.1:$port" --cert "$data/cert.der" --token-key "$data/dev-signing.key" \
     --report "$report" $loadgen_args &
 loadgen_pid=$!

@@ -21,27 +21,9 @@ loadgen_args="${LOADGEN_ARGS:-}"
 
 cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
 
-data="$(mktemp -d)"
-server_pid=""
-loadgen_pid=""
-cleanup() {
-    [ -n "$loadgen_pid" ] && kill "$loadgen_pid" 2>/dev/null || true
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$data"
-}
-trap cleanup EXIT
-
-target/release/zonehost serve --data-dir "$data" --listen "127.0.0.1:$port" \
-    --metrics-listen "127.0.0.1:$metrics_port" >"$data/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-    [ -f "$data/cert.der" ] && curl -fs "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-kill -0 "$server_pid" 2>/dev/null || { cat "$data/server.log" >&2; exit 1; }
+# shellcheck source=scripts/lib/server.sh
+. scripts/lib/server.sh
+start_server
 
 # shellcheck disable=SC2086
 target/release/loadgen --scenario soak --duration "${seconds}s" \
