@@ -644,6 +644,35 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_cluster_configs_parse_and_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (file, peers) in [
+            ("deploy/cluster/zonehost-cluster.toml", ["a", "b", "c"]),
+            (
+                "deploy/k8s/cluster/zonehost.toml",
+                ["zonehost-0", "zonehost-1", "zonehost-2"],
+            ),
+        ] {
+            let mut c = crate::config::Config::from_file(&root.join(file)).expect(file);
+            if c.verifying_keys.is_empty() && !c.dev_signing_key {
+                // The k8s template leaves the account service's key to the operator: the
+                // server refuses to start without it, and starts with it.
+                let e = c.validate().expect_err(file).to_string();
+                assert!(e.contains("verifying_keys"), "{file}: {e}");
+                c.verifying_keys.push(crate::config::VerifyingKeyConfig {
+                    id: 1,
+                    public_key_hex:
+                        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into(),
+                });
+            }
+            c.validate().expect(file);
+            assert!(c.cluster.enabled, "{file}");
+            let ids: Vec<&str> = c.cluster.peers.keys().map(String::as_str).collect();
+            assert_eq!(ids, peers, "{file}");
+        }
+    }
+
+    #[test]
     fn tickets_verify_only_for_their_server() {
         let tickets = Tickets::new(SigningKey::from_bytes(&[9; 32]));
         let t = tickets.mint("p", "a", 1000);

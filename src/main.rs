@@ -185,6 +185,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ZONEHOST_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// This server's id in the store (`[store] server_id`: lease holder, `[cluster.peers]`
+    /// key): lets the servers of a cluster share one config file.
+    #[arg(long, env = "ZONEHOST_SERVER_ID")]
+    server_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +248,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.log_format {
             c.log_format = v;
+        }
+        if let Some(v) = self.server_id {
+            c.store.server_id = v;
         }
         c.validate()?;
         Ok(c)
