@@ -639,6 +639,78 @@ async fn report_loads(
     }
 }
 
+/// Most servers [`start_dev_cluster`] hosts.
+pub const MAX_DEV_CLUSTER: usize = 9;
+
+/// Development only: `n` servers of one cluster in this process sharing one store (the
+/// embedded file cannot be shared across processes), the way `tests/cluster.rs` runs
+/// them, so that loadgen can be pointed at a cluster on one machine. Server `i` listens on
+/// `config.listen` with the port plus `i` (and serves metrics on `metrics_listen`'s port
+/// plus `i`); its `server_id` is `config.store.server_id` followed by `i`; every server
+/// lists the others as `[cluster.peers]`, and `[cluster] enabled` is forced on. They share
+/// `data_dir` (one dev certificate, token key and ticket key). When `shutdown` completes
+/// they all drain at once (players may be redirected to a peer that is draining too and
+/// be refused there: this is a test rig, not a deployment).
+pub async fn start_dev_cluster(
+    config: Config,
+    n: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Vec<Server>, ServerError> {
+    let invalid = |option: &'static str, reason: String| ConfigError::Invalid { option, reason };
+    if !(1..=MAX_DEV_CLUSTER).contains(&n) {
+        return Err(invalid("dev_cluster", format!("1..={MAX_DEV_CLUSTER} servers")).into());
+    }
+    let base = config.listen.port();
+    if base == 0 || usize::from(u16::MAX - base) < n {
+        return Err(invalid(
+            "listen",
+            "a dev cluster needs a fixed port (and n - 1 free ones after it)".into(),
+        )
+        .into());
+    }
+    let at = |addr: SocketAddr, i: usize| SocketAddr::new(addr.ip(), addr.port() + i as u16);
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("{}{i}", config.store.server_id))
+        .collect();
+    let peers: std::collections::BTreeMap<String, SocketAddr> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), at(config.listen, i)))
+        .collect();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+        target: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let store: Arc<dyn Store> = Arc::from(store::open(&config.store, &config.data_dir)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut servers = Vec::with_capacity(n);
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut c = config.clone();
+        c.listen = at(config.listen, i);
+        c.metrics_listen = config.metrics_listen.map(|m| at(m, i));
+        c.store.server_id = id;
+        c.cluster.enabled = true;
+        c.cluster.peers = peers.clone();
+        let mut stop = stop_rx.clone();
+        let server = start_with(
+            c,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            StartOptions {
+                store: Some(store.clone()),
+            },
+        )
+        .await?;
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
 /// Starts the server and waits until it has drained after `shutdown`.
 pub async fn run(
     config: Config,
