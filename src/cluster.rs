@@ -35,11 +35,13 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
-use zonehost_protocol::message::close_code;
+use tokio::sync::mpsc;
+use zonehost_protocol::frame::encode_frame;
+use zonehost_protocol::message::{close_code, Goaway, Redirect, ServerMsg};
 use zonehost_protocol::token::{sign, Claims, KeySet, CLAIMS_VERSION};
 
 use crate::session::Registry;
-use crate::sim::SessionId;
+use crate::sim::{ConnShared, Link, Outgoing, SessionId};
 use crate::store::{Lease, LeaseError, Store};
 use crate::telemetry::DisconnectCause;
 
@@ -62,6 +64,18 @@ pub struct ClusterConfig {
     /// cluster must have the same file). Default unset: `data_dir/cluster-ticket.key`,
     /// created on first start.
     pub ticket_key_file: Option<PathBuf>,
+    /// How often this server publishes its load to the store's `servers` table and reads
+    /// the others' (see [`crate::placement`]); a row lives 5 intervals. Milliseconds,
+    /// default 1000.
+    pub load_report_interval_ms: u64,
+    /// New logins are redirected to a less loaded peer only while this server's sim busy
+    /// fraction is at least this, per mille. Default 600 (60 % busy).
+    pub redirect_above_permille: u32,
+    /// ... and at least this much above the least loaded peer's estimate, per mille
+    /// (hysteresis: redirecting stops below half of it, or below
+    /// `redirect_above_permille` minus half of it). Default 250. With both at 0 every
+    /// login goes to the least loaded peer (a test and dev setting).
+    pub redirect_margin_permille: u32,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +85,9 @@ impl Default for ClusterConfig {
             peers: BTreeMap::new(),
             player_lease_ttl_secs: 30,
             ticket_key_file: None,
+            load_report_interval_ms: 1000,
+            redirect_above_permille: 600,
+            redirect_margin_permille: 250,
         }
     }
 }
@@ -81,7 +98,28 @@ impl ClusterConfig {
         if !(1..=3600).contains(&self.player_lease_ttl_secs) {
             return Err("player_lease_ttl_secs must be 1..=3600".into());
         }
+        if !(50..=60_000).contains(&self.load_report_interval_ms) {
+            return Err("load_report_interval_ms must be 50..=60000".into());
+        }
+        if self.redirect_above_permille > 1000 || self.redirect_margin_permille > 1000 {
+            return Err(
+                "redirect_above_permille and redirect_margin_permille must be at most 1000".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The load report interval.
+    pub fn load_report_interval(&self) -> Duration {
+        Duration::from_millis(self.load_report_interval_ms)
+    }
+
+    /// Placement thresholds.
+    pub fn thresholds(&self) -> crate::placement::Thresholds {
+        crate::placement::Thresholds {
+            above_permille: self.redirect_above_permille,
+            margin_permille: self.redirect_margin_permille,
+        }
     }
 
     /// The lease lifetime.
@@ -221,6 +259,8 @@ pub struct PlayerLeases {
     ttl: Duration,
     run_epoch: u64,
     held: Mutex<HashMap<u64, Held>>,
+    /// Serializes [`PlayerLeases::release_ended`] (the keeper and a drain both call it).
+    releasing: Mutex<()>,
     /// Counters.
     pub counters: LeaseCounters,
 }
@@ -234,6 +274,7 @@ impl PlayerLeases {
             ttl,
             run_epoch,
             held: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(()),
             counters: LeaseCounters::default(),
         }
     }
@@ -433,6 +474,7 @@ impl PlayerLeases {
     /// Releases the leases no session uses any more (between renewal rounds, and at the
     /// end of a drain). Blocking (store calls).
     pub fn release_ended(&self) {
+        let _one_at_a_time = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
         let work: Vec<(u64, Lease)> = self
             .lock()
             .iter()
@@ -454,6 +496,111 @@ impl PlayerLeases {
             }
             self.counters.released.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A player a draining server has handed off: the session left the simulation, its
+/// final checkpoint was answered and its lease ended. It waits for the lease to be
+/// released, then gets its `Redirect` ([`Handoffs`]).
+#[derive(Debug)]
+pub struct Handoff {
+    /// Stable player id.
+    pub player_id: u64,
+    /// The player's name (the ticket's `player`).
+    pub player_name: String,
+    /// The session that was handed off.
+    pub session: SessionId,
+    /// The connection (closed if the `Redirect` cannot be queued).
+    pub conn: Arc<dyn Link>,
+    /// The session's reliable outbox (the `Redirect` goes last on it).
+    pub outbox: mpsc::Sender<Outgoing>,
+    /// Close bookkeeping of the connection.
+    pub shared: Arc<ConnShared>,
+}
+
+/// Counters of drain by migration.
+#[derive(Debug, Default)]
+pub struct HandoffCounters {
+    /// Players sent a `Redirect` to a peer.
+    pub redirected: AtomicU64,
+    /// Players closed without one (no live peer, or their connection was gone).
+    pub closed: AtomicU64,
+}
+
+/// Players handed off by the sim workers of a draining server, waiting for their
+/// `Redirect` (drain by migration, see [`crate::start`]). Workers push without blocking;
+/// the drain task takes them after releasing their leases.
+#[derive(Debug, Default)]
+pub struct Handoffs {
+    queue: Mutex<Vec<Handoff>>,
+    /// Counters.
+    pub counters: HandoffCounters,
+}
+
+impl Handoffs {
+    /// Queues a handed-off player.
+    pub fn push(&self, handoff: Handoff) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handoff);
+    }
+
+    /// Takes every queued player.
+    pub fn take(&self) -> Vec<Handoff> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends `handoff` its last frame: a `Redirect` to `target` (`server_id`, address)
+    /// with a ticket minted at `now` (Unix seconds), or a `Goaway` when there is no
+    /// target; the connection closes after it with `SHUTDOWN`.
+    pub fn send(
+        &self,
+        handoff: &Handoff,
+        target: Option<(&str, SocketAddr)>,
+        tickets: &Tickets,
+        goaway: &Goaway,
+        now: u64,
+    ) {
+        let (msg, cause) = match target {
+            Some((id, address)) => (
+                ServerMsg::Redirect(Redirect {
+                    address: address.to_string(),
+                    ticket: tickets.mint(&handoff.player_name, id, now),
+                }),
+                DisconnectCause::Migrated,
+            ),
+            None => (ServerMsg::Goaway(goaway.clone()), DisconnectCause::Shutdown),
+        };
+        let queued = encode_frame(&msg).ok().is_some_and(|frame| {
+            handoff
+                .outbox
+                .try_send(Outgoing::CloseAfter {
+                    frame,
+                    code: close_code::SHUTDOWN,
+                    cause,
+                })
+                .is_ok()
+        });
+        if !queued {
+            handoff.shared.set_cause(cause);
+            handoff
+                .conn
+                .close(close_code::SHUTDOWN, cause.as_str().as_bytes());
+        }
+        let (counter, outcome) = match (queued, target) {
+            (true, Some(_)) => (&self.counters.redirected, "redirected"),
+            _ => (&self.counters.closed, "closed"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("zonehost_cluster_handoffs_total", "outcome" => outcome).increment(1);
+        tracing::info!(
+            player = %handoff.player_name,
+            session = handoff.session,
+            to = ?target.map(|t| t.0),
+            queued,
+            "drain: player handed off"
+        );
     }
 }
 
@@ -494,6 +641,35 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn the_deploy_cluster_configs_parse_and_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (file, peers) in [
+            ("deploy/cluster/zonehost-cluster.toml", ["a", "b", "c"]),
+            (
+                "deploy/k8s/cluster/zonehost.toml",
+                ["zonehost-0", "zonehost-1", "zonehost-2"],
+            ),
+        ] {
+            let mut c = crate::config::Config::from_file(&root.join(file)).expect(file);
+            if c.verifying_keys.is_empty() && !c.dev_signing_key {
+                // The k8s template leaves the account service's key to the operator: the
+                // server refuses to start without it, and starts with it.
+                let e = c.validate().expect_err(file).to_string();
+                assert!(e.contains("verifying_keys"), "{file}: {e}");
+                c.verifying_keys.push(crate::config::VerifyingKeyConfig {
+                    id: 1,
+                    public_key_hex:
+                        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into(),
+                });
+            }
+            c.validate().expect(file);
+            assert!(c.cluster.enabled, "{file}");
+            let ids: Vec<&str> = c.cluster.peers.keys().map(String::as_str).collect();
+            assert_eq!(ids, peers, "{file}");
+        }
     }
 
     #[test]

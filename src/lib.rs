@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod net;
 pub mod ops;
+pub mod placement;
 pub mod session;
 pub mod sim;
 pub mod store;
@@ -89,6 +90,10 @@ pub struct Server {
     pub store_epoch: u64,
     /// Player ownership leases held by this server (cluster mode only).
     pub player_leases: Option<Arc<cluster::PlayerLeases>>,
+    /// This server's view of the cluster's load (cluster mode only).
+    pub placement: Option<Arc<placement::Placement>>,
+    /// Players handed to peers by a drain (cluster mode with peers only).
+    pub handoffs: Option<Arc<cluster::Handoffs>>,
     draining: watch::Receiver<bool>,
     crash: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
@@ -375,7 +380,7 @@ pub async fn start_with(
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
-        tokio::spawn(l.clone().run(registry.clone(), keeper_stopped));
+        tokio::spawn(l.clone().run(registry.clone(), keeper_stopped.clone()));
     }
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {
@@ -401,6 +406,38 @@ pub async fn start_with(
     } else {
         None
     };
+    let placement = config.cluster.enabled.then(|| {
+        Arc::new(placement::Placement::new(
+            config.store.server_id.clone(),
+            &config.cluster.peers,
+            config.cluster.thresholds(),
+        ))
+    });
+    if let Some(p) = &placement {
+        tokio::spawn(report_loads(
+            store.clone(),
+            p.clone(),
+            stats.clone(),
+            config.cluster.load_report_interval(),
+            draining.clone(),
+            keeper_stopped.clone(),
+        ));
+    }
+    // Drain by migration needs somewhere to send players; else the drain is a Goaway.
+    let migration = match (&placement, &player_leases, &tickets) {
+        (Some(p), Some(l), Some(t)) if p.has_peers() => Some(Migration {
+            handoffs: Arc::new(cluster::Handoffs::default()),
+            placement: p.clone(),
+            leases: l.clone(),
+            tickets: t.clone(),
+            goaway: zonehost_protocol::message::Goaway {
+                reason: "server is shutting down".into(),
+                reconnect_after_ms: config.reconnect_after_ms,
+            },
+        }),
+        _ => None,
+    };
+    let handoffs = migration.as_ref().map(|m| m.handoffs.clone());
     let ctx = net::context(
         &config,
         stats.clone(),
@@ -412,6 +449,7 @@ pub async fn start_with(
             leases: player_leases.clone(),
             tickets,
             peers: config.cluster.peers.clone(),
+            placement: placement.clone(),
         },
     );
     let acceptor = net::Acceptor {
@@ -460,13 +498,23 @@ pub async fn start_with(
             return;
         }
         let started = Instant::now();
-        tracing::info!("draining");
+        tracing::info!(migrate = migration.is_some(), "draining");
         let _ = drain_tx.send(true);
-        sim.drain();
+        match &migration {
+            Some(m) => sim.migrate(&m.handoffs),
+            None => sim.drain(),
+        }
         while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())
             && started.elapsed() < drain_timeout
         {
+            if let Some(m) = &migration {
+                m.round().await;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(m) = &migration {
+            // Sessions whose final checkpoint was answered at the very end.
+            m.round().await;
         }
         let flushed = sim.store_flushed();
         if !flushed {
@@ -508,10 +556,159 @@ pub async fn start_with(
         store,
         store_epoch,
         player_leases,
+        placement,
+        handoffs,
         draining,
         crash: Some(crash_tx),
         done,
     })
+}
+
+/// Drain by migration (cluster mode with peers): what the drain task needs to hand the
+/// players the sim workers let go to peers.
+struct Migration {
+    handoffs: Arc<cluster::Handoffs>,
+    placement: Arc<placement::Placement>,
+    leases: Arc<cluster::PlayerLeases>,
+    tickets: Arc<cluster::Tickets>,
+    /// Sent instead of a `Redirect` when no peer is live.
+    goaway: zonehost_protocol::message::Goaway,
+}
+
+impl Migration {
+    /// Releases the leases of the players handed off so far (their final checkpoints are
+    /// answered), then sends each a `Redirect` to the least-loaded live peer.
+    async fn round(&self) {
+        let taken = self.handoffs.take();
+        if taken.is_empty() {
+            return;
+        }
+        let leases = self.leases.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || leases.release_ended()).await {
+            tracing::error!(error = %e, "releasing handed-off players' leases failed");
+        }
+        let now = session::unix_secs();
+        for h in &taken {
+            let target = self.placement.least_loaded_peer();
+            self.handoffs.send(
+                h,
+                target.as_ref().map(|(id, a)| (id.as_str(), *a)),
+                &self.tickets,
+                &self.goaway,
+                now,
+            );
+        }
+    }
+}
+
+/// Publishes this server's load every `interval` (and at once when it starts draining)
+/// and reads the others' into `placement`, until `stop` turns true.
+async fn report_loads(
+    store: Arc<dyn Store>,
+    placement: Arc<placement::Placement>,
+    stats: Arc<Stats>,
+    interval: Duration,
+    mut draining: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut meter = placement::LoadMeter::new(stats);
+    let mut draining_seen = false;
+    loop {
+        let is_draining = *draining.borrow();
+        let own = meter.sample(placement.own_id(), is_draining, sim::persist::unix_millis());
+        let (store2, placement2) = (store.clone(), placement.clone());
+        let reported = tokio::task::spawn_blocking(move || {
+            placement::report(
+                store2.as_ref(),
+                &placement2,
+                own,
+                interval,
+                sim::persist::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = reported {
+            tracing::error!(error = %e, "load report task failed");
+        }
+        draining_seen |= is_draining;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            r = draining.wait_for(|d| *d), if !draining_seen => if r.is_err() { return },
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}
+
+/// Most servers [`start_dev_cluster`] hosts.
+pub const MAX_DEV_CLUSTER: usize = 9;
+
+/// Development only: `n` servers of one cluster in this process sharing one store (the
+/// embedded file cannot be shared across processes), the way `tests/cluster.rs` runs
+/// them, so that loadgen can be pointed at a cluster on one machine. Server `i` listens on
+/// `config.listen` with the port plus `i` (and serves metrics on `metrics_listen`'s port
+/// plus `i`); its `server_id` is `config.store.server_id` followed by `i`; every server
+/// lists the others as `[cluster.peers]`, and `[cluster] enabled` is forced on. They share
+/// `data_dir` (one dev certificate, token key and ticket key). When `shutdown` completes
+/// they all drain at once (players may be redirected to a peer that is draining too and
+/// be refused there: this is a test rig, not a deployment).
+pub async fn start_dev_cluster(
+    config: Config,
+    n: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Vec<Server>, ServerError> {
+    let invalid = |option: &'static str, reason: String| ConfigError::Invalid { option, reason };
+    if !(1..=MAX_DEV_CLUSTER).contains(&n) {
+        return Err(invalid("dev_cluster", format!("1..={MAX_DEV_CLUSTER} servers")).into());
+    }
+    let base = config.listen.port();
+    if base == 0 || usize::from(u16::MAX - base) < n {
+        return Err(invalid(
+            "listen",
+            "a dev cluster needs a fixed port (and n - 1 free ones after it)".into(),
+        )
+        .into());
+    }
+    let at = |addr: SocketAddr, i: usize| SocketAddr::new(addr.ip(), addr.port() + i as u16);
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("{}{i}", config.store.server_id))
+        .collect();
+    let peers: std::collections::BTreeMap<String, SocketAddr> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), at(config.listen, i)))
+        .collect();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+        target: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let store: Arc<dyn Store> = Arc::from(store::open(&config.store, &config.data_dir)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut servers = Vec::with_capacity(n);
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut c = config.clone();
+        c.listen = at(config.listen, i);
+        c.metrics_listen = config.metrics_listen.map(|m| at(m, i));
+        c.store.server_id = id;
+        c.cluster.enabled = true;
+        c.cluster.peers = peers.clone();
+        let mut stop = stop_rx.clone();
+        let server = start_with(
+            c,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            StartOptions {
+                store: Some(store.clone()),
+            },
+        )
+        .await?;
+        servers.push(server);
+    }
+    Ok(servers)
 }
 
 /// Starts the server and waits until it has drained after `shutdown`.

@@ -185,6 +185,14 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ZONEHOST_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// This server's id in the store (`[store] server_id`: lease holder, `[cluster.peers]`
+    /// key): lets the servers of a cluster share one config file.
+    #[arg(long, env = "ZONEHOST_SERVER_ID")]
+    server_id: Option<String>,
+    /// Development only: host N servers of one cluster in this process, sharing one
+    /// store, on the --listen port and the N - 1 ports after it (ids: server id + index).
+    #[arg(long, value_name = "N")]
+    dev_cluster: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +253,9 @@ impl ServeArgs {
         if let Some(v) = self.log_format {
             c.log_format = v;
         }
+        if let Some(v) = self.server_id {
+            c.store.server_id = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -285,6 +296,7 @@ async fn shutdown_signal() {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    let dev_cluster = args.dev_cluster;
     let config = args.into_config()?;
     init_tracing(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -294,6 +306,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async move {
+        if let Some(n) = dev_cluster {
+            let servers = zonehost::start_dev_cluster(config, n, shutdown_signal()).await?;
+            tracing::warn!(
+                servers = servers.len(),
+                "dev cluster: several servers in one process on one store (development only)"
+            );
+            for server in servers {
+                server.wait().await;
+            }
+            return Ok(());
+        }
         let server = zonehost::start(config, shutdown_signal()).await?;
         if server.dev_signing_key.is_some() {
             tracing::info!("dev tokens: `zonehost token --player NAME` (signed with the data directory's dev key)");

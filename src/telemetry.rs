@@ -63,6 +63,9 @@ label_enum! {
         LeaseLost => "lease_lost",
         /// The session was redirected at `Hello` to the server that owns the player.
         Redirected => "redirected",
+        /// A draining cluster server handed the player to a peer (`Redirect` after its
+        /// final checkpoint and lease release).
+        Migrated => "migrated",
     }
 }
 
@@ -125,7 +128,7 @@ pub struct Stats {
     /// Reliable requests received.
     pub requests: AtomicU64,
     /// Disconnects, by [`DisconnectCause`].
-    pub disconnects: [AtomicU64; 12],
+    pub disconnects: [AtomicU64; 13],
     /// Requests refused by the per-session rate limit.
     pub requests_rate_limited: AtomicU64,
     /// Handshakes refused because one source address opened too many.
@@ -524,6 +527,24 @@ pub const METRICS: &[MetricDef] = &[
         Counter,
         &[],
         "QUIC congestion events (sampled from quinn connection stats).",
+    ),
+    m(
+        "zonehost_cluster_load_permille",
+        Gauge,
+        &[],
+        "Mean sim worker busy fraction (per mille) this server last published to the servers table (cluster mode).",
+    ),
+    m(
+        "zonehost_cluster_login_redirects_total",
+        Counter,
+        &[],
+        "New logins redirected to a less loaded peer (placement by load, cluster mode).",
+    ),
+    m(
+        "zonehost_cluster_handoffs_total",
+        Counter,
+        &["outcome"],
+        "Players a draining server handed off (outcome=redirected: Redirect to a peer; closed: Goaway or connection already gone).",
     ),
 ];
 

@@ -16,8 +16,9 @@ use zonehost::config::{Config, SecondLogin};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::{ItemRecord, Owner, Store};
 use zonehost::telemetry::DisconnectCause;
-use zonehost_client::Client;
+use zonehost_client::{Client, Incoming};
 use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
+use zonehost_protocol::ClientEvent;
 
 /// Player lease lifetime in these tests.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -32,6 +33,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with(no_load_redirects).await
+    }
+
+    /// Three servers, each config changed by `tweak(index, config)` before it starts.
+    async fn start_with(tweak: impl Fn(usize, &mut Config)) -> Self {
         let dir = common::temp_data_dir("cluster");
         std::fs::create_dir_all(&dir).expect("data dir");
         let store: Arc<dyn Store> =
@@ -52,7 +58,7 @@ impl Cluster {
             .map(|(id, a)| (id.to_string(), *a))
             .collect();
         let mut servers = Vec::new();
-        for (id, addr) in ids.into_iter().zip(addrs) {
+        for (i, (id, addr)) in ids.into_iter().zip(addrs).enumerate() {
             let mut config = Config {
                 listen: addr,
                 data_dir: dir.clone(),
@@ -64,6 +70,8 @@ impl Cluster {
             config.cluster.enabled = true;
             config.cluster.player_lease_ttl_secs = LEASE_TTL.as_secs();
             config.cluster.peers = peers.clone();
+            config.cluster.load_report_interval_ms = 200;
+            tweak(i, &mut config);
             let (tx, rx) = oneshot::channel::<()>();
             let server = zonehost::start_with(
                 config,
@@ -354,37 +362,209 @@ async fn the_client_follows_a_redirect_to_the_owner_with_a_single_use_ticket() {
     cluster.stop().await;
 }
 
+/// No login is redirected by load: a busy debug build on a loaded CI machine must not
+/// move players in tests about something else.
+fn no_load_redirects(_: usize, config: &mut Config) {
+    config.cluster.redirect_above_permille = 1000;
+    config.cluster.redirect_margin_permille = 1000;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_drain_its_players_log_in_elsewhere_at_once_with_their_items() {
-    let mut cluster = Cluster::start().await;
+async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
+    let mut cluster = Cluster::start_with(no_load_redirects).await;
     let endpoint = client_endpoint(cluster.server(0));
-    let mut on_a = hello(&endpoint, &cluster, 0, "d").await;
-    expect_welcome(&mut on_a).await;
-    eventually("the first checkpoint", WAIT, || {
-        fence(cluster.store.as_ref(), "d").is_some()
+    let (a_addr, peers) = (
+        cluster.server(0).addr(),
+        [cluster.server(1).addr(), cluster.server(2).addr()],
+    );
+    // Every server's load row is in the table, so a knows its peers are live.
+    eventually("three live load rows", WAIT, || {
+        cluster
+            .store
+            .server_loads(zonehost::sim::persist::unix_millis())
+            .is_ok_and(|rows| rows.len() == 3)
     })
     .await;
-    let kit = items(cluster.store.as_ref(), "d");
-
-    // a drains: Goaway, final checkpoint, then the lease is released (not left to expire).
-    let a = cluster.servers[0].take().expect("a runs");
-    let drained_at = Instant::now();
-    let _ = a.stop_keeping_data().await;
-    loop {
-        match on_a.next().await {
-            Some(ServerMsg::Goaway(_)) => break,
-            Some(_) => {}
-            None => panic!("a closed without Goaway"),
-        }
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    let mut clients = Vec::new();
+    for name in &names {
+        let token = cluster.server(0).token(name);
+        let c = Client::connect(&endpoint, a_addr, "localhost", &token, "test")
+            .await
+            .expect("joins a");
+        assert!(c.redirected_via().is_empty());
+        clients.push(c);
     }
-    let mut on_b = hello(&endpoint, &cluster, 1, "d").await;
-    expect_welcome(&mut on_b).await;
+    eventually("every first checkpoint", WAIT, || {
+        names
+            .iter()
+            .all(|n| fence(cluster.store.as_ref(), n).is_some())
+    })
+    .await;
+    let kits: Vec<Vec<ItemRecord>> = names
+        .iter()
+        .map(|n| items(cluster.store.as_ref(), n))
+        .collect();
+    assert!(kits.iter().all(|k| !k.is_empty()));
+    let fences: Vec<_> = names
+        .iter()
+        .map(|n| fence(cluster.store.as_ref(), n).expect("saved"))
+        .collect();
+
+    // a drains: every player gets a Redirect (not a Goaway) after its final checkpoint
+    // and lease release, and resumes on b or c at once (not after the lease TTL).
+    let a = cluster.servers[0].take().expect("a runs");
+    let handoffs = a.server.handoffs.clone().expect("drain by migration");
+    let drained_at = Instant::now();
+    let drain = tokio::spawn(a.stop_keeping_data());
+    let mut moved = Vec::new();
+    for (name, mut c) in names.iter().zip(clients) {
+        let redirect = tokio::time::timeout(WAIT, async {
+            loop {
+                match c.next_event().await {
+                    Ok(Incoming::Event(ClientEvent::Redirected(r))) => break r,
+                    Ok(Incoming::Event(ClientEvent::Goaway(g))) => panic!("{name}: Goaway {g:?}"),
+                    Ok(_) => {}
+                    Err(e) => panic!("{name}: session ended without a Redirect: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("a Redirect in time");
+        let there = Client::follow(&endpoint, &redirect, "localhost", "test")
+            .await
+            .expect("resumes on a peer");
+        assert_eq!(
+            there.redirected_via().len(),
+            1,
+            "{name}: straight to the peer"
+        );
+        assert!(
+            peers.contains(&there.redirected_via()[0]),
+            "{name} went to {:?}",
+            there.redirected_via()
+        );
+        moved.push(there);
+    }
     assert!(
         drained_at.elapsed() < LEASE_TTL,
-        "b took d before a's lease could have expired: it was released"
+        "everyone moved before a lease could have expired: they were released"
     );
-    assert_eq!(items(cluster.store.as_ref(), "d"), kit);
+    tokio::time::timeout(WAIT, drain)
+        .await
+        .expect("a drains in time")
+        .expect("drain task");
+    assert_eq!(handoffs.counters.redirected.load(Ordering::Relaxed), 6);
+    assert_eq!(handoffs.counters.closed.load(Ordering::Relaxed), 0);
+    let on_peers: usize = (1..3)
+        .map(|i| {
+            let leases = cluster
+                .server(i)
+                .server
+                .player_leases
+                .as_ref()
+                .expect("cluster");
+            leases.len()
+        })
+        .sum();
+    assert_eq!(on_peers, 6, "every player is leased by b or c");
+
+    // Nothing lost or duplicated: the same items, newer fences once the peers save, and a
+    // clean store.
+    for (name, kit) in names.iter().zip(&kits) {
+        assert_eq!(&items(cluster.store.as_ref(), name), kit, "{name}");
+    }
+    for c in moved {
+        let _ = c.close().await;
+    }
+    eventually("the peers' final checkpoints", WAIT, || {
+        names
+            .iter()
+            .zip(&fences)
+            .all(|(n, f)| fence(cluster.store.as_ref(), n).is_some_and(|now| now > *f))
+    })
+    .await;
+    for (name, kit) in names.iter().zip(&kits) {
+        assert_eq!(&items(cluster.store.as_ref(), name), kit, "{name}");
+    }
     let report = cluster.store.check().expect("check");
     assert!(report.is_clean(), "{report}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busier_server_sends_new_logins_to_the_least_loaded_peer_once() {
+    // a balances on any difference; b and c report once at start (and when they drain),
+    // so the rows this test writes for them stay what a reads.
+    let cluster = Cluster::start_with(|i, config| {
+        if i == 0 {
+            config.cluster.redirect_above_permille = 0;
+            config.cluster.redirect_margin_permille = 0;
+        } else {
+            config.cluster.load_report_interval_ms = 60_000;
+            no_load_redirects(i, config);
+        }
+    })
+    .await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a, b) = (cluster.server(0), cluster.server(1));
+    let now = zonehost::sim::persist::unix_millis;
+    eventually("b and c report", WAIT, || {
+        cluster
+            .store
+            .server_loads(now())
+            .is_ok_and(|rows| rows.len() == 3)
+    })
+    .await;
+    // c is measured busy, b idle.
+    for (id, busy) in [("b", 0), ("c", 900)] {
+        let row = zonehost::store::ServerLoad {
+            server_id: id.into(),
+            players: 0,
+            busy_permille: busy,
+            draining: false,
+            updated_at_ms: now(),
+        };
+        cluster
+            .store
+            .publish_load(&row, Duration::from_secs(60), now())
+            .expect("publish");
+    }
+    let placement = a.server.placement.as_ref().expect("cluster mode");
+    eventually("a reads c's load", WAIT, || {
+        placement
+            .peer_loads()
+            .iter()
+            .any(|l| l.server_id == "c" && l.busy_permille == 900)
+            && placement.is_overloaded()
+    })
+    .await;
+
+    // An account-token login on a goes to b, and stays there: b admits the ticket.
+    let token = a.token("lb");
+    let on_b = Client::connect(&endpoint, a.addr(), "localhost", &token, "test")
+        .await
+        .expect("lb via a on b");
+    assert_eq!(on_b.redirected_via(), &[b.addr()]);
+    assert_eq!(
+        placement.counters.login_redirects.load(Ordering::Relaxed),
+        1
+    );
+    let b_leases = b.server.player_leases.as_ref().expect("cluster mode");
+    eventually("b leases lb", WAIT, || b_leases.len() == 1).await;
+
+    // A ticket-bearing login is admitted where it lands, however loaded: no bouncing.
+    let key = zonehost::cluster::load_ticket_key(&Config::default().cluster, &cluster.dir)
+        .expect("the cluster's ticket key");
+    let ticket = zonehost::cluster::Tickets::new(key).mint("lt", "a", common::unix_now());
+    let mut raw = Raw::connect(&endpoint, a).await;
+    raw.hello(&ticket).await;
+    expect_welcome(&mut raw).await;
+    assert_eq!(
+        placement.counters.login_redirects.load(Ordering::Relaxed),
+        1
+    );
+
+    drop(on_b);
     cluster.stop().await;
 }

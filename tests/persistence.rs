@@ -638,6 +638,20 @@ impl Store for FlakySaves {
     ) -> Result<(), zonehost::store::LeaseError> {
         self.inner.release_lease(lease)
     }
+    fn publish_load(
+        &self,
+        load: &zonehost::store::ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), zonehost::store::StoreError> {
+        self.inner.publish_load(load, ttl, now_ms)
+    }
+    fn server_loads(
+        &self,
+        now_ms: u64,
+    ) -> Result<Vec<zonehost::store::ServerLoad>, zonehost::store::StoreError> {
+        self.inner.server_loads(now_ms)
+    }
 }
 
 #[derive(Debug, Default)]

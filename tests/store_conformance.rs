@@ -718,6 +718,48 @@ fn leases_are_exclusive_and_fenced(b: &dyn Backend) {
     assert!(a5.epoch > a4.epoch, "{a5:?}");
 }
 
+fn server_loads_expire_and_are_replaced(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    // Shared backends keep other runs' rows: look only at this run's servers.
+    let tag = format!("-{}", next_random());
+    let mine = |rows: Vec<zonehost::store::ServerLoad>| -> Vec<zonehost::store::ServerLoad> {
+        rows.into_iter()
+            .filter(|r| r.server_id.ends_with(&tag))
+            .collect()
+    };
+    let load = |name: &str, busy: u32, players: u32, draining: bool, at: u64| {
+        zonehost::store::ServerLoad {
+            server_id: format!("{name}{tag}"),
+            players,
+            busy_permille: busy,
+            draining,
+            updated_at_ms: at,
+        }
+    };
+    let t0 = now_ms();
+    let a = load("a", 100, 3, false, t0);
+    let b1 = load("b", 900, 30, false, t0);
+    s.publish_load(&b1, Duration::from_secs(20), t0).unwrap();
+    s.publish_load(&a, Duration::from_secs(10), t0).unwrap();
+    assert_eq!(mine(s.server_loads(t0 + 1).unwrap()), vec![a, b1.clone()]);
+    // A new report replaces the row and its lifetime.
+    let a2 = load("a", 200, 4, true, t0 + 5_000);
+    s.publish_load(&a2, Duration::from_secs(10), t0 + 5_000)
+        .unwrap();
+    assert_eq!(
+        mine(s.server_loads(t0 + 9_999).unwrap()),
+        vec![a2.clone(), b1.clone()]
+    );
+    // Rows whose lifetime ran out are not live any more (the reader's time decides).
+    assert_eq!(
+        mine(s.server_loads(t0 + 14_999).unwrap()),
+        vec![a2, b1.clone()]
+    );
+    assert_eq!(mine(s.server_loads(t0 + 15_000).unwrap()), vec![b1]);
+    assert!(mine(s.server_loads(t0 + 20_000).unwrap()).is_empty());
+}
+
 fn corrupt_records_are_reported_with_the_player_id(b: &dyn Backend) {
     let f = b.fresh();
     let bad = next_random();
@@ -826,6 +868,10 @@ const CASES: &[Case] = &[
         leases_are_exclusive_and_fenced,
     ),
     (
+        "server_loads_expire_and_are_replaced",
+        server_loads_expire_and_are_replaced,
+    ),
+    (
         "corrupt_records_are_reported_with_the_player_id",
         corrupt_records_are_reported_with_the_player_id,
     ),
@@ -857,6 +903,7 @@ mod embedded {
         random_sequences_keep_integrity,
         check_finds_a_planted_anomaly,
         leases_are_exclusive_and_fenced,
+        server_loads_expire_and_are_replaced,
         corrupt_records_are_reported_with_the_player_id,
         v1_records_are_migrated_on_load,
     }

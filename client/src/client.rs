@@ -199,6 +199,24 @@ impl Client {
             .map_err(|_| ClientError::Timeout(timeout))?
     }
 
+    /// Follows a `Redirect` received after the `Welcome` (a draining cluster server
+    /// handing the player to a peer, [`ClientEvent::Redirected`] from
+    /// [`Client::next_event`]): connects to its address with its ticket as the token,
+    /// like [`Client::connect`] (same bound, further redirects followed). The new
+    /// client's [`Client::redirected_via`] starts with that address.
+    pub async fn follow(
+        endpoint: &quinn::Endpoint,
+        redirect: &Redirect,
+        server_name: &str,
+        client_name: &str,
+    ) -> Result<Client, ClientError> {
+        let to = resolve(&redirect.address).await?;
+        let mut client =
+            Self::connect(endpoint, to, server_name, &redirect.ticket, client_name).await?;
+        client.redirects.insert(0, to);
+        Ok(client)
+    }
+
     /// The addresses this client was redirected to before its `Welcome`, in order (empty
     /// when the first server took it).
     pub fn redirected_via(&self) -> &[SocketAddr] {

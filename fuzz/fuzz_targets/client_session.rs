@@ -53,10 +53,8 @@ fn check_event(s: &ClientSession, seen: &mut Seen, e: ClientEvent) {
             );
         }
         ClientEvent::Redirected(_) => {
-            assert_eq!(
-                seen.welcomes, 0,
-                "a Redirect was accepted after the Welcome"
-            );
+            // Before the Welcome (another server owns the player) or after it (a draining
+            // server hands the player over): either way the session ends.
             assert_eq!(
                 s.state(),
                 SessionState::Closed,

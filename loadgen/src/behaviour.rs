@@ -211,6 +211,16 @@ pub(crate) fn assign(
     (list, roles)
 }
 
+/// Which of `servers` servers bot `index` connects to: bots in turn, except that a party
+/// group goes to its leader's server (a party plays together on one server).
+pub(crate) fn server_of(index: usize, roles: &[Option<PartyRole>], servers: usize) -> usize {
+    let anchor = match roles.get(index) {
+        Some(Some(PartyRole::Member { leader })) => *leader,
+        _ => index,
+    };
+    anchor % servers.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +282,33 @@ mod tests {
             let (b, _) = assign(&mix, players, seed);
             prop_assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn bots_are_spread_over_servers_and_parties_stay_together() {
+        let mix = Mix::parse("mover=50,party=50").expect("mix");
+        let (_, roles) = assign(&mix, 40, 7);
+        let mut per_server = [0usize; 3];
+        for i in 0..40 {
+            let s = server_of(i, &roles, 3);
+            per_server[s] += 1;
+            match &roles[i] {
+                Some(PartyRole::Member { leader }) => {
+                    assert_eq!(
+                        s,
+                        server_of(*leader, &roles, 3),
+                        "bot {i} away from its leader"
+                    )
+                }
+                Some(PartyRole::Leader { members }) => {
+                    for m in members {
+                        assert_eq!(server_of(*m, &roles, 3), s);
+                    }
+                }
+                None => assert_eq!(s, i % 3),
+            }
+        }
+        assert!(per_server.iter().all(|n| *n >= 5), "{per_server:?}");
+        assert_eq!(server_of(5, &roles, 1), 0);
     }
 }

@@ -34,7 +34,6 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Settings shared by every bot.
 #[derive(Debug)]
 pub(crate) struct BotSettings {
-    pub(crate) server: SocketAddr,
     pub(crate) server_name: String,
     pub(crate) input_hz: u32,
     pub(crate) connect_timeout: Duration,
@@ -55,6 +54,8 @@ pub(crate) struct BotPlan {
     pub(crate) index: usize,
     pub(crate) behaviour: Behaviour,
     pub(crate) token: String,
+    /// The server it logs in to.
+    pub(crate) server: SocketAddr,
     /// Party: member names to invite (leader), or the leader's name (member).
     pub(crate) party_leader_of: Vec<String>,
     pub(crate) party_member_of: Option<String>,
@@ -79,6 +80,8 @@ pub(crate) struct BotSummary {
 enum Stop {
     End,
     Churn,
+    /// A draining cluster server handed the player to a peer: reconnect there.
+    Redirected(zonehost_protocol::message::Redirect),
     Failed(String, String),
 }
 
@@ -156,6 +159,7 @@ pub(crate) async fn run_bot(
         Instant::now(),
     );
     let mut token = plan.token.clone();
+    let mut server = plan.server;
     let mut samples = Samples::default();
     loop {
         let now = Instant::now();
@@ -170,7 +174,7 @@ pub(crate) async fn run_bot(
         };
         let connected = Client::connect_timeout(
             &endpoint,
-            settings.server,
+            server,
             &settings.server_name,
             &token,
             &format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
@@ -231,6 +235,17 @@ pub(crate) async fn run_bot(
                 let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
                 break;
             }
+            Stop::Redirected(r) => match r.address.parse::<SocketAddr>() {
+                Ok(to) => {
+                    server = to;
+                    token = r.ticket;
+                }
+                Err(e) => {
+                    live.fail("run: bad redirect".into(), format!("{:?}: {e}", r.address));
+                    summary.failed = true;
+                    break;
+                }
+            },
             Stop::Churn => {
                 let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
                 let pause = uniform(&mut rng, settings.churn_pause);
@@ -431,6 +446,7 @@ async fn drive(
                         samples.add(live, metric, d);
                     }
                 }
+                Ok(Incoming::Event(ClientEvent::Redirected(r))) => break Stop::Redirected(r),
                 Ok(Incoming::Event(ClientEvent::Goaway(g))) => {
                     break Stop::Failed("run: goaway".into(), format!("server going away: {}", g.reason));
                 }

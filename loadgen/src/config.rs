@@ -14,8 +14,11 @@ use crate::Error;
 /// Everything a load run needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Server address (the only address bots connect to).
+    /// Server address (with `other_servers` empty, the only address bots connect to).
     pub server: SocketAddr,
+    /// Further servers of a cluster: bots are spread over `server` and these (a party
+    /// group stays together on its leader's server). Default empty.
+    pub other_servers: Vec<SocketAddr>,
     /// TLS server name sent in the handshake (the certificate is pinned, so any valid name works).
     pub server_name: String,
     /// Which server certificate is trusted.
@@ -70,6 +73,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every server address bots connect to: `server`, then `other_servers`.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.server)
+            .chain(self.other_servers.iter().copied())
+            .collect()
+    }
+
     /// A configuration with defaults for everything but the server, its trust and tokens:
     /// 10 players, 30 s, 5 s ramp-up, 60 Hz, 4 sockets, seed 1, 10 s connect timeout, all
     /// movers, think times 0.5..2 s, bots look at 10 snapshots per second, churners stay
@@ -77,6 +87,7 @@ impl Config {
     pub fn new(server: SocketAddr, trust: Trust, tokens: TokenSource) -> Self {
         Self {
             server,
+            other_servers: Vec::new(),
             server_name: "localhost".into(),
             trust,
             tokens,
@@ -160,7 +171,11 @@ impl Config {
                 "churners need fresh tokens for each login: use a signing key or a token command",
             );
         }
-        if self.server.ip().is_unspecified() || self.server.port() == 0 {
+        if self
+            .servers()
+            .iter()
+            .any(|s| s.ip().is_unspecified() || s.port() == 0)
+        {
             return bad("server address must be a concrete host and port");
         }
         Ok(())

@@ -151,8 +151,8 @@ pub async fn run(config: Config) -> Result<Report, Error> {
     let (behaviours, roles) = behaviour::assign(&config.mix, config.players, config.seed);
     let live = Arc::new(Live::new());
     let start = Instant::now();
+    let servers = config.servers();
     let settings = Arc::new(BotSettings {
-        server: config.server,
         server_name: config.server_name.clone(),
         input_hz: config.input_hz,
         connect_timeout: config.connect_timeout,
@@ -184,6 +184,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
             index,
             behaviour: behaviours[index],
             token,
+            server: servers[behaviour::server_of(index, &roles, servers.len())],
             party_leader_of,
             party_member_of,
         };
@@ -317,7 +318,12 @@ fn build_report(
     };
     let mut report = Report {
         run: RunInfo {
-            server: config.server.to_string(),
+            server: config
+                .servers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             players: config.players,
             duration_s: config.duration.as_secs_f64(),
             ramp_up_s: config.ramp_up.as_secs_f64(),

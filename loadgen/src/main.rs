@@ -76,9 +76,10 @@ struct RunArgs {
     /// Total run time, ramp-up included (30s, 2m, ...) [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Server address; bots connect to this address only.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
+    /// Server address; repeat for the servers of a cluster: bots are spread over them in
+    /// turn, each party group on its leader's server.
+    #[arg(long, default_value = "127.0.0.1:4433", num_args = 1)]
+    server: Vec<SocketAddr>,
     /// TLS server name.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -219,7 +220,12 @@ impl RunArgs {
             None => TokenSource::signing_key_file(&self.token_key, self.key_id, &self.audience)
                 .context("loading the token signing key (--token-key)")?,
         };
-        let mut c = Config::new(self.server, trust, tokens);
+        let (first, others) = self
+            .server
+            .split_first()
+            .context("--server: at least one address")?;
+        let mut c = Config::new(*first, trust, tokens);
+        c.other_servers = others.to_vec();
         if let Some(name) = &self.scenario {
             Scenario::load(name)?.apply(&mut c)?;
         }

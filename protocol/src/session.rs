@@ -40,7 +40,8 @@ pub enum ClientEvent {
     /// The server refused the session.
     Rejected(Reject),
     /// The player is live on another server: connect to `address` with `ticket` as the
-    /// token (the session is closed).
+    /// token (the session is closed). Before `Welcome`: another server owns the player;
+    /// after it: a draining cluster server handed the player to a peer (SPEC.md §2.3).
     Redirected(Redirect),
     /// Answer to request `id`, with the time since it was sent.
     Response {
@@ -235,7 +236,8 @@ impl ClientSession {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Rejected(r));
             }
-            (SessionState::AwaitingWelcome, ServerMsg::Redirect(r)) => {
+            // After `Welcome`: a draining cluster server hands the player to a peer (§2.3).
+            (SessionState::AwaitingWelcome | SessionState::Active, ServerMsg::Redirect(r)) => {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Redirected(r));
             }
@@ -473,6 +475,30 @@ mod tests {
         .expect("redirect");
         assert_eq!(s.poll_event(), Some(ClientEvent::Redirected(r)));
         assert_eq!(s.state(), SessionState::Closed);
+    }
+
+    #[test]
+    fn a_redirect_after_welcome_hands_the_session_over() {
+        let mut s = ClientSession::new("tok", "test");
+        s.hello().expect("hello");
+        s.handle_stream_data(
+            &server_frame(&ServerMsg::Welcome(welcome())),
+            Instant::now(),
+        )
+        .expect("welcome");
+        assert!(matches!(s.poll_event(), Some(ClientEvent::Welcome(_))));
+        let r = Redirect {
+            address: "127.0.0.1:4434".into(),
+            ticket: "t".into(),
+        };
+        s.handle_stream_data(
+            &server_frame(&ServerMsg::Redirect(r.clone())),
+            Instant::now(),
+        )
+        .expect("redirect while active");
+        assert_eq!(s.poll_event(), Some(ClientEvent::Redirected(r)));
+        assert_eq!(s.state(), SessionState::Closed);
+        assert!(s.send_input(InputCmd::default(), Instant::now()).is_err());
     }
 
     #[test]

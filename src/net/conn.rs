@@ -219,6 +219,22 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
     };
     let (session, inbox, resumed) = match verified {
         Verified::Login(_) => {
+            // Placement by load: an account-token login may be sent to a less loaded
+            // peer; a ticket-bearing one was placed already and is admitted here.
+            let ticket = claims
+                .audience
+                .starts_with(crate::cluster::TICKET_AUDIENCE_PREFIX);
+            if let (false, Some(placement), Some(tickets)) =
+                (ticket, &ctx.cluster.placement, &ctx.cluster.tickets)
+            {
+                if let Some((target, address)) = placement.login_target() {
+                    let r = Redirect {
+                        address: address.to_string(),
+                        ticket: tickets.mint(&claims.player, &target, now_secs),
+                    };
+                    return redirect(&ctx, &conn, control.send, r).await;
+                }
+            }
             let session = ctx.next_session();
             let inbox = ctx.sim.least_loaded();
             if let Err(code) = ctx.registry.claim(player_id, session, contact, &inbox) {

@@ -167,6 +167,10 @@ pub enum Control {
     Attach(Box<Join>),
     /// Send `Goaway` to every session and stop accepting joins.
     Drain,
+    /// Drain by migration (cluster mode): stop accepting joins, take every session out
+    /// of the simulation with a final checkpoint and hand it to the drain task once that
+    /// checkpoint is answered (it is redirected to a peer after its lease is released).
+    Migrate(Arc<crate::cluster::Handoffs>),
 }
 
 /// Inputs and requests; dropped and counted when the inbox is full.
@@ -346,6 +350,14 @@ impl Sim {
     pub fn drain(&self) {
         for inbox in &self.inboxes {
             inbox.control(Control::Drain);
+        }
+    }
+
+    /// Asks every worker to drain by migration: each session is handed to `handoffs` once
+    /// its final checkpoint is answered (see [`Control::Migrate`]).
+    pub fn migrate(&self, handoffs: &Arc<crate::cluster::Handoffs>) {
+        for inbox in &self.inboxes {
+            inbox.control(Control::Migrate(handoffs.clone()));
         }
     }
 

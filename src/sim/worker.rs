@@ -34,6 +34,7 @@ use zonehost_protocol::token::player_id;
 use super::persist::{self, Held, PendingLoad, Persist, PersistSettings};
 use super::wire;
 use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
+use crate::cluster::{Handoff, Handoffs};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
@@ -219,6 +220,10 @@ pub struct Worker {
     transfers: Vec<Transfer>,
     /// Persistence; `None` runs without a store (tests that step a worker).
     persist: Option<Persist>,
+    /// Drain by migration: where handed-off sessions go, once set.
+    handoffs: Option<Arc<Handoffs>>,
+    /// Handed-off sessions whose final checkpoint is in flight.
+    handoffs_waiting: HashMap<SessionId, Handoff>,
 }
 
 fn unix_micros() -> u64 {
@@ -278,6 +283,8 @@ impl Worker {
             meters: Meters::new(),
             transfers: Vec::new(),
             persist: None,
+            handoffs: None,
+            handoffs_waiting: HashMap::new(),
         }
     }
 
@@ -366,6 +373,7 @@ impl Worker {
                 Control::Detach { session } => self.detach(session),
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
+                Control::Migrate(handoffs) => self.migrate(handoffs),
             }
         }
         for _ in 0..self.inbox.work.len() {
@@ -1240,6 +1248,11 @@ impl Worker {
         if let Some(ended) = pending.ended.take() {
             let (player, session) = *ended;
             p.settings.session_done(player, session);
+            if let (Some(h), Some(handoffs)) =
+                (self.handoffs_waiting.remove(&session), &self.handoffs)
+            {
+                handoffs.push(h);
+            }
         }
         for h in pending.held {
             let body = if ok {
@@ -1552,6 +1565,48 @@ impl Worker {
             }
             self.leave(session);
         }
+        self.drain_loads();
+    }
+
+    /// Drain by migration: every session leaves the simulation with a final checkpoint
+    /// (as at a disconnect) but keeps its connection; once that checkpoint is answered
+    /// (and the lease ended) it is pushed to `handoffs`, whose drain task releases the
+    /// lease and sends the `Redirect`. Loads in progress are refused as in [`Worker::drain`].
+    fn migrate(&mut self, handoffs: Arc<Handoffs>) {
+        self.draining = true;
+        self.handoffs = Some(handoffs.clone());
+        let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for session in sessions {
+            let handoff = self.member(session).map(|m| Handoff {
+                player_id: m.join.player_id,
+                player_name: m.join.player_name.clone(),
+                session,
+                conn: m.join.conn.clone(),
+                outbox: m.join.outbox.clone(),
+                shared: m.join.shared.clone(),
+            });
+            self.leave(session);
+            let Some(handoff) = handoff else { continue };
+            if self.final_save_pending(session) {
+                self.handoffs_waiting.insert(session, handoff);
+            } else {
+                handoffs.push(handoff);
+            }
+        }
+        self.drain_loads();
+    }
+
+    /// Whether the final checkpoint of ended `session` is in flight.
+    fn final_save_pending(&self, session: SessionId) -> bool {
+        self.persist.as_ref().is_some_and(|p| {
+            p.saves
+                .values()
+                .any(|s| s.ended.as_ref().is_some_and(|e| e.1 == session))
+        })
+    }
+
+    /// Refuses the logins still loading and submits the drain barrier.
+    fn drain_loads(&mut self) {
         if let Some(p) = self.persist.as_mut() {
             let waiting: Vec<u64> = p.loads.keys().copied().collect();
             let joins: Vec<Box<Join>> = waiting

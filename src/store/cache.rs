@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::{
     record, IntegrityReport, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Owner,
-    PlayerRecord, SaveOutcome, Store, StoreError,
+    PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
 };
 
 /// Hit and miss counters of the player cache.
@@ -242,6 +242,19 @@ impl<S: Store> Store for CachedStore<S> {
     fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.inner.release_lease(lease)
     }
+
+    fn publish_load(
+        &self,
+        load: &ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.publish_load(load, ttl, now_ms)
+    }
+
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+        self.inner.server_loads(now_ms)
+    }
 }
 
 macro_rules! forward_store {
@@ -299,6 +312,17 @@ macro_rules! forward_store {
             }
             fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
                 (**self).release_lease(lease)
+            }
+            fn publish_load(
+                &self,
+                load: &ServerLoad,
+                ttl: Duration,
+                now_ms: u64,
+            ) -> Result<(), StoreError> {
+                (**self).publish_load(load, ttl, now_ms)
+            }
+            fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+                (**self).server_loads(now_ms)
             }
         }
     };
@@ -381,6 +405,12 @@ mod tests {
         }
         fn release_lease(&self, _: &Lease) -> Result<(), LeaseError> {
             Err(StoreError::Closed.into())
+        }
+        fn publish_load(&self, _: &ServerLoad, _: Duration, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn server_loads(&self, _: u64) -> Result<Vec<ServerLoad>, StoreError> {
+            Err(StoreError::Closed)
         }
     }
 

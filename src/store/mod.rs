@@ -674,6 +674,31 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Releases a held lease (its epoch is kept: the next holder gets a greater one).
     /// [`LeaseError::Lost`] if it is not held by this lease any more.
     fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError>;
+
+    /// Publishes `load` as its server's row of the `servers` table (replacing the
+    /// previous one), live until `now_ms + ttl` (see [`crate::placement`]).
+    fn publish_load(&self, load: &ServerLoad, ttl: Duration, now_ms: u64)
+        -> Result<(), StoreError>;
+
+    /// The rows of the `servers` table live at `now_ms` (a row whose lifetime ran out is
+    /// skipped: its server is taken for dead), ordered by server id.
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError>;
+}
+
+/// A server's published load: one row of the `servers` table (cluster mode, see
+/// [`crate::placement`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLoad {
+    /// The server (`[store] server_id`).
+    pub server_id: String,
+    /// Players it owns (sessions in its sim workers).
+    pub players: u32,
+    /// Mean busy fraction of its sim workers over the last report interval, per mille.
+    pub busy_permille: u32,
+    /// It drains: send nobody there.
+    pub draining: bool,
+    /// When it measured this, Unix milliseconds.
+    pub updated_at_ms: u64,
 }
 
 /// Which backend to use.

@@ -17,6 +17,9 @@
 //!   the same transaction as the item row.
 //! - `item_ops`: `op_id -> { op, outcome }`: the exactly-once log.
 //! - `leases`: `resource -> { holder, epoch, expires_at_ms }`.
+//! - `servers`: `server_id -> { load, expires_at_ms }`: each server's published load
+//!   ([`super::ServerLoad`]); expired rows are skipped on read and dropped at the next
+//!   publish.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::record::{self, decode_row, encode_row};
 use super::{
     Anomaly, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease,
-    LeaseError, Owner, PlayerRecord, SaveOutcome, Store, StoreError,
+    LeaseError, Owner, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
 };
 
 /// Schema version of the embedded file written by this build.
@@ -46,6 +49,7 @@ const OWNER_INDEX: TableDefinition<'_, (u8, u64, u128), ()> =
     TableDefinition::new("items_by_owner");
 const ITEM_OPS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("item_ops");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
+const SERVERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("servers");
 
 macro_rules! from_redb {
     ($($ty:ident => $ctx:literal,)*) => {$(
@@ -79,6 +83,13 @@ pub(crate) struct ItemRow {
 pub(crate) struct OpRow {
     pub(crate) op: ItemOp,
     pub(crate) outcome: ItemOutcome,
+}
+
+/// A `servers` row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ServerRow {
+    load: ServerLoad,
+    expires_at_ms: u64,
 }
 
 /// A lease row.
@@ -280,6 +291,7 @@ impl RedbStore {
             txn.open_table(OWNER_INDEX)?;
             txn.open_table(ITEM_OPS)?;
             txn.open_table(LEASES)?;
+            txn.open_table(SERVERS)?;
         }
         txn.commit()?;
         Ok(())
@@ -706,6 +718,55 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(())
+    }
+
+    fn publish_load(
+        &self,
+        load: &ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(SERVERS)?;
+            let mut expired = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                // An undecodable row is dropped too: it would be skipped on read anyway.
+                let dead =
+                    decode_row::<ServerRow>(v.value()).map_or(true, |r| r.expires_at_ms <= now_ms);
+                if dead && k.value() != load.server_id {
+                    expired.push(k.value().to_owned());
+                }
+            }
+            for k in expired {
+                table.remove(k.as_str())?;
+            }
+            let row = ServerRow {
+                load: load.clone(),
+                expires_at_ms: now_ms.saturating_add(ttl_ms(ttl)),
+            };
+            table.insert(load.server_id.as_str(), encode_row(&row)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SERVERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            match decode_row::<ServerRow>(v.value()) {
+                Ok(r) if r.expires_at_ms > now_ms => out.push(r.load),
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(server = k.value(), %reason, "servers row does not decode; skipped")
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -55,7 +55,7 @@ use tokio::sync::Semaphore;
 use super::record::{self, decode_row, encode_row};
 use super::{
     Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
-    ItemRecord, Lease, LeaseError, Owner, PlayerRecord, SaveOutcome, Store, StoreError,
+    ItemRecord, Lease, LeaseError, Owner, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
 };
 
 /// The schema version `deploy/scylla/schema.cql` creates.
@@ -418,6 +418,27 @@ struct LeaseRelease {
     if_epoch: i64,
 }
 
+#[derive(Debug, SerializeRow, DeserializeRow)]
+struct ServerRowCql {
+    server_id: String,
+    players: i32,
+    busy_permille: i32,
+    draining: bool,
+    updated_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+#[derive(Debug, SerializeRow)]
+struct ServerPublish {
+    server_id: String,
+    players: i32,
+    busy_permille: i32,
+    draining: bool,
+    updated_at_ms: i64,
+    expires_at_ms: i64,
+    ttl: i32,
+}
+
 #[derive(Debug, DeserializeRow)]
 struct KeyOnly {
     #[allow(dead_code)]
@@ -492,6 +513,8 @@ struct Statements {
     lease_extend: PreparedStatement,
     lease_release: PreparedStatement,
     scan_leases: PreparedStatement,
+    publish_load: PreparedStatement,
+    scan_servers: PreparedStatement,
 }
 
 impl std::fmt::Debug for Statements {
@@ -786,6 +809,23 @@ impl Statements {
                 s,
                 p,
                 "SELECT holder, epoch, expires_at_ms FROM leases",
+                Idempotent,
+            )
+            .await?,
+            publish_load: prepare(
+                s,
+                p,
+                "INSERT INTO servers (server_id, players, busy_permille, draining, \
+                 updated_at_ms, expires_at_ms) VALUES (:server_id, :players, :busy_permille, \
+                 :draining, :updated_at_ms, :expires_at_ms) USING TTL :ttl",
+                Idempotent,
+            )
+            .await?,
+            scan_servers: prepare(
+                s,
+                p,
+                "SELECT server_id, players, busy_permille, draining, updated_at_ms, \
+                 expires_at_ms FROM servers",
                 Idempotent,
             )
             .await?,
@@ -2014,6 +2054,53 @@ impl Store for ScyllaStore {
         let lease = lease.clone();
         lease_result(self.run(move |i| async move { Ok(i.release_lease(lease).await) }))
     }
+
+    fn publish_load(
+        &self,
+        load: &ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let expires = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let cell_ttl = ttl.as_secs().saturating_add(1 + LEASE_TTL_GRACE_SECS);
+        let row = ServerPublish {
+            server_id: load.server_id.clone(),
+            players: i32::try_from(load.players).unwrap_or(i32::MAX),
+            busy_permille: i32::try_from(load.busy_permille).unwrap_or(i32::MAX),
+            draining: load.draining,
+            updated_at_ms: i64_of(load.updated_at_ms, "updated_at_ms")?,
+            expires_at_ms: i64_of(expires, "expires_at_ms")?,
+            ttl: i32::try_from(cell_ttl).map_err(|_| StoreError::Invalid {
+                reason: format!("servers row ttl {cell_ttl} s out of range"),
+            })?,
+        };
+        self.run(move |i| async move {
+            i.execute(&i.st.publish_load, row, "publishing a server's load")
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+        self.run(move |i| async move {
+            let mut out = Vec::new();
+            i.scan::<ServerRowCql>(&i.st.scan_servers, (), "reading the servers' loads", |r| {
+                if u64::try_from(r.expires_at_ms).is_ok_and(|e| e > now_ms) {
+                    out.push(ServerLoad {
+                        server_id: r.server_id,
+                        players: u32::try_from(r.players).unwrap_or(0),
+                        busy_permille: u32::try_from(r.busy_permille).unwrap_or(0),
+                        draining: r.draining,
+                        updated_at_ms: u64::try_from(r.updated_at_ms).unwrap_or(0),
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+            out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+            Ok(out)
+        })
+    }
 }
 
 fn lease_result<T>(r: Result<Result<T, LeaseError>, StoreError>) -> Result<T, LeaseError> {
@@ -2037,6 +2124,7 @@ mod tests {
             "items_by_owner",
             "item_ops",
             "leases",
+            "servers",
         ] {
             assert!(
                 st.iter()

@@ -1,0 +1,452 @@
+//! Where players go in a cluster: placement by measured load.
+//!
+//! Every server of a cluster publishes its load to the store's `servers` table
+//! ([`crate::store::ServerLoad`]: the sim's busy fraction, its player count, whether it
+//! drains) every `[cluster] load_report_interval_ms`, with a lifetime of
+//! [`LOAD_TTL_INTERVALS`] intervals, and reads the other servers' rows back. A row that was
+//! not refreshed in time has expired: that server is taken for dead.
+//!
+//! # Choosing a peer
+//! [`Placement::least_loaded_peer`] picks, among the configured `[cluster.peers]` with a
+//! live row that are not draining, the one with the lowest *estimated* load: its published
+//! busy fraction plus, for every player sent to it since its row was read, its measured
+//! cost of one player (its busy fraction divided by its players; [`DEFAULT_PLAYER_COST`]
+//! when it has none). Players sent within one interval therefore spread over the peers
+//! instead of all going to the one that was idlest at the last read. Before the first read
+//! of the table (or when it cannot be read) peers are taken in turn.
+//!
+//! # Redirecting new logins
+//! A login (with an account token, not a ticket: a ticket-bearing login was placed
+//! already and is always admitted, so a player is never bounced twice by load) is
+//! redirected to the least-loaded peer while this server is *overloaded*:
+//! it turns overloaded when its own busy fraction is at least `redirect_above_permille`
+//! **and** at least `redirect_margin_permille` above the best peer's estimate; it stops
+//! being overloaded (hysteresis) when its busy fraction falls below
+//! `redirect_above_permille - redirect_margin_permille / 2` or the gap to the best peer
+//! below `redirect_margin_permille / 2`. The state is re-evaluated at every read of the
+//! table, so a burst of redirects within one interval raises the target's estimate and
+//! can end the state early. Drain by migration uses the same choice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::store::{ServerLoad, Store};
+use crate::telemetry::Stats;
+
+/// Rows live this many report intervals: a server missing two reports in a row is
+/// still live, one missing five is taken for dead.
+pub const LOAD_TTL_INTERVALS: u32 = 5;
+
+/// Estimated cost of one player, per mille of busy time, on a server with no player to
+/// measure it.
+pub const DEFAULT_PLAYER_COST: u32 = 2;
+
+/// Thresholds of [`Placement`] (from `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Own busy fraction (per mille) from which new logins may be redirected.
+    pub above_permille: u32,
+    /// How much more loaded (per mille) than the best peer this server must be.
+    pub margin_permille: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Live peers' last rows, by `server_id` (configured peers only, this server excluded).
+    loads: HashMap<String, ServerLoad>,
+    /// Whether the table was read at least once.
+    read: bool,
+    /// This server's last measured load.
+    own: Option<ServerLoad>,
+    /// Players sent to each peer since its row was read.
+    sent: HashMap<String, u32>,
+    /// Whether new logins are being redirected (see the module docs).
+    overloaded: bool,
+    /// Next peer in turn when the table was never read.
+    turn: usize,
+}
+
+/// Counters of placement.
+#[derive(Debug, Default)]
+pub struct PlacementCounters {
+    /// New logins redirected to a less loaded peer.
+    pub login_redirects: AtomicU64,
+    /// Load rows published.
+    pub published: AtomicU64,
+    /// Failures to publish or read the `servers` table.
+    pub store_errors: AtomicU64,
+}
+
+/// This server's view of the cluster's load (see the module docs).
+#[derive(Debug)]
+pub struct Placement {
+    own_id: String,
+    peers: BTreeMap<String, SocketAddr>,
+    thresholds: Thresholds,
+    state: Mutex<State>,
+    /// Counters.
+    pub counters: PlacementCounters,
+}
+
+impl Placement {
+    /// Placement for server `own_id` among `peers` (the configured map; `own_id` itself
+    /// is skipped).
+    pub fn new(
+        own_id: String,
+        peers: &BTreeMap<String, SocketAddr>,
+        thresholds: Thresholds,
+    ) -> Self {
+        let peers = peers
+            .iter()
+            .filter(|(id, _)| **id != own_id)
+            .map(|(id, a)| (id.clone(), *a))
+            .collect();
+        Self {
+            own_id,
+            peers,
+            thresholds,
+            state: Mutex::new(State::default()),
+            counters: PlacementCounters::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Field updates only: a panic elsewhere cannot leave it inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether there is any other server to send players to.
+    pub fn has_peers(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// This server's `server_id`.
+    pub fn own_id(&self) -> &str {
+        &self.own_id
+    }
+
+    fn estimate(load: &ServerLoad, sent: u32) -> u64 {
+        let cost = match load.players {
+            0 => DEFAULT_PLAYER_COST,
+            n => (load.busy_permille / n).max(1),
+        };
+        u64::from(load.busy_permille) + u64::from(sent) * u64::from(cost)
+    }
+
+    /// The best peer and its estimated load, without counting a player sent.
+    fn best(&self, st: &State) -> Option<(String, u64)> {
+        st.loads
+            .values()
+            .filter(|l| !l.draining && self.peers.contains_key(&l.server_id))
+            .map(|l| {
+                let sent = st.sent.get(&l.server_id).copied().unwrap_or(0);
+                (
+                    l.server_id.clone(),
+                    Self::estimate(l, sent),
+                    l.players + sent,
+                )
+            })
+            .min_by(|a, b| (a.1, a.2, &a.0).cmp(&(b.1, b.2, &b.0)))
+            .map(|(id, est, _)| (id, est))
+    }
+
+    /// The least-loaded live peer (see the module docs), counted as one more player sent
+    /// there. `None` when no peer is live (or none is configured).
+    pub fn least_loaded_peer(&self) -> Option<(String, SocketAddr)> {
+        let mut st = self.lock();
+        let id = if st.read {
+            self.best(&st)?.0
+        } else {
+            let n = self.peers.len();
+            if n == 0 {
+                return None;
+            }
+            let i = st.turn % n;
+            st.turn = st.turn.wrapping_add(1);
+            self.peers.keys().nth(i)?.clone()
+        };
+        *st.sent.entry(id.clone()).or_insert(0) += 1;
+        let address = *self.peers.get(&id)?;
+        Some((id, address))
+    }
+
+    /// Where a new login (account token) should go instead of here, if this server is
+    /// overloaded (see the module docs); counted as a player sent there.
+    pub fn login_target(&self) -> Option<(String, SocketAddr)> {
+        if !self.lock().overloaded {
+            return None;
+        }
+        let target = self.least_loaded_peer()?;
+        self.counters
+            .login_redirects
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("zonehost_cluster_login_redirects_total").increment(1);
+        Some(target)
+    }
+
+    /// Whether new logins are currently redirected.
+    pub fn is_overloaded(&self) -> bool {
+        self.lock().overloaded
+    }
+
+    /// Takes a fresh reading: this server's load `own` and the live rows of the table
+    /// (any server; unknown ones and this one are ignored). Resets the players counted as
+    /// sent and re-evaluates the overload state.
+    pub fn update(&self, own: ServerLoad, rows: Vec<ServerLoad>) {
+        let mut st = self.lock();
+        st.loads = rows
+            .into_iter()
+            .filter(|l| l.server_id != self.own_id && self.peers.contains_key(&l.server_id))
+            .map(|l| (l.server_id.clone(), l))
+            .collect();
+        st.read = true;
+        st.sent.clear();
+        let busy = u64::from(own.busy_permille);
+        st.own = Some(own);
+        let above = u64::from(self.thresholds.above_permille);
+        let margin = u64::from(self.thresholds.margin_permille);
+        st.overloaded = match self.best(&st) {
+            None => false,
+            Some((_, best)) => {
+                let gap = busy.saturating_sub(best);
+                if st.overloaded {
+                    busy + margin / 2 >= above && gap >= margin / 2
+                } else {
+                    busy >= above && gap >= margin
+                }
+            }
+        };
+    }
+
+    /// The live peers' rows of the last reading, ordered by server id.
+    pub fn peer_loads(&self) -> Vec<ServerLoad> {
+        let mut rows: Vec<ServerLoad> = self.lock().loads.values().cloned().collect();
+        rows.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+        rows
+    }
+
+    /// This server's last measured load.
+    pub fn own_load(&self) -> Option<ServerLoad> {
+        self.lock().own.clone()
+    }
+}
+
+/// Measures this server's load from its counters: the mean busy fraction of the sim
+/// workers since the previous call, and the players they own.
+#[derive(Debug)]
+pub struct LoadMeter {
+    stats: Arc<Stats>,
+    last_busy_us: u64,
+    last_at: std::time::Instant,
+}
+
+impl LoadMeter {
+    /// A meter starting now.
+    pub fn new(stats: Arc<Stats>) -> Self {
+        let last_busy_us = stats.tick_busy_us.load(Ordering::Relaxed);
+        Self {
+            stats,
+            last_busy_us,
+            last_at: std::time::Instant::now(),
+        }
+    }
+
+    /// The load since the last sample, as the row of server `server_id` at `now_ms`.
+    pub fn sample(&mut self, server_id: &str, draining: bool, now_ms: u64) -> ServerLoad {
+        let busy = self.stats.tick_busy_us.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let wall_us = now.duration_since(self.last_at).as_micros() as u64;
+        let workers = self.stats.workers.len().max(1) as u64;
+        let busy_permille = busy
+            .saturating_sub(self.last_busy_us)
+            .saturating_mul(1000)
+            .checked_div(wall_us.saturating_mul(workers))
+            .unwrap_or(0)
+            .min(1000) as u32;
+        self.last_busy_us = busy;
+        self.last_at = now;
+        let players: i64 = self
+            .stats
+            .workers
+            .iter()
+            .map(|w| w.players.load(Ordering::Relaxed))
+            .sum();
+        ServerLoad {
+            server_id: server_id.to_owned(),
+            players: players.max(0) as u32,
+            busy_permille,
+            draining,
+            updated_at_ms: now_ms,
+        }
+    }
+}
+
+/// One round of load reporting at `now_ms`: publishes `own` (with a lifetime of
+/// [`LOAD_TTL_INTERVALS`] × `interval`) and reads the table into `placement`. Blocking
+/// (store calls); failures are counted and logged, and leave the previous reading.
+pub fn report(
+    store: &dyn Store,
+    placement: &Placement,
+    own: ServerLoad,
+    interval: Duration,
+    now_ms: u64,
+) {
+    let ttl = interval * LOAD_TTL_INTERVALS;
+    metrics::gauge!("zonehost_cluster_load_permille").set(f64::from(own.busy_permille));
+    match store.publish_load(&own, ttl, now_ms) {
+        Ok(()) => {
+            placement.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            placement
+                .counters
+                .store_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "publishing this server's load failed");
+        }
+    }
+    match store.server_loads(now_ms) {
+        Ok(rows) => placement.update(own, rows),
+        Err(e) => {
+            placement
+                .counters
+                .store_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "reading the servers' loads failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(id: &str, busy: u32, players: u32) -> ServerLoad {
+        ServerLoad {
+            server_id: id.into(),
+            players,
+            busy_permille: busy,
+            draining: false,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn placement() -> Placement {
+        let peers = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    id.to_string(),
+                    SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16)),
+                )
+            })
+            .collect();
+        Placement::new(
+            "a".into(),
+            &peers,
+            Thresholds {
+                above_permille: 600,
+                margin_permille: 200,
+            },
+        )
+    }
+
+    #[test]
+    fn peers_are_taken_in_turn_before_the_table_is_read() {
+        let p = placement();
+        let ids: Vec<String> = (0..4)
+            .filter_map(|_| p.least_loaded_peer())
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(ids, ["b", "c", "b", "c"]);
+        assert_eq!(p.login_target(), None, "never overloaded before a reading");
+    }
+
+    #[test]
+    fn the_least_loaded_live_peer_wins_and_sent_players_spread() {
+        let p = placement();
+        // b is busier but holds few players; c is idle; a dead or draining server is
+        // never chosen (d is not configured, a is this server).
+        let mut draining = load("d", 0, 0);
+        draining.draining = true;
+        p.update(
+            load("a", 100, 10),
+            vec![
+                load("b", 300, 30),
+                load("c", 100, 50),
+                load("a", 0, 0),
+                draining,
+            ],
+        );
+        assert_eq!(p.least_loaded_peer().map(|t| t.0).as_deref(), Some("c"));
+        // c costs 2 per mille a player: after 100 players sent it estimates 300 and b
+        // (10 a player) takes the next one.
+        let mut to_c = 1;
+        while p.least_loaded_peer().map(|t| t.0).as_deref() == Some("c") {
+            to_c += 1;
+            assert!(to_c < 1000, "c never filled up");
+        }
+        assert_eq!(to_c, 100);
+        let mut b_draining = load("b", 0, 0);
+        b_draining.draining = true;
+        p.update(load("a", 0, 0), vec![b_draining]);
+        assert_eq!(p.least_loaded_peer(), None, "no live peer: nowhere to go");
+    }
+
+    #[test]
+    fn logins_are_redirected_only_when_clearly_more_loaded_with_hysteresis() {
+        let p = placement();
+        let peers = || vec![load("b", 200, 20), load("c", 300, 30)];
+        p.update(load("a", 550, 50), peers());
+        assert!(!p.is_overloaded(), "below redirect_above_permille");
+        p.update(
+            load("a", 650, 60),
+            vec![load("b", 500, 20), load("c", 500, 30)],
+        );
+        assert!(
+            !p.is_overloaded(),
+            "over the threshold but not 200 above the best"
+        );
+        p.update(load("a", 650, 60), peers());
+        assert!(p.is_overloaded());
+        let (to, _) = p.login_target().expect("redirected");
+        assert_eq!(to, "b");
+        assert_eq!(p.counters.login_redirects.load(Ordering::Relaxed), 1);
+        // Hysteresis: 520 is below the threshold but not by half the margin.
+        p.update(load("a", 520, 60), peers());
+        assert!(p.is_overloaded(), "stays on until 500");
+        p.update(load("a", 490, 60), peers());
+        assert!(!p.is_overloaded());
+        assert_eq!(p.login_target(), None);
+        // The gap closing ends it too.
+        p.update(load("a", 700, 60), peers());
+        assert!(p.is_overloaded());
+        p.update(
+            load("a", 700, 60),
+            vec![load("b", 620, 20), load("c", 650, 30)],
+        );
+        assert!(!p.is_overloaded(), "gap 80 < margin / 2");
+    }
+
+    #[test]
+    fn the_meter_reports_the_mean_busy_fraction_and_players() {
+        let stats = Arc::new(Stats::new(2));
+        let mut m = LoadMeter::new(stats.clone());
+        std::thread::sleep(Duration::from_millis(50));
+        stats.workers[0].players.store(3, Ordering::Relaxed);
+        stats.workers[1].players.store(4, Ordering::Relaxed);
+        // 50 ms busy in total over at least 2 × 50 ms of worker time: at most half.
+        stats.tick_busy_us.fetch_add(50_000, Ordering::Relaxed);
+        let l = m.sample("a", false, 7);
+        assert_eq!(l.players, 7);
+        assert!(l.busy_permille > 0 && l.busy_permille <= 500, "{l:?}");
+        assert_eq!(l.updated_at_ms, 7);
+        let again = m.sample("a", true, 8);
+        assert_eq!(again.busy_permille, 0, "nothing since the last sample");
+        assert!(again.draining);
+    }
+}
