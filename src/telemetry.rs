@@ -144,6 +144,10 @@ pub struct Stats {
     pub quic_lost_packets: AtomicU64,
     /// QUIC congestion events, summed over connections (sampled).
     pub quic_congestion_events: AtomicU64,
+    /// Players handed from one sim worker to another (party convergence).
+    pub sim_migrations: AtomicU64,
+    /// Messages a sim worker forwarded to the worker it had handed their session to.
+    pub sim_forwarded: AtomicU64,
     /// Per sim worker load, indexed by worker.
     pub workers: Vec<WorkerStats>,
     /// Further publishers run at scrape (the store's counters), set once at start-up.
@@ -454,6 +458,18 @@ pub const METRICS: &[MetricDef] = &[
         "Time each sim worker spent in ticks (rate / 1e6 = busy share of a core).",
     ),
     m(
+        "zonehost_sim_migrations_total",
+        Counter,
+        &[],
+        "Live players handed from one sim worker to another (a party member joining its leader's worker).",
+    ),
+    m(
+        "zonehost_sim_forwarded_total",
+        Counter,
+        &[],
+        "Inputs, requests and lifecycle messages a sim worker forwarded to the worker it had just handed their session to.",
+    ),
+    m(
         "zonehost_store_op_seconds",
         Histogram,
         &["op"],
@@ -597,6 +613,8 @@ impl Stats {
         c("zonehost_ticks_skipped_total", &self.ticks_skipped);
         c("zonehost_tick_busy_microseconds_total", &self.tick_busy_us);
         c("zonehost_quic_lost_packets_total", &self.quic_lost_packets);
+        c("zonehost_sim_migrations_total", &self.sim_migrations);
+        c("zonehost_sim_forwarded_total", &self.sim_forwarded);
         c(
             "zonehost_quic_congestion_events_total",
             &self.quic_congestion_events,
