@@ -2558,6 +2558,88 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_handover_waits_for_the_players_item_operations_in_flight() {
+        use crate::store::redb::RedbStore;
+        use crate::store::writer::StoreWorker;
+        use crate::store::{Owner as StoreOwner, Store};
+
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("zonehost-migrate-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Arc::new(RedbStore::open(&dir.join("store.redb")).expect("store"));
+        let store_worker =
+            StoreWorker::spawn(Box::new(store.clone()), &Config::default().store).expect("spawn");
+        let mut t = Two::new();
+        let settings = PersistSettings::new(3, Duration::from_secs(10));
+        t.workers = std::mem::take(&mut t.workers)
+            .into_iter()
+            .map(|w| w.with_store(store_worker.handle(), settings.for_worker()))
+            .collect();
+        // Tick until each is loaded and admitted (the store answers in the background);
+        // stop right at the member's admission.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let _a = t.join(1, "lead", 0);
+        while t.instance_of(1).is_none() {
+            assert!(Instant::now() < deadline, "leader never admitted");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        let _b = t.join(2, "memb", 1);
+        while t.instance_of(2).is_none() {
+            assert!(Instant::now() < deadline, "member never admitted");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        // A fresh character's starter kit is being created: item operations in flight.
+        let in_flight = |w: &Worker| {
+            w.persist.as_ref().map_or(0, |p| {
+                p.items.values().filter(|i| i.session == Some(2)).count()
+            })
+        };
+        assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
+        let town = t.settings_town();
+        assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
+        t.workers[1].migrate_settled(Instant::now());
+        assert_eq!(
+            t.instance_of(2).map(|(w, _)| w),
+            Some(1),
+            "no handover while item operations are in flight"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.instance_of(2).map(|(w, _)| w) != Some(0) {
+            assert!(Instant::now() < deadline, "handover never happened");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        assert_eq!(in_flight(&t.workers[1]), 0, "settled before it left");
+        // Exactly once: the store's items of the player are exactly its inventory.
+        let (_, inst) = t.instance_of(2).expect("placed");
+        let state = {
+            let i = t.workers[0].instances.get(&inst).expect("instance");
+            let m = i.members.iter().find(|m| m.session == 2).expect("member");
+            i.world.export_player(m.entity).expect("state")
+        };
+        let mut live: Vec<u128> = state.inventory.item_ids().map(|i| i.0).collect();
+        let mut stored: Vec<u128> = store
+            .items_of(StoreOwner::Player(player_id("memb")))
+            .expect("items")
+            .iter()
+            .map(|r| r.item_id)
+            .collect();
+        live.sort_unstable();
+        stored.sort_unstable();
+        assert!(!live.is_empty());
+        assert_eq!(live, stored);
+        drop(t);
+        store_worker.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     impl Two {
         fn settings_town(&self) -> u16 {
             self.workers[0]
