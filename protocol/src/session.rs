@@ -235,7 +235,9 @@ impl ClientSession {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Rejected(r));
             }
-            (SessionState::AwaitingWelcome, ServerMsg::Redirect(r)) => {
+            // Before `Welcome`: the login belongs elsewhere. After it: the player moves to
+            // another server of the cluster (its party's leader is there), SPEC §2.2.
+            (SessionState::AwaitingWelcome | SessionState::Active, ServerMsg::Redirect(r)) => {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Redirected(r));
             }
@@ -471,6 +473,29 @@ mod tests {
             Instant::now(),
         )
         .expect("redirect");
+        assert_eq!(s.poll_event(), Some(ClientEvent::Redirected(r)));
+        assert_eq!(s.state(), SessionState::Closed);
+    }
+
+    #[test]
+    fn redirect_after_welcome_moves_the_player() {
+        let mut s = ClientSession::new("tok", "test");
+        s.hello().expect("hello");
+        s.handle_stream_data(
+            &server_frame(&ServerMsg::Welcome(welcome())),
+            Instant::now(),
+        )
+        .expect("welcome");
+        assert!(matches!(s.poll_event(), Some(ClientEvent::Welcome(_))));
+        let r = Redirect {
+            address: "127.0.0.1:4434".into(),
+            ticket: "t2".into(),
+        };
+        s.handle_stream_data(
+            &server_frame(&ServerMsg::Redirect(r.clone())),
+            Instant::now(),
+        )
+        .expect("redirect while active");
         assert_eq!(s.poll_event(), Some(ClientEvent::Redirected(r)));
         assert_eq!(s.state(), SessionState::Closed);
     }
