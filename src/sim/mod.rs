@@ -167,6 +167,26 @@ pub enum Control {
     Attach(Box<Join>),
     /// Send `Goaway` to every session and stop accepting joins.
     Drain,
+    /// The party directory (cluster mode) mirrored a party `player` is a member of: mark
+    /// it in the world and move the player into its leader's instance.
+    PartyJoined {
+        /// Party (sim id).
+        party: zonehost_game::PartyId,
+        /// The member.
+        player: u64,
+    },
+    /// The party directory (cluster mode): `player` is in no party any more.
+    PartyLeft {
+        /// The player.
+        player: u64,
+    },
+    /// The party directory moves the session's player to its leader's server: end the
+    /// session here with its final checkpoint, without leaving the party and without
+    /// closing the connection (the directory sends the `Redirect`).
+    Handoff {
+        /// Session id.
+        session: SessionId,
+    },
     /// A live player handed over by another worker of this server (party convergence):
     /// its session, world state and requests that arrived during the handover.
     Migrate(Box<Migrant>),
@@ -346,6 +366,9 @@ pub struct SpawnError(#[from] std::io::Error);
 impl Sim {
     /// Starts `config.sim_workers` worker threads; with `store`, each worker persists its
     /// players through a handle of the store worker (see [`Worker::with_store`]).
+    /// `parties` is the party registry the workers share; with a `directory` (cluster
+    /// mode) it mirrors the store and party requests go to the directory.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: &Config,
         stats: Arc<Stats>,
@@ -353,8 +376,9 @@ impl Sim {
         resume: Arc<ResumeMinter>,
         content: Arc<Content>,
         store: Option<(&StoreWorker, PersistSettings)>,
+        parties: Arc<std::sync::Mutex<Parties>>,
+        directory: Option<crate::parties::PartyHandle>,
     ) -> Result<Self, SpawnError> {
-        let parties = Arc::new(std::sync::Mutex::new(Parties::new()));
         let mut salt = [0u8; 8];
         if getrandom::fill(&mut salt).is_err() {
             // Time is a weaker but still per-start salt.
@@ -389,6 +413,9 @@ impl Sim {
                 stop.clone(),
             )
             .with_peers(inboxes.clone());
+            if let Some(d) = &directory {
+                w = w.with_directory(d.clone());
+            }
             if let Some((store, persist)) = &store {
                 let mine = persist.for_worker();
                 flushed.push(mine.flushed.clone());

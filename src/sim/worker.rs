@@ -279,6 +279,8 @@ pub struct Worker {
     deferred: Vec<Work>,
     /// Sessions with a handover pending (stage 5).
     migrating: Vec<SessionId>,
+    /// The party directory (cluster mode): party requests and session ends go there.
+    directory: Option<crate::parties::PartyHandle>,
 }
 
 fn unix_micros() -> u64 {
@@ -342,7 +344,15 @@ impl Worker {
             forwarded: HashMap::new(),
             deferred: Vec::new(),
             migrating: Vec::new(),
+            directory: None,
         }
+    }
+
+    /// Sends party requests and session ends to the party directory (cluster mode)
+    /// instead of deciding them on the shared registry, which then only mirrors it.
+    pub fn with_directory(mut self, directory: crate::parties::PartyHandle) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Lets this worker hand players over to the other workers of its server: `inboxes`
@@ -442,6 +452,12 @@ impl Worker {
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
                 Control::Migrate(m) => self.migrate_in(m),
+                Control::PartyJoined { party, player } => {
+                    self.set_party_in_worlds(player, Some(party));
+                    self.join_leader_instance(party, player);
+                }
+                Control::PartyLeft { player } => self.set_party_in_worlds(player, None),
+                Control::Handoff { session } => self.leave_inner(session, true),
             }
         }
         for work in std::mem::take(&mut self.deferred) {
@@ -961,6 +977,7 @@ impl Worker {
     /// else the town).
     fn admit(&mut self, join: Box<Join>, loaded: Option<Loaded>) {
         let session = join.session;
+        let pid = join.player_id;
         let town = self.settings.content.town().map(|t| t.id);
         let saved_zone = loaded
             .as_ref()
@@ -1076,6 +1093,11 @@ impl Worker {
         if fresh {
             // A new character exists from its first second on.
             self.checkpoint(&[session]);
+        }
+        // A party member arriving (e.g. redirected to its leader's server) joins its
+        // leader's instance.
+        if let Some(party) = self.party_id_of(pid) {
+            self.join_leader_instance(party, pid);
         }
     }
 
@@ -1556,6 +1578,12 @@ impl Worker {
     }
 
     fn leave(&mut self, session: SessionId) {
+        self.leave_inner(session, false);
+    }
+
+    /// Ends a session with its final checkpoint. `handoff`: the player moves to another
+    /// server (party convergence): it stays in its party and its connection stays open.
+    fn leave_inner(&mut self, session: SessionId, handoff: bool) {
         if self.cancel_load(session) {
             return;
         }
@@ -1614,6 +1642,15 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_active, -1);
         }
         self.remove_instance_if_empty(instance_id);
+        if let Some(d) = &self.directory {
+            if !handoff
+                && d.call(crate::parties::PartyCall::Forget { player })
+                    .is_err()
+            {
+                tracing::warn!(player, "party directory queue full: the player stays in its party until it is cleaned up");
+            }
+            return;
+        }
         let change = {
             let mut parties = self
                 .settings
@@ -1710,7 +1747,9 @@ impl Worker {
     /// returns the message to handle here otherwise.
     fn forward_control(&mut self, msg: Control) -> Option<Control> {
         let session = match &msg {
-            Control::Leave { session } | Control::Detach { session } => *session,
+            Control::Leave { session }
+            | Control::Detach { session }
+            | Control::Handoff { session } => *session,
             Control::Attach(join) => join.session,
             _ => return Some(msg),
         };
@@ -2071,7 +2110,24 @@ impl Worker {
                     .map(|s| Response::Inventory(wire::inventory(&s)))
                     .ok_or(RequestError::Internal)
             }
-            party_request => self.party_request(player, party_request),
+            party_request => match &self.directory {
+                Some(d) => {
+                    // The directory answers once the store has decided.
+                    let call = crate::parties::PartyCall::Request {
+                        player,
+                        id,
+                        body: party_request,
+                        received_at,
+                    };
+                    if d.call(call).is_err() {
+                        if let Some(m) = self.member(session) {
+                            respond(&m.join, id, Err(RequestError::RateLimited));
+                        }
+                    }
+                    return;
+                }
+                None => self.party_request(player, party_request),
+            },
         };
         if let Some(m) = self.member(session) {
             respond(&m.join, id, body);
