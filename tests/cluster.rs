@@ -575,3 +575,136 @@ async fn party_spread_over_servers_converges() {
     drop(lead);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_requests_across_servers_follow_the_rules() {
+    use common::bot::Bot;
+    use zonehost_client::Incoming;
+    use zonehost_protocol::message::{Event, PartyEvent, Request, RequestError, Response};
+    use zonehost_protocol::token::player_id;
+    use zonehost_protocol::ClientEvent;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = Bot::connect(
+        &endpoint,
+        cluster.server(0).addr(),
+        &cluster.server(0).token("rlead"),
+        "rlead",
+    )
+    .await
+    .expect("leader joins");
+    let mut m = Bot::connect(
+        &endpoint,
+        cluster.server(1).addr(),
+        &cluster.server(1).token("rmem"),
+        "rmem",
+    )
+    .await
+    .expect("member joins");
+    let invite = |name: &str| Request::PartyInvite {
+        player: name.into(),
+    };
+    assert_eq!(
+        lead.request(invite("nobody-online")).await,
+        Err(RequestError::NoSuchPlayer)
+    );
+    assert_eq!(
+        lead.request(invite("rlead")).await,
+        Err(RequestError::SelfInvite)
+    );
+    assert_eq!(
+        m.request(Request::PartyAccept).await,
+        Err(RequestError::NoInvite)
+    );
+    assert_eq!(
+        m.request(Request::PartyLeave).await,
+        Err(RequestError::NotInParty)
+    );
+    // An invitation declined on b reaches the leader on a.
+    assert_eq!(lead.request(invite("rmem")).await, Ok(Response::Done));
+    pump_until(&mut m, "the invitation", |inc| {
+        matches!(
+            inc,
+            Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { .. })))
+        )
+        .then_some(())
+    })
+    .await;
+    assert_eq!(m.request(Request::PartyDecline).await, Ok(Response::Done));
+    pump_until(&mut lead, "the decline", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by })))
+            if by == "rmem" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .store
+            .party_of(player_id("rlead"))
+            .expect("party_of"),
+        None,
+        "an unanswered invitation leaves no party behind"
+    );
+    assert_eq!(
+        m.request(Request::PartyDecline).await,
+        Err(RequestError::NoInvite),
+        "declined once"
+    );
+    // Invited again and accepted: the member moves to a; then it leaves the game and the
+    // party of two disbands in the store.
+    assert_eq!(lead.request(invite("rmem")).await, Ok(Response::Done));
+    pump_until(&mut m, "the second invitation", |inc| {
+        matches!(
+            inc,
+            Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { .. })))
+        )
+        .then_some(())
+    })
+    .await;
+    let _ = m.client.request(Request::PartyAccept).await.expect("sent");
+    let redirect = pump_until(&mut m, "the redirect", |inc| match inc {
+        Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    let addr: SocketAddr = redirect.address.parse().expect("address");
+    let mut m = Bot::connect(&endpoint, addr, &redirect.ticket, "rmem")
+        .await
+        .expect("follows the redirect");
+    assert_eq!(
+        lead.request(Request::PartyKick {
+            player: "rlead".into()
+        })
+        .await,
+        Err(RequestError::NotMember),
+        "the leader cannot kick itself"
+    );
+    assert_eq!(
+        m.request(Request::PartyKick {
+            player: "rlead".into()
+        })
+        .await,
+        Err(RequestError::NotLeader)
+    );
+    let party = cluster
+        .store
+        .party_of(player_id("rmem"))
+        .expect("party_of")
+        .expect("in the party");
+    m.client.close().await.expect("bye");
+    let store = cluster.store.clone();
+    eventually("the party disbands in the store", WAIT, || {
+        store.load_party(party).ok().flatten().is_none()
+    })
+    .await;
+    assert_eq!(
+        lead.request(Request::PartyLeave).await,
+        Err(RequestError::NotInParty)
+    );
+    drop(lead);
+    cluster.stop().await;
+}
