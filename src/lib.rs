@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod net;
 pub mod ops;
+pub mod parties;
 pub mod placement;
 pub mod session;
 pub mod sim;
@@ -370,6 +371,36 @@ pub async fn start_with(
     if let Some(l) = &player_leases {
         persist = persist.with_leases(l.clone());
     }
+    let tickets = if config.cluster.enabled {
+        Some(Arc::new(cluster::Tickets::new(cluster::load_ticket_key(
+            &config.cluster,
+            &config.data_dir,
+        )?)))
+    } else {
+        None
+    };
+    // Parties: one registry shared by the workers; in cluster mode it mirrors the store,
+    // kept by the party directory (see `parties`).
+    let party_mirror = Arc::new(std::sync::Mutex::new(zonehost_game::Parties::new()));
+    let directory = match (&player_leases, &tickets) {
+        (Some(leases), Some(tickets)) => Some(Arc::new(
+            parties::Directory::spawn(
+                parties::DirectorySettings {
+                    store: store.clone(),
+                    server_id: config.store.server_id.clone(),
+                    registry: registry.clone(),
+                    mirror: party_mirror.clone(),
+                    leases: leases.clone(),
+                    tickets: tickets.clone(),
+                    peers: config.cluster.peers.clone(),
+                    stats: stats.clone(),
+                },
+                config.inbox_capacity,
+            )
+            .map_err(ServerError::StoreWorker)?,
+        )),
+        _ => None,
+    };
     let sim = Arc::new(Sim::start(
         &config,
         stats.clone(),
@@ -377,6 +408,8 @@ pub async fn start_with(
         resume.clone(),
         content,
         Some((&store_worker, persist)),
+        party_mirror,
+        directory.as_ref().map(|d| d.handle()),
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
@@ -393,19 +426,9 @@ pub async fn start_with(
         config.token_skew_secs,
         resume.keys(),
     );
-    let tickets = if config.cluster.enabled {
-        let tickets = Arc::new(cluster::Tickets::new(cluster::load_ticket_key(
-            &config.cluster,
-            &config.data_dir,
-        )?));
-        auth = auth.with_tickets(
-            tickets.keys(),
-            cluster::ticket_audience(&config.store.server_id),
-        );
-        Some(tickets)
-    } else {
-        None
-    };
+    if let Some(t) = &tickets {
+        auth = auth.with_tickets(t.keys(), cluster::ticket_audience(&config.store.server_id));
+    }
     let placement = config.cluster.enabled.then(|| {
         Arc::new(placement::Placement::new(
             config.store.server_id.clone(),
@@ -489,7 +512,13 @@ pub async fn start_with(
             let _ = keeper_stop.send(true);
             let _ = drain_tx.send(true);
             // The workers stop first, so that no session leaves (and checkpoints).
-            let _ = tokio::task::spawn_blocking(move || sim.stop()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                sim.stop();
+                if let Some(d) = directory {
+                    d.stop();
+                }
+            })
+            .await;
             endpoint.close(
                 zonehost_protocol::message::close_code::SHUTDOWN.into(),
                 b"crash",
@@ -501,7 +530,7 @@ pub async fn start_with(
         tracing::info!(migrate = migration.is_some(), "draining");
         let _ = drain_tx.send(true);
         match &migration {
-            Some(m) => sim.migrate(&m.handoffs),
+            Some(m) => sim.drain_to_peers(&m.handoffs),
             None => sim.drain(),
         }
         while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())
@@ -535,6 +564,9 @@ pub async fn start_with(
         // which executes everything queued before it stops.
         let _ = tokio::task::spawn_blocking(move || {
             sim.stop();
+            if let Some(d) = directory {
+                d.stop();
+            }
             store_worker.stop();
         })
         .await;

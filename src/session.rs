@@ -12,7 +12,7 @@ use zonehost_protocol::token::{parse, sign, Claims, KeySet, TokenError, CLAIMS_V
 use crate::config::SecondLogin;
 use tokio::sync::mpsc;
 
-use crate::sim::{ConnShared, Control, Inbox, Link, Outgoing, SessionId};
+use crate::sim::{ConnShared, Control, IntoRoute, Link, Outgoing, Route, SessionId};
 use crate::telemetry::DisconnectCause;
 
 /// Audience of resume tokens (minted by this server for its own sessions).
@@ -175,7 +175,7 @@ pub struct Contact {
 struct Entry {
     session: SessionId,
     contact: Contact,
-    inbox: Arc<Inbox>,
+    route: Arc<Route>,
     /// The connection was lost; the session waits in its world for a resume.
     detached: bool,
 }
@@ -203,7 +203,7 @@ impl Registry {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `player_id` for a new `session` owned by the worker behind `inbox`. With
+    /// Claims `player_id` for a new `session` owned by the worker `route` leads to. With
     /// `refuse`, fails if the player is live; with `take_over`, closes the old connection
     /// and claims the player. A detached session is always ended in favour of a login.
     pub fn claim(
@@ -211,12 +211,12 @@ impl Registry {
         player_id: u64,
         session: SessionId,
         contact: Contact,
-        inbox: &Arc<Inbox>,
+        route: impl IntoRoute,
     ) -> Result<(), RejectCode> {
         let mut live = self.lock();
         if let Some(old) = live.get(&player_id) {
             if old.detached {
-                old.inbox.control(Control::Leave {
+                old.route.control(Control::Leave {
                     session: old.session,
                 });
             } else {
@@ -234,7 +234,7 @@ impl Registry {
         let entry = Entry {
             session,
             contact,
-            inbox: inbox.clone(),
+            route: route.into_route(),
             detached: false,
         };
         live.insert(player_id, entry);
@@ -256,7 +256,7 @@ impl Registry {
         match live.get(&player_id) {
             Some(e) if e.session == session => {
                 if e.detached {
-                    e.inbox.control(Control::Leave { session });
+                    e.route.control(Control::Leave { session });
                 } else {
                     e.contact.shared.set_cause(cause);
                     e.contact.conn.close(code, cause.as_str().as_bytes());
@@ -280,17 +280,17 @@ impl Registry {
     }
 
     /// Re-attaches the detached session of `player_id` to a new connection; returns the
-    /// session id and the inbox of the worker that owns it.
+    /// session id and its route to the worker that owns it.
     pub fn reattach(
         &self,
         player_id: u64,
         contact: Contact,
-    ) -> Result<(SessionId, Arc<Inbox>), RejectCode> {
+    ) -> Result<(SessionId, Arc<Route>), RejectCode> {
         match self.lock().get_mut(&player_id) {
             Some(e) if e.detached => {
                 e.detached = false;
                 e.contact = contact;
-                Ok((e.session, e.inbox.clone()))
+                Ok((e.session, e.route.clone()))
             }
             Some(_) => Err(RejectCode::AlreadyConnected),
             None => Err(RejectCode::SessionExpired),
@@ -311,6 +311,14 @@ impl Registry {
             .get(&player_id)
             .filter(|e| !e.detached)
             .map(|e| e.contact.clone())
+    }
+
+    /// The route of a live player's session (attached or detached): which sim worker
+    /// owns it.
+    pub fn route(&self, player_id: u64) -> Option<(SessionId, Arc<Route>)> {
+        self.lock()
+            .get(&player_id)
+            .map(|e| (e.session, e.route.clone()))
     }
 
     /// The name of a live player (attached or detached).

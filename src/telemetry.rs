@@ -147,6 +147,22 @@ pub struct Stats {
     pub quic_lost_packets: AtomicU64,
     /// QUIC congestion events, summed over connections (sampled).
     pub quic_congestion_events: AtomicU64,
+    /// Players handed from one sim worker to another (party convergence).
+    pub sim_migrations: AtomicU64,
+    /// Messages a sim worker forwarded to the worker it had handed their session to.
+    pub sim_forwarded: AtomicU64,
+    /// Party records written (cluster mode; compare-and-set that won).
+    pub party_writes: AtomicU64,
+    /// Party writes that lost a compare-and-set and were retried.
+    pub party_write_conflicts: AtomicU64,
+    /// Party mails posted to other servers' mailboxes.
+    pub party_mail_sent: AtomicU64,
+    /// Party mails read from this server's mailbox.
+    pub party_mail_received: AtomicU64,
+    /// Party mails that did not decode (dropped).
+    pub party_mail_invalid: AtomicU64,
+    /// Party members handed to their leader's server (saved, lease released, redirected).
+    pub party_handoffs: AtomicU64,
     /// Per sim worker load, indexed by worker.
     pub workers: Vec<WorkerStats>,
     /// Further publishers run at scrape (the store's counters), set once at start-up.
@@ -457,6 +473,36 @@ pub const METRICS: &[MetricDef] = &[
         "Time each sim worker spent in ticks (rate / 1e6 = busy share of a core).",
     ),
     m(
+        "zonehost_sim_migrations_total",
+        Counter,
+        &[],
+        "Live players handed from one sim worker to another (a party member joining its leader's worker).",
+    ),
+    m(
+        "zonehost_sim_forwarded_total",
+        Counter,
+        &[],
+        "Inputs, requests and lifecycle messages a sim worker forwarded to the worker it had just handed their session to.",
+    ),
+    m(
+        "zonehost_party_writes_total",
+        Counter,
+        &["result"],
+        "Party records written in the store (cluster mode), by result: written (the compare-and-set won) or conflict (lost and retried).",
+    ),
+    m(
+        "zonehost_party_mail_total",
+        Counter,
+        &["direction"],
+        "Party messages between servers through the store's mailboxes, by direction: sent, received, invalid (did not decode, dropped).",
+    ),
+    m(
+        "zonehost_party_handoffs_total",
+        Counter,
+        &[],
+        "Party members handed to their leader's server: saved, lease released, redirected with a ticket.",
+    ),
+    m(
         "zonehost_store_op_seconds",
         Histogram,
         &["op"],
@@ -618,6 +664,20 @@ impl Stats {
         c("zonehost_ticks_skipped_total", &self.ticks_skipped);
         c("zonehost_tick_busy_microseconds_total", &self.tick_busy_us);
         c("zonehost_quic_lost_packets_total", &self.quic_lost_packets);
+        c("zonehost_sim_migrations_total", &self.sim_migrations);
+        c("zonehost_sim_forwarded_total", &self.sim_forwarded);
+        counter!("zonehost_party_writes_total", "result" => "written")
+            .absolute(Self::get(&self.party_writes));
+        counter!("zonehost_party_writes_total", "result" => "conflict")
+            .absolute(Self::get(&self.party_write_conflicts));
+        for (direction, v) in [
+            ("sent", &self.party_mail_sent),
+            ("received", &self.party_mail_received),
+            ("invalid", &self.party_mail_invalid),
+        ] {
+            counter!("zonehost_party_mail_total", "direction" => direction).absolute(Self::get(v));
+        }
+        c("zonehost_party_handoffs_total", &self.party_handoffs);
         c(
             "zonehost_quic_congestion_events_total",
             &self.quic_congestion_events,

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::{ItemRecord, Owner, Store};
-use zonehost::telemetry::DisconnectCause;
+use zonehost::telemetry::{DisconnectCause, Stats};
 use zonehost_client::{Client, Incoming};
 use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
 use zonehost_protocol::ClientEvent;
@@ -566,5 +566,325 @@ async fn a_busier_server_sends_new_logins_to_the_least_loaded_peer_once() {
     );
 
     drop(on_b);
+    cluster.stop().await;
+}
+
+/// Pumps `bot` until `f` picks something out of what it receives (events are kept in
+/// `bot.events` otherwise); panics after [`WAIT`].
+async fn pump_until<T>(
+    bot: &mut common::bot::Bot,
+    what: &str,
+    mut f: impl FnMut(&zonehost_client::Incoming) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{}: timed out waiting for {what}",
+            bot.name
+        );
+        let next = tokio::time::timeout(left, bot.client.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", bot.name))
+            .unwrap_or_else(|e| panic!("{}: connection ended waiting for {what}: {e}", bot.name));
+        if let Some(t) = f(&next) {
+            return t;
+        }
+        bot.handle(next);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_spread_over_servers_converges() {
+    use common::bot::Bot;
+    use zonehost_client::Incoming;
+    use zonehost_protocol::message::{Event, PartyEvent, Request, Response};
+    use zonehost_protocol::token::player_id;
+    use zonehost_protocol::ClientEvent;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let join = |i: usize, name: &'static str| {
+        let addr = cluster.server(i).addr();
+        let token = cluster.server(i).token(name);
+        let endpoint = endpoint.clone();
+        async move {
+            Bot::connect(&endpoint, addr, &token, name)
+                .await
+                .unwrap_or_else(|e| panic!("{name} joins: {e:?}"))
+        }
+    };
+    // The leader on a, one member on b, one on c.
+    let mut lead = join(0, "plead").await;
+    let mut members = vec![join(1, "pmem1").await, join(2, "pmem2").await];
+    // Each member's starter kit is committed (its inventory and the store agree).
+    let mut items_before = Vec::new();
+    for m in members.iter_mut() {
+        let inv = m.inventory().await;
+        let count = inv.bag.len() + inv.equipment.len();
+        assert!(count > 0, "a starter kit");
+        let store = cluster.store.clone();
+        let name = m.name.clone();
+        eventually("the starter kit is stored", WAIT, || {
+            items(&*store, &name).len() == count
+        })
+        .await;
+        items_before.push(count);
+    }
+    for (i, m) in members.iter_mut().enumerate() {
+        let name = m.name.clone();
+        assert_eq!(
+            lead.request(Request::PartyInvite {
+                player: name.clone()
+            })
+            .await,
+            Ok(Response::Done),
+            "invite {name}"
+        );
+        // The invitation crosses servers through the store's mailbox of the member's server.
+        pump_until(m, "the invitation", |inc| match inc {
+            Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { by })))
+                if by == "plead" =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+        let id = m
+            .client
+            .request(Request::PartyAccept)
+            .await
+            .expect("accept sent");
+        // The member's server answers, saves it, releases its lease and redirects it to
+        // the leader's server with a ticket.
+        let mut accepted = false;
+        let redirect = pump_until(m, "the redirect", |inc| match inc {
+            Incoming::Event(ClientEvent::Response { id: rid, body, .. }) if *rid == id => {
+                assert_eq!(body, &Ok(Response::Done), "accept");
+                accepted = true;
+                None
+            }
+            Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(accepted, "the accept was answered before the redirect");
+        assert_eq!(
+            redirect.address,
+            cluster.server(0).addr().to_string(),
+            "sent to the leader's server"
+        );
+        let addr: SocketAddr = redirect.address.parse().expect("address");
+        let mut moved = Bot::connect(&endpoint, addr, &redirect.ticket, &name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} follows the redirect: {e:?}"));
+        let deadline = Instant::now() + WAIT;
+        while moved.instance != lead.instance {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never entered the leader's instance {} (is in {})",
+                lead.instance,
+                moved.instance
+            );
+            moved.pump().await.expect("connection alive");
+        }
+        assert_eq!(
+            Stats::get(&cluster.server(i + 1).server.stats.party_handoffs),
+            1
+        );
+        *m = moved;
+    }
+    // Everyone is on a, in one instance, in one party the store knows.
+    let party = cluster
+        .store
+        .party_of(player_id("plead"))
+        .expect("party_of")
+        .expect("the leader has a party");
+    for n in ["pmem1", "pmem2"] {
+        assert_eq!(
+            cluster.store.party_of(player_id(n)).expect("party_of"),
+            Some(party),
+            "{n}"
+        );
+        let lease = cluster
+            .store
+            .lease_of(
+                &format!("player:{}", player_id(n)),
+                common::unix_now() * 1000,
+            )
+            .expect("lease_of")
+            .expect("leased");
+        assert_eq!(lease.holder, "a", "{n} is owned by the leader's server");
+    }
+    let record = cluster
+        .store
+        .load_party(party)
+        .expect("load")
+        .expect("party");
+    assert_eq!(record.members.len(), 3);
+    assert_eq!(record.leader, player_id("plead"));
+    // The leader hears of the full party.
+    pump_until(&mut lead, "the full party", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Members {
+            members, ..
+        }))) if members.len() == 3 => Some(()),
+        _ => None,
+    })
+    .await;
+    // Nothing was lost or duplicated on the way.
+    for (m, before) in members.iter_mut().zip(items_before) {
+        let inv = m.inventory().await;
+        assert_eq!(
+            inv.bag.len() + inv.equipment.len(),
+            before,
+            "{}'s inventory",
+            m.name
+        );
+        assert_eq!(
+            items(&*cluster.store, &m.name).len(),
+            before,
+            "{}'s items",
+            m.name
+        );
+    }
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    drop(members);
+    drop(lead);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_requests_across_servers_follow_the_rules() {
+    use common::bot::Bot;
+    use zonehost_client::Incoming;
+    use zonehost_protocol::message::{Event, PartyEvent, Request, RequestError, Response};
+    use zonehost_protocol::token::player_id;
+    use zonehost_protocol::ClientEvent;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = Bot::connect(
+        &endpoint,
+        cluster.server(0).addr(),
+        &cluster.server(0).token("rlead"),
+        "rlead",
+    )
+    .await
+    .expect("leader joins");
+    let mut m = Bot::connect(
+        &endpoint,
+        cluster.server(1).addr(),
+        &cluster.server(1).token("rmem"),
+        "rmem",
+    )
+    .await
+    .expect("member joins");
+    let invite = |name: &str| Request::PartyInvite {
+        player: name.into(),
+    };
+    assert_eq!(
+        lead.request(invite("nobody-online")).await,
+        Err(RequestError::NoSuchPlayer)
+    );
+    assert_eq!(
+        lead.request(invite("rlead")).await,
+        Err(RequestError::SelfInvite)
+    );
+    assert_eq!(
+        m.request(Request::PartyAccept).await,
+        Err(RequestError::NoInvite)
+    );
+    assert_eq!(
+        m.request(Request::PartyLeave).await,
+        Err(RequestError::NotInParty)
+    );
+    // An invitation declined on b reaches the leader on a.
+    assert_eq!(lead.request(invite("rmem")).await, Ok(Response::Done));
+    pump_until(&mut m, "the invitation", |inc| {
+        matches!(
+            inc,
+            Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { .. })))
+        )
+        .then_some(())
+    })
+    .await;
+    assert_eq!(m.request(Request::PartyDecline).await, Ok(Response::Done));
+    pump_until(&mut lead, "the decline", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by })))
+            if by == "rmem" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .store
+            .party_of(player_id("rlead"))
+            .expect("party_of"),
+        None,
+        "an unanswered invitation leaves no party behind"
+    );
+    assert_eq!(
+        m.request(Request::PartyDecline).await,
+        Err(RequestError::NoInvite),
+        "declined once"
+    );
+    // Invited again and accepted: the member moves to a; then it leaves the game and the
+    // party of two disbands in the store.
+    assert_eq!(lead.request(invite("rmem")).await, Ok(Response::Done));
+    pump_until(&mut m, "the second invitation", |inc| {
+        matches!(
+            inc,
+            Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { .. })))
+        )
+        .then_some(())
+    })
+    .await;
+    let _ = m.client.request(Request::PartyAccept).await.expect("sent");
+    let redirect = pump_until(&mut m, "the redirect", |inc| match inc {
+        Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    let addr: SocketAddr = redirect.address.parse().expect("address");
+    let mut m = Bot::connect(&endpoint, addr, &redirect.ticket, "rmem")
+        .await
+        .expect("follows the redirect");
+    assert_eq!(
+        lead.request(Request::PartyKick {
+            player: "rlead".into()
+        })
+        .await,
+        Err(RequestError::NotMember),
+        "the leader cannot kick itself"
+    );
+    assert_eq!(
+        m.request(Request::PartyKick {
+            player: "rlead".into()
+        })
+        .await,
+        Err(RequestError::NotLeader)
+    );
+    let party = cluster
+        .store
+        .party_of(player_id("rmem"))
+        .expect("party_of")
+        .expect("in the party");
+    m.client.close().await.expect("bye");
+    let store = cluster.store.clone();
+    eventually("the party disbands in the store", WAIT, || {
+        store.load_party(party).ok().flatten().is_none()
+    })
+    .await;
+    assert_eq!(
+        lead.request(Request::PartyLeave).await,
+        Err(RequestError::NotInParty)
+    );
+    drop(lead);
     cluster.stop().await;
 }

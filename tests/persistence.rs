@@ -652,6 +652,47 @@ impl Store for FlakySaves {
     ) -> Result<Vec<zonehost::store::ServerLoad>, zonehost::store::StoreError> {
         self.inner.server_loads(now_ms)
     }
+    fn lease_of(
+        &self,
+        resource: &str,
+        now_ms: u64,
+    ) -> Result<Option<zonehost::store::Lease>, zonehost::store::StoreError> {
+        self.inner.lease_of(resource, now_ms)
+    }
+    fn load_party(
+        &self,
+        party_id: u64,
+    ) -> Result<Option<zonehost::store::PartyRecord>, zonehost::store::StoreError> {
+        self.inner.load_party(party_id)
+    }
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, zonehost::store::StoreError> {
+        self.inner.party_of(player_id)
+    }
+    fn write_party(
+        &self,
+        party: &zonehost::store::PartyRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, zonehost::store::StoreError> {
+        self.inner.write_party(party, expected)
+    }
+    fn post_mail(
+        &self,
+        server: &str,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<u128, zonehost::store::StoreError> {
+        self.inner.post_mail(server, body, now_ms)
+    }
+    fn read_mail(
+        &self,
+        server: &str,
+        max: usize,
+    ) -> Result<Vec<zonehost::store::Mail>, zonehost::store::StoreError> {
+        self.inner.read_mail(server, max)
+    }
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), zonehost::store::StoreError> {
+        self.inner.delete_mail(server, ids)
+    }
 }
 
 #[derive(Debug, Default)]

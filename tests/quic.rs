@@ -512,3 +512,116 @@ async fn connection_survives_a_client_address_change() {
     );
     server.stop().await;
 }
+
+/// Waits (pumping `bot`) until it has received a party event matching `f`.
+async fn party_event(
+    bot: &mut common::bot::Bot,
+    mut f: impl FnMut(&zonehost_protocol::message::PartyEvent) -> bool,
+) {
+    use zonehost_protocol::message::Event;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = bot
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::Party(p) if f(p)));
+        if let Some(i) = found {
+            bot.events.remove(i);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no such party event",
+            bot.name
+        );
+        bot.pump().await.expect("connection alive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_members_on_different_sim_workers_share_the_leaders_instance() {
+    use common::bot::Bot;
+    use zonehost_protocol::message::{Event, PartyEvent};
+
+    let server = TestServer::start(|c| c.sim_workers = 2).await;
+    let endpoint = client_endpoint(&server);
+    let workers = &server.server.stats.workers;
+    let players = |i: usize| workers[i].players.load(Ordering::Relaxed);
+    // One after the other: each login goes to the least-loaded worker.
+    let mut leader = Bot::connect(&endpoint, server.addr(), &server.token("lead"), "lead")
+        .await
+        .expect("leader joins");
+    eventually("the leader is counted on a worker", || {
+        players(0) + players(1) == 1
+    })
+    .await;
+    let mut member = Bot::connect(&endpoint, server.addr(), &server.token("memb"), "memb")
+        .await
+        .expect("member joins");
+    eventually("one player on each worker", || {
+        players(0) == 1 && players(1) == 1
+    })
+    .await;
+    assert_ne!(
+        leader.instance, member.instance,
+        "solo players: own instances"
+    );
+    let bag_before = member.inventory().await;
+
+    let invite = Request::PartyInvite {
+        player: "memb".into(),
+    };
+    assert_eq!(leader.request(invite).await, Ok(Response::Done));
+    party_event(
+        &mut member,
+        |e| matches!(e, PartyEvent::Invited { by } if by == "lead"),
+    )
+    .await;
+    assert_eq!(
+        member.request(Request::PartyAccept).await,
+        Ok(Response::Done)
+    );
+    // The member is handed to the leader's worker and enters the leader's instance.
+    let deadline = Instant::now() + WAIT;
+    while member.instance != leader.instance {
+        assert!(
+            Instant::now() < deadline,
+            "member never entered the leader's instance {} (is in {})",
+            leader.instance,
+            member.instance
+        );
+        member.pump().await.expect("connection alive");
+    }
+    assert!(member.events.iter().any(|e| matches!(
+        e,
+        Event::ZoneEntered { instance, .. } if *instance == leader.instance
+    )));
+    assert_eq!(Stats::get(&server.server.stats.sim_migrations), 1);
+    eventually("both players on one worker", || {
+        (players(0), players(1)) == (2, 0) || (players(0), players(1)) == (0, 2)
+    })
+    .await;
+    // Requests reach the member on its new worker; its inventory came along unchanged.
+    assert_eq!(member.inventory().await, bag_before);
+    // Both see each other in the shared instance's snapshots.
+    let (leader_entity, member_entity) = (leader.entity, member.entity);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no snapshot shows both players");
+        let next = tokio::time::timeout(WAIT, leader.client.next_event())
+            .await
+            .expect("traffic in time")
+            .expect("connection alive");
+        if let zonehost_client::Incoming::Snapshot(info, datagram) = &next {
+            if !info.stale && !info.other_instance {
+                let (_, body) = decode_snapshot(datagram).expect("snapshot decodes");
+                let ids: Vec<u32> = body.entities.iter().map(|e| e.id.to_native()).collect();
+                if ids.contains(&leader_entity) && ids.contains(&member_entity) {
+                    break;
+                }
+            }
+        }
+        leader.handle(next);
+    }
+    server.stop().await;
+}

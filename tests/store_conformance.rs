@@ -25,8 +25,8 @@ use zonehost::store::record::{self, RECORD_VERSION};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
 use zonehost::store::{
-    Anomaly, Fence, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PlayerRecord, SaveOutcome,
-    Store, StoreConfig, StoreError,
+    Anomaly, Fence, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PartyRecord, PlayerRecord,
+    SaveOutcome, Store, StoreConfig, StoreError,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -837,8 +837,168 @@ fn v1_records_are_migrated_on_load(b: &dyn Backend) {
 
 type Case = (&'static str, fn(&dyn Backend));
 
+fn parties_are_compare_and_set_with_a_membership_index(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (leader, m1, m2) = (next_random(), next_random(), next_random());
+    let mut p = PartyRecord {
+        party_id: next_random(),
+        leader,
+        members: vec![leader],
+        invites: vec![m1],
+        version: 1,
+    };
+    assert_eq!(s.load_party(p.party_id).unwrap(), None);
+    assert!(s.write_party(&p, None).unwrap(), "created");
+    assert!(
+        !s.write_party(&p, None).unwrap(),
+        "exists: a second create loses"
+    );
+    assert_eq!(s.load_party(p.party_id).unwrap(), Some(p.clone()));
+    assert_eq!(s.party_of(leader).unwrap(), Some(p.party_id));
+    assert_eq!(s.party_of(m1).unwrap(), None, "an invitee is not a member");
+    // Accept: version 1 -> 2; a writer still expecting 1 loses afterwards.
+    let mut accepted = p.clone();
+    accepted.members.push(m1);
+    accepted.invites.clear();
+    accepted.version = 2;
+    assert!(s.write_party(&accepted, Some(1)).unwrap());
+    p.invites.push(m2);
+    p.version = 2;
+    assert!(!s.write_party(&p, Some(1)).unwrap(), "stale version loses");
+    assert_eq!(s.load_party(p.party_id).unwrap(), Some(accepted.clone()));
+    assert_eq!(s.party_of(m1).unwrap(), Some(p.party_id));
+    // The version rule is checked: a write must bump the version by one.
+    let mut skipping = accepted.clone();
+    skipping.version = 5;
+    assert!(matches!(
+        s.write_party(&skipping, Some(2)),
+        Err(StoreError::Invalid { .. })
+    ));
+    // The leader leaves: m1 leads; the leader's membership is gone.
+    let mut left = accepted.clone();
+    left.members.retain(|m| *m != leader);
+    left.leader = m1;
+    left.version = 3;
+    assert!(s.write_party(&left, Some(2)).unwrap());
+    assert_eq!(s.party_of(leader).unwrap(), None);
+    assert_eq!(s.party_of(m1).unwrap(), Some(p.party_id));
+    // Disband: no members deletes the party and every membership.
+    let mut gone = left.clone();
+    gone.members.clear();
+    gone.version = 4;
+    assert!(s.write_party(&gone, Some(3)).unwrap());
+    assert_eq!(s.load_party(p.party_id).unwrap(), None);
+    assert_eq!(s.party_of(m1).unwrap(), None);
+    assert!(
+        !s.write_party(&left, Some(2)).unwrap(),
+        "gone: nothing to update"
+    );
+}
+
+fn concurrent_party_writes_have_one_winner(b: &dyn Backend) {
+    let f = b.fresh();
+    let leader = next_random();
+    let base = PartyRecord {
+        party_id: next_random(),
+        leader,
+        members: vec![leader],
+        invites: Vec::new(),
+        version: 1,
+    };
+    assert!(f.store.write_party(&base, None).unwrap());
+    let barrier = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let store = f.store.clone();
+            let barrier = barrier.clone();
+            let mut mine = base.clone();
+            let joiner = next_random();
+            mine.members.push(joiner);
+            mine.version = 2;
+            std::thread::spawn(move || {
+                barrier.wait();
+                (joiner, store.write_party(&mine, Some(1)).unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<(u64, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<u64> = results
+        .iter()
+        .filter(|(_, w)| *w)
+        .map(|(j, _)| *j)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let stored = f.store.load_party(base.party_id).unwrap().unwrap();
+    assert_eq!(stored.members, vec![leader, winners[0]]);
+    for (joiner, won) in &results {
+        let expect = won.then_some(base.party_id);
+        assert_eq!(f.store.party_of(*joiner).unwrap(), expect, "{joiner}");
+    }
+}
+
+fn mail_is_per_server_in_order_until_deleted(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (one, two) = (
+        format!("server-{}", next_random()),
+        format!("server-{}", next_random()),
+    );
+    assert!(s.read_mail(&one, 10).unwrap().is_empty());
+    let t0 = now_ms();
+    let ids: Vec<u128> = (0..3u8)
+        .map(|i| s.post_mail(&one, &[i; 3], t0 + u64::from(i)).unwrap())
+        .collect();
+    let other = s.post_mail(&two, b"elsewhere", t0).unwrap();
+    let all = s.read_mail(&one, 10).unwrap();
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert_eq!(all[2].body, vec![2u8; 3]);
+    let first_two = s.read_mail(&one, 2).unwrap();
+    assert_eq!(first_two.len(), 2);
+    assert_eq!(first_two[0].body, vec![0u8; 3]);
+    s.delete_mail(&one, &[ids[0], ids[1], 12345]).unwrap();
+    let rest = s.read_mail(&one, 10).unwrap();
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[2]]);
+    let theirs = s.read_mail(&two, 10).unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(
+        (theirs[0].id, theirs[0].body.as_slice()),
+        (other, &b"elsewhere"[..])
+    );
+}
+
+fn lease_of_names_the_current_holder(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let res = format!("player:{}", next_random());
+    let ttl = Duration::from_secs(10);
+    let t0 = now_ms();
+    assert_eq!(s.lease_of(&res, t0).unwrap(), None);
+    let a = s.acquire_lease(&res, "server-a", ttl, t0).unwrap();
+    assert_eq!(s.lease_of(&res, t0 + 1).unwrap(), Some(a.clone()));
+    assert_eq!(s.lease_of(&res, t0 + 10_000).unwrap(), None, "expired");
+    s.release_lease(&a).unwrap();
+    assert_eq!(s.lease_of(&res, t0 + 1).unwrap(), None, "released");
+}
+
 const CASES: &[Case] = &[
     ("save_load_round_trip", save_load_round_trip),
+    (
+        "parties_are_compare_and_set_with_a_membership_index",
+        parties_are_compare_and_set_with_a_membership_index,
+    ),
+    (
+        "concurrent_party_writes_have_one_winner",
+        concurrent_party_writes_have_one_winner,
+    ),
+    (
+        "mail_is_per_server_in_order_until_deleted",
+        mail_is_per_server_in_order_until_deleted,
+    ),
+    (
+        "lease_of_names_the_current_holder",
+        lease_of_names_the_current_holder,
+    ),
     (
         "fencing_refuses_stale_checkpoints",
         fencing_refuses_stale_checkpoints,
@@ -896,6 +1056,10 @@ macro_rules! embedded_cases {
 mod embedded {
     embedded_cases! {
         save_load_round_trip,
+        parties_are_compare_and_set_with_a_membership_index,
+        concurrent_party_writes_have_one_winner,
+        mail_is_per_server_in_order_until_deleted,
+        lease_of_names_the_current_holder,
         fencing_refuses_stale_checkpoints,
         item_lifecycle_with_conditional_owner,
         replayed_ops_return_the_original_outcome,

@@ -211,6 +211,44 @@ impl Parties {
         self.remove_member(player, false).ok()
     }
 
+    /// Sets party `id` to what another authority decided (the server's store, when parties
+    /// span servers): `leader` and `members` replace what was known; members listed in
+    /// another party leave it; fewer than two members removes the party.
+    pub fn mirror(&mut self, id: PartyId, leader: u64, members: &[u64]) {
+        self.unmirror(id);
+        if members.len() < 2 {
+            return;
+        }
+        for m in members {
+            if let Some(other) = self.member_of.get(m).copied() {
+                if let Some(p) = self.parties.get_mut(&other) {
+                    p.members.retain(|x| x != m);
+                }
+            }
+            self.member_of.insert(*m, id);
+            self.invites.remove(m);
+        }
+        self.parties.insert(
+            id,
+            Party {
+                id,
+                leader,
+                members: members.to_vec(),
+            },
+        );
+    }
+
+    /// Removes party `id` (disbanded by another authority).
+    pub fn unmirror(&mut self, id: PartyId) {
+        if let Some(p) = self.parties.remove(&id) {
+            for m in p.members {
+                if self.member_of.get(&m) == Some(&id) {
+                    self.member_of.remove(&m);
+                }
+            }
+        }
+    }
+
     fn remove_member(&mut self, player: u64, kicked: bool) -> Result<PartyChange, PartyError> {
         let id = self
             .member_of
@@ -246,6 +284,22 @@ impl Parties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_replaces_and_unmirror_removes() {
+        let mut p = Parties::new();
+        p.mirror(7, 1, &[1, 2, 3]);
+        assert_eq!(p.party_of(2).map(|x| (x.id, x.leader)), Some((7, 1)));
+        p.mirror(7, 2, &[2, 3]);
+        assert_eq!(p.party_of(1), None);
+        assert_eq!(p.party_of(3).map(|x| x.leader), Some(2));
+        p.mirror(7, 2, &[2]);
+        assert_eq!(p.party(7), None, "a party of one is no party");
+        p.mirror(8, 4, &[4, 5]);
+        p.unmirror(8);
+        assert_eq!(p.party_of(4), None);
+        assert_eq!(p.party_of(5), None);
+    }
 
     #[test]
     fn lifecycle() {

@@ -236,7 +236,9 @@ impl ClientSession {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Rejected(r));
             }
-            // After `Welcome`: a draining cluster server hands the player to a peer (§2.3).
+            // Before `Welcome`: the login belongs elsewhere (§2.2). After it: a draining cluster
+            // server hands the player to a peer, or the player moves to its party leader's
+            // server (§2.3).
             (SessionState::AwaitingWelcome | SessionState::Active, ServerMsg::Redirect(r)) => {
                 self.state = SessionState::Closed;
                 self.events.push_back(ClientEvent::Redirected(r));

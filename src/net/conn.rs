@@ -19,7 +19,7 @@ use crate::cluster::AcquireError;
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
-use crate::sim::{ConnShared, Control, Inbox, Join, Link, Outgoing, Sim, Work};
+use crate::sim::{ConnShared, Control, Join, Link, Outgoing, Route, Sim, Work};
 use crate::telemetry::{DisconnectCause, DropCause, Stats};
 
 /// What every connection task shares.
@@ -413,7 +413,7 @@ async fn take_lease(
 struct Pump<'a> {
     ctx: &'a ConnContext,
     conn: &'a quinn::Connection,
-    inbox: &'a Arc<Inbox>,
+    inbox: &'a Arc<Route>,
     session: u64,
     outbox: mpsc::Sender<Outgoing>,
     shared: &'a Arc<ConnShared>,
@@ -425,7 +425,7 @@ struct Pump<'a> {
 struct DatagramPump {
     ctx: Arc<ConnContext>,
     conn: quinn::Connection,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Route>,
     session: u64,
     shared: Arc<ConnShared>,
     bucket: TokenBucket,

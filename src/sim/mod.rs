@@ -29,7 +29,7 @@ use crate::session::{Registry, ResumeMinter};
 use crate::telemetry::{DisconnectCause, Stats};
 
 pub use persist::PersistSettings;
-pub use worker::{Worker, WorkerSettings};
+pub use worker::{Migrant, Worker, WorkerSettings};
 
 use crate::store::writer::StoreWorker;
 
@@ -170,7 +170,30 @@ pub enum Control {
     /// Drain by migration (cluster mode): stop accepting joins, take every session out
     /// of the simulation with a final checkpoint and hand it to the drain task once that
     /// checkpoint is answered (it is redirected to a peer after its lease is released).
-    Migrate(Arc<crate::cluster::Handoffs>),
+    DrainToPeers(Arc<crate::cluster::Handoffs>),
+    /// The party directory (cluster mode) mirrored a party `player` is a member of: mark
+    /// it in the world and move the player into its leader's instance.
+    PartyJoined {
+        /// Party (sim id).
+        party: zonehost_game::PartyId,
+        /// The member.
+        player: u64,
+    },
+    /// The party directory (cluster mode): `player` is in no party any more.
+    PartyLeft {
+        /// The player.
+        player: u64,
+    },
+    /// The party directory moves the session's player to its leader's server: end the
+    /// session here with its final checkpoint, without leaving the party and without
+    /// closing the connection (the directory sends the `Redirect`).
+    Handoff {
+        /// Session id.
+        session: SessionId,
+    },
+    /// A live player handed over by another worker of this server (party convergence):
+    /// its session, world state and requests that arrived during the handover.
+    Migrate(Box<Migrant>),
 }
 
 /// Inputs and requests; dropped and counted when the inbox is full.
@@ -256,10 +279,83 @@ impl Inbox {
     }
 }
 
+/// Which worker owns a session now. A session's connection tasks read it for every
+/// message they queue; the sim moves it when the player migrates to another worker
+/// (party convergence). One atomic, no lock: a message queued on the old worker in the
+/// instant of the move is forwarded by that worker.
+#[derive(Debug)]
+pub struct Route {
+    inboxes: Arc<[Arc<Inbox>]>,
+    worker: AtomicUsize,
+}
+
+impl Route {
+    /// A route over the inboxes of every worker, starting at `worker`.
+    pub fn new(inboxes: Arc<[Arc<Inbox>]>, worker: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inboxes,
+            worker: AtomicUsize::new(worker),
+        })
+    }
+
+    /// A route that always leads to `inbox` (a single worker, e.g. a test stepping one).
+    pub fn fixed(inbox: Arc<Inbox>) -> Arc<Self> {
+        Self::new(Arc::from(vec![inbox]), 0)
+    }
+
+    /// Index of the worker owning the session.
+    pub fn worker(&self) -> usize {
+        self.worker.load(Ordering::Acquire)
+    }
+
+    /// The inbox of the worker owning the session.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        let i = self.worker().min(self.inboxes.len().saturating_sub(1));
+        &self.inboxes[i]
+    }
+
+    /// Queues a lifecycle message on the owning worker (never fails).
+    pub fn control(&self, msg: Control) {
+        self.inbox().control(msg);
+    }
+
+    /// Queues work on the owning worker; returns it back when its inbox is full.
+    pub fn work(&self, msg: Work) -> Result<(), Work> {
+        self.inbox().work(msg)
+    }
+
+    /// Points the session at another worker (called by the sim after handing the
+    /// player over; out-of-range indices are ignored).
+    pub(crate) fn set(&self, worker: usize) {
+        if worker < self.inboxes.len() {
+            self.worker.store(worker, Ordering::Release);
+        }
+    }
+}
+
+/// What a session's route can be made from: a [`Route`] itself, or a single worker's
+/// inbox (a fixed route).
+pub trait IntoRoute {
+    /// The route.
+    fn into_route(self) -> Arc<Route>;
+}
+
+impl IntoRoute for &Arc<Route> {
+    fn into_route(self) -> Arc<Route> {
+        self.clone()
+    }
+}
+
+impl IntoRoute for &Arc<Inbox> {
+    fn into_route(self) -> Arc<Route> {
+        Route::fixed(self.clone())
+    }
+}
+
 /// The running simulation: worker threads and their inboxes.
 #[derive(Debug)]
 pub struct Sim {
-    inboxes: Vec<Arc<Inbox>>,
+    inboxes: Arc<[Arc<Inbox>]>,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
     /// One flag per worker with a store: its drain barrier was answered.
@@ -274,6 +370,9 @@ pub struct SpawnError(#[from] std::io::Error);
 impl Sim {
     /// Starts `config.sim_workers` worker threads; with `store`, each worker persists its
     /// players through a handle of the store worker (see [`Worker::with_store`]).
+    /// `parties` is the party registry the workers share; with a `directory` (cluster
+    /// mode) it mirrors the store and party requests go to the directory.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: &Config,
         stats: Arc<Stats>,
@@ -281,8 +380,9 @@ impl Sim {
         resume: Arc<ResumeMinter>,
         content: Arc<Content>,
         store: Option<(&StoreWorker, PersistSettings)>,
+        parties: Arc<std::sync::Mutex<Parties>>,
+        directory: Option<crate::parties::PartyHandle>,
     ) -> Result<Self, SpawnError> {
-        let parties = Arc::new(std::sync::Mutex::new(Parties::new()));
         let mut salt = [0u8; 8];
         if getrandom::fill(&mut salt).is_err() {
             // Time is a weaker but still per-start salt.
@@ -294,11 +394,13 @@ impl Sim {
         }
         let seed_salt = u64::from_le_bytes(salt);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut inboxes = Vec::new();
+        let inboxes: Arc<[Arc<Inbox>]> = (0..config.sim_workers)
+            .map(|_| Arc::new(Inbox::new(config.inbox_capacity)))
+            .collect();
         let mut threads = Vec::new();
         let mut flushed = Vec::new();
-        for index in 0..config.sim_workers {
-            let inbox = Arc::new(Inbox::new(config.inbox_capacity));
+        for (index, inbox) in inboxes.iter().enumerate() {
+            let inbox = inbox.clone();
             let settings = WorkerSettings::from_config(
                 index,
                 config,
@@ -313,7 +415,11 @@ impl Sim {
                 stats.clone(),
                 registry.clone(),
                 stop.clone(),
-            );
+            )
+            .with_peers(inboxes.clone());
+            if let Some(d) = &directory {
+                w = w.with_directory(d.clone());
+            }
             if let Some((store, persist)) = &store {
                 let mine = persist.for_worker();
                 flushed.push(mine.flushed.clone());
@@ -324,7 +430,6 @@ impl Sim {
                     .name(format!("zh-sim-{index}"))
                     .spawn(move || w.run())?,
             );
-            inboxes.push(inbox);
         }
         Ok(Self {
             inboxes,
@@ -334,30 +439,38 @@ impl Sim {
         })
     }
 
-    /// The inbox of the least-loaded worker (where a new session goes).
-    pub fn least_loaded(&self) -> Arc<Inbox> {
+    /// A route to the least-loaded worker (where a new session goes).
+    pub fn least_loaded(&self) -> Arc<Route> {
         // `sim_workers >= 1` is validated, so there is always a first inbox.
-        let mut best = &self.inboxes[0];
-        for inbox in &self.inboxes[1..] {
-            if inbox.players() < best.players() {
-                best = inbox;
+        let mut best = 0;
+        for (i, inbox) in self.inboxes.iter().enumerate().skip(1) {
+            if inbox.players() < self.inboxes[best].players() {
+                best = i;
             }
         }
-        best.clone()
+        Route::new(self.inboxes.clone(), best)
+    }
+
+    /// A route to worker `index` (clamped to the workers there are).
+    pub fn route_to(&self, index: usize) -> Arc<Route> {
+        Route::new(
+            self.inboxes.clone(),
+            index.min(self.inboxes.len().saturating_sub(1)),
+        )
     }
 
     /// Asks every worker to drain.
     pub fn drain(&self) {
-        for inbox in &self.inboxes {
+        for inbox in self.inboxes.iter() {
             inbox.control(Control::Drain);
         }
     }
 
     /// Asks every worker to drain by migration: each session is handed to `handoffs` once
-    /// its final checkpoint is answered (see [`Control::Migrate`]).
-    pub fn migrate(&self, handoffs: &Arc<crate::cluster::Handoffs>) {
-        for inbox in &self.inboxes {
-            inbox.control(Control::Migrate(handoffs.clone()));
+    /// its final checkpoint is answered (see [`Control::DrainToPeers`]).
+    pub fn drain_to_peers(&self, handoffs: &Arc<crate::cluster::Handoffs>) {
+        for inbox in self.inboxes.iter() {
+            inbox.control(Control::DrainToPeers(handoffs.clone()));
         }
     }
 

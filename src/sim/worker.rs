@@ -9,7 +9,9 @@
 //!    combat log and drops to the whole instance, request completions as responses;
 //! 4. move players whose world asked for a transfer (portal, death) to their instance of
 //!    the target zone (their party's, if any);
-//! 5. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
+//! 5. hand over to another worker the players that follow their party there (see
+//!    [`Migrant`]), once their in-flight requests and item operations are settled;
+//! 6. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
 //!    to every member's connection.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,6 +44,7 @@ use crate::store::{
     ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner as StoreOwner, PlayerRecord, SaveOutcome,
     StoreError,
 };
+use crate::telemetry::DropCause;
 use crate::telemetry::{DisconnectCause, Stats};
 
 /// Instance ids are unique per process.
@@ -111,6 +114,17 @@ const PENDING_REQUESTS: usize = 16;
 const CHECKPOINT_POLL_TICKS: u64 = 6;
 /// Request kinds whose response waits for the store (item operations, equipment).
 const DURABLE_KINDS: [&str; 5] = ["pick_up", "drop", "use_item", "equip", "unequip"];
+/// A migrating player's game requests that arrive during its handover travel with it, at
+/// most this many (beyond: answered `RateLimited`).
+const PARKED_REQUESTS: usize = 16;
+/// A migrating player's requests still awaiting their completion event delay its
+/// handover at most this long (item operations in flight always settle first).
+const MIGRATION_SETTLE: Duration = Duration::from_secs(2);
+/// How many times a migrant may be passed on to the worker its leader moved to.
+const MIGRATION_HOPS: u8 = 2;
+/// A worker forwards messages for a session it handed over for this long (messages the
+/// connection tasks queued before they saw the new route).
+const FORWARD_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Member {
@@ -127,6 +141,11 @@ struct Member {
     requests: VecDeque<(u32, &'static str, Instant)>,
     /// Position at the last checkpoint (a move makes the player dirty).
     saved_pos: (i32, i32),
+    /// A handover to another worker is pending: `(worker, goal, since)`.
+    migrating: Option<(usize, Goal, Instant)>,
+    /// Game requests that arrived while the handover was pending (applied by the new
+    /// worker).
+    parked: Vec<Work>,
 }
 
 impl Member {
@@ -140,6 +159,8 @@ impl Member {
             detached_at: None,
             requests: VecDeque::with_capacity(PENDING_REQUESTS),
             saved_pos: (i32::MIN, i32::MIN),
+            migrating: None,
+            parked: Vec::new(),
         }
     }
 }
@@ -195,6 +216,35 @@ struct Loaded {
     pos: Option<(i32, i32)>,
 }
 
+/// Where a migrating player goes on its new worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Into the instance of its party's leader (it joined the party); `zone` is where it
+    /// stands, used if the leader is not found.
+    Leader {
+        leader: u64,
+        party: PartyId,
+        zone: u16,
+    },
+    /// Into its party's instance of this zone (it took a portal or died).
+    Zone(u16),
+}
+
+/// A live player handed from one sim worker of a server to another (its party lives
+/// there): the session, its world state (exported from the old worker's world, imported
+/// into the new one) and the requests that arrived during the handover. It travels in
+/// [`Control::Migrate`] through the lock-free control queue; nothing is shared. A
+/// migrant leaves only once its item operations are committed or resolved, so the old
+/// worker has nothing left to answer or undo for it.
+#[derive(Debug)]
+pub struct Migrant {
+    member: Member,
+    state: PlayerState,
+    last_input: u32,
+    goal: Goal,
+    hops: u8,
+}
+
 /// A player leaving an instance for another zone.
 #[derive(Debug)]
 struct Transfer {
@@ -224,6 +274,18 @@ pub struct Worker {
     handoffs: Option<Arc<Handoffs>>,
     /// Handed-off sessions whose final checkpoint is in flight.
     handoffs_waiting: HashMap<SessionId, Handoff>,
+    /// The inboxes of every worker of this server, by index (`None`: a worker alone).
+    peers: Option<Arc<[Arc<Inbox>]>>,
+    /// Sessions handed to another worker: `(worker, when)`; their stray messages are
+    /// forwarded there.
+    forwarded: HashMap<SessionId, (usize, Instant)>,
+    /// Work for sessions unknown here, retried once after the next lifecycle stage (a
+    /// migrant's work can overtake its `Migrate`).
+    deferred: Vec<Work>,
+    /// Sessions with a handover pending (stage 5).
+    migrating: Vec<SessionId>,
+    /// The party directory (cluster mode): party requests and session ends go there.
+    directory: Option<crate::parties::PartyHandle>,
 }
 
 fn unix_micros() -> u64 {
@@ -285,7 +347,26 @@ impl Worker {
             persist: None,
             handoffs: None,
             handoffs_waiting: HashMap::new(),
+            peers: None,
+            forwarded: HashMap::new(),
+            deferred: Vec::new(),
+            migrating: Vec::new(),
+            directory: None,
         }
+    }
+
+    /// Sends party requests and session ends to the party directory (cluster mode)
+    /// instead of deciding them on the shared registry, which then only mirrors it.
+    pub fn with_directory(mut self, directory: crate::parties::PartyHandle) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Lets this worker hand players over to the other workers of its server: `inboxes`
+    /// are every worker's, by index (this worker's own at its `index`).
+    pub fn with_peers(mut self, inboxes: Arc<[Arc<Inbox>]>) -> Self {
+        self.peers = Some(inboxes);
+        self
     }
 
     /// Persists this worker's players through `handle`: logins load the player, dirty
@@ -367,20 +448,34 @@ impl Worker {
         Stats::inc(&self.stats.ticks);
         self.poll_store();
         while let Some(msg) = self.inbox.control.pop() {
+            let msg = match self.forward_control(msg) {
+                Some(msg) => msg,
+                None => continue,
+            };
             match msg {
                 Control::Join(join) => self.join(join),
                 Control::Leave { session } => self.leave(session),
                 Control::Detach { session } => self.detach(session),
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
-                Control::Migrate(handoffs) => self.migrate(handoffs),
+                Control::DrainToPeers(handoffs) => self.drain_to_peers(handoffs),
+                Control::Migrate(m) => self.migrate_in(m),
+                Control::PartyJoined { party, player } => {
+                    self.set_party_in_worlds(player, Some(party));
+                    self.join_leader_instance(party, player);
+                }
+                Control::PartyLeft { player } => self.set_party_in_worlds(player, None),
+                Control::Handoff { session } => self.leave_inner(session, true),
             }
+        }
+        for work in std::mem::take(&mut self.deferred) {
+            self.route_work(work, false);
         }
         for _ in 0..self.inbox.work.len() {
             let Some(work) = self.inbox.work.pop() else {
                 break;
             };
-            self.apply(work);
+            self.route_work(work, true);
         }
         let now = Instant::now();
         let mut expired = Vec::new();
@@ -416,6 +511,13 @@ impl Worker {
         }
         for t in std::mem::take(&mut self.transfers) {
             self.transfer(t.session, t.to_zone);
+        }
+        if !self.migrating.is_empty() {
+            self.migrate_settled(now);
+        }
+        if self.ticks % 64 == 0 && !self.forwarded.is_empty() {
+            self.forwarded
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < FORWARD_FOR);
         }
         if self.ticks % CHECKPOINT_POLL_TICKS == 0 {
             self.checkpoint_due(now);
@@ -883,6 +985,7 @@ impl Worker {
     /// else the town).
     fn admit(&mut self, join: Box<Join>, loaded: Option<Loaded>) {
         let session = join.session;
+        let pid = join.player_id;
         let town = self.settings.content.town().map(|t| t.id);
         let saved_zone = loaded
             .as_ref()
@@ -998,6 +1101,11 @@ impl Worker {
         if fresh {
             // A new character exists from its first second on.
             self.checkpoint(&[session]);
+        }
+        // A party member arriving (e.g. redirected to its leader's server) joins its
+        // leader's instance.
+        if let Some(party) = self.party_id_of(pid) {
+            self.join_leader_instance(party, pid);
         }
     }
 
@@ -1321,6 +1429,17 @@ impl Worker {
         let Some(player) = self.member(session).map(|m| m.join.player_id) else {
             return;
         };
+        // A party member whose leader lives on another worker goes there.
+        let leader = self.party_id_of(player).and_then(|p| self.leader_of(p));
+        if let Some(w) = leader
+            .filter(|l| *l != player)
+            .and_then(|l| self.worker_of(l))
+            .filter(|w| *w != self.settings.index)
+        {
+            if self.request_migration(session, w, Goal::Zone(to_zone)) {
+                return;
+            }
+        }
         let owner = self.owner_of(player);
         let Some(to) = self.instance_for(to_zone, owner) else {
             tracing::warn!(zone = to_zone, "transfer to an unknown zone ignored");
@@ -1472,6 +1591,12 @@ impl Worker {
     }
 
     fn leave(&mut self, session: SessionId) {
+        self.leave_inner(session, false);
+    }
+
+    /// Ends a session with its final checkpoint. `handoff`: the player moves to another
+    /// server (party convergence): it stays in its party and its connection stays open.
+    fn leave_inner(&mut self, session: SessionId, handoff: bool) {
         if self.cancel_load(session) {
             return;
         }
@@ -1530,6 +1655,15 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_active, -1);
         }
         self.remove_instance_if_empty(instance_id);
+        if let Some(d) = &self.directory {
+            if !handoff
+                && d.call(crate::parties::PartyCall::Forget { player })
+                    .is_err()
+            {
+                tracing::warn!(player, "party directory queue full: the player stays in its party until it is cleaned up");
+            }
+            return;
+        }
         let change = {
             let mut parties = self
                 .settings
@@ -1552,18 +1686,7 @@ impl Worker {
         let Some(frame) = frame(&goaway) else { return };
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
         for session in sessions {
-            if let Some(m) = self.member(session) {
-                let msg = Outgoing::CloseAfter {
-                    frame: frame.clone(),
-                    code: close_code::SHUTDOWN,
-                    cause: DisconnectCause::Shutdown,
-                };
-                if m.join.outbox.try_send(msg).is_err() {
-                    m.join.shared.set_cause(DisconnectCause::Shutdown);
-                    m.join.conn.close(close_code::SHUTDOWN, b"shutdown");
-                }
-            }
-            self.leave(session);
+            self.goaway_and_leave(session, &frame);
         }
         self.drain_loads();
     }
@@ -1572,7 +1695,7 @@ impl Worker {
     /// (as at a disconnect) but keeps its connection; once that checkpoint is answered
     /// (and the lease ended) it is pushed to `handoffs`, whose drain task releases the
     /// lease and sends the `Redirect`. Loads in progress are refused as in [`Worker::drain`].
-    fn migrate(&mut self, handoffs: Arc<Handoffs>) {
+    fn drain_to_peers(&mut self, handoffs: Arc<Handoffs>) {
         self.draining = true;
         self.handoffs = Some(handoffs.clone());
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
@@ -1585,7 +1708,8 @@ impl Worker {
                 outbox: m.join.outbox.clone(),
                 shared: m.join.shared.clone(),
             });
-            self.leave(session);
+            // The player stays in its party: it goes on playing on a peer.
+            self.leave_inner(session, true);
             let Some(handoff) = handoff else { continue };
             if self.final_save_pending(session) {
                 self.handoffs_waiting.insert(session, handoff);
@@ -1628,6 +1752,308 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// Sends `Goaway` (then close) to `session` and ends it with its final checkpoint.
+    fn goaway_and_leave(&mut self, session: SessionId, goaway: &Bytes) {
+        if let Some(m) = self.member(session) {
+            let msg = Outgoing::CloseAfter {
+                frame: goaway.clone(),
+                code: close_code::SHUTDOWN,
+                cause: DisconnectCause::Shutdown,
+            };
+            if m.join.outbox.try_send(msg).is_err() {
+                m.join.shared.set_cause(DisconnectCause::Shutdown);
+                m.join.conn.close(close_code::SHUTDOWN, b"shutdown");
+            }
+        }
+        self.leave(session);
+    }
+
+    /// Applies work for a session of this worker; forwards work for a session handed to
+    /// another worker; defers (once, `first`) work for a session not known yet.
+    fn route_work(&mut self, work: Work, first: bool) {
+        let session = match &work {
+            Work::Input { session, .. } | Work::Request { session, .. } => *session,
+        };
+        if self.sessions.contains_key(&session) {
+            self.apply(work);
+            return;
+        }
+        if let Some(&(to, _)) = self.forwarded.get(&session) {
+            let inbox = self.peers.as_ref().and_then(|p| p.get(to));
+            match inbox {
+                Some(inbox) => {
+                    Stats::inc(&self.stats.sim_forwarded);
+                    if inbox.work(work).is_err() {
+                        self.stats.dropped(DropCause::InboxFull);
+                    }
+                }
+                None => self.stats.dropped(DropCause::InboxFull),
+            }
+            return;
+        }
+        if first && self.deferred.len() < self.inbox.work.capacity() {
+            self.deferred.push(work);
+        }
+        // Otherwise: the session ended or is still loading; its work is dropped as before.
+    }
+
+    /// Passes a lifecycle message for a session handed to another worker on to it;
+    /// returns the message to handle here otherwise.
+    fn forward_control(&mut self, msg: Control) -> Option<Control> {
+        let session = match &msg {
+            Control::Leave { session }
+            | Control::Detach { session }
+            | Control::Handoff { session } => *session,
+            Control::Attach(join) => join.session,
+            _ => return Some(msg),
+        };
+        if self.sessions.contains_key(&session) {
+            return Some(msg);
+        }
+        let Some(&(to, _)) = self.forwarded.get(&session) else {
+            return Some(msg);
+        };
+        match self.peers.as_ref().and_then(|p| p.get(to)) {
+            Some(inbox) => {
+                Stats::inc(&self.stats.sim_forwarded);
+                inbox.control(msg);
+                None
+            }
+            None => Some(msg),
+        }
+    }
+
+    /// Index of the worker that owns `player`'s session, if it is live on this server.
+    fn worker_of(&self, player: u64) -> Option<usize> {
+        self.registry.route(player).map(|(_, r)| r.worker())
+    }
+
+    /// Asks for `session` to be handed to worker `to` once settled (stage 5); false when
+    /// there is no such peer or no such member.
+    fn request_migration(&mut self, session: SessionId, to: usize, goal: Goal) -> bool {
+        let peer = self.peers.as_ref().is_some_and(|p| to < p.len());
+        if !peer || to == self.settings.index {
+            return false;
+        }
+        let Some(m) = self.member_mut(session) else {
+            return false;
+        };
+        let fresh = m.migrating.is_none();
+        m.migrating = Some((to, goal, Instant::now()));
+        if fresh {
+            self.migrating.push(session);
+        }
+        true
+    }
+
+    /// Hands over the pending migrants whose requests and item operations are settled: a
+    /// response still held for the store, an item operation in flight (which the store
+    /// may refuse, and the world must then undo) keep the player here until answered.
+    fn migrate_settled(&mut self, now: Instant) {
+        for session in std::mem::take(&mut self.migrating) {
+            let Some(m) = self.member(session) else {
+                continue;
+            };
+            let Some((to, goal, since)) = m.migrating else {
+                continue;
+            };
+            let requests_open =
+                !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
+            let store_open = self.persist.as_ref().is_some_and(|p| {
+                p.items.values().any(|i| i.session == Some(session))
+                    || p.saves
+                        .values()
+                        .any(|s| s.held.iter().any(|h| h.session == session))
+            });
+            if requests_open || store_open {
+                self.migrating.push(session);
+                continue;
+            }
+            self.migrate_out(session, to, goal);
+        }
+    }
+
+    /// Exports `session`'s player from its world and hands it to worker `to`.
+    fn migrate_out(&mut self, session: SessionId, to: usize, goal: Goal) {
+        let Some(&instance_id) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(inst) = self.instances.get_mut(&instance_id) else {
+            return;
+        };
+        let Some(pos) = inst.members.iter().position(|m| m.session == session) else {
+            return;
+        };
+        let entity = inst.members[pos].entity;
+        let last_input = inst.world.last_input(entity).unwrap_or(0);
+        let Some(state) = inst.world.take_player(entity) else {
+            inst.members[pos].migrating = None;
+            return;
+        };
+        let mut member = inst.members.swap_remove(pos);
+        member.migrating = None;
+        self.sessions.remove(&session);
+        if let Some(p) = self.persist.as_mut() {
+            // The new worker checkpoints the player on arrival.
+            p.dirty.clear(session);
+        }
+        self.inbox.players.fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = self.stats.workers.get(self.settings.index) {
+            Stats::gauge_add(&w.players, -1);
+        }
+        self.remove_instance_if_empty(instance_id);
+        tracing::debug!(
+            session,
+            player = %member.join.player_name,
+            from = self.settings.index,
+            to,
+            "player handed to another sim worker"
+        );
+        Stats::inc(&self.stats.sim_migrations);
+        self.hand_over(
+            Box::new(Migrant {
+                member,
+                state,
+                last_input,
+                goal,
+                hops: 0,
+            }),
+            to,
+        );
+    }
+
+    /// Queues a migrant on worker `to`, then points its session's route there (messages
+    /// queued here in between are forwarded).
+    fn hand_over(&mut self, migrant: Box<Migrant>, to: usize) {
+        let session = migrant.member.session;
+        let player = migrant.member.join.player_id;
+        let Some(inbox) = self.peers.as_ref().and_then(|p| p.get(to)).cloned() else {
+            // Validated by `request_migration`; a worker alone has no one to hand to.
+            self.migrate_in_here(migrant);
+            return;
+        };
+        self.forwarded.insert(session, (to, Instant::now()));
+        inbox.control(Control::Migrate(migrant));
+        if let Some((s, route)) = self.registry.route(player) {
+            if s == session {
+                route.set(to);
+            }
+        }
+    }
+
+    /// A migrant arrives: into its leader's instance (passed on, a bounded number of
+    /// times, if the leader has moved on meanwhile), else its party's or its own
+    /// instance of the zone.
+    fn migrate_in(&mut self, mut m: Box<Migrant>) {
+        self.forwarded.remove(&m.member.session);
+        if let Goal::Leader { leader, party, .. } = m.goal {
+            if self.leader_instance(party, leader).is_none() && m.hops < MIGRATION_HOPS {
+                if let Some(w) = self.worker_of(leader).filter(|w| *w != self.settings.index) {
+                    m.hops += 1;
+                    self.hand_over(m, w);
+                    return;
+                }
+            }
+        }
+        self.migrate_in_here(m);
+    }
+
+    fn migrate_in_here(&mut self, m: Box<Migrant>) {
+        let Migrant {
+            mut member,
+            state,
+            last_input,
+            goal,
+            ..
+        } = *m;
+        let session = member.session;
+        let player = member.join.player_id;
+        let owner = self.owner_of(player);
+        let town = self.settings.content.town().map(|t| t.id);
+        let to = match goal {
+            Goal::Leader {
+                leader,
+                party,
+                zone,
+            } => self
+                .leader_instance(party, leader)
+                .or_else(|| self.instance_for(zone, owner)),
+            Goal::Zone(zone) => self.instance_for(zone, owner),
+        }
+        .or_else(|| town.and_then(|z| self.instance_for(z, owner)));
+        let parked = std::mem::take(&mut member.parked);
+        self.inbox.players.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = self.stats.workers.get(self.settings.index) {
+            Stats::gauge_add(&w.players, 1);
+        }
+        match to {
+            Some(to) => self.place(member, state, last_input, to),
+            None => {
+                tracing::error!("content has no town zone; migrant closed");
+                member
+                    .join
+                    .conn
+                    .close(close_code::INTERNAL, b"transfer failed");
+            }
+        }
+        let Some(&to) = self.sessions.get(&session) else {
+            // Not placed (its connection was closed): the session ends here, unsaved.
+            self.inbox.players.fetch_sub(1, Ordering::Relaxed);
+            if let Some(w) = self.stats.workers.get(self.settings.index) {
+                Stats::gauge_add(&w.players, -1);
+            }
+            Stats::gauge_add(&self.stats.sessions_active, -1);
+            self.registry.release(player, session);
+            self.end_lease(player, session);
+            return;
+        };
+        // Everyone in the instance now sees its party (XP sharing), whichever worker
+        // processed the party change.
+        let pids: Vec<u64> = self
+            .instances
+            .get(&to)
+            .map(|i| i.members.iter().map(|m| m.join.player_id).collect())
+            .unwrap_or_default();
+        for pid in pids {
+            let party = self.party_id_of(pid);
+            if let Some(inst) = self.instances.get_mut(&to) {
+                inst.world.set_party(pid, party);
+            }
+        }
+        self.checkpoint(&[session]);
+        for work in parked {
+            self.apply(work);
+        }
+        if self.draining {
+            let goaway = ServerMsg::Goaway(Goaway {
+                reason: "server is shutting down".into(),
+                reconnect_after_ms: self.settings.reconnect_after_ms,
+            });
+            if let Some(f) = frame(&goaway) {
+                self.goaway_and_leave(session, &f);
+            }
+        }
+    }
+
+    /// The instance of `party`'s `leader` on this worker, re-keyed as the party's so the
+    /// party keeps sharing it.
+    fn leader_instance(&mut self, party: PartyId, leader: u64) -> Option<u32> {
+        let id = self.instances.values().find_map(|i| {
+            i.members
+                .iter()
+                .any(|m| m.join.player_id == leader)
+                .then_some(i.id)
+        })?;
+        let inst = self.instances.get_mut(&id)?;
+        let zone = inst.key.0;
+        if self.by_key.get(&inst.key) == Some(&id) {
+            self.by_key.remove(&inst.key);
+        }
+        inst.key = (zone, Owner::Party(party));
+        self.by_key.insert(inst.key, id);
+        Some(id)
     }
 
     fn apply(&mut self, work: Work) {
@@ -1682,6 +2108,20 @@ impl Worker {
             let Some(m) = inst.members.iter_mut().find(|m| m.session == session) else {
                 return;
             };
+            if m.migrating.is_some() {
+                // Its new worker applies it, after the handover.
+                if m.parked.len() < PARKED_REQUESTS {
+                    m.parked.push(Work::Request {
+                        session,
+                        id,
+                        body,
+                        received_at,
+                    });
+                } else {
+                    respond(&m.join, id, Err(RequestError::RateLimited));
+                }
+                return;
+            }
             let queued = mapped.and_then(|req| {
                 inst.world
                     .queue_request(m.entity, id, req)
@@ -1726,7 +2166,24 @@ impl Worker {
                     .map(|s| Response::Inventory(wire::inventory(&s)))
                     .ok_or(RequestError::Internal)
             }
-            party_request => self.party_request(player, party_request),
+            party_request => match &self.directory {
+                Some(d) => {
+                    // The directory answers once the store has decided.
+                    let call = crate::parties::PartyCall::Request {
+                        player,
+                        id,
+                        body: party_request,
+                        received_at,
+                    };
+                    if d.call(call).is_err() {
+                        if let Some(m) = self.member(session) {
+                            respond(&m.join, id, Err(RequestError::RateLimited));
+                        }
+                    }
+                    return;
+                }
+                None => self.party_request(player, party_request),
+            },
         };
         if let Some(m) = self.member(session) {
             respond(&m.join, id, body);
@@ -1861,38 +2318,52 @@ impl Worker {
         }
     }
 
-    /// Moves `player` into its party leader's instance when both are on this worker, and
-    /// re-keys that instance as the party's so the party keeps sharing it.
+    /// Moves `player` into its party leader's instance: at once when both are on this
+    /// worker, else by handing the player over to the leader's worker.
     fn join_leader_instance(&mut self, party: PartyId, player: u64) {
-        let leader = {
-            let parties = self
-                .settings
-                .parties
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            parties.party(party).map(|p| p.leader)
+        let Some(leader) = self.leader_of(party) else {
+            return;
         };
-        let Some(leader) = leader else { return };
         let find = |pid: u64| {
             self.instances.values().find_map(|i| {
                 i.members
                     .iter()
                     .find(|m| m.join.player_id == pid)
-                    .map(|m| (i.id, m.session))
+                    .map(|m| (i.key.0, m.session))
             })
         };
-        let (Some((leader_inst, _)), Some((_, session))) = (find(leader), find(player)) else {
+        let Some((zone, session)) = find(player) else {
             return;
         };
-        if let Some(inst) = self.instances.get_mut(&leader_inst) {
-            let zone = inst.key.0;
-            if self.by_key.get(&inst.key) == Some(&leader_inst) {
-                self.by_key.remove(&inst.key);
+        if find(leader).is_some() {
+            if let Some(id) = self.leader_instance(party, leader) {
+                if let Some(inst) = self.instances.get(&id) {
+                    let zone = inst.key.0;
+                    self.transfer(session, zone);
+                }
             }
-            inst.key = (zone, Owner::Party(party));
-            self.by_key.insert(inst.key, leader_inst);
-            self.transfer(session, zone);
+            return;
         }
+        if let Some(w) = self.worker_of(leader) {
+            self.request_migration(
+                session,
+                w,
+                Goal::Leader {
+                    leader,
+                    party,
+                    zone,
+                },
+            );
+        }
+    }
+
+    fn leader_of(&self, party: PartyId) -> Option<u64> {
+        let parties = self
+            .settings
+            .parties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        parties.party(party).map(|p| p.leader)
     }
 
     /// Snapshot ticks are the worker's tick count, not the world's, so a player's snapshot
@@ -1961,6 +2432,334 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecondLogin;
+    use crate::session::Contact;
+    use crate::sim::{ConnShared, Link, LinkError, Route};
+    use tokio::sync::mpsc;
+    use zonehost_protocol::frame::FrameDecoder;
+
+    #[derive(Debug, Default)]
+    struct NoLink;
+
+    impl Link for NoLink {
+        fn send_datagram(&self, _data: Bytes) -> Result<(), LinkError> {
+            Ok(())
+        }
+        fn close(&self, _code: u32, _reason: &[u8]) {}
+    }
+
+    struct Two {
+        workers: Vec<Worker>,
+        inboxes: Arc<[Arc<Inbox>]>,
+        registry: Arc<Registry>,
+        stats: Arc<Stats>,
+    }
+
+    impl Two {
+        fn new() -> Self {
+            let config = Config::default();
+            let inboxes: Arc<[Arc<Inbox>]> = (0..2).map(|_| Arc::new(Inbox::new(64))).collect();
+            let registry = Arc::new(Registry::new(SecondLogin::Refuse));
+            let stats = Arc::new(Stats::new(2));
+            let parties = Arc::new(Mutex::new(Parties::new()));
+            let content = Arc::new(Content::builtin().expect("built-in content"));
+            let resume = Arc::new(ResumeMinter::random().expect("randomness"));
+            let workers = (0..2)
+                .map(|i| {
+                    Worker::new(
+                        WorkerSettings::from_config(
+                            i,
+                            &config,
+                            content.clone(),
+                            resume.clone(),
+                            parties.clone(),
+                            7,
+                        ),
+                        inboxes[i].clone(),
+                        stats.clone(),
+                        registry.clone(),
+                        Arc::new(AtomicBool::new(false)),
+                    )
+                    .with_peers(inboxes.clone())
+                })
+                .collect();
+            Self {
+                workers,
+                inboxes,
+                registry,
+                stats,
+            }
+        }
+
+        fn tick(&mut self) {
+            for w in &mut self.workers {
+                w.tick();
+            }
+        }
+
+        /// Joins `name` on worker `on`; returns its session's route and its outbox.
+        fn join(&mut self, session: u64, name: &str, on: usize) -> mpsc::Receiver<Outgoing> {
+            let (tx, rx) = mpsc::channel(256);
+            let shared = Arc::new(ConnShared::default());
+            let link: Arc<dyn Link> = Arc::new(NoLink);
+            let route = Route::new(self.inboxes.clone(), on);
+            let contact = Contact {
+                name: name.into(),
+                conn: link.clone(),
+                shared: shared.clone(),
+                outbox: tx.clone(),
+            };
+            self.registry
+                .claim(player_id(name), session, contact, &route)
+                .expect("claim");
+            route.control(Control::Join(Box::new(Join {
+                session,
+                player_id: player_id(name),
+                player_name: name.into(),
+                conn: link,
+                outbox: tx,
+                shared,
+            })));
+            self.tick();
+            rx
+        }
+
+        fn request(&self, session: u64, id: u32, body: Request) {
+            let (_, route) = self.registry.route(self.player_of(session)).expect("live");
+            route
+                .work(Work::Request {
+                    session,
+                    id,
+                    body,
+                    received_at: Instant::now(),
+                })
+                .expect("inbox has room");
+        }
+
+        fn player_of(&self, session: u64) -> u64 {
+            self.workers
+                .iter()
+                .find_map(|w| w.member(session).map(|m| m.join.player_id))
+                .expect("a member")
+        }
+
+        fn instance_of(&self, session: u64) -> Option<(usize, u32)> {
+            self.workers
+                .iter()
+                .enumerate()
+                .find_map(|(i, w)| w.sessions.get(&session).map(|inst| (i, *inst)))
+        }
+    }
+
+    /// Every server message queued on `rx` so far.
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMsg> {
+        let mut out = Vec::new();
+        let mut decoder = FrameDecoder::new(zonehost_protocol::MAX_FRAME_LEN);
+        while let Ok(o) = rx.try_recv() {
+            if let Outgoing::Frame(f) = o {
+                decoder.extend(&f);
+                while let Ok(Some(m)) = decoder.next_message::<ServerMsg>() {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_party_member_is_handed_to_the_leaders_worker_and_stray_work_follows_it() {
+        let mut t = Two::new();
+        let _lead_rx = t.join(1, "lead", 0);
+        let mut memb_rx = t.join(2, "memb", 1);
+        let (lw, lead_inst) = t.instance_of(1).expect("leader placed");
+        assert_eq!(lw, 0);
+        assert_eq!(t.instance_of(2).map(|(w, _)| w), Some(1));
+        t.request(
+            1,
+            1,
+            Request::PartyInvite {
+                player: "memb".into(),
+            },
+        );
+        t.tick();
+        t.request(2, 2, Request::PartyAccept);
+        // Accept (worker 1), handover (stage 5), arrival (worker 0, next tick).
+        for _ in 0..3 {
+            t.tick();
+        }
+        assert_eq!(
+            t.instance_of(2),
+            Some((0, lead_inst)),
+            "member joined the leader"
+        );
+        assert_eq!(Stats::get(&t.stats.sim_migrations), 1);
+        assert_eq!(t.inboxes[0].players(), 2);
+        assert_eq!(t.inboxes[1].players(), 0);
+        let msgs = drain(&mut memb_rx);
+        assert!(msgs.iter().any(|m| matches!(
+            m,
+            ServerMsg::Event(Event::ZoneEntered { instance, .. }) if *instance == lead_inst
+        )));
+        // A message a connection task queued on the old worker before it saw the new
+        // route is forwarded and answered by the new one.
+        t.inboxes[1]
+            .work(Work::Request {
+                session: 2,
+                id: 9,
+                body: Request::Ping { client_time_us: 5 },
+                received_at: Instant::now(),
+            })
+            .expect("room");
+        t.tick();
+        t.tick();
+        assert!(Stats::get(&t.stats.sim_forwarded) >= 1);
+        let msgs = drain(&mut memb_rx);
+        assert!(
+            msgs.iter().any(|m| matches!(
+                m,
+                ServerMsg::Response {
+                    id: 9,
+                    body: Ok(Response::Pong { .. })
+                }
+            )),
+            "{msgs:?}"
+        );
+        // The route now leads to the leader's worker; a leave sent there ends the session.
+        let (_, route) = t.registry.route(player_id("memb")).expect("live");
+        assert_eq!(route.worker(), 0);
+        route.control(Control::Leave { session: 2 });
+        t.tick();
+        assert_eq!(t.instance_of(2), None);
+        assert!(t.registry.route(player_id("memb")).is_none());
+    }
+
+    #[test]
+    fn game_requests_during_a_pending_handover_travel_with_the_player() {
+        let mut t = Two::new();
+        let _a = t.join(1, "lead", 0);
+        let mut rx = t.join(2, "memb", 1);
+        let goal = Goal::Zone(t.settings_town());
+        assert!(t.workers[1].request_migration(2, 0, goal));
+        // Still on worker 1 (nothing ticked): a game request is parked, not applied.
+        t.inboxes[1]
+            .work(Work::Request {
+                session: 2,
+                id: 4,
+                body: Request::UseItem { item: 0 },
+                received_at: Instant::now(),
+            })
+            .expect("room");
+        t.workers[1].tick();
+        assert_eq!(t.instance_of(2).map(|(w, _)| w), None, "in transit");
+        t.workers[0].tick();
+        t.tick();
+        t.tick();
+        assert_eq!(t.instance_of(2).map(|(w, _)| w), Some(0));
+        let msgs = drain(&mut rx);
+        assert!(
+            msgs.iter()
+                .any(|m| matches!(m, ServerMsg::Response { id: 4, .. })),
+            "the parked request was answered by the new worker: {msgs:?}"
+        );
+    }
+
+    #[test]
+    fn a_handover_waits_for_the_players_item_operations_in_flight() {
+        use crate::store::redb::RedbStore;
+        use crate::store::writer::StoreWorker;
+        use crate::store::{Owner as StoreOwner, Store};
+
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("zonehost-migrate-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Arc::new(RedbStore::open(&dir.join("store.redb")).expect("store"));
+        let store_worker =
+            StoreWorker::spawn(Box::new(store.clone()), &Config::default().store).expect("spawn");
+        let mut t = Two::new();
+        let settings = PersistSettings::new(3, Duration::from_secs(10));
+        t.workers = std::mem::take(&mut t.workers)
+            .into_iter()
+            .map(|w| w.with_store(store_worker.handle(), settings.for_worker()))
+            .collect();
+        // Tick until each is loaded and admitted (the store answers in the background);
+        // stop right at the member's admission.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let _a = t.join(1, "lead", 0);
+        while t.instance_of(1).is_none() {
+            assert!(Instant::now() < deadline, "leader never admitted");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        let _b = t.join(2, "memb", 1);
+        while t.instance_of(2).is_none() {
+            assert!(Instant::now() < deadline, "member never admitted");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        // A fresh character's starter kit is being created: item operations in flight.
+        let in_flight = |w: &Worker| {
+            w.persist.as_ref().map_or(0, |p| {
+                p.items.values().filter(|i| i.session == Some(2)).count()
+            })
+        };
+        assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
+        let town = t.settings_town();
+        assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
+        t.workers[1].migrate_settled(Instant::now());
+        assert_eq!(
+            t.instance_of(2).map(|(w, _)| w),
+            Some(1),
+            "no handover while item operations are in flight"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.instance_of(2).map(|(w, _)| w) != Some(0) {
+            assert!(Instant::now() < deadline, "handover never happened");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        assert_eq!(in_flight(&t.workers[1]), 0, "settled before it left");
+        // Exactly once: the store's items of the player are exactly its inventory.
+        let (_, inst) = t.instance_of(2).expect("placed");
+        let state = {
+            let i = t.workers[0].instances.get(&inst).expect("instance");
+            let m = i.members.iter().find(|m| m.session == 2).expect("member");
+            i.world.export_player(m.entity).expect("state")
+        };
+        let mut live: Vec<u128> = state.inventory.item_ids().map(|i| i.0).collect();
+        let mut stored: Vec<u128> = store
+            .items_of(StoreOwner::Player(player_id("memb")))
+            .expect("items")
+            .iter()
+            .map(|r| r.item_id)
+            .collect();
+        live.sort_unstable();
+        stored.sort_unstable();
+        assert!(!live.is_empty());
+        assert_eq!(live, stored);
+        drop(t);
+        store_worker.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    impl Two {
+        fn settings_town(&self) -> u16 {
+            self.workers[0]
+                .settings
+                .content
+                .town()
+                .map(|t| t.id)
+                .expect("a town")
         }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    record, IntegrityReport, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Owner,
-    PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    record, IntegrityReport, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner,
+    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
 };
 
 /// Hit and miss counters of the player cache.
@@ -243,6 +243,34 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.release_lease(lease)
     }
 
+    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease_of(resource, now_ms)
+    }
+
+    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+        self.inner.load_party(party_id)
+    }
+
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.party_of(player_id)
+    }
+
+    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
+        self.inner.write_party(party, expected)
+    }
+
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
+        self.inner.post_mail(server, body, now_ms)
+    }
+
+    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
+        self.inner.read_mail(server, max)
+    }
+
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+        self.inner.delete_mail(server, ids)
+    }
+
     fn publish_load(
         &self,
         load: &ServerLoad,
@@ -312,6 +340,36 @@ macro_rules! forward_store {
             }
             fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
                 (**self).release_lease(lease)
+            }
+            fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+                (**self).lease_of(resource, now_ms)
+            }
+            fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+                (**self).load_party(party_id)
+            }
+            fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+                (**self).party_of(player_id)
+            }
+            fn write_party(
+                &self,
+                party: &PartyRecord,
+                expected: Option<u64>,
+            ) -> Result<bool, StoreError> {
+                (**self).write_party(party, expected)
+            }
+            fn post_mail(
+                &self,
+                server: &str,
+                body: &[u8],
+                now_ms: u64,
+            ) -> Result<u128, StoreError> {
+                (**self).post_mail(server, body, now_ms)
+            }
+            fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
+                (**self).read_mail(server, max)
+            }
+            fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+                (**self).delete_mail(server, ids)
             }
             fn publish_load(
                 &self,
@@ -405,6 +463,27 @@ mod tests {
         }
         fn release_lease(&self, _: &Lease) -> Result<(), LeaseError> {
             Err(StoreError::Closed.into())
+        }
+        fn lease_of(&self, _: &str, _: u64) -> Result<Option<Lease>, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn load_party(&self, _: u64) -> Result<Option<PartyRecord>, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn party_of(&self, _: u64) -> Result<Option<u64>, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn write_party(&self, _: &PartyRecord, _: Option<u64>) -> Result<bool, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn post_mail(&self, _: &str, _: &[u8], _: u64) -> Result<u128, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn read_mail(&self, _: &str, _: usize) -> Result<Vec<Mail>, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn delete_mail(&self, _: &str, _: &[u128]) -> Result<(), StoreError> {
+            Err(StoreError::Closed)
         }
         fn publish_load(&self, _: &ServerLoad, _: Duration, _: u64) -> Result<(), StoreError> {
             Err(StoreError::Closed)

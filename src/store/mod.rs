@@ -315,6 +315,35 @@ pub struct Lease {
     pub expires_at_ms: u64,
 }
 
+/// A party as the store keeps it: the truth of membership whichever servers its members
+/// play on. Every write goes through [`Store::write_party`], a compare-and-set on
+/// `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyRecord {
+    /// Party id (random, never reused).
+    pub party_id: u64,
+    /// The leader's player id (also in `members`).
+    pub leader: u64,
+    /// Members' player ids, in joining order. Empty: the party is disbanded (the write
+    /// deletes it).
+    pub members: Vec<u64>,
+    /// Players invited and not yet answered.
+    pub invites: Vec<u64>,
+    /// Bumped by every write: the compare-and-set token.
+    pub version: u64,
+}
+
+/// A message to a server, queued in the store (its mailbox). Servers post to the server
+/// whose lease holds a player, and poll their own mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// Id: posting time (Unix ms) in the high 64 bits, random low bits: mail sorts by
+    /// posting time.
+    pub id: u128,
+    /// Opaque body.
+    pub body: Vec<u8>,
+}
+
 /// Why a lease operation was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseError {
@@ -683,6 +712,64 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The rows of the `servers` table live at `now_ms` (a row whose lifetime ran out is
     /// skipped: its server is taken for dead), ordered by server id.
     fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError>;
+
+    /// The unexpired lease on `resource` at `now_ms`, if any (who holds a player).
+    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
+
+    /// A party, if it exists.
+    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError>;
+
+    /// The party `player_id` is a member of, if any (the membership index, checked
+    /// against the party itself).
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError>;
+
+    /// Writes `party` if the stored version is `expected` (`None`: the party must not
+    /// exist). `party.version` must be `expected + 1` (1 for a new party), else
+    /// [`StoreError::Invalid`]. A party without members is deleted. The membership index
+    /// follows: added members point to it, removed members no longer do. `Ok(false)`: the
+    /// stored version differs (reload and decide again).
+    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError>;
+
+    /// Queues `body` for `server`; returns the mail's id.
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError>;
+
+    /// Up to `max` of `server`'s mails, oldest first (they stay until deleted).
+    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError>;
+
+    /// Deletes mails of `server` (read and handled). Unknown ids are ignored.
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError>;
+}
+
+/// Checks the version rule of [`Store::write_party`].
+pub fn check_party_version(party: &PartyRecord, expected: Option<u64>) -> Result<(), StoreError> {
+    let want = expected.map_or(Some(1), |v| v.checked_add(1));
+    if Some(party.version) != want {
+        return Err(StoreError::Invalid {
+            reason: format!(
+                "party {:016x}: version {} written over {:?}",
+                party.party_id, party.version, expected
+            ),
+        });
+    }
+    if !party.members.is_empty() && !party.members.contains(&party.leader) {
+        return Err(StoreError::Invalid {
+            reason: format!("party {:016x}: leader is not a member", party.party_id),
+        });
+    }
+    Ok(())
+}
+
+/// A fresh mail id: `now_ms` in the high 64 bits, random low bits.
+pub fn mail_id(now_ms: u64) -> u128 {
+    let mut b = [0u8; 8];
+    let low = match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        }
+    };
+    (u128::from(now_ms) << 64) | u128::from(low)
 }
 
 /// A server's published load: one row of the `servers` table (cluster mode, see

@@ -20,6 +20,10 @@
 //! - `servers`: `server_id -> { load, expires_at_ms }`: each server's published load
 //!   ([`super::ServerLoad`]); expired rows are skipped on read and dropped at the next
 //!   publish.
+//! - `parties`: `party_id -> encoded` [`PartyRecord`] (compare-and-set on its version);
+//!   `party_of`: `player_id -> party_id`, the membership index, written in the same
+//!   transaction.
+//! - `mailbox`: `(server, mail id) -> body`: messages between servers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{self, decode_row, encode_row};
 use super::{
-    Anomaly, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease,
-    LeaseError, Owner, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    check_party_version, mail_id, Anomaly, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
+    ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
+    Store, StoreError,
 };
 
 /// Schema version of the embedded file written by this build.
@@ -44,12 +49,15 @@ pub const SCHEMA_VERSION: u64 = 1;
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const PLAYERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("players");
 const FENCES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("player_fences");
+const SERVERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("servers");
 const ITEMS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("items");
 const OWNER_INDEX: TableDefinition<'_, (u8, u64, u128), ()> =
     TableDefinition::new("items_by_owner");
 const ITEM_OPS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("item_ops");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
-const SERVERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("servers");
+const PARTIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("parties");
+const PARTY_OF: TableDefinition<'_, u64, u64> = TableDefinition::new("party_of");
+const MAILBOX: TableDefinition<'_, (&str, u128), &[u8]> = TableDefinition::new("mailbox");
 
 macro_rules! from_redb {
     ($($ty:ident => $ctx:literal,)*) => {$(
@@ -98,6 +106,12 @@ struct LeaseRow {
     holder: Option<String>,
     epoch: u64,
     expires_at_ms: u64,
+}
+
+fn decode_party(party_id: u64, bytes: &[u8]) -> Result<PartyRecord, StoreError> {
+    decode_row(bytes).map_err(|reason| StoreError::Invalid {
+        reason: format!("party {party_id:016x}: {reason}"),
+    })
 }
 
 fn owner_key(owner: Owner) -> (u8, u64) {
@@ -285,13 +299,16 @@ impl RedbStore {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
+            txn.open_table(SERVERS)?;
             txn.open_table(PLAYERS)?;
             txn.open_table(FENCES)?;
             txn.open_table(ITEMS)?;
             txn.open_table(OWNER_INDEX)?;
             txn.open_table(ITEM_OPS)?;
             txn.open_table(LEASES)?;
-            txn.open_table(SERVERS)?;
+            txn.open_table(PARTIES)?;
+            txn.open_table(PARTY_OF)?;
+            txn.open_table(MAILBOX)?;
         }
         txn.commit()?;
         Ok(())
@@ -717,6 +734,129 @@ impl Store for RedbStore {
             }
         }
         txn.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let row: Option<LeaseRow> = match table.get(resource)? {
+            None => None,
+            Some(g) => Some(decode_row(g.value()).map_err(|reason| StoreError::Invalid {
+                reason: format!("lease {resource}: {reason}"),
+            })?),
+        };
+        Ok(row.and_then(|r| match r.holder {
+            Some(holder) if r.expires_at_ms > now_ms => Some(Lease {
+                resource: resource.into(),
+                holder,
+                epoch: r.epoch,
+                expires_at_ms: r.expires_at_ms,
+            }),
+            _ => None,
+        }))
+    }
+
+    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PARTIES)?;
+        let found = table.get(party_id)?;
+        found.map(|g| decode_party(party_id, g.value())).transpose()
+    }
+
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(PARTY_OF)?;
+        let Some(party_id) = index.get(player_id)?.map(|g| g.value()) else {
+            return Ok(None);
+        };
+        let parties = txn.open_table(PARTIES)?;
+        let found = parties.get(party_id)?;
+        let party = found
+            .map(|g| decode_party(party_id, g.value()))
+            .transpose()?;
+        Ok(party
+            .filter(|p| p.members.contains(&player_id))
+            .map(|p| p.party_id))
+    }
+
+    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
+        check_party_version(party, expected)?;
+        let txn = self.begin()?;
+        let written = {
+            let mut parties = txn.open_table(PARTIES)?;
+            let current = {
+                let found = parties.get(party.party_id)?;
+                found
+                    .map(|g| decode_party(party.party_id, g.value()))
+                    .transpose()?
+            };
+            if current.as_ref().map(|c| c.version) != expected {
+                false
+            } else {
+                let mut index = txn.open_table(PARTY_OF)?;
+                for old in current.iter().flat_map(|c| c.members.iter()) {
+                    let ours = index.get(*old)?.map(|g| g.value()) == Some(party.party_id);
+                    if ours && !party.members.contains(old) {
+                        index.remove(*old)?;
+                    }
+                }
+                for m in &party.members {
+                    index.insert(*m, party.party_id)?;
+                }
+                if party.members.is_empty() {
+                    parties.remove(party.party_id)?;
+                } else {
+                    parties.insert(party.party_id, encode_row(party)?.as_slice())?;
+                }
+                true
+            }
+        };
+        if written {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(written)
+    }
+
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
+        let id = mail_id(now_ms);
+        let txn = self.begin()?;
+        txn.open_table(MAILBOX)?.insert((server, id), body)?;
+        txn.commit()?;
+        Ok(id)
+    }
+
+    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MAILBOX)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((server, 0u128)..=(server, u128::MAX))?
+            .take(max)
+        {
+            let (k, v) = entry?;
+            out.push(Mail {
+                id: k.value().1,
+                body: v.value().to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(MAILBOX)?;
+            for id in ids {
+                table.remove((server, *id))?;
+            }
+        }
+        txn.commit()?;
         Ok(())
     }
 

@@ -21,6 +21,14 @@
 //! too the caller gets [`StoreError::UnknownOutcome`] and must retry later with the same op
 //! id / fence.
 //!
+//! Parties: one row per party in `parties`, written only by LWTs conditional on its
+//! `version` (compare-and-set, see [`Store::write_party`]); the `party_of` index is written
+//! for added members *before* that LWT and cleared (conditionally) for removed members
+//! after it, and every read of it is checked against the party row, so a failure between
+//! the two never makes a player a member of a party that does not list it. Mail between
+//! servers is one partition per server in `mailbox`, ordered by mail id, with a 5 minute
+//! table TTL as a backstop for mail nobody deletes.
+//!
 //! Exactly-once items: `item_ops` records every outcome; a retry first reads it. If the
 //! process died between the item LWT and the op-log write, the retry's LWT is refused and
 //! the row's `last_op` shows it was ours.
@@ -55,7 +63,8 @@ use tokio::sync::Semaphore;
 use super::record::{self, decode_row, encode_row};
 use super::{
     Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
-    ItemRecord, Lease, LeaseError, Owner, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
+    Store, StoreError,
 };
 
 /// The schema version `deploy/scylla/schema.cql` creates.
@@ -418,6 +427,25 @@ struct LeaseRelease {
     if_epoch: i64,
 }
 
+#[derive(Debug, Clone, DeserializeRow)]
+struct PartyRowCql {
+    leader: Option<i64>,
+    members: Option<Vec<i64>>,
+    invites: Option<Vec<i64>>,
+    version: Option<i64>,
+}
+
+#[derive(Debug, DeserializeRow)]
+struct PartyOfCql {
+    party_id: Option<i64>,
+}
+
+#[derive(Debug, DeserializeRow)]
+struct MailCql {
+    mail_id: Option<Vec<u8>>,
+    body: Option<Vec<u8>>,
+}
+
 #[derive(Debug, SerializeRow, DeserializeRow)]
 struct ServerRowCql {
     server_id: String,
@@ -515,6 +543,16 @@ struct Statements {
     scan_leases: PreparedStatement,
     publish_load: PreparedStatement,
     scan_servers: PreparedStatement,
+    read_party: PreparedStatement,
+    insert_party: PreparedStatement,
+    update_party: PreparedStatement,
+    delete_party: PreparedStatement,
+    read_party_of: PreparedStatement,
+    set_party_of: PreparedStatement,
+    clear_party_of: PreparedStatement,
+    post_mail: PreparedStatement,
+    read_mail: PreparedStatement,
+    delete_mail: PreparedStatement,
 }
 
 impl std::fmt::Debug for Statements {
@@ -809,6 +847,78 @@ impl Statements {
                 s,
                 p,
                 "SELECT holder, epoch, expires_at_ms FROM leases",
+                Idempotent,
+            )
+            .await?,
+            read_party: prepare(
+                s,
+                p,
+                "SELECT leader, members, invites, version FROM parties WHERE party_id = ?",
+                SerialRead,
+            )
+            .await?,
+            insert_party: prepare(
+                s,
+                p,
+                "INSERT INTO parties (party_id, leader, members, invites, version) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                Lwt,
+            )
+            .await?,
+            update_party: prepare(
+                s,
+                p,
+                "UPDATE parties SET leader = ?, members = ?, invites = ?, version = ? \
+                 WHERE party_id = ? IF version = ?",
+                Lwt,
+            )
+            .await?,
+            delete_party: prepare(
+                s,
+                p,
+                "DELETE FROM parties WHERE party_id = ? IF version = ?",
+                Lwt,
+            )
+            .await?,
+            read_party_of: prepare(
+                s,
+                p,
+                "SELECT party_id FROM party_of WHERE player_id = ?",
+                Idempotent,
+            )
+            .await?,
+            set_party_of: prepare(
+                s,
+                p,
+                "INSERT INTO party_of (player_id, party_id) VALUES (?, ?)",
+                Idempotent,
+            )
+            .await?,
+            clear_party_of: prepare(
+                s,
+                p,
+                "DELETE FROM party_of WHERE player_id = ? IF party_id = ?",
+                Lwt,
+            )
+            .await?,
+            post_mail: prepare(
+                s,
+                p,
+                "INSERT INTO mailbox (server, mail_id, body) VALUES (?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            read_mail: prepare(
+                s,
+                p,
+                "SELECT mail_id, body FROM mailbox WHERE server = ? LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            delete_mail: prepare(
+                s,
+                p,
+                "DELETE FROM mailbox WHERE server = ? AND mail_id = ?",
                 Idempotent,
             )
             .await?,
@@ -1671,6 +1781,150 @@ impl Inner {
         Ok(report)
     }
 
+    async fn read_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+        let result = self
+            .execute(
+                &self.st.read_party,
+                (id_to_cql(party_id),),
+                "reading a party",
+            )
+            .await?;
+        let rows = result.into_rows_result().map_err(err("reading a party"))?;
+        let row = rows
+            .maybe_first_row::<PartyRowCql>()
+            .map_err(err("reading a party"))?;
+        let Some(row) = row else { return Ok(None) };
+        let (Some(leader), Some(version)) = (row.leader, row.version) else {
+            return Err(StoreError::Invalid {
+                reason: format!("party {party_id:016x}: row without leader or version"),
+            });
+        };
+        let ids =
+            |v: Option<Vec<i64>>| v.unwrap_or_default().into_iter().map(id_from_cql).collect();
+        Ok(Some(PartyRecord {
+            party_id,
+            leader: id_from_cql(leader),
+            members: ids(row.members),
+            invites: ids(row.invites),
+            version: u64::try_from(version).unwrap_or(0),
+        }))
+    }
+
+    async fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        let result = self
+            .execute(
+                &self.st.read_party_of,
+                (id_to_cql(player_id),),
+                "reading a membership",
+            )
+            .await?;
+        let rows = result
+            .into_rows_result()
+            .map_err(err("reading a membership"))?;
+        let row = rows
+            .maybe_first_row::<PartyOfCql>()
+            .map_err(err("reading a membership"))?;
+        let Some(party_id) = row.and_then(|r| r.party_id).map(id_from_cql) else {
+            return Ok(None);
+        };
+        let party = self.read_party(party_id).await?;
+        Ok(party
+            .filter(|p| p.members.contains(&player_id))
+            .map(|p| p.party_id))
+    }
+
+    async fn write_party(
+        &self,
+        party: PartyRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let current = self.read_party(party.party_id).await?;
+        if current.as_ref().map(|c| c.version) != expected {
+            return Ok(false);
+        }
+        let id = id_to_cql(party.party_id);
+        // Added members point to the party first (checked against the row when read).
+        for m in &party.members {
+            self.execute(
+                &self.st.set_party_of,
+                (id_to_cql(*m), id),
+                "writing a membership",
+            )
+            .await?;
+        }
+        let cql_ids = |v: &[u64]| v.iter().map(|x| id_to_cql(*x)).collect::<Vec<i64>>();
+        let version = i64_of(party.version, "party version")?;
+        let sent = match (expected, party.members.is_empty()) {
+            (None, true) => return Ok(true),
+            (None, false) => {
+                self.session
+                    .execute_unpaged(
+                        &self.st.insert_party,
+                        (
+                            id,
+                            id_to_cql(party.leader),
+                            cql_ids(&party.members),
+                            cql_ids(&party.invites),
+                            version,
+                        ),
+                    )
+                    .await
+            }
+            (Some(v), true) => {
+                self.session
+                    .execute_unpaged(&self.st.delete_party, (id, i64_of(v, "party version")?))
+                    .await
+            }
+            (Some(v), false) => {
+                self.session
+                    .execute_unpaged(
+                        &self.st.update_party,
+                        (
+                            id_to_cql(party.leader),
+                            cql_ids(&party.members),
+                            cql_ids(&party.invites),
+                            version,
+                            id,
+                            i64_of(v, "party version")?,
+                        ),
+                    )
+                    .await
+            }
+        };
+        let applied = match sent {
+            Ok(result) => Lwt::parse(result)?.applied,
+            Err(e) if may_have_applied(&e) => {
+                // Unknown outcome: the serial read finishes the round and tells.
+                let now = self.read_party(party.party_id).await.map_err(|re| {
+                    StoreError::UnknownOutcome {
+                        context: "writing a party",
+                        detail: format!("write: {e}; re-read: {re}"),
+                    }
+                })?;
+                match now {
+                    None => party.members.is_empty(),
+                    Some(p) => p == party,
+                }
+            }
+            Err(e) => return Err(err("writing a party")(e)),
+        };
+        if !applied {
+            return Ok(false);
+        }
+        // Removed members no longer point to it (unless they joined another since).
+        for old in current.iter().flat_map(|c| c.members.iter()) {
+            if !party.members.contains(old) {
+                self.execute(
+                    &self.st.clear_party_of,
+                    (id_to_cql(*old), id),
+                    "clearing a membership",
+                )
+                .await?;
+            }
+        }
+        Ok(true)
+    }
+
     async fn read_lease(&self, resource: &str) -> Result<Option<LeaseRowCql>, StoreError> {
         let result = self
             .execute(&self.st.read_lease, (resource,), "reading a lease")
@@ -2055,6 +2309,90 @@ impl Store for ScyllaStore {
         lease_result(self.run(move |i| async move { Ok(i.release_lease(lease).await) }))
     }
 
+    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let resource = resource.to_owned();
+        self.run(move |i| async move {
+            let row = i.read_lease(&resource).await?;
+            Ok(
+                row.and_then(|r| match (r.holder, r.epoch, r.expires_at_ms) {
+                    (Some(holder), Some(epoch), Some(until))
+                        if u64::try_from(until).unwrap_or(0) > now_ms =>
+                    {
+                        Some(Lease {
+                            resource,
+                            holder,
+                            epoch: id_from_cql(epoch),
+                            expires_at_ms: u64::try_from(until).unwrap_or(0),
+                        })
+                    }
+                    _ => None,
+                }),
+            )
+        })
+    }
+
+    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+        self.run(move |i| async move { i.read_party(party_id).await })
+    }
+
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        self.run(move |i| async move { i.party_of(player_id).await })
+    }
+
+    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
+        super::check_party_version(party, expected)?;
+        let party = party.clone();
+        self.run(move |i| async move { i.write_party(party, expected).await })
+    }
+
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
+        let id = super::mail_id(now_ms);
+        let (server, body) = (server.to_owned(), body.to_vec());
+        self.run(move |i| async move {
+            i.execute(&i.st.post_mail, (server, blob16(id), body), "posting mail")
+                .await?;
+            Ok(id)
+        })
+    }
+
+    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
+        let server = server.to_owned();
+        let limit = i32::try_from(max).unwrap_or(i32::MAX);
+        self.run(move |i| async move {
+            let result = i
+                .execute(&i.st.read_mail, (server, limit), "reading mail")
+                .await?;
+            let rows = result.into_rows_result().map_err(err("reading mail"))?;
+            let mut out = Vec::new();
+            for row in rows.rows::<MailCql>().map_err(err("reading mail"))? {
+                let row = row.map_err(err("reading mail"))?;
+                let Some(id) = row.mail_id.as_deref().and_then(from_blob16) else {
+                    continue;
+                };
+                out.push(Mail {
+                    id,
+                    body: row.body.unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+        let (server, ids) = (server.to_owned(), ids.to_vec());
+        self.run(move |i| async move {
+            for id in ids {
+                i.execute(
+                    &i.st.delete_mail,
+                    (server.clone(), blob16(id)),
+                    "deleting mail",
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
     fn publish_load(
         &self,
         load: &ServerLoad,
@@ -2125,6 +2463,9 @@ mod tests {
             "item_ops",
             "leases",
             "servers",
+            "parties",
+            "party_of",
+            "mailbox",
         ] {
             assert!(
                 st.iter()

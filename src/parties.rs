@@ -1,0 +1,762 @@
+//! Parties across servers (cluster mode): the party directory.
+//!
+//! With `[cluster] enabled = true` a party's members may play on different servers, so
+//! party state lives in the [`Store`] ([`PartyRecord`], written only by compare-and-set on
+//! its version), not in one server's memory. Each server runs one directory thread:
+//!
+//! - its sim workers hand it their players' party requests and session ends
+//!   ([`PartyCall`], a bounded queue: the tick never waits) and it answers them on the
+//!   player's outbox once the store has decided;
+//! - it tells players about changes: local players directly, players another server holds
+//!   (the player lease names it, [`Store::lease_of`]) through that server's mailbox in the
+//!   store ([`Store::post_mail`]), which every directory polls a few times a second (one
+//!   read per server, not per player);
+//! - it mirrors the parties of its players into the sim's party registry (the workers
+//!   read it for shared instances and XP sharing) and moves members into their leader's
+//!   instance;
+//! - members converge on the leader's server: a member whose leader plays on another
+//!   server is saved, its lease released, and it is sent `Redirect{address, ticket}` to the
+//!   leader's server (SPEC §2.2), where it enters the leader's instance.
+//!
+//! Party ids are random 64-bit ids in the store; the wire and the sim use their low 32 bits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zonehost_game::party::MAX_PARTY_SIZE;
+use zonehost_game::{Parties, PartyId};
+use zonehost_protocol::frame::encode_frame;
+use zonehost_protocol::message::{
+    close_code, Event, PartyEvent, Redirect, Request, RequestError, Response, ServerMsg,
+};
+use zonehost_protocol::token::player_id;
+
+use crate::cluster::{player_resource, PlayerLeases, Tickets};
+use crate::session::{unix_secs, Registry};
+use crate::sim::persist::unix_millis;
+use crate::sim::{Control, Outgoing, SessionId};
+use crate::store::{PartyRecord, Store, StoreError};
+use crate::telemetry::{DisconnectCause, Stats};
+
+/// How often a directory reads its mailbox.
+pub const MAIL_POLL: Duration = Duration::from_millis(200);
+/// Mails read per poll.
+const MAIL_BATCH: usize = 64;
+/// Compare-and-set rounds before a contended party write gives up (`Internal`).
+const CAS_ROUNDS: usize = 8;
+/// How long a handoff waits for the member's final checkpoint and lease release.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+
+/// What a sim worker hands the directory.
+#[derive(Debug)]
+pub enum PartyCall {
+    /// A party request of a local player, answered on its outbox.
+    Request {
+        /// The player.
+        player: u64,
+        /// Request id to answer.
+        id: u32,
+        /// The request (a party request).
+        body: Request,
+        /// When the connection task received it.
+        received_at: Instant,
+    },
+    /// A local player's session ended (not handed to another server): it leaves its
+    /// party, as on a single server.
+    Forget {
+        /// The player.
+        player: u64,
+    },
+}
+
+/// The sim's side of the directory: a bounded, non-blocking queue.
+#[derive(Debug, Clone)]
+pub struct PartyHandle {
+    tx: SyncSender<PartyCall>,
+}
+
+impl PartyHandle {
+    /// Queues a call; gives it back when the queue is full or the directory stopped.
+    pub fn call(&self, call: PartyCall) -> Result<(), PartyCall> {
+        self.tx.try_send(call).map_err(|e| match e {
+            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        })
+    }
+}
+
+/// A message between directories, in the store's mailbox of the receiving server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum PartyMail {
+    /// Tell `player` (held by the receiving server) `event`; `invited_to` is the party of
+    /// an invitation (the receiver remembers it for the answer).
+    Tell {
+        player: u64,
+        event: PartyEvent,
+        invited_to: Option<u64>,
+    },
+    /// Party `party_id` changed: reload it, mirror it, tell and move local members.
+    Sync { party_id: u64 },
+}
+
+/// What a directory needs.
+#[derive(Debug)]
+pub struct DirectorySettings {
+    /// The shared store.
+    pub store: Arc<dyn Store>,
+    /// This server's id (lease holder name, mailbox name).
+    pub server_id: String,
+    /// Live sessions of this server.
+    pub registry: Arc<Registry>,
+    /// The sim's party registry (mirrored from the store).
+    pub mirror: Arc<Mutex<Parties>>,
+    /// Player leases of this server.
+    pub leases: Arc<PlayerLeases>,
+    /// Signs redirect tickets.
+    pub tickets: Arc<Tickets>,
+    /// Client-facing addresses of the servers, by id.
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// A running directory thread.
+#[derive(Debug)]
+pub struct Directory {
+    handle: PartyHandle,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Directory {
+    /// Starts the directory thread with a call queue of `capacity`.
+    pub fn spawn(settings: DirectorySettings, capacity: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            s: settings,
+            invited: HashMap::new(),
+            names: HashMap::new(),
+            changes: Vec::new(),
+        };
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("zh-parties".into())
+            .spawn(move || worker.run(rx, stop2))?;
+        Ok(Self {
+            handle: PartyHandle { tx },
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The sim's handle.
+    pub fn handle(&self) -> PartyHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the thread and waits for it (blocking).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = t {
+            if t.join().is_err() {
+                tracing::error!("the party directory thread panicked");
+            }
+        }
+    }
+}
+
+/// Why a party operation failed.
+#[derive(Debug, thiserror::Error)]
+enum PartyFailure {
+    /// Refused by the rules (sent to the client).
+    #[error("{0}")]
+    Refused(RequestError),
+    /// The store failed or stayed contended.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Too many concurrent writers.
+    #[error("party write contended")]
+    Contended,
+}
+
+impl From<RequestError> for PartyFailure {
+    fn from(e: RequestError) -> Self {
+        PartyFailure::Refused(e)
+    }
+}
+
+struct Worker {
+    s: DirectorySettings,
+    /// Local invitees: the party they were invited to.
+    invited: HashMap<u64, u64>,
+    /// Names of players (not necessarily local), learned once.
+    names: HashMap<u64, String>,
+    /// Membership changes to propagate once the request is answered: `(before, after)`.
+    changes: Vec<(Option<PartyRecord>, PartyRecord)>,
+}
+
+fn random_party_id() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b) | 1,
+        Err(_) => unix_millis().rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15,
+    }
+}
+
+/// The sim's id of a store party.
+pub fn wire_party(party_id: u64) -> PartyId {
+    party_id as PartyId
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<PartyCall>, stop: Arc<AtomicBool>) {
+        let mut last_poll = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            match rx.recv_timeout(MAIL_POLL) {
+                Ok(call) => self.on_call(call),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_poll.elapsed() >= MAIL_POLL {
+                last_poll = Instant::now();
+                self.poll_mail();
+            }
+        }
+    }
+
+    fn on_call(&mut self, call: PartyCall) {
+        self.handle_call(call);
+        // The requester has its answer before it is told of (or moved by) the change.
+        for (before, after) in std::mem::take(&mut self.changes) {
+            self.changed(before.as_ref(), &after);
+        }
+    }
+
+    fn handle_call(&mut self, call: PartyCall) {
+        match call {
+            PartyCall::Request {
+                player,
+                id,
+                body,
+                received_at,
+            } => {
+                let kind = body.kind();
+                let result = match self.request(player, body) {
+                    Ok(()) => Ok(Response::Done),
+                    Err(PartyFailure::Refused(e)) => Err(e),
+                    Err(e) => {
+                        tracing::warn!(player, error = %e, "party request failed");
+                        Err(RequestError::Internal)
+                    }
+                };
+                if let Some(c) = self.s.registry.contact(player) {
+                    if let Ok(f) = encode_frame(&ServerMsg::Response { id, body: result }) {
+                        let _ = c.outbox.try_send(Outgoing::Frame(f));
+                    }
+                }
+                metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
+                    .record(received_at.elapsed().as_secs_f64());
+            }
+            PartyCall::Forget { player } => {
+                self.invited.remove(&player);
+                match self.s.store.party_of(player) {
+                    Ok(Some(party)) => {
+                        if let Err(e) = self.remove_member(party, player, false) {
+                            tracing::warn!(player, error = %e, "leaving the party at session end failed");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, player: u64, body: Request) -> Result<(), PartyFailure> {
+        match body {
+            Request::PartyInvite { player: name } => self.invite(player, &name),
+            Request::PartyAccept => self.accept(player),
+            Request::PartyDecline => self.decline(player),
+            Request::PartyLeave => {
+                let party = self.real_party_of(player)?;
+                self.remove_member(party, player, false)
+            }
+            Request::PartyKick { player: name } => {
+                let target = player_id(&name);
+                let party = self.real_party_of(player)?;
+                let record = self
+                    .s
+                    .store
+                    .load_party(party)?
+                    .ok_or(RequestError::NotInParty)?;
+                if record.leader != player {
+                    return Err(RequestError::NotLeader.into());
+                }
+                if target == player || !record.members.contains(&target) {
+                    return Err(RequestError::NotMember.into());
+                }
+                self.remove_member(party, target, true)
+            }
+            _ => Err(RequestError::NotAllowed.into()),
+        }
+    }
+
+    /// The party of `player` with at least two members (a party being formed by an
+    /// invitation does not count).
+    fn real_party_of(&self, player: u64) -> Result<u64, PartyFailure> {
+        let id = self
+            .s
+            .store
+            .party_of(player)?
+            .ok_or(RequestError::NotInParty)?;
+        match self.s.store.load_party(id)? {
+            Some(p) if p.members.len() >= 2 => Ok(id),
+            _ => Err(RequestError::NotInParty.into()),
+        }
+    }
+
+    /// Read-modify-write of one party with compare-and-set; `change` sees the current
+    /// record (`None`: none) and returns the new one, or a refusal.
+    fn update(
+        &self,
+        party_id: u64,
+        mut change: impl FnMut(Option<&PartyRecord>) -> Result<PartyRecord, PartyFailure>,
+    ) -> Result<(Option<PartyRecord>, PartyRecord), PartyFailure> {
+        for _ in 0..CAS_ROUNDS {
+            let current = self.s.store.load_party(party_id)?;
+            let mut next = change(current.as_ref())?;
+            let expected = current.as_ref().map(|c| c.version);
+            next.party_id = party_id;
+            next.version = expected.map_or(1, |v| v + 1);
+            if self.s.store.write_party(&next, expected)? {
+                Stats::inc(&self.s.stats.party_writes);
+                return Ok((current, next));
+            }
+            Stats::inc(&self.s.stats.party_write_conflicts);
+        }
+        Err(PartyFailure::Contended)
+    }
+
+    fn invite(&mut self, inviter: u64, name: &str) -> Result<(), PartyFailure> {
+        let invitee = player_id(name);
+        if invitee == inviter {
+            return Err(RequestError::SelfInvite.into());
+        }
+        if self.holder_of(invitee)?.is_none() {
+            return Err(RequestError::NoSuchPlayer.into());
+        }
+        if self.real_party_of(invitee).is_ok() {
+            return Err(RequestError::AlreadyInParty.into());
+        }
+        let party_id = match self.s.store.party_of(inviter)? {
+            Some(id) => id,
+            None => random_party_id(),
+        };
+        self.update(party_id, |current| {
+            let mut next = match current {
+                Some(p) => {
+                    if p.leader != inviter {
+                        return Err(RequestError::NotLeader.into());
+                    }
+                    if p.members.len() >= MAX_PARTY_SIZE {
+                        return Err(RequestError::PartyFull.into());
+                    }
+                    p.clone()
+                }
+                None => PartyRecord {
+                    party_id,
+                    leader: inviter,
+                    members: vec![inviter],
+                    invites: Vec::new(),
+                    version: 0,
+                },
+            };
+            if !next.invites.contains(&invitee) {
+                next.invites.push(invitee);
+            }
+            Ok(next)
+        })?;
+        let by = self.name_of(inviter);
+        self.tell(invitee, PartyEvent::Invited { by }, Some(party_id));
+        Ok(())
+    }
+
+    fn accept(&mut self, invitee: u64) -> Result<(), PartyFailure> {
+        let party_id = *self.invited.get(&invitee).ok_or(RequestError::NoInvite)?;
+        // A party this player was forming by inviting others is abandoned.
+        if let Some(own) = self.s.store.party_of(invitee)? {
+            if own != party_id {
+                match self.s.store.load_party(own)? {
+                    Some(p) if p.members.len() >= 2 => {
+                        return Err(RequestError::AlreadyInParty.into())
+                    }
+                    Some(_) => {
+                        self.update(own, |_| {
+                            Ok(PartyRecord {
+                                party_id: own,
+                                leader: invitee,
+                                members: Vec::new(),
+                                invites: Vec::new(),
+                                version: 0,
+                            })
+                        })?;
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.invited.remove(&invitee);
+        let (before, after) = self.update(party_id, |current| {
+            let p = current.ok_or(RequestError::NoInvite)?;
+            if !p.invites.contains(&invitee) {
+                return Err(RequestError::NoInvite.into());
+            }
+            if p.members.len() >= MAX_PARTY_SIZE {
+                return Err(RequestError::PartyFull.into());
+            }
+            let mut next = p.clone();
+            next.invites.retain(|i| *i != invitee);
+            if !next.members.contains(&invitee) {
+                next.members.push(invitee);
+            }
+            Ok(next)
+        })?;
+        self.changes.push((before, after));
+        Ok(())
+    }
+
+    fn decline(&mut self, invitee: u64) -> Result<(), PartyFailure> {
+        let party_id = self
+            .invited
+            .remove(&invitee)
+            .ok_or(RequestError::NoInvite)?;
+        let (_, after) = self.update(party_id, |current| {
+            let p = current.ok_or(RequestError::NoInvite)?;
+            let mut next = p.clone();
+            next.invites.retain(|i| *i != invitee);
+            if next.members.len() < 2 && next.invites.is_empty() {
+                next.members.clear();
+            }
+            Ok(next)
+        })?;
+        let by = self.name_of(invitee);
+        self.tell(after.leader, PartyEvent::Declined { by }, None);
+        Ok(())
+    }
+
+    /// Removes `player` from `party_id` (leader succession, disband below two).
+    fn remove_member(
+        &mut self,
+        party_id: u64,
+        player: u64,
+        kicked: bool,
+    ) -> Result<(), PartyFailure> {
+        let (before, after) = self.update(party_id, |current| {
+            let p = current.ok_or(RequestError::NotInParty)?;
+            if !p.members.contains(&player) {
+                return Err(RequestError::NotInParty.into());
+            }
+            let mut next = p.clone();
+            next.members.retain(|m| *m != player);
+            if next.leader == player {
+                if let Some(&first) = next.members.first() {
+                    next.leader = first;
+                }
+            }
+            if next.members.len() < 2 && (next.members.is_empty() || p.members.len() >= 2) {
+                // A real party disbands below two; a forming one ends with its inviter.
+                next.members.clear();
+                next.invites.clear();
+            }
+            Ok(next)
+        })?;
+        if before.as_ref().is_some_and(|b| b.members.len() >= 2) {
+            self.tell(player, PartyEvent::Left { kicked }, None);
+        }
+        self.changes.push((before, after));
+        Ok(())
+    }
+
+    /// After a membership change: every server holding a member (before or after) syncs
+    /// the party; this one at once, the others through their mailbox.
+    fn changed(&mut self, before: Option<&PartyRecord>, after: &PartyRecord) {
+        let mut players: BTreeSet<u64> = after.members.iter().copied().collect();
+        players.extend(before.iter().flat_map(|b| b.members.iter().copied()));
+        let mut servers = BTreeSet::new();
+        for p in players {
+            if self.s.registry.route(p).is_some() {
+                servers.insert(self.s.server_id.clone());
+            } else if let Ok(Some(h)) = self.holder_of(p) {
+                servers.insert(h);
+            }
+        }
+        for server in servers {
+            if server == self.s.server_id {
+                self.sync(after.party_id);
+            } else {
+                self.post(
+                    &server,
+                    &PartyMail::Sync {
+                        party_id: after.party_id,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Mirrors party `party_id` from the store, tells local members, moves them to their
+    /// leader (its instance here, or its server).
+    fn sync(&mut self, party_id: u64) {
+        let record = match self.s.store.load_party(party_id) {
+            Ok(r) => r.filter(|r| r.members.len() >= 2),
+            Err(e) => {
+                tracing::warn!(party = party_id, error = %e, "party sync: load failed");
+                return;
+            }
+        };
+        let id = wire_party(party_id);
+        let before: Vec<u64> = {
+            let mirror = self.s.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            mirror
+                .party(id)
+                .map(|p| p.members.clone())
+                .unwrap_or_default()
+        };
+        {
+            let mut mirror = self.s.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            match &record {
+                Some(r) => mirror.mirror(id, r.leader, &r.members),
+                None => mirror.unmirror(id),
+            }
+        }
+        let members = record
+            .as_ref()
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        for gone in before.iter().filter(|m| !members.contains(m)) {
+            if let Some((_, route)) = self.s.registry.route(*gone) {
+                route.control(Control::PartyLeft { player: *gone });
+            }
+        }
+        let Some(r) = record else { return };
+        let event = PartyEvent::Members {
+            party: id,
+            leader: self.name_of(r.leader),
+            members: r.members.iter().map(|m| self.name_of(*m)).collect(),
+        };
+        let leader_server = if self.s.registry.route(r.leader).is_some() {
+            Some(self.s.server_id.clone())
+        } else {
+            self.holder_of(r.leader).ok().flatten()
+        };
+        for m in &r.members {
+            let Some((session, route)) = self.s.registry.route(*m) else {
+                continue;
+            };
+            self.tell_local(*m, &event);
+            match &leader_server {
+                Some(h) if *h != self.s.server_id => self.hand_off(*m, session, h),
+                _ => route.control(Control::PartyJoined {
+                    party: id,
+                    player: *m,
+                }),
+            }
+        }
+    }
+
+    /// Moves a local member to server `to`: the sim saves and ends its session here
+    /// (without leaving the party), its lease is released, then it is redirected with a
+    /// ticket for `to`.
+    fn hand_off(&mut self, player: u64, session: SessionId, to: &str) {
+        let (Some(address), Some(contact)) = (
+            self.s.peers.get(to).copied(),
+            self.s.registry.contact(player),
+        ) else {
+            tracing::debug!(player, to, "no handoff: peer unknown or player detached");
+            return;
+        };
+        let Some((_, route)) = self.s.registry.route(player) else {
+            return;
+        };
+        route.control(Control::Handoff { session });
+        let deadline = Instant::now() + HANDOFF_WAIT;
+        while self.s.leases.holds(player, session) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.s.leases.holds(player, session) {
+            tracing::warn!(
+                player,
+                to,
+                "handoff: final checkpoint not answered in time; redirecting anyway"
+            );
+        }
+        self.s.leases.release_ended();
+        let redirect = ServerMsg::Redirect(Redirect {
+            address: address.to_string(),
+            ticket: self.s.tickets.mint(&contact.name, to, unix_secs()),
+        });
+        let Ok(frame) = encode_frame(&redirect) else {
+            return;
+        };
+        let msg = Outgoing::CloseAfter {
+            frame,
+            code: close_code::REJECTED,
+            cause: DisconnectCause::Redirected,
+        };
+        if contact.outbox.try_send(msg).is_err() {
+            contact.shared.set_cause(DisconnectCause::Redirected);
+            contact.conn.close(close_code::REJECTED, b"redirect");
+        }
+        Stats::inc(&self.s.stats.party_handoffs);
+        tracing::info!(player, to, "party member handed to its leader's server");
+    }
+
+    /// Tells `player` `event`, wherever it plays.
+    fn tell(&mut self, player: u64, event: PartyEvent, invited_to: Option<u64>) {
+        if self.s.registry.route(player).is_some() {
+            if let Some(party) = invited_to {
+                self.invited.insert(player, party);
+            }
+            self.tell_local(player, &event);
+            return;
+        }
+        match self.holder_of(player) {
+            Ok(Some(server)) => self.post(
+                &server,
+                &PartyMail::Tell {
+                    player,
+                    event,
+                    invited_to,
+                },
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(player, error = %e, "party event not delivered"),
+        }
+    }
+
+    fn tell_local(&self, player: u64, event: &PartyEvent) {
+        let contact = self
+            .s
+            .registry
+            .contact(player)
+            .filter(|c| c.shared.is_welcomed());
+        let Some(c) = contact else { return };
+        if let Ok(f) = encode_frame(&ServerMsg::Event(Event::Party(event.clone()))) {
+            if c.outbox.try_send(Outgoing::Frame(f)).is_err() {
+                tracing::debug!(player, "party event dropped: outbox full or closed");
+            }
+        }
+    }
+
+    fn post(&self, server: &str, mail: &PartyMail) {
+        let body = match postcard::to_allocvec(mail) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding party mail failed");
+                return;
+            }
+        };
+        match self.s.store.post_mail(server, &body, unix_millis()) {
+            Ok(_) => Stats::inc(&self.s.stats.party_mail_sent),
+            Err(e) => tracing::warn!(server, error = %e, "posting party mail failed"),
+        }
+    }
+
+    fn poll_mail(&mut self) {
+        let mails = match self.s.store.read_mail(&self.s.server_id, MAIL_BATCH) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the party mailbox failed");
+                return;
+            }
+        };
+        if mails.is_empty() {
+            return;
+        }
+        let ids: Vec<u128> = mails.iter().map(|m| m.id).collect();
+        for mail in mails {
+            Stats::inc(&self.s.stats.party_mail_received);
+            match postcard::from_bytes::<PartyMail>(&mail.body) {
+                Ok(PartyMail::Tell {
+                    player,
+                    event,
+                    invited_to,
+                }) => {
+                    if let Some(party) = invited_to {
+                        self.invited.insert(player, party);
+                    }
+                    self.tell_local(player, &event);
+                }
+                Ok(PartyMail::Sync { party_id }) => self.sync(party_id),
+                Err(e) => {
+                    Stats::inc(&self.s.stats.party_mail_invalid);
+                    tracing::warn!(error = %e, "undecodable party mail dropped");
+                }
+            }
+        }
+        if let Err(e) = self.s.store.delete_mail(&self.s.server_id, &ids) {
+            tracing::warn!(error = %e, "deleting handled party mail failed (handled again)");
+        }
+    }
+
+    /// The server whose lease holds `player`, if any.
+    fn holder_of(&self, player: u64) -> Result<Option<String>, StoreError> {
+        if self.s.registry.route(player).is_some() {
+            return Ok(Some(self.s.server_id.clone()));
+        }
+        Ok(self
+            .s
+            .store
+            .lease_of(&player_resource(player), unix_millis())?
+            .map(|l| l.holder))
+    }
+
+    fn name_of(&mut self, player: u64) -> String {
+        if let Some(n) = self.s.registry.name_of(player) {
+            return n;
+        }
+        if let Some(n) = self.names.get(&player) {
+            return n.clone();
+        }
+        match self.s.store.load_player(player) {
+            Ok(Some(r)) => {
+                self.names.insert(player, r.name.clone());
+                r.name
+            }
+            _ => format!("{player:016x}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn party_mail_round_trips_and_garbage_is_an_error() {
+        for mail in [
+            PartyMail::Sync { party_id: 42 },
+            PartyMail::Tell {
+                player: 7,
+                event: PartyEvent::Invited { by: "lead".into() },
+                invited_to: Some(42),
+            },
+        ] {
+            let bytes = postcard::to_allocvec(&mail).expect("encodes");
+            assert_eq!(postcard::from_bytes::<PartyMail>(&bytes).ok(), Some(mail));
+        }
+        assert!(postcard::from_bytes::<PartyMail>(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn wire_party_ids_are_the_low_bits() {
+        assert_eq!(wire_party(0x1234_5678_9abc_def0), 0x9abc_def0);
+    }
+}
