@@ -24,9 +24,10 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use zonehost::store::record::{self, RECORD_VERSION};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
+use zonehost::store::trade::{self, TradeOutcome};
 use zonehost::store::{
     Anomaly, Fence, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PlayerRecord, SaveOutcome,
-    Store, StoreConfig, StoreError,
+    Store, StoreConfig, StoreError, TradeLeg, TradeRecord, TradeState,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -199,8 +200,9 @@ fn anomaly_item(a: &Anomaly) -> Option<u128> {
         Anomaly::DuplicateOwner { item_id, .. }
         | Anomaly::MissingIndexEntry { item_id, .. }
         | Anomaly::DanglingIndexEntry { item_id, .. }
-        | Anomaly::CorruptItem { item_id, .. } => Some(*item_id),
-        Anomaly::CorruptPlayer { .. } => None,
+        | Anomaly::CorruptItem { item_id, .. }
+        | Anomaly::StrandedEscrow { item_id, .. } => Some(*item_id),
+        Anomaly::CorruptPlayer { .. } | Anomaly::CorruptTrade { .. } => None,
     }
 }
 
@@ -793,10 +795,289 @@ fn v1_records_are_migrated_on_load(b: &dyn Backend) {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Trades (escrow, commit point, recovery)
+
+/// Two fresh players with `na` and `nb` items each, and a manifest swapping all of them
+/// (plus some gold from the first).
+fn trade_fixture(s: &dyn Store, na: usize, nb: usize) -> (TradeRecord, Vec<u128>, Vec<u128>) {
+    let (a, b) = (next_random(), next_random());
+    let mk = |owner: u64, n: usize| -> Vec<u128> {
+        (0..n)
+            .map(|_| {
+                let id = rand_u128();
+                s.apply_item_op(&create(id, Owner::Player(owner))).unwrap();
+                id
+            })
+            .collect()
+    };
+    let (ia, ib) = (mk(a, na), mk(b, nb));
+    let legs = ia
+        .iter()
+        .map(|&item_id| TradeLeg {
+            item_id,
+            from: a,
+            to: b,
+        })
+        .chain(ib.iter().map(|&item_id| TradeLeg {
+            item_id,
+            from: b,
+            to: a,
+        }))
+        .collect();
+    let manifest = TradeRecord {
+        trade_id: next_random(),
+        players: [a, b],
+        legs,
+        gold: [250, 0],
+        state: TradeState::Open,
+        settled: false,
+        opened_at_ms: now_ms(),
+    };
+    (manifest, ia, ib)
+}
+
+fn owner_of(s: &dyn Store, item: u128) -> Option<Owner> {
+    s.item(item).unwrap().and_then(|r| r.owner)
+}
+
+fn trade_commits_every_item_exactly_once(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (m, ia, ib) = trade_fixture(s, 3, 2);
+    let [pa, pb] = m.players;
+    assert_eq!(s.run_trade(&m).unwrap(), TradeOutcome::Committed);
+    for &i in &ia {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pb)));
+    }
+    for &i in &ib {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pa)));
+    }
+    assert_eq!(s.items_of(Owner::Player(pa)).unwrap().len(), 2);
+    assert_eq!(s.items_of(Owner::Player(pb)).unwrap().len(), 3);
+    assert!(s
+        .items_of(Owner::Trade { trade: m.trade_id })
+        .unwrap()
+        .is_empty());
+    let row = s.trade(m.trade_id).unwrap().unwrap();
+    assert_eq!((row.state, row.settled), (TradeState::Committed, true));
+    assert_eq!(row.gold, [250, 0]);
+    assert!(!s
+        .unsettled_trades()
+        .unwrap()
+        .iter()
+        .any(|t| t.trade_id == m.trade_id));
+    // A retry (the reply was lost) replays: nothing moves back or twice.
+    assert_eq!(s.run_trade(&m).unwrap(), TradeOutcome::Committed);
+    assert_eq!(s.items_of(Owner::Player(pb)).unwrap().len(), 3);
+    // The same id for another manifest is refused.
+    let other = TradeRecord {
+        gold: [1, 1],
+        ..m.clone()
+    };
+    assert!(matches!(s.run_trade(&other), Err(StoreError::Trade { .. })));
+    let items: HashSet<u128> = ia.iter().chain(&ib).copied().collect();
+    assert_eq!(anomalies_about(s, &items), vec![]);
+}
+
+fn trade_aborts_when_a_giver_lost_an_item(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (m, ia, ib) = trade_fixture(s, 2, 2);
+    let [pa, pb] = m.players;
+    // The last item of the first player was dropped meanwhile.
+    let ground = Owner::Ground {
+        instance: next_random(),
+    };
+    s.apply_item_op(&transfer(ia[1], Owner::Player(pa), ground))
+        .unwrap();
+    match s.run_trade(&m).unwrap() {
+        TradeOutcome::Aborted { refused } => {
+            assert_eq!(refused, vec![(ia[1], Some(ground))]);
+        }
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    assert_eq!(owner_of(s, ia[0]), Some(Owner::Player(pa)));
+    assert_eq!(owner_of(s, ia[1]), Some(ground));
+    for &i in &ib {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pb)));
+    }
+    let row = s.trade(m.trade_id).unwrap().unwrap();
+    assert_eq!((row.state, row.settled), (TradeState::Aborted, true));
+    // Decided is decided: a later commit attempt cannot flip it.
+    assert_eq!(
+        s.decide_trade(m.trade_id, TradeState::Committed).unwrap(),
+        Some(TradeState::Aborted)
+    );
+    assert_eq!(
+        s.decide_trade(next_random(), TradeState::Aborted).unwrap(),
+        None
+    );
+    let items: HashSet<u128> = ia.iter().chain(&ib).copied().collect();
+    assert_eq!(anomalies_about(s, &items), vec![]);
+}
+
+/// Escrows the first `n` legs of `m` with the trade's own op ids, as a server that
+/// crashed mid-trade would have left them.
+fn escrow_first(s: &dyn Store, m: &TradeRecord, n: usize) {
+    s.put_trade(m).unwrap();
+    for leg in &m.legs[..n] {
+        let op = ItemOp {
+            op_id: trade::op_id(m.trade_id, leg.item_id, trade::Step::Escrow),
+            item_id: leg.item_id,
+            kind: ItemOpKind::Transfer {
+                from: Owner::Player(leg.from),
+                to: Owner::Trade { trade: m.trade_id },
+            },
+        };
+        assert!(s.apply_item_op(&op).unwrap().applied());
+    }
+}
+
+fn recovery_returns_a_half_escrowed_open_trade(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (m, ia, ib) = trade_fixture(s, 2, 2);
+    let [pa, pb] = m.players;
+    escrow_first(s, &m, 3);
+    let escrow = Owner::Trade { trade: m.trade_id };
+    assert_eq!(s.items_of(escrow).unwrap().len(), 3);
+    // In flight, not an anomaly: each escrowed item is owned once, by an unsettled trade.
+    let items: HashSet<u128> = ia.iter().chain(&ib).copied().collect();
+    assert_eq!(anomalies_about(s, &items), vec![]);
+    let report = s.check().unwrap();
+    assert!(
+        report.items_in_escrow >= 3 && report.trades_unsettled >= 1,
+        "{report}"
+    );
+    // A young trade is left to its server.
+    let young = trade::recover(s, m.opened_at_ms, 60_000).unwrap();
+    assert!(young.left_young >= 1, "{young:?}");
+    assert_eq!(s.items_of(escrow).unwrap().len(), 3);
+    // Old enough: aborted by its row, every item back with its giver.
+    let done = trade::recover(s, m.opened_at_ms + 60_000, 60_000).unwrap();
+    assert!(done.returned >= 1, "{done:?}");
+    for &i in &ia {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pa)));
+    }
+    for &i in &ib {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pb)));
+    }
+    let row = s.trade(m.trade_id).unwrap().unwrap();
+    assert_eq!((row.state, row.settled), (TradeState::Aborted, true));
+    // The server comes back and retries its trade: it can no longer commit.
+    assert!(matches!(
+        s.run_trade(&m).unwrap(),
+        TradeOutcome::Aborted { .. }
+    ));
+    assert_eq!(s.items_of(Owner::Player(pa)).unwrap().len(), 2);
+    assert_eq!(anomalies_about(s, &items), vec![]);
+    assert!(!s
+        .unsettled_trades()
+        .unwrap()
+        .iter()
+        .any(|t| t.trade_id == m.trade_id));
+}
+
+fn recovery_delivers_a_committed_trade(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (m, ia, ib) = trade_fixture(s, 1, 3);
+    let [pa, pb] = m.players;
+    escrow_first(s, &m, 4);
+    assert_eq!(
+        s.decide_trade(m.trade_id, TradeState::Committed).unwrap(),
+        Some(TradeState::Committed)
+    );
+    // Crash here: committed, nothing delivered yet. A decided trade is resolved whatever
+    // its age.
+    let done = trade::recover(s, m.opened_at_ms, 3_600_000).unwrap();
+    assert!(done.delivered >= 1, "{done:?}");
+    assert_eq!(owner_of(s, ia[0]), Some(Owner::Player(pb)));
+    for &i in &ib {
+        assert_eq!(owner_of(s, i), Some(Owner::Player(pa)));
+    }
+    let row = s.trade(m.trade_id).unwrap().unwrap();
+    assert_eq!((row.state, row.settled), (TradeState::Committed, true));
+    let items: HashSet<u128> = ia.iter().chain(&ib).copied().collect();
+    assert_eq!(anomalies_about(s, &items), vec![]);
+    // The server retries after recovery: same outcome, nothing moves.
+    assert_eq!(s.run_trade(&m).unwrap(), TradeOutcome::Committed);
+    assert_eq!(s.items_of(Owner::Player(pa)).unwrap().len(), 3);
+    // Settling an open trade is refused.
+    let (open, _, _) = trade_fixture(s, 1, 0);
+    s.put_trade(&open).unwrap();
+    assert!(matches!(
+        s.settle_trade(open.trade_id),
+        Err(StoreError::Trade { .. })
+    ));
+    // Leave nothing open for other cases sharing a keyspace.
+    assert_eq!(
+        s.decide_trade(open.trade_id, TradeState::Aborted).unwrap(),
+        Some(TradeState::Aborted)
+    );
+    s.settle_trade(open.trade_id).unwrap();
+}
+
+fn check_finds_stranded_escrow(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (m, ia, _) = trade_fixture(s, 2, 0);
+    let [pa, _] = m.players;
+    assert_eq!(s.run_trade(&m).unwrap(), TradeOutcome::Committed);
+    // An item moved into the escrow of a settled trade, and one in the escrow of a trade
+    // that never existed: nothing will ever resolve them.
+    let loose = rand_u128();
+    s.apply_item_op(&create(loose, Owner::Player(pa))).unwrap();
+    s.apply_item_op(&transfer(
+        loose,
+        Owner::Player(pa),
+        Owner::Trade { trade: m.trade_id },
+    ))
+    .unwrap();
+    let ghost_trade = next_random();
+    let orphan = rand_u128();
+    s.apply_item_op(&create(orphan, Owner::Trade { trade: ghost_trade }))
+        .unwrap();
+    let found = anomalies_about(s, &[loose, orphan, ia[0]].into());
+    assert!(
+        found.contains(&Anomaly::StrandedEscrow {
+            item_id: loose,
+            trade: m.trade_id
+        }),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&Anomaly::StrandedEscrow {
+            item_id: orphan,
+            trade: ghost_trade
+        }),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+}
+
 type Case = (&'static str, fn(&dyn Backend));
 
 const CASES: &[Case] = &[
     ("save_load_round_trip", save_load_round_trip),
+    (
+        "trade_commits_every_item_exactly_once",
+        trade_commits_every_item_exactly_once,
+    ),
+    (
+        "trade_aborts_when_a_giver_lost_an_item",
+        trade_aborts_when_a_giver_lost_an_item,
+    ),
+    (
+        "recovery_returns_a_half_escrowed_open_trade",
+        recovery_returns_a_half_escrowed_open_trade,
+    ),
+    (
+        "recovery_delivers_a_committed_trade",
+        recovery_delivers_a_committed_trade,
+    ),
+    ("check_finds_stranded_escrow", check_finds_stranded_escrow),
     (
         "fencing_refuses_stale_checkpoints",
         fencing_refuses_stale_checkpoints,
@@ -859,6 +1140,11 @@ mod embedded {
         leases_are_exclusive_and_fenced,
         corrupt_records_are_reported_with_the_player_id,
         v1_records_are_migrated_on_load,
+        trade_commits_every_item_exactly_once,
+        trade_aborts_when_a_giver_lost_an_item,
+        recovery_returns_a_half_escrowed_open_trade,
+        recovery_delivers_a_committed_trade,
+        check_finds_stranded_escrow,
     }
 }
 
