@@ -726,19 +726,17 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..3u8, 0..3u8).prop_map(|(a, b)| Op::Open(a, b)),
-            (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Offer(a, k)),
-            (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Withdraw(a, k)),
-            (0..3u8, 0..1500u16).prop_map(|(a, g)| Op::Gold(a, g)),
-            (0..3u8).prop_map(Op::Accept),
-            (0..3u8).prop_map(Op::Accept),
-            (0..3u8).prop_map(Op::Cancel),
-            (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Drop(a, k)),
-            (0..3u8).prop_map(Op::PickUp),
-            (0..3u8, -1000..1000i16).prop_map(|(a, x)| Op::Move(a, x)),
-            (0..3u8, any::<bool>()).prop_map(|(a, p)| Op::Party(a, p)),
-            any::<bool>().prop_map(Op::Complete),
-            any::<bool>().prop_map(Op::Complete),
+            3 => (0..3u8, 0..3u8).prop_map(|(a, b)| Op::Open(a, b)),
+            1 => (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Offer(a, k)),
+            1 => (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Withdraw(a, k)),
+            1 => (0..3u8, 0..1500u16).prop_map(|(a, g)| Op::Gold(a, g)),
+            6 => (0..3u8).prop_map(Op::Accept),
+            1 => (0..3u8).prop_map(Op::Cancel),
+            1 => (0..3u8, any::<u8>()).prop_map(|(a, k)| Op::Drop(a, k)),
+            1 => (0..3u8).prop_map(Op::PickUp),
+            1 => (0..3u8, -1000..1000i16).prop_map(|(a, x)| Op::Move(a, x)),
+            1 => (0..3u8, any::<bool>()).prop_map(|(a, p)| Op::Party(a, p)),
+            2 => any::<bool>().prop_map(Op::Complete),
         ]
     }
 
