@@ -1274,6 +1274,23 @@ impl Worker {
                     "item operation failed for good; answered Internal"
                 );
                 p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
+                // A drop that definitely did not apply leaves the item the player's in
+                // the store: it goes back to the bag (an unknown outcome stays where the
+                // world put it; the next login reconciles with the store).
+                if let ItemOpKind::Transfer {
+                    from: from @ StoreOwner::Player(_),
+                    to: StoreOwner::Ground { .. },
+                } = pending.op.kind
+                {
+                    if !matches!(e, StoreError::UnknownOutcome { .. }) {
+                        self.undo_item_op(
+                            &pending.op,
+                            pending.session,
+                            pending.instance,
+                            Some(from),
+                        );
+                    }
+                }
                 self.answer(pending.held, Err(RequestError::Internal));
                 return;
             }
