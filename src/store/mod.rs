@@ -712,17 +712,13 @@ impl fmt::Display for IntegrityReport {
         writeln!(f, "  players          {}", self.players)?;
         writeln!(
             f,
-            "  items            {} live ({} on players, {} on the ground, {} in escrow), {} destroyed",
-            self.items,
-            self.items_on_players,
-            self.items_on_ground,
-            self.items_in_escrow,
-            self.destroyed_items
+            "  items            {} live ({} on players, {} on the ground), {} destroyed",
+            self.items, self.items_on_players, self.items_on_ground, self.destroyed_items
         )?;
         writeln!(
             f,
-            "  trades           {} ({} unsettled)",
-            self.trades, self.trades_unsettled
+            "  trades           {} ({} unsettled, {} items in escrow)",
+            self.trades, self.trades_unsettled, self.items_in_escrow
         )?;
         writeln!(f, "  owners           {}", self.owners)?;
         writeln!(f, "  index entries    {}", self.index_entries)?;
