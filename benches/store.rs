@@ -201,7 +201,9 @@ fn load_report() {
             let (item_id, from) = items[slot];
             let to = match from {
                 Owner::Player(p) => Owner::Ground { instance: p },
-                Owner::Ground { instance } => Owner::Player(instance),
+                Owner::Ground { instance } | Owner::Trade { trade: instance } => {
+                    Owner::Player(instance)
+                }
             };
             items[slot].1 = to;
             token += 1;

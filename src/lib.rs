@@ -250,6 +250,36 @@ pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
     }
 }
 
+/// In cluster mode, open trades younger than this are left to the server running them
+/// (see [`recover_trades`]).
+pub const TRADE_RECOVERY_GRACE_MS: u64 = 60_000;
+
+/// Resolves the trades a crash left unsettled (see [`store::trade::recover`]): committed
+/// ones are delivered, the others' escrowed items go back to their givers. `shared`: other
+/// live servers may be running trades on this store, so young open trades are left
+/// alone; otherwise every unsettled trade is an earlier run's. Failures are logged, never
+/// fatal: the trades stay unsettled and the next start tries again.
+pub fn recover_trades(store: &dyn Store, shared: bool) -> Option<store::trade::Recovery> {
+    let grace = if shared { TRADE_RECOVERY_GRACE_MS } else { 0 };
+    match store::trade::recover(store, sim::persist::unix_millis(), grace) {
+        Ok(r) => {
+            if r != store::trade::Recovery::default() {
+                tracing::info!(
+                    delivered = r.delivered,
+                    returned = r.returned,
+                    left_young = r.left_young,
+                    "resolved trades left unsettled by an earlier run"
+                );
+            }
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "recovering unsettled trades failed");
+            None
+        }
+    }
+}
+
 /// Opens the configured store behind its cache (the embedded file is created in the
 /// data directory on first use), takes this run's epoch and starts the store worker.
 /// An `injected` store is used as it is. In cluster mode the configured store is opened
@@ -277,6 +307,7 @@ fn open_store(
         }
     };
     let epoch = take_epoch(store.as_ref(), &config.store)?;
+    recover_trades(store.as_ref(), config.cluster.enabled);
     if !config.cluster.enabled {
         sweep_dead_grounds(store.as_ref(), epoch);
     }

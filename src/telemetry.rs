@@ -527,6 +527,12 @@ pub const METRICS: &[MetricDef] = &[
         "Checkpoints refused because a newer fence was already stored.",
     ),
     m(
+        "zonehost_trades_total",
+        Counter,
+        &["outcome"],
+        "Reserved trades answered by the store: committed, aborted (an item had changed owner), failed (store errors).",
+    ),
+    m(
         "zonehost_store_cache_hits_total",
         Counter,
         &[],

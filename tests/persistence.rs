@@ -615,6 +615,33 @@ impl Store for FlakySaves {
     fn check(&self) -> Result<zonehost::store::IntegrityReport, zonehost::store::StoreError> {
         self.inner.check()
     }
+    fn put_trade(
+        &self,
+        trade: &zonehost::store::TradeRecord,
+    ) -> Result<zonehost::store::TradeRecord, zonehost::store::StoreError> {
+        self.inner.put_trade(trade)
+    }
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: zonehost::store::TradeState,
+    ) -> Result<Option<zonehost::store::TradeState>, zonehost::store::StoreError> {
+        self.inner.decide_trade(trade_id, decision)
+    }
+    fn settle_trade(&self, trade_id: u64) -> Result<(), zonehost::store::StoreError> {
+        self.inner.settle_trade(trade_id)
+    }
+    fn trade(
+        &self,
+        trade_id: u64,
+    ) -> Result<Option<zonehost::store::TradeRecord>, zonehost::store::StoreError> {
+        self.inner.trade(trade_id)
+    }
+    fn unsettled_trades(
+        &self,
+    ) -> Result<Vec<zonehost::store::TradeRecord>, zonehost::store::StoreError> {
+        self.inner.unsettled_trades()
+    }
     fn acquire_lease(
         &self,
         resource: &str,

@@ -3,6 +3,7 @@
 
 use crate::items::{EquipSlot, Item, ItemId};
 use crate::monsters::MonsterKind;
+use crate::trade::{TradeEnd, TradeId, TradeManifest, TradeView};
 use crate::world::EntityId;
 
 /// A player's request, queued with [`crate::World::queue_request`] and resolved during the
@@ -41,6 +42,31 @@ pub enum Request {
     },
     /// Take the portal the player stands in.
     EnterZone,
+    /// Open a trade with a party member nearby (see `RULES.md`, *Trade*).
+    TradeOpen {
+        /// The other player's entity id.
+        with: EntityId,
+    },
+    /// Put a bag item on offer (resets both acceptances).
+    TradeOffer {
+        /// Bag item id.
+        item: ItemId,
+    },
+    /// Take an item off the offer (resets both acceptances).
+    TradeWithdraw {
+        /// Offered item id.
+        item: ItemId,
+    },
+    /// Set the gold on offer (resets both acceptances when it changes).
+    TradeGold {
+        /// Gold offered (at most what the player carries).
+        gold: u64,
+    },
+    /// Accept both offers as they stand; when both sides have, the trade is reserved and
+    /// made durable.
+    TradeAccept,
+    /// Cancel the trade (before both sides accepted).
+    TradeCancel,
 }
 
 impl Request {
@@ -54,6 +80,12 @@ impl Request {
             Request::Drop { .. } => "drop",
             Request::UseItem { .. } => "use_item",
             Request::EnterZone => "enter_zone",
+            Request::TradeOpen { .. } => "trade_open",
+            Request::TradeOffer { .. } => "trade_offer",
+            Request::TradeWithdraw { .. } => "trade_withdraw",
+            Request::TradeGold { .. } => "trade_gold",
+            Request::TradeAccept => "trade_accept",
+            Request::TradeCancel => "trade_cancel",
         }
     }
 }
@@ -109,6 +141,27 @@ pub enum Reject {
     /// The player is leaving the zone.
     #[error("leaving the zone")]
     Leaving,
+    /// Trading needs both players in the same party.
+    #[error("not in the same party")]
+    NotInParty,
+    /// A side is already trading, or the trade is being made durable.
+    #[error("trade busy")]
+    TradeBusy,
+    /// The player has no trade open.
+    #[error("no trade open")]
+    NoTrade,
+    /// The item is worn: only bag items can be traded.
+    #[error("item is equipped")]
+    ItemEquipped,
+    /// More gold than the player carries.
+    #[error("not enough gold")]
+    NotEnoughGold,
+    /// The other side's bag could not hold what it would receive.
+    #[error("partner's bag full")]
+    PartnerBagFull,
+    /// The offer already holds `TRADE_MAX_ITEMS` items.
+    #[error("offer full")]
+    OfferFull,
 }
 
 /// Why [`crate::World::queue_request`] did not queue a request.
@@ -166,6 +219,23 @@ pub enum InventoryChange {
     Granted {
         /// The items.
         items: Vec<ItemId>,
+    },
+    /// A dropped item came back into the bag: the store refused the drop (see
+    /// [`crate::World::return_to_bag`]).
+    Returned {
+        /// The item.
+        item: Item,
+    },
+    /// A trade ended after its reservation: `given` left for good (committed) and
+    /// `received` entered the bag (committed: the partner's offer; aborted: this side's
+    /// own offer back, with `given` empty). Already durable: the store made the exchange.
+    Traded {
+        /// Trade id.
+        trade: TradeId,
+        /// Items given to the partner.
+        given: Vec<ItemId>,
+        /// Items that entered the bag.
+        received: Vec<Item>,
     },
 }
 
@@ -303,6 +373,32 @@ pub enum Event {
         /// Accepted, or why not.
         result: Result<(), Reject>,
     },
+    /// A trade this player takes part in opened or changed (private to the player).
+    TradeUpdated {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// The trade as this player sees it.
+        view: TradeView,
+    },
+    /// A trade this player took part in ended (private to the player).
+    TradeEnded {
+        /// Player entity.
+        entity: EntityId,
+        /// Player id.
+        player_id: u64,
+        /// Trade id.
+        trade: TradeId,
+        /// Why.
+        reason: TradeEnd,
+    },
+    /// Both sides accepted: the offers are reserved (out of the bags and purses) and the
+    /// server must make the exchange durable, then call [`crate::World::complete_trade`].
+    TradeReady {
+        /// What each side gives.
+        manifest: TradeManifest,
+    },
     /// The player must move to another zone: the server exports the player
     /// ([`crate::World::take_player`]) and imports it into an instance of `to_zone`.
     /// Until then the player is frozen and untargetable.
@@ -329,8 +425,11 @@ impl Event {
             | Event::GoldChanged { player_id, .. }
             | Event::Inventory { player_id, .. }
             | Event::RequestDone { player_id, .. }
+            | Event::TradeUpdated { player_id, .. }
+            | Event::TradeEnded { player_id, .. }
             | Event::Transfer { player_id, .. } => Some(*player_id),
-            Event::Hit { .. }
+            Event::TradeReady { .. }
+            | Event::Hit { .. }
             | Event::Miss { .. }
             | Event::Killed { .. }
             | Event::ItemDropped { .. }

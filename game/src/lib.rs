@@ -13,7 +13,9 @@
 //!   [`World::step`], then read [`World::entities`], [`World::player_acks`] and
 //!   [`World::events`] (combat log, loot, inventory changes, request results, transfers);
 //! - persistence: [`World::take_dirty`] and [`World::export_player`];
-//! - parties: [`Parties`] registry, mirrored into worlds with [`World::set_party`].
+//! - parties: [`Parties`] registry, mirrored into worlds with [`World::set_party`];
+//! - trades: requests like any other; on [`Event::TradeReady`] make the exchange durable,
+//!   then [`World::complete_trade`].
 
 #![warn(missing_docs)]
 
@@ -29,6 +31,7 @@ pub mod monsters;
 pub mod movement;
 pub mod party;
 mod rng;
+pub mod trade;
 pub mod world;
 
 pub use character::{PlayerState, PlayerStats};
@@ -40,4 +43,8 @@ pub use items::{EquipSlot, Item, ItemId, Rarity};
 pub use monsters::MonsterKind;
 pub use movement::{PlayerInput, BUTTON_ATTACK, MAX_SPEED_MMS, TICK_HZ};
 pub use party::{Parties, PartyChange, PartyError, PartyId};
+pub use trade::{
+    Offer, TradeEnd, TradeId, TradeManifest, TradeSide, TradeView, Undelivered, TRADE_MAX_ITEMS,
+    TRADE_RANGE_MM,
+};
 pub use world::{EntityId, EntityKind, EntityView, GroundView, ImportError, World, ZoneSpec};

@@ -33,6 +33,9 @@ use crate::movement::{
     QUEUE_SLACK, TICK_HZ,
 };
 use crate::rng::GameRng;
+use crate::trade::{Trade, TradeEnd, TradeId};
+
+mod trading;
 
 /// Entity id, unique within one instance.
 pub type EntityId = u32;
@@ -298,6 +301,11 @@ pub struct World {
     requests_dropped: u64,
     loot_lost: u64,
     scratch: Vec<Category>,
+    trades: Vec<Trade>,
+    next_trade: TradeId,
+    /// Events of calls made between steps (trade completion, return to bag), delivered
+    /// with the next step's events.
+    deferred: Vec<Event>,
 }
 
 impl World {
@@ -325,6 +333,9 @@ impl World {
             requests_dropped: 0,
             loot_lost: 0,
             scratch: Vec::new(),
+            trades: Vec::new(),
+            next_trade: 1,
+            deferred: Vec::new(),
         };
         for (gi, g) in template.spawns.iter().enumerate() {
             for _ in 0..g.count {
@@ -510,9 +521,14 @@ impl World {
 
     /// Removes a player and returns its full state (for a zone transfer or a save on
     /// disconnect).
+    ///
+    /// A trade being negotiated ends ([`TradeEnd::PartnerLeft`]); gold reserved in a trade
+    /// being made durable is counted in the exported state (see [`World::complete_trade`]).
     pub fn take_player(&mut self, entity: EntityId) -> Option<PlayerState> {
         let i = self.player_index(entity)?;
-        let state = Self::state_of(&self.players[i]);
+        self.cancel_trade_of(entity, TradeEnd::PartnerLeft);
+        let mut state = Self::state_of(&self.players[i]);
+        state.inventory.gold = state.inventory.gold.saturating_add(self.held_gold(entity));
         self.players.swap_remove(i);
         Some(state)
     }
@@ -527,12 +543,16 @@ impl World {
         }
     }
 
-    /// A copy of a player's full state (for periodic saves).
+    /// A copy of a player's full state (for periodic saves). Gold reserved in a trade
+    /// being made durable is counted: it is the player's until the store decides.
     pub fn export_player(&self, entity: EntityId) -> Option<PlayerState> {
-        self.players
+        let mut state = self
+            .players
             .iter()
             .find(|p| p.id == entity)
-            .map(Self::state_of)
+            .map(Self::state_of)?;
+        state.inventory.gold = state.inventory.gold.saturating_add(self.held_gold(entity));
+        Some(state)
     }
 
     /// The entity of `player_id`, if present.
@@ -555,15 +575,32 @@ impl World {
     }
 
     /// Tells the world which party a player belongs to (`None`: none); used for XP
-    /// sharing. Returns whether the player is here.
+    /// sharing and trades (a trade being negotiated ends when its sides' parties differ).
+    /// Returns whether the player is here.
     pub fn set_party(&mut self, player_id: u64, party: Option<u32>) -> bool {
-        match self.players.iter_mut().find(|p| p.player_id == player_id) {
-            Some(p) => {
-                p.party = party;
-                true
+        let Some(p) = self.players.iter_mut().find(|p| p.player_id == player_id) else {
+            return false;
+        };
+        p.party = party;
+        let entity = p.id;
+        if let Some(view) = self.trade_index(entity).map(|ti| {
+            let t = &self.trades[ti];
+            t.sides.iter().map(|s| s.entity).collect::<Vec<_>>()
+        }) {
+            let parties: Vec<Option<u32>> = view
+                .iter()
+                .map(|e| {
+                    self.players
+                        .iter()
+                        .find(|p| p.id == *e)
+                        .and_then(|p| p.party)
+                })
+                .collect();
+            if party.is_none() || parties.iter().any(|q| *q != party) {
+                self.cancel_trade_of(entity, TradeEnd::PartyChanged);
             }
-            None => false,
         }
+        true
     }
 
     /// Queues an input for a player. Inputs at or below the last applied or already
@@ -633,6 +670,7 @@ impl World {
     pub fn step(&mut self) {
         self.tick = self.tick.wrapping_add(1);
         self.events.clear();
+        self.events.append(&mut self.deferred);
         self.step_movement();
         for pi in 0..self.players.len() {
             while let Some((request_id, request)) = self.players[pi].requests.pop_front() {
@@ -716,6 +754,8 @@ impl World {
     }
 
     fn begin_transfer(&mut self, pi: usize, to_zone: u16, cause: TransferCause) {
+        let entity = self.players[pi].id;
+        self.cancel_trade_of(entity, TradeEnd::ZoneChange);
         let p = &mut self.players[pi];
         p.life = Life::Leaving;
         p.vel = (0, 0);
@@ -735,7 +775,34 @@ impl World {
             Life::Leaving => return Err(Reject::Leaving),
         }
         let tick = self.tick;
+        let entity = self.players[pi].id;
+        // A reserved trade holds bag room for what it brings and keeps its players here;
+        // an item on offer stays in the bag until the trade ends.
         match request {
+            Request::PickUp { .. } | Request::Unequip { .. } | Request::EnterZone
+                if self.trade_committing(entity) =>
+            {
+                return Err(Reject::TradeBusy);
+            }
+            Request::Drop { item } | Request::UseItem { item } | Request::Equip { item }
+                if self.trade_index(entity).is_some_and(|ti| {
+                    self.trades[ti]
+                        .sides
+                        .iter()
+                        .any(|s| s.entity == entity && s.offer.items.contains(&item))
+                }) =>
+            {
+                return Err(Reject::TradeBusy);
+            }
+            _ => {}
+        }
+        match request {
+            Request::TradeOpen { .. }
+            | Request::TradeOffer { .. }
+            | Request::TradeWithdraw { .. }
+            | Request::TradeGold { .. }
+            | Request::TradeAccept
+            | Request::TradeCancel => self.trade_request(pi, request),
             Request::Attack { target } => {
                 let mi = self
                     .monsters
@@ -1243,6 +1310,8 @@ impl World {
     }
 
     fn player_died(&mut self, pi: usize, killer: EntityId) {
+        let entity = self.players[pi].id;
+        self.cancel_trade_of(entity, TradeEnd::Died);
         let tick = self.tick;
         let p = &mut self.players[pi];
         let gold_lost = p.inv.gold * DEATH_GOLD_LOSS_PCT / 100;
@@ -1380,6 +1449,43 @@ impl World {
         taken
     }
 
+    /// Puts a ground item back into `entity`'s bag: the store refused the drop that put
+    /// it on the ground, so it is still the player's. Emits (with the next step's events)
+    /// [`InventoryChange::Returned`] and [`Event::ItemExpired`] for the ground entity.
+    /// Refused, leaving the world unchanged: [`Reject::NoSuchItem`] (no such ground item),
+    /// [`Reject::NoSuchTarget`] (no such player), [`Reject::BagFull`].
+    pub fn return_to_bag(&mut self, entity: EntityId, item: ItemId) -> Result<(), Reject> {
+        let gi = self
+            .ground
+            .iter()
+            .position(|g| g.item.id == item)
+            .ok_or(Reject::NoSuchItem)?;
+        let p = self
+            .players
+            .iter_mut()
+            .find(|p| p.id == entity)
+            .ok_or(Reject::NoSuchTarget)?;
+        if !p.inv.has_room() {
+            return Err(Reject::BagFull);
+        }
+        let g = self.ground.remove(gi);
+        let returned = g.item.clone();
+        if let Err(back) = p.inv.add(g.item) {
+            // Unreachable (room was checked), but never lose an item.
+            self.ground.insert(gi, Ground { item: back, ..g });
+            return Err(Reject::BagFull);
+        }
+        p.dirty = true;
+        self.deferred.push(Event::Inventory {
+            entity: p.id,
+            player_id: p.player_id,
+            change: InventoryChange::Returned { item: returned },
+        });
+        self.deferred
+            .push(Event::ItemExpired { ground: g.id, item });
+        Ok(())
+    }
+
     /// Removes a ground item by item id (the store refused the drop that put it there).
     /// Returns whether it was there.
     pub fn remove_ground_item(&mut self, item: ItemId) -> bool {
@@ -1477,6 +1583,7 @@ impl World {
         self.players.hash(&mut h);
         self.monsters.hash(&mut h);
         self.ground.hash(&mut h);
+        self.trades.hash(&mut h);
         h.finish()
     }
 }

@@ -981,6 +981,13 @@ impl Brain {
             }
             E::NoInvite | E::SelfInvite | E::NotMember => {}
             E::NotInParty => self.in_party = false,
+            // Bots do not trade (yet): these answer nothing they ask.
+            E::TradeBusy
+            | E::NoTrade
+            | E::ItemEquipped
+            | E::NotEnoughGold
+            | E::PartnerBagFull
+            | E::OfferFull => {}
         }
     }
 
@@ -1162,6 +1169,21 @@ impl Brain {
             InventoryEvent::Granted { .. } => {
                 self.inventory_asked = false;
                 self.inventory_known = false;
+            }
+            InventoryEvent::Returned { item } => {
+                if !self.bag.iter().any(|b| b.id == item.id) {
+                    self.bag.push(item.clone());
+                }
+            }
+            InventoryEvent::Traded {
+                given, received, ..
+            } => {
+                self.bag.retain(|b| !given.contains(&b.id));
+                for item in received {
+                    if !self.bag.iter().any(|b| b.id == item.id) {
+                        self.bag.push(item.clone());
+                    }
+                }
             }
         }
     }

@@ -20,6 +20,20 @@ pub const MAX_ADDRESS_LEN: usize = 128;
 /// Most members a party event may list (the party size limit of the game rules).
 pub const MAX_PARTY_MEMBERS: usize = 4;
 
+/// Most items one side of a trade may offer (the game's `TRADE_MAX_ITEMS`); bounds every
+/// item list of a trade event.
+pub const MAX_TRADE_ITEMS: usize = 8;
+
+fn items(field: &'static str, len: usize) -> Result<(), DecodeError> {
+    if len > MAX_TRADE_ITEMS {
+        return Err(DecodeError::Field {
+            field,
+            reason: "more items than a trade offer holds",
+        });
+    }
+    Ok(())
+}
+
 /// Size rules serde cannot express (SPEC.md §6.6): every text field has a byte limit.
 /// [`crate::frame`] checks them on both encode and decode, so an over-long field is a typed
 /// error at the sender and at the receiver, never a silently accepted allocation.
@@ -83,6 +97,16 @@ impl Bounded for ServerMsg {
                     });
                 }
                 members.iter().try_for_each(|m| name("Members.members", m))
+            }
+            ServerMsg::Event(Event::Trade(TradeEvent::Updated { mine, theirs, .. })) => {
+                items("TradeEvent::Updated.mine.items", mine.items.len())?;
+                items("TradeEvent::Updated.theirs.items", theirs.items.len())
+            }
+            ServerMsg::Event(Event::Inventory(InventoryEvent::Traded {
+                given, received, ..
+            })) => {
+                items("Traded.given", given.len())?;
+                items("Traded.received", received.len())
             }
             ServerMsg::Event(_) | ServerMsg::Response { .. } => Ok(()),
         }
@@ -189,6 +213,32 @@ pub enum Request {
         /// Player name.
         player: String,
     },
+    /// Open a trade with a party member nearby (game/RULES.md, *Trade*); both sides get
+    /// [`TradeEvent::Updated`].
+    TradeOpen {
+        /// The other player's entity id.
+        with: u32,
+    },
+    /// Put a bag item on offer (voids both acceptances).
+    TradeOffer {
+        /// Item id.
+        item: u128,
+    },
+    /// Take an item off the offer (voids both acceptances).
+    TradeWithdraw {
+        /// Item id.
+        item: u128,
+    },
+    /// Set the gold on offer (voids both acceptances when it changes).
+    TradeGold {
+        /// Gold.
+        gold: u64,
+    },
+    /// Accept both offers as they stand. The acceptance that completes the pair is
+    /// answered only once the exchange is durable (or failed).
+    TradeAccept,
+    /// Cancel the trade (before both sides accepted).
+    TradeCancel,
 }
 
 impl Request {
@@ -209,6 +259,12 @@ impl Request {
             Request::PartyDecline => "party_decline",
             Request::PartyLeave => "party_leave",
             Request::PartyKick { .. } => "party_kick",
+            Request::TradeOpen { .. } => "trade_open",
+            Request::TradeOffer { .. } => "trade_offer",
+            Request::TradeWithdraw { .. } => "trade_withdraw",
+            Request::TradeGold { .. } => "trade_gold",
+            Request::TradeAccept => "trade_accept",
+            Request::TradeCancel => "trade_cancel",
         }
     }
 
@@ -228,6 +284,12 @@ impl Request {
         "party_decline",
         "party_leave",
         "party_kick",
+        "trade_open",
+        "trade_offer",
+        "trade_withdraw",
+        "trade_gold",
+        "trade_accept",
+        "trade_cancel",
     ];
 }
 
@@ -379,6 +441,24 @@ pub enum RequestError {
     /// The player is not a member of your party.
     #[error("not a member")]
     NotMember,
+    /// A side is already trading, or the trade is being made durable.
+    #[error("trade busy")]
+    TradeBusy,
+    /// No trade is open.
+    #[error("no trade open")]
+    NoTrade,
+    /// The item is worn: only bag items can be traded.
+    #[error("item is equipped")]
+    ItemEquipped,
+    /// More gold than the character carries.
+    #[error("not enough gold")]
+    NotEnoughGold,
+    /// The other side's bag could not hold what it would receive.
+    #[error("partner's bag full")]
+    PartnerBagFull,
+    /// The offer already holds [`MAX_TRADE_ITEMS`] items.
+    #[error("offer full")]
+    OfferFull,
 }
 
 /// One combat log line.
@@ -461,6 +541,79 @@ pub enum InventoryEvent {
     Granted {
         /// Item ids (details via [`Request::GetInventory`]).
         items: Vec<u128>,
+    },
+    /// A dropped item is back in the bag: the server could not make the drop durable.
+    Returned {
+        /// The item.
+        item: ItemInfo,
+    },
+    /// A trade ended after both accepted: `given` left the bag, `received` entered it
+    /// (after a failed trade: the player's own offer back, `given` empty). Gold arrives
+    /// as [`Event::Gold`].
+    Traded {
+        /// Trade id.
+        trade: u32,
+        /// Items given (at most [`MAX_TRADE_ITEMS`]).
+        given: Vec<u128>,
+        /// Items received (at most [`MAX_TRADE_ITEMS`]).
+        received: Vec<ItemInfo>,
+    },
+}
+
+/// One side's offer in a trade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeOffer {
+    /// Offered item ids (at most [`MAX_TRADE_ITEMS`]).
+    pub items: Vec<u128>,
+    /// Offered gold.
+    pub gold: u64,
+    /// Whether this side accepted both offers as they stand.
+    pub accepted: bool,
+}
+
+/// Why a trade ended. The index of each variant is its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TradeEndReason {
+    /// The exchange is done and durable (code 0).
+    Completed,
+    /// A side cancelled (code 1).
+    Cancelled,
+    /// A side left the instance (code 2).
+    PartnerLeft,
+    /// A side died (code 3).
+    Died,
+    /// A side is changing zones (code 4).
+    ZoneChange,
+    /// The sides are no longer in the same party (code 5).
+    PartyChanged,
+    /// The exchange could not be made durable; every offer went back (code 6).
+    Failed,
+}
+
+/// A change to a trade the receiving player takes part in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TradeEvent {
+    /// The trade opened or changed.
+    Updated {
+        /// Trade id.
+        trade: u32,
+        /// The other side's player id.
+        partner: u64,
+        /// The other side's entity id.
+        partner_entity: u32,
+        /// Your offer.
+        mine: TradeOffer,
+        /// Their offer.
+        theirs: TradeOffer,
+        /// Both accepted: the exchange is being made durable; nothing can change.
+        committing: bool,
+    },
+    /// The trade ended.
+    Ended {
+        /// Trade id.
+        trade: u32,
+        /// Why.
+        reason: TradeEndReason,
     },
 }
 
@@ -685,6 +838,8 @@ pub enum Event {
         /// Your new entity id.
         entity_id: u32,
     },
+    /// A trade you take part in changed.
+    Trade(TradeEvent),
 }
 
 /// The server is shutting down or moving the player.
@@ -823,6 +978,20 @@ mod tests {
                 "05 00 00 00 01 01 00 ac 02",
             ),
             (ClientMsg::Bye, "01 00 00 00 02"),
+            (
+                ClientMsg::Request {
+                    id: 2,
+                    body: Request::TradeOpen { with: 7 },
+                },
+                "04 00 00 00 01 02 0e 07",
+            ),
+            (
+                ClientMsg::Request {
+                    id: 3,
+                    body: Request::TradeAccept,
+                },
+                "03 00 00 00 01 03 12",
+            ),
         ];
         for (msg, want) in client {
             let got = hex(&encode_frame(&msg).expect("encode"));
@@ -830,6 +999,39 @@ mod tests {
             assert!(spec.contains(&format!("`{want}`")), "SPEC lacks {want}");
         }
         let server = [
+            (
+                ServerMsg::Response {
+                    id: 1,
+                    body: Err(RequestError::TradeBusy),
+                },
+                "04 00 00 00 02 01 01 1b",
+            ),
+            (
+                ServerMsg::Event(Event::Trade(TradeEvent::Ended {
+                    trade: 1,
+                    reason: TradeEndReason::Completed,
+                })),
+                "05 00 00 00 03 0c 01 01 00",
+            ),
+            (
+                ServerMsg::Event(Event::Trade(TradeEvent::Updated {
+                    trade: 1,
+                    partner: 2,
+                    partner_entity: 3,
+                    mine: TradeOffer {
+                        items: vec![],
+                        gold: 5,
+                        accepted: true,
+                    },
+                    theirs: TradeOffer {
+                        items: vec![],
+                        gold: 0,
+                        accepted: false,
+                    },
+                    committing: false,
+                })),
+                "0d 00 00 00 03 0c 00 01 02 03 00 05 01 00 00 00 00",
+            ),
             (
                 ServerMsg::Reject(Reject {
                     code: RejectCode::TokenExpired,
@@ -904,5 +1106,128 @@ mod tests {
     fn unknown_variant_is_a_typed_error() {
         assert!(decode_payload::<ClientMsg>(&[42]).is_err());
         assert!(decode_payload::<ServerMsg>(&[]).is_err());
+    }
+
+    fn item_info() -> impl proptest::strategy::Strategy<Value = ItemInfo> {
+        use proptest::prelude::*;
+        (
+            any::<u128>(),
+            any::<u16>(),
+            0..4u8,
+            any::<u8>(),
+            any::<Option<u8>>(),
+        )
+            .prop_map(|(id, base, rarity, level, unique)| ItemInfo {
+                id,
+                base,
+                rarity,
+                level,
+                unique,
+                affixes: vec![(1, -3)],
+            })
+    }
+
+    fn offer(max: usize) -> impl proptest::strategy::Strategy<Value = TradeOffer> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec(any::<u128>(), 0..=max),
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(items, gold, accepted)| TradeOffer {
+                items,
+                gold,
+                accepted,
+            })
+    }
+
+    proptest::proptest! {
+        /// Trade messages round-trip through frames; lists longer than
+        /// [`MAX_TRADE_ITEMS`] are refused by the encoder and by the decoder.
+        #[test]
+        fn trade_messages_round_trip_and_are_bounded(
+            trade in proptest::prelude::any::<u32>(),
+            partner in proptest::prelude::any::<u64>(),
+            mine in offer(MAX_TRADE_ITEMS + 2),
+            theirs in offer(MAX_TRADE_ITEMS),
+            received in proptest::collection::vec(item_info(), 0..=MAX_TRADE_ITEMS + 1),
+            reason in 0..7u8,
+            gold in proptest::prelude::any::<u64>(),
+            item in proptest::prelude::any::<u128>(),
+        ) {
+            let reasons = [
+                TradeEndReason::Completed,
+                TradeEndReason::Cancelled,
+                TradeEndReason::PartnerLeft,
+                TradeEndReason::Died,
+                TradeEndReason::ZoneChange,
+                TradeEndReason::PartyChanged,
+                TradeEndReason::Failed,
+            ];
+            let offer_fits = mine.items.len() <= MAX_TRADE_ITEMS;
+            let msgs = [
+                (offer_fits, ServerMsg::Event(Event::Trade(TradeEvent::Updated {
+                    trade,
+                    partner,
+                    partner_entity: trade ^ 1,
+                    mine: mine.clone(),
+                    theirs,
+                    committing: gold % 2 == 0,
+                }))),
+                (offer_fits && received.len() <= MAX_TRADE_ITEMS, ServerMsg::Event(Event::Inventory(InventoryEvent::Traded {
+                    trade,
+                    given: mine.items.clone(),
+                    received: received.clone(),
+                }))),
+            ];
+            for (fits, msg) in msgs {
+                let payload = postcard::to_allocvec(&msg).expect("postcard");
+                match encode_frame(&msg) {
+                    Ok(f) => {
+                        proptest::prop_assert!(fits);
+                        let back: ServerMsg = decode_payload(&f[FRAME_HEADER_LEN..]).expect("decode");
+                        proptest::prop_assert_eq!(back, msg);
+                    }
+                    Err(e) => {
+                        proptest::prop_assert!(!fits, "{e:?}");
+                        let refused = decode_payload::<ServerMsg>(&payload).is_err();
+                        proptest::prop_assert!(refused);
+                    }
+                }
+            }
+            let ended = ServerMsg::Event(Event::Trade(TradeEvent::Ended {
+                trade,
+                reason: reasons[usize::from(reason)],
+            }));
+            let f = encode_frame(&ended).expect("encode");
+            proptest::prop_assert_eq!(decode_payload::<ServerMsg>(&f[FRAME_HEADER_LEN..]).expect("decode"), ended);
+            for body in [
+                Request::TradeOpen { with: trade },
+                Request::TradeOffer { item },
+                Request::TradeWithdraw { item },
+                Request::TradeGold { gold },
+                Request::TradeAccept,
+                Request::TradeCancel,
+            ] {
+                let msg = ClientMsg::Request { id: trade, body };
+                let f = encode_frame(&msg).expect("encode");
+                proptest::prop_assert_eq!(decode_payload::<ClientMsg>(&f[FRAME_HEADER_LEN..]).expect("decode"), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn new_variants_are_appended() {
+        // Codes other peers already know must not move.
+        assert_eq!(
+            postcard::to_allocvec(&RequestError::NotMember).expect("postcard"),
+            vec![26]
+        );
+        assert_eq!(
+            postcard::to_allocvec(&RequestError::OfferFull).expect("postcard"),
+            vec![32]
+        );
+        assert_eq!(Request::KINDS.len(), 20);
+        assert_eq!(Request::KINDS[14], Request::TradeOpen { with: 0 }.kind());
     }
 }

@@ -24,7 +24,7 @@ use zonehost_game::{Item, PlayerState, BAG_SLOTS};
 
 use super::{Join, SessionId};
 use crate::store::writer::{DirtySet, StoreCommand, StoreHandle, StoreReply, SubmitError};
-use crate::store::{ItemOp, ItemRecord, PlayerRecord, StoreError};
+use crate::store::{ItemOp, ItemRecord, PlayerRecord, StoreError, TradeRecord};
 
 /// Version byte in front of the encoded [`PlayerState`] in [`PlayerRecord::state`].
 pub const STATE_VERSION: u8 = 1;
@@ -291,6 +291,23 @@ pub struct PendingItem {
     pub attempts: u8,
 }
 
+/// A trade being made durable.
+#[derive(Debug)]
+pub struct PendingTrade {
+    /// The manifest (resubmitted unchanged on failure: every step replays).
+    pub manifest: TradeRecord,
+    /// The instance it happens in.
+    pub instance: u32,
+    /// The world's id of the trade.
+    pub world_trade: u32,
+    /// The response to the acceptance that completed the pair.
+    pub held: Option<Held>,
+    /// Submissions so far.
+    pub attempts: u8,
+    /// When it was submitted first.
+    pub started: Instant,
+}
+
 /// How many times a checkpoint that failed (I/O, unknown outcome) is resubmitted unchanged
 /// (same fences: a copy that landed is recognised) before it is given up. A session's
 /// last checkpoint (disconnect, drain) has no later one to fall back on.
@@ -329,6 +346,8 @@ pub struct Persist {
     pub items: HashMap<u64, PendingItem>,
     /// Checkpoints in flight, by token.
     pub saves: HashMap<u64, PendingSave>,
+    /// Trades in flight, by token.
+    pub trades: HashMap<u64, PendingTrade>,
     /// Sessions whose durable state changed since their last checkpoint.
     pub dirty: DirtySet,
     /// Token of the drain barrier, once submitted.
@@ -352,6 +371,7 @@ impl Persist {
             loads: HashMap::new(),
             items: HashMap::new(),
             saves: HashMap::new(),
+            trades: HashMap::new(),
             dirty: DirtySet::new(),
             barrier: None,
             barrier_answered: false,
@@ -433,6 +453,36 @@ impl Persist {
         token
     }
 
+    /// Submits a trade; returns its token.
+    pub fn trade(&mut self, manifest: TradeRecord, instance: u32, world_trade: u32) -> u64 {
+        let token = self.token();
+        self.submit(StoreCommand::Trade {
+            token,
+            manifest: manifest.clone(),
+        });
+        self.trades.insert(
+            token,
+            PendingTrade {
+                manifest,
+                instance,
+                world_trade,
+                held: None,
+                attempts: 1,
+                started: Instant::now(),
+            },
+        );
+        token
+    }
+
+    /// A fresh trade id: random, or (no randomness) unique per server run.
+    pub fn trade_id(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            return (self.settings.epoch << 32) | (self.token() & 0xffff_ffff);
+        }
+        u64::from_le_bytes(b)
+    }
+
     /// Submits checkpoints; returns the token.
     pub fn save(&mut self, records: Vec<PlayerRecord>, sessions: Vec<SessionId>) -> u64 {
         let token = self.token();
@@ -481,6 +531,10 @@ impl Persist {
             p.held.push(held);
             return true;
         }
+        if let Some(p) = self.trades.get_mut(&token) {
+            p.held = Some(held);
+            return true;
+        }
         false
     }
 }
@@ -492,6 +546,7 @@ fn cmd_kind(cmd: &StoreCommand) -> &'static str {
         StoreCommand::LoadPlayer { .. } => "load",
         StoreCommand::LoadItems { .. } => "items",
         StoreCommand::Barrier { .. } => "barrier",
+        StoreCommand::Trade { .. } => "trade",
     }
 }
 

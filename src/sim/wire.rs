@@ -63,6 +63,16 @@ pub(crate) fn game_request(r: &wire::Request) -> Option<Result<game::Request, wi
             item: game::ItemId(*item),
         },
         W::EnterZone => game::Request::EnterZone,
+        W::TradeOpen { with } => game::Request::TradeOpen { with: *with },
+        W::TradeOffer { item } => game::Request::TradeOffer {
+            item: game::ItemId(*item),
+        },
+        W::TradeWithdraw { item } => game::Request::TradeWithdraw {
+            item: game::ItemId(*item),
+        },
+        W::TradeGold { gold } => game::Request::TradeGold { gold: *gold },
+        W::TradeAccept => game::Request::TradeAccept,
+        W::TradeCancel => game::Request::TradeCancel,
         W::Ping { .. }
         | W::GetInventory
         | W::PartyInvite { .. }
@@ -94,6 +104,13 @@ pub(crate) fn reject(r: game::Reject) -> wire::RequestError {
         G::NotAtPortal => W::NotAtPortal,
         G::Dead => W::Dead,
         G::Leaving => W::Leaving,
+        G::NotInParty => W::NotInParty,
+        G::TradeBusy => W::TradeBusy,
+        G::NoTrade => W::NoTrade,
+        G::ItemEquipped => W::ItemEquipped,
+        G::NotEnoughGold => W::NotEnoughGold,
+        G::PartnerBagFull => W::PartnerBagFull,
+        G::OfferFull => W::OfferFull,
     }
 }
 
@@ -109,6 +126,29 @@ pub(crate) fn party_error(e: game::PartyError) -> wire::RequestError {
         G::NoInvite => W::NoInvite,
         G::NotInParty => W::NotInParty,
         G::NotMember => W::NotMember,
+    }
+}
+
+fn offer(o: &game::Offer) -> wire::TradeOffer {
+    wire::TradeOffer {
+        items: o.items.iter().map(|i| i.0).collect(),
+        gold: o.gold,
+        accepted: o.accepted,
+    }
+}
+
+/// The wire reason a trade ended.
+pub(crate) fn trade_end(r: game::TradeEnd) -> wire::TradeEndReason {
+    use game::TradeEnd as G;
+    use wire::TradeEndReason as W;
+    match r {
+        G::Completed => W::Completed,
+        G::Cancelled => W::Cancelled,
+        G::PartnerLeft => W::PartnerLeft,
+        G::Died => W::Died,
+        G::ZoneChange => W::ZoneChange,
+        G::PartyChanged => W::PartyChanged,
+        G::Failed => W::Failed,
     }
 }
 
@@ -205,8 +245,32 @@ pub(crate) fn event(e: &game::Event) -> Option<wire::Event> {
             game::InventoryChange::Granted { items } => wire::InventoryEvent::Granted {
                 items: items.iter().map(|i| i.0).collect(),
             },
+            game::InventoryChange::Returned { item: i } => {
+                wire::InventoryEvent::Returned { item: item(i) }
+            }
+            game::InventoryChange::Traded {
+                trade,
+                given,
+                received,
+            } => wire::InventoryEvent::Traded {
+                trade: *trade,
+                given: given.iter().map(|i| i.0).collect(),
+                received: received.iter().map(item).collect(),
+            },
         }),
-        G::RequestDone { .. } | G::Transfer { .. } => return None,
+        G::TradeUpdated { view, .. } => W::Trade(wire::TradeEvent::Updated {
+            trade: view.trade,
+            partner: view.partner,
+            partner_entity: view.partner_entity,
+            mine: offer(&view.mine),
+            theirs: offer(&view.theirs),
+            committing: view.committing,
+        }),
+        G::TradeEnded { trade, reason, .. } => W::Trade(wire::TradeEvent::Ended {
+            trade: *trade,
+            reason: trade_end(*reason),
+        }),
+        G::RequestDone { .. } | G::Transfer { .. } | G::TradeReady { .. } => return None,
     })
 }
 
@@ -234,6 +298,12 @@ mod tests {
             wire::Request::Drop { item: 1 },
             wire::Request::UseItem { item: 1 },
             wire::Request::EnterZone,
+            wire::Request::TradeOpen { with: 3 },
+            wire::Request::TradeOffer { item: 1 },
+            wire::Request::TradeWithdraw { item: 1 },
+            wire::Request::TradeGold { gold: 5 },
+            wire::Request::TradeAccept,
+            wire::Request::TradeCancel,
         ];
         for c in cases {
             let g = game_request(&c).and_then(Result::ok).expect("maps");

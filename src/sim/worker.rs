@@ -39,10 +39,11 @@ use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
 use crate::cluster::{Handoff, Handoffs};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
+use crate::store::trade::TradeOutcome;
 use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
 use crate::store::{
     ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner as StoreOwner, PlayerRecord, SaveOutcome,
-    StoreError,
+    StoreError, TradeLeg, TradeRecord, TradeState,
 };
 use crate::telemetry::DropCause;
 use crate::telemetry::{DisconnectCause, Stats};
@@ -540,7 +541,24 @@ impl Worker {
         // (player id, token) of the durable command submitted for the latest inventory
         // change of this step; the request that caused it completes right after it.
         let mut last_durable: Option<(u64, u64)> = None;
+        // (both sides' player ids, token) of the trade reserved by the latest acceptance:
+        // the acceptance's response waits for the store's trade.
+        let mut last_trade: Option<([u64; 2], u64)> = None;
+        // Without a store a reserved trade completes at once.
+        let mut undurable_trades = Vec::new();
         for ev in inst.world.events() {
+            if let GameEvent::TradeReady { manifest } = ev {
+                match persist.as_deref_mut() {
+                    Some(p) => {
+                        let record = Self::trade_record(p, manifest);
+                        let players = record.players;
+                        let token = p.trade(record, inst.id, manifest.trade);
+                        last_trade = Some((players, token));
+                    }
+                    None => undurable_trades.push(manifest.trade),
+                }
+                continue;
+            }
             if let Some(p) = persist.as_deref_mut() {
                 match ev {
                     GameEvent::Inventory {
@@ -598,6 +616,22 @@ impl Worker {
                         .position(|(id, _, _)| id == request_id)
                         .and_then(|i| m.requests.remove(i))
                         .map(|(_, _, at)| at);
+                    if let (Ok(()), Some((players, token)), Some(p), "trade_accept") =
+                        (result, last_trade, persist.as_deref_mut(), *kind)
+                    {
+                        if players.contains(player_id) {
+                            last_trade = None;
+                            let held = Held {
+                                session: m.session,
+                                request_id: *request_id,
+                                kind,
+                                received: received.unwrap_or_else(Instant::now),
+                            };
+                            if p.hold(token, held) {
+                                continue;
+                            }
+                        }
+                    }
                     if let (Ok(()), Some((pid, token)), Some(p)) =
                         (result, last_durable, persist.as_deref_mut())
                     {
@@ -655,6 +689,114 @@ impl Worker {
                 }
             }
         }
+        for t in undurable_trades {
+            inst.world.complete_trade(t, true);
+        }
+    }
+
+    /// The store's manifest of a trade the world reserved: every item with its giver and
+    /// recipient, the gold each side gives, a fresh trade id.
+    fn trade_record(p: &mut Persist, m: &zonehost_game::TradeManifest) -> TradeRecord {
+        let players = [m.sides[0].player_id, m.sides[1].player_id];
+        let legs = m
+            .sides
+            .iter()
+            .enumerate()
+            .flat_map(|(i, side)| {
+                side.items.iter().map(move |item| TradeLeg {
+                    item_id: item.id.0,
+                    from: players[i],
+                    to: players[1 - i],
+                })
+            })
+            .collect();
+        TradeRecord {
+            trade_id: p.trade_id(),
+            players,
+            legs,
+            gold: [m.sides[0].gold, m.sides[1].gold],
+            state: TradeState::Open,
+            settled: false,
+            opened_at_ms: persist::unix_millis(),
+        }
+    }
+
+    /// Phase three of a trade: the store decided; the world hands every reserved offer to
+    /// where the decision sends it, both players are checkpointed in one batch (their gold
+    /// changes land together), and the acceptance is answered.
+    fn trade_committed(&mut self, token: u64, result: Result<TradeOutcome, StoreError>) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(mut pending) = p.trades.remove(&token) else {
+            return;
+        };
+        let trade_id = pending.manifest.trade_id;
+        let committed = match result {
+            Ok(TradeOutcome::Committed) => Some(true),
+            Ok(TradeOutcome::Aborted { refused }) => {
+                tracing::warn!(
+                    trade = trade_id,
+                    ?refused,
+                    "the store aborted a trade: an offered item had changed owner"
+                );
+                Some(false)
+            }
+            Err(e) if pending.attempts < persist::ITEM_OP_ATTEMPTS => {
+                tracing::warn!(trade = trade_id, attempt = pending.attempts, error = %e, "trade failed; resubmitting it unchanged");
+                pending.attempts += 1;
+                p.submit(StoreCommand::Trade {
+                    token,
+                    manifest: pending.manifest.clone(),
+                });
+                p.trades.insert(token, pending);
+                return;
+            }
+            Err(e) => {
+                // The store's row decides what happened; recovery at the next start
+                // resolves it, and logins reconcile inventories with the item table.
+                tracing::error!(trade = trade_id, error = %e, "trade failed for good; offers given back in the world");
+                p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        let outcome = match committed {
+            Some(true) => "committed",
+            Some(false) => "aborted",
+            None => "failed",
+        };
+        metrics::counter!("zonehost_trades_total", "outcome" => outcome).increment(1);
+        let mut sessions = Vec::new();
+        if let Some(inst) = self.instances.get_mut(&pending.instance) {
+            match inst
+                .world
+                .complete_trade(pending.world_trade, committed == Some(true))
+            {
+                Some(u) if u.items.is_empty() && !u.gold_kept => {}
+                Some(u) => tracing::info!(
+                    trade = trade_id,
+                    undelivered_items = u.items.len(),
+                    gold_kept = u.gold_kept,
+                    "a side left during the trade: its items come with its next login"
+                ),
+                None => tracing::error!(
+                    trade = trade_id,
+                    "no reserved trade in the world to complete"
+                ),
+            }
+            sessions.extend(
+                inst.members
+                    .iter()
+                    .filter(|m| pending.manifest.players.contains(&m.join.player_id))
+                    .map(|m| m.session),
+            );
+        }
+        self.checkpoint(&sessions);
+        let body = match committed {
+            Some(true) => Ok(Response::Done),
+            _ => Err(RequestError::Internal),
+        };
+        self.answer(pending.held, body);
     }
 
     /// Submits what makes one inventory change durable; returns the command's token.
@@ -719,8 +861,11 @@ impl Worker {
                 };
                 return Some(p.save(vec![record], vec![member.session]));
             }
-            // The starter kit is created by the login itself.
-            InventoryChange::Granted { .. } => return None,
+            // The starter kit is created by the login itself; a returned drop never left
+            // the player in the store; a trade was made durable by the store's trade.
+            InventoryChange::Granted { .. }
+            | InventoryChange::Returned { .. }
+            | InventoryChange::Traded { .. } => return None,
         };
         let item_id = match change {
             InventoryChange::PickedUp { item, .. } => item.id.0,
@@ -1203,6 +1348,7 @@ impl Worker {
             }
             StoreReply::Item { token, result, .. } => self.item_committed(token, result),
             StoreReply::Saved { token, result } => self.saved(token, result),
+            StoreReply::Trade { token, result, .. } => self.trade_committed(token, result),
             StoreReply::Barrier { token } => {
                 if p.barrier == Some(token) {
                     p.barrier_answered = true;
@@ -1244,6 +1390,23 @@ impl Worker {
                     "item operation failed for good; answered Internal"
                 );
                 p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
+                // A drop that definitely did not apply leaves the item the player's in
+                // the store: it goes back to the bag (an unknown outcome stays where the
+                // world put it; the next login reconciles with the store).
+                if let ItemOpKind::Transfer {
+                    from: from @ StoreOwner::Player(_),
+                    to: StoreOwner::Ground { .. },
+                } = pending.op.kind
+                {
+                    if !matches!(e, StoreError::UnknownOutcome { .. }) {
+                        self.undo_item_op(
+                            &pending.op,
+                            pending.session,
+                            pending.instance,
+                            Some(from),
+                        );
+                    }
+                }
                 self.answer(pending.held, Err(RequestError::Internal));
                 return;
             }
@@ -1258,12 +1421,23 @@ impl Worker {
             "the store refused an item operation; undone in the world"
         );
         p.settings.item_failures.fetch_add(1, Ordering::Relaxed);
-        self.undo_item_op(&pending.op, pending.session, pending.instance);
+        let actual = match outcome {
+            ItemOutcome::OwnerMismatch { actual, .. } => actual,
+            _ => None,
+        };
+        self.undo_item_op(&pending.op, pending.session, pending.instance, actual);
         self.answer(pending.held, Err(RequestError::Internal));
     }
 
-    /// Takes back from the world what a refused item operation gave.
-    fn undo_item_op(&mut self, op: &ItemOp, session: Option<SessionId>, instance: u32) {
+    /// Takes back from the world what a refused item operation gave. A refused drop of an
+    /// item the store still gives to the player (`actual`) goes back to the bag.
+    fn undo_item_op(
+        &mut self,
+        op: &ItemOp,
+        session: Option<SessionId>,
+        instance: u32,
+        actual: Option<StoreOwner>,
+    ) {
         let item = ItemId(op.item_id);
         match &op.kind {
             ItemOpKind::Create {
@@ -1287,12 +1461,25 @@ impl Worker {
                 }
             }
             ItemOpKind::Transfer {
+                from,
                 to: StoreOwner::Ground { .. },
-                ..
             } => {
                 if let Some(inst) = self.instances.get_mut(&instance) {
-                    inst.world.remove_ground_item(item);
                     inst.ground_stored.remove(&op.item_id);
+                    let entity = session
+                        .and_then(|s| inst.members.iter().find(|m| m.session == s))
+                        .map(|m| m.entity);
+                    let returned = match entity {
+                        Some(e) if actual == Some(*from) => inst.world.return_to_bag(e, item),
+                        _ => Err(zonehost_game::Reject::NoSuchTarget),
+                    };
+                    if let Err(why) = returned {
+                        // Not the player's any more, the player is gone, or the bag filled
+                        // up: the ground copy is not durable, remove it (a player-owned
+                        // item comes back with the next login's reconciliation).
+                        tracing::debug!(item = format_args!("{:032x}", op.item_id), %why, "refused drop not returned to the bag");
+                        inst.world.remove_ground_item(item);
+                    }
                 }
             }
             _ => {}

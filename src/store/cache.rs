@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::trade::TradeOutcome;
 use super::{
     record, IntegrityReport, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner,
-    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
 };
 
 /// Hit and miss counters of the player cache.
@@ -225,6 +226,34 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.check()
     }
 
+    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        self.inner.put_trade(trade)
+    }
+
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        self.inner.decide_trade(trade_id, decision)
+    }
+
+    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+        self.inner.settle_trade(trade_id)
+    }
+
+    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+        self.inner.trade(trade_id)
+    }
+
+    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+        self.inner.unsettled_trades()
+    }
+
+    fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
+        self.inner.run_trade(manifest)
+    }
+
     fn acquire_lease(
         &self,
         resource: &str,
@@ -320,6 +349,28 @@ macro_rules! forward_store {
             }
             fn check(&self) -> Result<IntegrityReport, StoreError> {
                 (**self).check()
+            }
+            fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+                (**self).put_trade(trade)
+            }
+            fn decide_trade(
+                &self,
+                trade_id: u64,
+                decision: TradeState,
+            ) -> Result<Option<TradeState>, StoreError> {
+                (**self).decide_trade(trade_id, decision)
+            }
+            fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+                (**self).settle_trade(trade_id)
+            }
+            fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+                (**self).trade(trade_id)
+            }
+            fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+                (**self).unsettled_trades()
+            }
+            fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
+                (**self).run_trade(manifest)
             }
             fn acquire_lease(
                 &self,
@@ -448,6 +499,21 @@ mod tests {
         }
         fn check(&self) -> Result<IntegrityReport, StoreError> {
             Ok(IntegrityReport::default())
+        }
+        fn put_trade(&self, _: &TradeRecord) -> Result<TradeRecord, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn decide_trade(&self, _: u64, _: TradeState) -> Result<Option<TradeState>, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn settle_trade(&self, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn trade(&self, _: u64) -> Result<Option<TradeRecord>, StoreError> {
+            Ok(None)
+        }
+        fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+            Ok(Vec::new())
         }
         fn acquire_lease(
             &self,

@@ -48,6 +48,7 @@ pub mod cache;
 pub mod record;
 pub mod redb;
 pub mod scylla;
+pub mod trade;
 pub mod writer;
 
 use std::fmt;
@@ -172,14 +173,22 @@ pub enum Owner {
         /// Zone instance id.
         instance: u64,
     },
+    /// In escrow of a trade in progress (see [`trade`]): the trade's row decides whether
+    /// it goes on to its recipient or back to its giver.
+    Trade {
+        /// Trade id.
+        trade: u64,
+    },
 }
 
 impl Owner {
-    /// Text form used as a CQL column value and in dumps: `player:<id>`, `ground:<id>`.
+    /// Text form used as a CQL column value and in dumps: `player:<id>`, `ground:<id>`,
+    /// `trade:<id>`.
     pub fn to_key(&self) -> String {
         match self {
             Owner::Player(id) => format!("player:{id}"),
             Owner::Ground { instance } => format!("ground:{instance}"),
+            Owner::Trade { trade } => format!("trade:{trade}"),
         }
     }
 
@@ -190,6 +199,7 @@ impl Owner {
         match kind {
             "player" => Some(Owner::Player(id)),
             "ground" => Some(Owner::Ground { instance: id }),
+            "trade" => Some(Owner::Trade { trade: id }),
             _ => None,
         }
     }
@@ -344,6 +354,82 @@ pub struct Mail {
     pub body: Vec<u8>,
 }
 
+/// Where a trade stands in the store. Only `Open` may change, once, by a conditional
+/// write ([`Store::decide_trade`]): that single write is the trade's commit point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TradeState {
+    /// Manifest written; items may be (partly) in escrow; nothing decided.
+    Open,
+    /// Decided: every escrowed item goes to its recipient, and the gold moves.
+    Committed,
+    /// Decided: every escrowed item goes back to its giver; no gold moves.
+    Aborted,
+}
+
+impl TradeState {
+    /// Text form (CQL column value): `open`, `committed`, `aborted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TradeState::Open => "open",
+            TradeState::Committed => "committed",
+            TradeState::Aborted => "aborted",
+        }
+    }
+
+    /// Parses [`TradeState::as_str`]'s form.
+    pub fn parse(text: &str) -> Option<TradeState> {
+        match text {
+            "open" => Some(TradeState::Open),
+            "committed" => Some(TradeState::Committed),
+            "aborted" => Some(TradeState::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// One item changing hands in a trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TradeLeg {
+    /// Item id.
+    pub item_id: u128,
+    /// Giver (player id): the item's owner before the trade, and after an abort.
+    pub from: u64,
+    /// Recipient (player id): the item's owner after a commit.
+    pub to: u64,
+}
+
+/// A trade's row: its manifest (written once, before any item moves) and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeRecord {
+    /// Unique trade id (also the escrow owner, [`Owner::Trade`]).
+    pub trade_id: u64,
+    /// The two players.
+    pub players: [u64; 2],
+    /// Items changing hands.
+    pub legs: Vec<TradeLeg>,
+    /// Gold given by `players[0]` and by `players[1]` (recorded for audit and recovery;
+    /// the amounts themselves live in the players' checkpoints, see `trade` module docs).
+    pub gold: [u64; 2],
+    /// State (see [`TradeState`]).
+    pub state: TradeState,
+    /// Settled: every escrowed item has been delivered or returned.
+    pub settled: bool,
+    /// When the trade was opened, Unix milliseconds (recovery leaves young trades to
+    /// their server).
+    pub opened_at_ms: u64,
+}
+
+impl TradeRecord {
+    /// Whether `other` describes the same trade (same manifest, whatever its state).
+    pub fn same_manifest(&self, other: &TradeRecord) -> bool {
+        self.trade_id == other.trade_id
+            && self.players == other.players
+            && self.legs == other.legs
+            && self.gold == other.gold
+            && self.opened_at_ms == other.opened_at_ms
+    }
+}
+
 /// Why a lease operation was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseError {
@@ -399,6 +485,15 @@ pub enum StoreError {
     OpConflict {
         /// Operation id.
         op_id: u128,
+    },
+    /// A trade id was reused for a different manifest, or a trade step named a trade
+    /// that does not exist or is in the wrong state.
+    #[error("trade {trade_id}: {reason}")]
+    Trade {
+        /// Trade id.
+        trade_id: u64,
+        /// What is wrong.
+        reason: String,
     },
     /// A value cannot be stored (out of the backend's range, too large, ...).
     #[error("invalid value: {reason}")]
@@ -538,6 +633,21 @@ pub enum Anomaly {
         /// What is wrong.
         reason: String,
     },
+    /// An item is held in escrow by a trade that is settled or has no row: nothing will
+    /// ever deliver or return it.
+    StrandedEscrow {
+        /// Item id.
+        item_id: u128,
+        /// Trade id.
+        trade: u64,
+    },
+    /// A trade row does not decode.
+    CorruptTrade {
+        /// Trade id.
+        trade_id: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Anomaly {
@@ -573,6 +683,13 @@ impl fmt::Display for Anomaly {
             Anomaly::CorruptPlayer { player_id, reason } => {
                 write!(f, "player {player_id}: corrupt record: {reason}")
             }
+            Anomaly::StrandedEscrow { item_id, trade } => write!(
+                f,
+                "item {item_id:032x} is in escrow of trade {trade}, which is settled or unknown"
+            ),
+            Anomaly::CorruptTrade { trade_id, reason } => {
+                write!(f, "trade {trade_id}: corrupt row: {reason}")
+            }
         }
     }
 }
@@ -592,6 +709,13 @@ pub struct IntegrityReport {
     pub items_on_players: u64,
     /// Live items on the ground.
     pub items_on_ground: u64,
+    /// Live items in escrow of an unsettled trade (in flight: each is owned once, by the
+    /// trade, which will deliver or return it).
+    pub items_in_escrow: u64,
+    /// Trade rows.
+    pub trades: u64,
+    /// Trades not settled yet (recovery resolves them).
+    pub trades_unsettled: u64,
     /// Distinct owners holding at least one item.
     pub owners: u64,
     /// Owner-index entries.
@@ -619,6 +743,11 @@ impl fmt::Display for IntegrityReport {
             f,
             "  items            {} live ({} on players, {} on the ground), {} destroyed",
             self.items, self.items_on_players, self.items_on_ground, self.destroyed_items
+        )?;
+        writeln!(
+            f,
+            "  trades           {} ({} unsettled, {} items in escrow)",
+            self.trades, self.trades_unsettled, self.items_in_escrow
         )?;
         writeln!(f, "  owners           {}", self.owners)?;
         writeln!(f, "  index entries    {}", self.index_entries)?;
@@ -683,8 +812,42 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError>;
 
     /// Checks integrity: every live item owned exactly once, index consistent with the
-    /// item rows, every record decodable. Reads everything: an operator tool.
+    /// item rows, every record decodable, no item in the escrow of a settled or unknown
+    /// trade. Reads everything: an operator tool.
     fn check(&self) -> Result<IntegrityReport, StoreError>;
+
+    /// Writes a trade's row (manifest, state [`TradeState::Open`], not settled) unless a
+    /// row with its id exists (conditional). Returns the stored row: the new one, or the
+    /// existing one when it has the same manifest (a retry). A different manifest under
+    /// the same id is [`StoreError::Trade`].
+    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError>;
+
+    /// Decides an open trade with one conditional write (`IF state = open`): the trade's
+    /// commit point. Returns the state stored afterwards: `decision` if this write won,
+    /// the earlier decision if another (a retry, or recovery) decided first. `decision`
+    /// must be `Committed` or `Aborted`; `Ok(None)` if there is no such trade.
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError>;
+
+    /// Marks a decided trade settled (its escrow is empty). Refused with
+    /// [`StoreError::Trade`] if the trade is missing or still open. Idempotent.
+    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError>;
+
+    /// One trade's row.
+    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError>;
+
+    /// Every trade not settled yet, for recovery ([`trade::recover`]). Reads the trade
+    /// table (rows of settled trades are kept for audit; an operator may delete old ones).
+    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError>;
+
+    /// Runs a whole trade (see [`trade::run`]): escrow, commit point, delivery or
+    /// return, settle. A backend with multi-row transactions does it in one.
+    fn run_trade(&self, manifest: &TradeRecord) -> Result<trade::TradeOutcome, StoreError> {
+        trade::run(self, manifest)
+    }
 
     /// Acquires `resource` for `holder` for `ttl` from `now_ms`. Free (never held,
     /// released or expired): a new lease with an epoch greater than any before. Held by
@@ -1020,6 +1183,7 @@ mod tests {
             Owner::Player(0),
             Owner::Player(u64::MAX),
             Owner::Ground { instance: 7 },
+            Owner::Trade { trade: u64::MAX },
         ] {
             assert_eq!(Owner::from_key(&o.to_key()), Some(o));
         }

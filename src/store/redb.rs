@@ -17,6 +17,8 @@
 //!   the same transaction as the item row.
 //! - `item_ops`: `op_id -> { op, outcome }`: the exactly-once log.
 //! - `leases`: `resource -> { holder, epoch, expires_at_ms }`.
+//! - `trades`: `trade_id -> encoded TradeRecord` (manifest, state, settled); see
+//!   [`super::trade`]. A whole trade runs in one write transaction.
 //! - `servers`: `server_id -> { load, expires_at_ms }`: each server's published load
 //!   ([`super::ServerLoad`]); expired rows are skipped on read and dropped at the next
 //!   publish.
@@ -37,15 +39,17 @@ use ::redb::{
 use serde::{Deserialize, Serialize};
 
 use super::record::{self, decode_row, encode_row};
+use super::trade::{self, TradeOutcome, TradeSteps};
 use super::{
     check_party_version, mail_id, Anomaly, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
     ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
-    Store, StoreError,
+    Store, StoreError, TradeRecord, TradeState,
 };
 
 /// Schema version of the embedded file written by this build.
 pub const SCHEMA_VERSION: u64 = 1;
 
+const TRADES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("trades");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const PLAYERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("players");
 const FENCES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("player_fences");
@@ -118,6 +122,7 @@ fn owner_key(owner: Owner) -> (u8, u64) {
     match owner {
         Owner::Player(id) => (1, id),
         Owner::Ground { instance } => (2, instance),
+        Owner::Trade { trade } => (3, trade),
     }
 }
 
@@ -125,6 +130,7 @@ fn owner_from_key(kind: u8, id: u64) -> Option<Owner> {
     match kind {
         1 => Some(Owner::Player(id)),
         2 => Some(Owner::Ground { instance: id }),
+        3 => Some(Owner::Trade { trade: id }),
         _ => None,
     }
 }
@@ -249,6 +255,134 @@ impl ItemTables<'_> {
     }
 }
 
+/// Trade rows inside an open write transaction.
+struct TradeTable<'t> {
+    table: Table<'t, u64, &'static [u8]>,
+}
+
+impl TradeTable<'_> {
+    fn open(txn: &WriteTransaction) -> Result<TradeTable<'_>, StoreError> {
+        Ok(TradeTable {
+            table: txn.open_table(TRADES)?,
+        })
+    }
+
+    fn read(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+        match self.table.get(trade_id)? {
+            None => Ok(None),
+            Some(g) => decode_row(g.value())
+                .map(Some)
+                .map_err(|reason| StoreError::Trade {
+                    trade_id,
+                    reason: format!("corrupt row: {reason}"),
+                }),
+        }
+    }
+
+    fn write(&mut self, trade: &TradeRecord) -> Result<(), StoreError> {
+        self.table
+            .insert(trade.trade_id, encode_row(trade)?.as_slice())?;
+        Ok(())
+    }
+
+    fn put(&mut self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        match self.read(trade.trade_id)? {
+            Some(stored) if stored.same_manifest(trade) => Ok(stored),
+            Some(_) => Err(StoreError::Trade {
+                trade_id: trade.trade_id,
+                reason: "the id is taken by a different trade".into(),
+            }),
+            None => {
+                let fresh = TradeRecord {
+                    state: TradeState::Open,
+                    settled: false,
+                    ..trade.clone()
+                };
+                self.write(&fresh)?;
+                Ok(fresh)
+            }
+        }
+    }
+
+    fn decide(
+        &mut self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        if decision == TradeState::Open {
+            return Err(StoreError::Trade {
+                trade_id,
+                reason: "a decision is committed or aborted".into(),
+            });
+        }
+        let Some(mut row) = self.read(trade_id)? else {
+            return Ok(None);
+        };
+        if row.state == TradeState::Open {
+            row.state = decision;
+            self.write(&row)?;
+        }
+        Ok(Some(row.state))
+    }
+
+    fn settle(&mut self, trade_id: u64) -> Result<(), StoreError> {
+        match self.read(trade_id)? {
+            Some(row) if row.state != TradeState::Open => {
+                if !row.settled {
+                    self.write(&TradeRecord {
+                        settled: true,
+                        ..row
+                    })?;
+                }
+                Ok(())
+            }
+            Some(_) => Err(StoreError::Trade {
+                trade_id,
+                reason: "an open trade cannot be settled".into(),
+            }),
+            None => Err(StoreError::Trade {
+                trade_id,
+                reason: "no such trade".into(),
+            }),
+        }
+    }
+}
+
+/// A whole trade inside one write transaction.
+struct TxnSteps<'t> {
+    items: ItemTables<'t>,
+    trades: TradeTable<'t>,
+}
+
+impl TradeSteps for TxnSteps<'_> {
+    fn put(&mut self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        self.trades.put(trade)
+    }
+    fn apply(
+        &mut self,
+        ops: &[ItemOp],
+    ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            match self.items.apply(op) {
+                Err(e @ StoreError::Embedded { .. }) => return Err(e),
+                r => out.push(r),
+            }
+        }
+        Ok(out)
+    }
+    fn decide(
+        &mut self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        self.trades.decide(trade_id, decision)
+    }
+    fn settle(&mut self, trade_id: u64) -> Result<(), StoreError> {
+        self.trades.settle(trade_id)
+    }
+}
+
 impl RedbStore {
     /// Opens (or creates) the database file, creating missing tables. Refuses a file
     /// written by a newer build.
@@ -305,6 +439,7 @@ impl RedbStore {
             txn.open_table(ITEMS)?;
             txn.open_table(OWNER_INDEX)?;
             txn.open_table(ITEM_OPS)?;
+            txn.open_table(TRADES)?;
             txn.open_table(LEASES)?;
             txn.open_table(PARTIES)?;
             txn.open_table(PARTY_OF)?;
@@ -562,6 +697,7 @@ impl Store for RedbStore {
                         match owner {
                             Owner::Player(_) => report.items_on_players += 1,
                             Owner::Ground { .. } => report.items_on_ground += 1,
+                            Owner::Trade { .. } => report.items_in_escrow += 1,
                         }
                         owner_of.insert(item_id, owner);
                     }
@@ -614,11 +750,117 @@ impl Store for RedbStore {
                 }
             }
         }
+        // Escrow: an item held by a trade must belong to an unsettled trade.
+        let mut unsettled = std::collections::HashSet::new();
+        let mut corrupt = std::collections::HashSet::new();
+        for entry in txn.open_table(TRADES)?.iter()? {
+            let (k, v) = entry?;
+            let trade_id = k.value();
+            report.trades += 1;
+            match decode_row::<TradeRecord>(v.value()) {
+                Ok(row) if !row.settled => {
+                    report.trades_unsettled += 1;
+                    unsettled.insert(trade_id);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    corrupt.insert(trade_id);
+                    report
+                        .anomalies
+                        .push(Anomaly::CorruptTrade { trade_id, reason });
+                }
+            }
+        }
+        for (&item_id, &owner) in &owner_of {
+            if let Owner::Trade { trade } = owner {
+                // A corrupt row is reported as such, not as stranded escrow too.
+                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
+                    report
+                        .anomalies
+                        .push(Anomaly::StrandedEscrow { item_id, trade });
+                }
+            }
+        }
         report.owners = owners.len() as u64;
         report.ops = txn.open_table(ITEM_OPS)?.len()?;
         report.leases = txn.open_table(LEASES)?.len()?;
         report.anomalies.sort_by_key(|a| format!("{a}"));
         Ok(report)
+    }
+
+    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        trade::validate(trade)?;
+        let txn = self.begin()?;
+        let stored = TradeTable::open(&txn)?.put(trade)?;
+        txn.commit()?;
+        Ok(stored)
+    }
+
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        let txn = self.begin()?;
+        let state = TradeTable::open(&txn)?.decide(trade_id, decision)?;
+        txn.commit()?;
+        Ok(state)
+    }
+
+    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+        let txn = self.begin()?;
+        TradeTable::open(&txn)?.settle(trade_id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TRADES)?;
+        let found = table.get(trade_id)?;
+        match found {
+            None => Ok(None),
+            Some(g) => decode_row(g.value())
+                .map(Some)
+                .map_err(|reason| StoreError::Trade {
+                    trade_id,
+                    reason: format!("corrupt row: {reason}"),
+                }),
+        }
+    }
+
+    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TRADES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let trade_id = k.value();
+            let row: TradeRecord = decode_row(v.value()).map_err(|reason| StoreError::Trade {
+                trade_id,
+                reason: format!("corrupt row: {reason}"),
+            })?;
+            if !row.settled {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One write transaction for the whole trade: escrow, decision, delivery or return and
+    /// settle commit together or not at all.
+    fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
+        let txn = self.begin()?;
+        let outcome = {
+            let mut steps = TxnSteps {
+                items: ItemTables::open(&txn)?,
+                trades: TradeTable::open(&txn)?,
+            };
+            // An error drops the transaction: nothing of the trade is written.
+            trade::run_steps(&mut steps, manifest)?
+        };
+        txn.commit()?;
+        Ok(outcome)
     }
 
     fn acquire_lease(

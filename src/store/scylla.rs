@@ -64,11 +64,12 @@ use super::record::{self, decode_row, encode_row};
 use super::{
     Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
     ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
-    Store, StoreError,
+    Store, StoreError, TradeRecord, TradeState,
 };
 
-/// The schema version `deploy/scylla/schema.cql` creates.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version `deploy/scylla/schema.cql` creates (2: the `trades` table; every
+/// statement is `IF NOT EXISTS`, so `store migrate` upgrades a version-1 keyspace).
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema, embedded for [`migrate`].
 pub const SCHEMA_CQL: &str = include_str!("../../deploy/scylla/schema.cql");
@@ -467,6 +468,52 @@ struct ServerPublish {
     ttl: i32,
 }
 
+#[derive(Debug, SerializeRow)]
+struct TradeInsert {
+    trade_id: i64,
+    manifest: Vec<u8>,
+    opened_at_ms: i64,
+}
+
+#[derive(Debug, DeserializeRow)]
+struct TradeRowCql {
+    state: Option<String>,
+    settled: Option<bool>,
+    manifest: Option<Vec<u8>>,
+}
+
+#[derive(Debug, DeserializeRow)]
+struct TradeScanRow {
+    trade_id: i64,
+    state: Option<String>,
+    settled: Option<bool>,
+    manifest: Option<Vec<u8>>,
+}
+
+/// A trade row as read: the manifest blob, with the `state` and `settled` columns (the
+/// truth for those two) laid over it.
+fn trade_from_cql(
+    trade_id: u64,
+    state: Option<&str>,
+    settled: Option<bool>,
+    manifest: Option<&[u8]>,
+) -> Result<TradeRecord, StoreError> {
+    let corrupt = |reason: String| StoreError::Trade {
+        trade_id,
+        reason: format!("corrupt row: {reason}"),
+    };
+    let mut row: TradeRecord =
+        decode_row(manifest.ok_or_else(|| corrupt("no manifest".into()))?).map_err(corrupt)?;
+    if row.trade_id != trade_id {
+        return Err(corrupt(format!("manifest of trade {}", row.trade_id)));
+    }
+    row.state = state
+        .and_then(TradeState::parse)
+        .ok_or_else(|| corrupt(format!("state {state:?}")))?;
+    row.settled = settled.unwrap_or(false);
+    Ok(row)
+}
+
 #[derive(Debug, DeserializeRow)]
 struct KeyOnly {
     #[allow(dead_code)]
@@ -541,6 +588,12 @@ struct Statements {
     lease_extend: PreparedStatement,
     lease_release: PreparedStatement,
     scan_leases: PreparedStatement,
+    put_trade: PreparedStatement,
+    read_trade: PreparedStatement,
+    read_trade_serial: PreparedStatement,
+    decide_trade: PreparedStatement,
+    settle_trade: PreparedStatement,
+    scan_trades: PreparedStatement,
     publish_load: PreparedStatement,
     scan_servers: PreparedStatement,
     read_party: PreparedStatement,
@@ -936,6 +989,50 @@ impl Statements {
                 p,
                 "SELECT server_id, players, busy_permille, draining, updated_at_ms, \
                  expires_at_ms FROM servers",
+                Idempotent,
+            )
+            .await?,
+            put_trade: prepare(
+                s,
+                p,
+                "INSERT INTO trades (trade_id, state, settled, manifest, opened_at_ms) \
+                 VALUES (:trade_id, 'open', false, :manifest, :opened_at_ms) IF NOT EXISTS",
+                Lwt,
+            )
+            .await?,
+            read_trade: prepare(
+                s,
+                p,
+                "SELECT state, settled, manifest FROM trades WHERE trade_id = ?",
+                Idempotent,
+            )
+            .await?,
+            read_trade_serial: prepare(
+                s,
+                p,
+                "SELECT state, settled, manifest FROM trades WHERE trade_id = ?",
+                SerialRead,
+            )
+            .await?,
+            decide_trade: prepare(
+                s,
+                p,
+                "UPDATE trades SET state = ? WHERE trade_id = ? IF state = 'open'",
+                Lwt,
+            )
+            .await?,
+            settle_trade: prepare(
+                s,
+                p,
+                "UPDATE trades SET settled = true WHERE trade_id = ? \
+                 IF state IN ('committed', 'aborted')",
+                Lwt,
+            )
+            .await?,
+            scan_trades: prepare(
+                s,
+                p,
+                "SELECT trade_id, state, settled, manifest FROM trades",
                 Idempotent,
             )
             .await?,
@@ -1745,6 +1842,7 @@ impl Inner {
             match owner {
                 Owner::Player(_) => report.items_on_players += 1,
                 Owner::Ground { .. } => report.items_on_ground += 1,
+                Owner::Trade { .. } => report.items_in_escrow += 1,
             }
             let l = listed.get(&item_id);
             if !l.is_some_and(|l| l.contains(&owner)) {
@@ -1768,6 +1866,29 @@ impl Inner {
                         item_id: *item_id,
                         owner,
                     });
+                }
+            }
+        }
+        let mut unsettled = HashSet::new();
+        let mut corrupt = HashSet::new();
+        for t in self.scan_trades().await? {
+            report.trades += 1;
+            match t {
+                Ok(t) if !t.settled => {
+                    report.trades_unsettled += 1;
+                    unsettled.insert(t.trade_id);
+                }
+                Ok(_) => {}
+                Err((trade_id, reason)) => {
+                    corrupt.insert(trade_id);
+                    anomalies.push(Anomaly::CorruptTrade { trade_id, reason });
+                }
+            }
+        }
+        for (&item_id, &owner) in &owner_of {
+            if let Owner::Trade { trade } = owner {
+                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
+                    anomalies.push(Anomaly::StrandedEscrow { item_id, trade });
                 }
             }
         }
@@ -1923,6 +2044,202 @@ impl Inner {
             }
         }
         Ok(true)
+    }
+
+    async fn read_trade(
+        &self,
+        trade_id: u64,
+        serial: bool,
+    ) -> Result<Option<TradeRecord>, StoreError> {
+        let st = if serial {
+            &self.st.read_trade_serial
+        } else {
+            &self.st.read_trade
+        };
+        let result = self
+            .execute(st, (id_to_cql(trade_id),), "reading a trade")
+            .await?;
+        let rows = result.into_rows_result().map_err(err("reading a trade"))?;
+        let Some(row) = rows
+            .maybe_first_row::<TradeRowCql>()
+            .map_err(err("reading a trade"))?
+        else {
+            return Ok(None);
+        };
+        trade_from_cql(
+            trade_id,
+            row.state.as_deref(),
+            row.settled,
+            row.manifest.as_deref(),
+        )
+        .map(Some)
+    }
+
+    /// Re-reads a trade (serial) after an LWT whose outcome is unknown.
+    async fn reread_trade(
+        &self,
+        trade_id: u64,
+        write: &ExecutionError,
+    ) -> Result<Option<TradeRecord>, StoreError> {
+        self.read_trade(trade_id, true)
+            .await
+            .map_err(|read| StoreError::UnknownOutcome {
+                context: "trade",
+                detail: format!("write: {write}; re-read: {read}"),
+            })
+    }
+
+    async fn put_trade(&self, trade: TradeRecord) -> Result<TradeRecord, StoreError> {
+        super::trade::validate(&trade)?;
+        let trade_id = trade.trade_id;
+        let fresh = TradeRecord {
+            state: TradeState::Open,
+            settled: false,
+            ..trade
+        };
+        let values = TradeInsert {
+            trade_id: id_to_cql(trade_id),
+            manifest: encode_row(&fresh)?,
+            opened_at_ms: i64_of(fresh.opened_at_ms, "opened_at_ms")?,
+        };
+        let judge = |stored: TradeRecord| {
+            if stored.same_manifest(&fresh) {
+                Ok(stored)
+            } else {
+                Err(StoreError::Trade {
+                    trade_id,
+                    reason: "the id is taken by a different trade".into(),
+                })
+            }
+        };
+        for _ in 0..MAX_ROUNDS {
+            match self
+                .session
+                .execute_unpaged(&self.st.put_trade, &values)
+                .await
+            {
+                Ok(result) => {
+                    if Lwt::parse(result)?.applied {
+                        return Ok(fresh);
+                    }
+                    if let Some(stored) = self.read_trade(trade_id, true).await? {
+                        return judge(stored);
+                    }
+                }
+                Err(e) if may_have_applied(&e) => {
+                    if let Some(stored) = self.reread_trade(trade_id, &e).await? {
+                        return judge(stored);
+                    }
+                }
+                Err(e) => return Err(err("writing a trade")(e)),
+            }
+        }
+        Err(msg(
+            "writing a trade",
+            format!("trade {trade_id}: still contended after {MAX_ROUNDS} rounds"),
+        ))
+    }
+
+    async fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        if decision == TradeState::Open {
+            return Err(StoreError::Trade {
+                trade_id,
+                reason: "a decision is committed or aborted".into(),
+            });
+        }
+        for _ in 0..MAX_ROUNDS {
+            let sent = self
+                .session
+                .execute_unpaged(
+                    &self.st.decide_trade,
+                    (decision.as_str(), id_to_cql(trade_id)),
+                )
+                .await;
+            let row = match sent {
+                Ok(result) => {
+                    if Lwt::parse(result)?.applied {
+                        return Ok(Some(decision));
+                    }
+                    self.read_trade(trade_id, true).await?
+                }
+                Err(e) if may_have_applied(&e) => self.reread_trade(trade_id, &e).await?,
+                Err(e) => return Err(err("deciding a trade")(e)),
+            };
+            match row {
+                None => return Ok(None),
+                // Decided, by this write or another: either way it is the decision.
+                Some(r) if r.state != TradeState::Open => return Ok(Some(r.state)),
+                // Still open: the write did not apply; sending it again is safe.
+                Some(_) => {}
+            }
+        }
+        Err(msg(
+            "deciding a trade",
+            format!("trade {trade_id}: still open after {MAX_ROUNDS} rounds"),
+        ))
+    }
+
+    async fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+        for _ in 0..MAX_ROUNDS {
+            let sent = self
+                .session
+                .execute_unpaged(&self.st.settle_trade, (id_to_cql(trade_id),))
+                .await;
+            let row = match sent {
+                Ok(result) => {
+                    if Lwt::parse(result)?.applied {
+                        return Ok(());
+                    }
+                    self.read_trade(trade_id, true).await?
+                }
+                Err(e) if may_have_applied(&e) => self.reread_trade(trade_id, &e).await?,
+                Err(e) => return Err(err("settling a trade")(e)),
+            };
+            match row {
+                None => {
+                    return Err(StoreError::Trade {
+                        trade_id,
+                        reason: "no such trade".into(),
+                    })
+                }
+                Some(r) if r.state == TradeState::Open => {
+                    return Err(StoreError::Trade {
+                        trade_id,
+                        reason: "an open trade cannot be settled".into(),
+                    })
+                }
+                Some(r) if r.settled => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        Err(msg(
+            "settling a trade",
+            format!("trade {trade_id}: not settled after {MAX_ROUNDS} rounds"),
+        ))
+    }
+
+    /// Every trade row, parsed; unreadable ones as `Err((trade_id, reason))`.
+    async fn scan_trades(&self) -> Result<Vec<Result<TradeRecord, (u64, String)>>, StoreError> {
+        let mut out = Vec::new();
+        self.scan::<TradeScanRow>(&self.st.scan_trades, (), "scanning trades", |row| {
+            let trade_id = id_from_cql(row.trade_id);
+            out.push(
+                trade_from_cql(
+                    trade_id,
+                    row.state.as_deref(),
+                    row.settled,
+                    row.manifest.as_deref(),
+                )
+                .map_err(|e| (trade_id, e.to_string())),
+            );
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     async fn read_lease(&self, resource: &str) -> Result<Option<LeaseRowCql>, StoreError> {
@@ -2280,6 +2597,41 @@ impl Store for ScyllaStore {
         Ok(Vec::new())
     }
 
+    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        let trade = trade.clone();
+        self.run(move |i| async move { i.put_trade(trade).await })
+    }
+
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        self.run(move |i| async move { i.decide_trade(trade_id, decision).await })
+    }
+
+    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+        self.run(move |i| async move { i.settle_trade(trade_id).await })
+    }
+
+    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+        self.run(move |i| async move { i.read_trade(trade_id, false).await })
+    }
+
+    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+        self.run(move |i| async move {
+            let mut out = Vec::new();
+            for t in i.scan_trades().await? {
+                match t {
+                    Ok(t) if !t.settled => out.push(t),
+                    Ok(_) => {}
+                    Err((trade_id, reason)) => return Err(StoreError::Trade { trade_id, reason }),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn check(&self) -> Result<IntegrityReport, StoreError> {
         self.run(move |i| async move { i.check().await })
     }
@@ -2466,6 +2818,7 @@ mod tests {
             "parties",
             "party_of",
             "mailbox",
+            "trades",
         ] {
             assert!(
                 st.iter()

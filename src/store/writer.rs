@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::trade::TradeOutcome;
 use super::{
     ItemOp, ItemOutcome, ItemRecord, Owner, PlayerRecord, SaveOutcome, Store, StoreConfig,
-    StoreError,
+    StoreError, TradeRecord,
 };
 
 /// Store operation kinds: the `op` label of the store metrics (part of the metrics API).
@@ -41,11 +42,19 @@ pub enum StoreOp {
     Item,
     /// Loading an owner's items.
     Items,
+    /// A whole trade (escrow, commit point, delivery or return).
+    Trade,
 }
 
 impl StoreOp {
     /// Every value, in declaration order (index of the [`StoreStats`] arrays).
-    pub const ALL: [StoreOp; 4] = [StoreOp::Load, StoreOp::Save, StoreOp::Item, StoreOp::Items];
+    pub const ALL: [StoreOp; 5] = [
+        StoreOp::Load,
+        StoreOp::Save,
+        StoreOp::Item,
+        StoreOp::Items,
+        StoreOp::Trade,
+    ];
 
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
@@ -54,6 +63,7 @@ impl StoreOp {
             StoreOp::Save => "save",
             StoreOp::Item => "item",
             StoreOp::Items => "items",
+            StoreOp::Trade => "trade",
         }
     }
 
@@ -69,12 +79,12 @@ pub struct StoreStats {
     /// `zonehost_store_queue_depth`).
     pub queue_depth: AtomicI64,
     /// Commands completed, by [`StoreOp`].
-    pub ops: [AtomicU64; 4],
+    pub ops: [AtomicU64; 5],
     /// Commands that failed, by [`StoreOp`] (`zonehost_store_errors_total{op}`). Refusals
     /// (stale checkpoint, owner mismatch) are outcomes, not errors.
-    pub errors: [AtomicU64; 4],
+    pub errors: [AtomicU64; 5],
     /// Total submit-to-reply time, microseconds, by [`StoreOp`] (for averages in tests).
-    pub latency_us: [AtomicU64; 4],
+    pub latency_us: [AtomicU64; 5],
     /// Submissions refused because the queue or the handle's in-flight limit was full.
     pub refused_full: AtomicU64,
     /// Batches executed (transactions, roughly).
@@ -144,6 +154,15 @@ pub enum StoreCommand {
         /// Owner.
         owner: Owner,
     },
+    /// Run a whole trade (see [`super::trade`]); the manifest is resubmitted unchanged
+    /// after an error (every step replays). Reply: [`StoreReply::Trade`], sent only once
+    /// the outcome is durable.
+    Trade {
+        /// Caller's token.
+        token: u64,
+        /// The trade's manifest.
+        manifest: TradeRecord,
+    },
     /// Answered once everything this handle submitted before it is done (drain: submit the
     /// final checkpoints, then a barrier, and wait for it). Reply: [`StoreReply::Barrier`].
     Barrier {
@@ -159,6 +178,7 @@ impl StoreCommand {
             StoreCommand::ItemOp { .. } => Some(StoreOp::Item),
             StoreCommand::LoadPlayer { .. } => Some(StoreOp::Load),
             StoreCommand::LoadItems { .. } => Some(StoreOp::Items),
+            StoreCommand::Trade { .. } => Some(StoreOp::Trade),
             StoreCommand::Barrier { .. } => None,
         }
     }
@@ -174,6 +194,16 @@ pub enum StoreReply {
         /// Outcomes, or the batch's error (some records may have landed; resubmitting is
         /// safe thanks to fencing).
         result: Result<Vec<SaveOutcome>, StoreError>,
+    },
+    /// A trade's durable outcome.
+    Trade {
+        /// Caller's token.
+        token: u64,
+        /// Trade id.
+        trade_id: u64,
+        /// Outcome, or an error: then the trade may be anywhere between open and settled,
+        /// and must be resubmitted unchanged (or left to recovery).
+        result: Result<TradeOutcome, StoreError>,
     },
     /// An item operation's durable outcome.
     Item {
@@ -321,7 +351,7 @@ pub struct StoreWorker {
 }
 
 struct Meters {
-    op_seconds: [metrics::Histogram; 4],
+    op_seconds: [metrics::Histogram; 5],
 }
 
 impl Meters {
@@ -583,6 +613,24 @@ fn execute_one(store: &dyn Store, env: &mut Envelope, stats: &StoreStats, meters
                 StoreReply::Items {
                     token,
                     owner,
+                    result,
+                },
+                failed,
+            )
+        }
+        StoreCommand::Trade {
+            token,
+            ref manifest,
+        } => {
+            let result = store.run_trade(manifest);
+            if let Err(e) = &result {
+                tracing::warn!(trade = manifest.trade_id, error = %e, "trade failed");
+            }
+            let failed = result.is_err();
+            (
+                StoreReply::Trade {
+                    token,
+                    trade_id: manifest.trade_id,
                     result,
                 },
                 failed,

@@ -1,0 +1,421 @@
+//! Party trade over real QUIC on 127.0.0.1, against the embedded store: two players form a
+//! party, trade a potion each (with typed refusals on the way), the completing acceptance
+//! is answered after the store's commit, and both inventories are right after a
+//! reconnect and after a drain/restart on the same data directory; `store check` finds
+//! every item owned once and no escrow left. And a drop the store could not make comes
+//! back to the bag (`World::return_to_bag`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::bot::Bot;
+use common::{client_endpoint, temp_data_dir, TestServer, WAIT};
+use zonehost::config::Config;
+use zonehost::store::redb::RedbStore;
+use zonehost::store::{
+    IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError, Owner,
+    PlayerRecord, SaveOutcome, Store, StoreError, TradeRecord, TradeState,
+};
+use zonehost::StartOptions;
+use zonehost_protocol::message::{
+    Event, InventoryEvent, InventoryView, PartyEvent, Request, RequestError, Response,
+    TradeEndReason, TradeEvent,
+};
+use zonehost_protocol::token::player_id;
+
+/// Pumps `bot` until an event matching `want` arrives (taken), within [`WAIT`].
+async fn wait_event(bot: &mut Bot, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(i) = bot.events.iter().position(&want) {
+            return bot.events.remove(i);
+        }
+        assert!(Instant::now() < deadline, "{}: no {what}", bot.name);
+        bot.pump().await.expect("connection alive");
+    }
+}
+
+fn bag(v: &InventoryView) -> Vec<u128> {
+    let mut ids: Vec<u128> = v.bag.iter().map(|i| i.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn done(r: Result<Response, RequestError>, what: &str) {
+    assert_eq!(r, Ok(Response::Done), "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_members_trade_items_exactly_once_across_reconnect_and_restart() {
+    let dir = temp_data_dir("trade");
+    let server = TestServer::start_in(dir.clone(), |c| c.drain_timeout_ms = 5_000).await;
+    let endpoint = client_endpoint(&server);
+    let (alice, bob) = ("alice", "bob");
+    let mut a = Bot::connect(&endpoint, server.addr(), &server.token(alice), alice)
+        .await
+        .expect("alice joins");
+    let mut b = Bot::connect(&endpoint, server.addr(), &server.token(bob), bob)
+        .await
+        .expect("bob joins");
+
+    // Not in a party yet: refused.
+    let b_entity_alone = b.entity;
+    assert_eq!(
+        a.request(Request::TradeOpen {
+            with: b_entity_alone
+        })
+        .await,
+        Err(RequestError::NoSuchTarget),
+        "bob is in another instance"
+    );
+
+    // Party: bob joins alice's instance.
+    done(
+        a.request(Request::PartyInvite { player: bob.into() }).await,
+        "invite",
+    );
+    wait_event(&mut b, "invite", |e| {
+        matches!(e, Event::Party(PartyEvent::Invited { .. }))
+    })
+    .await;
+    done(b.request(Request::PartyAccept).await, "accept");
+    let a_instance = a.instance;
+    wait_event(
+        &mut b,
+        "move into alice's instance",
+        |e| matches!(e, Event::ZoneEntered { instance, .. } if *instance == a_instance),
+    )
+    .await;
+
+    let (ia, ib) = (a.inventory().await, b.inventory().await);
+    let (pa, pb) = (ia.bag[0].id, ib.bag[0].id);
+    let sword = ia.equipment[0].1.id;
+
+    // Open, with typed refusals on the way.
+    done(
+        a.request(Request::TradeOpen { with: b.entity }).await,
+        "open",
+    );
+    assert_eq!(
+        b.request(Request::TradeOpen { with: a.entity }).await,
+        Err(RequestError::TradeBusy)
+    );
+    assert_eq!(
+        a.request(Request::TradeGold { gold: ia.gold + 1 }).await,
+        Err(RequestError::NotEnoughGold)
+    );
+    assert_eq!(
+        a.request(Request::TradeOffer { item: sword }).await,
+        Err(RequestError::ItemEquipped)
+    );
+    done(
+        a.request(Request::TradeOffer { item: pa }).await,
+        "a offers",
+    );
+    done(
+        b.request(Request::TradeOffer { item: pb }).await,
+        "b offers",
+    );
+    done(a.request(Request::TradeAccept).await, "a accepts");
+    let seen = wait_event(
+        &mut b,
+        "alice's acceptance",
+        |e| matches!(e, Event::Trade(TradeEvent::Updated { theirs, .. }) if theirs.accepted),
+    )
+    .await;
+    let Event::Trade(TradeEvent::Updated { theirs, mine, .. }) = seen else {
+        unreachable!("matched above");
+    };
+    assert_eq!((theirs.items, mine.items), (vec![pa], vec![pb]));
+    // The completing acceptance is answered after the store committed the trade.
+    done(b.request(Request::TradeAccept).await, "b accepts");
+    for bot in [&mut a, &mut b] {
+        wait_event(bot, "trade completed", |e| {
+            matches!(
+                e,
+                Event::Trade(TradeEvent::Ended {
+                    reason: TradeEndReason::Completed,
+                    ..
+                })
+            )
+        })
+        .await;
+        wait_event(bot, "Traded", |e| {
+            matches!(e, Event::Inventory(InventoryEvent::Traded { .. }))
+        })
+        .await;
+    }
+    let want_a: Vec<u128> = {
+        let mut v: Vec<u128> = bag(&ia).into_iter().filter(|i| *i != pa).collect();
+        v.push(pb);
+        v.sort_unstable();
+        v
+    };
+    let want_b: Vec<u128> = {
+        let mut v: Vec<u128> = bag(&ib).into_iter().filter(|i| *i != pb).collect();
+        v.push(pa);
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(bag(&a.inventory().await), want_a);
+    assert_eq!(bag(&b.inventory().await), want_b);
+    // Nothing is traded twice: the items are no longer where they were.
+    assert_eq!(
+        a.request(Request::Drop { item: pa }).await,
+        Err(RequestError::NoSuchItem)
+    );
+
+    // Reconnect (same server): the inventories come back from the store.
+    let _ = a.client.close().await;
+    let _ = b.client.close().await;
+    let mut a = Bot::connect_again(&endpoint, server.addr(), || server.token(alice), alice).await;
+    let mut b = Bot::connect_again(&endpoint, server.addr(), || server.token(bob), bob).await;
+    assert_eq!(bag(&a.inventory().await), want_a);
+    assert_eq!(bag(&b.inventory().await), want_b);
+    let _ = a.client.close().await;
+    let _ = b.client.close().await;
+
+    // Drain and restart on the same data directory.
+    let dir = server.stop_keeping_data().await;
+    let server = TestServer::start_in(dir.clone(), |c| c.drain_timeout_ms = 5_000).await;
+    let mut a = Bot::connect_again(&endpoint, server.addr(), || server.token(alice), alice).await;
+    let mut b = Bot::connect_again(&endpoint, server.addr(), || server.token(bob), bob).await;
+    assert_eq!(bag(&a.inventory().await), want_a);
+    assert_eq!(bag(&b.inventory().await), want_b);
+    let _ = a.client.close().await;
+    let _ = b.client.close().await;
+    let dir = server.stop_keeping_data().await;
+
+    let store = RedbStore::open(&dir.join("store.redb")).expect("store opens");
+    let report = store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        (
+            report.trades,
+            report.trades_unsettled,
+            report.items_in_escrow
+        ),
+        (1, 0, 0),
+        "{report}"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Delegates to redb, failing every drop (`Transfer` to the ground) with an I/O error: a
+/// drop the store definitely did not make.
+#[derive(Debug)]
+struct FailingDrops {
+    inner: RedbStore,
+}
+
+fn is_drop(op: &ItemOp) -> bool {
+    matches!(
+        op.kind,
+        ItemOpKind::Transfer {
+            to: Owner::Ground { .. },
+            ..
+        }
+    )
+}
+
+fn injected() -> StoreError {
+    StoreError::Embedded {
+        context: "commit",
+        source: Arc::new(std::io::Error::other("injected: disk hiccup")),
+    }
+}
+
+impl Store for FailingDrops {
+    fn backend(&self) -> &'static str {
+        "failing-drops"
+    }
+    fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
+        self.inner.load_player(player_id)
+    }
+    fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError> {
+        self.inner.save_players(records)
+    }
+    fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
+        if is_drop(op) {
+            return Err(injected());
+        }
+        self.inner.apply_item_op(op)
+    }
+    #[allow(clippy::type_complexity)]
+    fn apply_item_ops(
+        &self,
+        ops: &[ItemOp],
+    ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
+        Ok(ops.iter().map(|op| self.apply_item_op(op)).collect())
+    }
+    fn item(&self, item_id: u128) -> Result<Option<ItemRecord>, StoreError> {
+        self.inner.item(item_id)
+    }
+    fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
+        self.inner.items_of(owner)
+    }
+    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        self.inner.dead_ground_items(epoch)
+    }
+    fn check(&self) -> Result<IntegrityReport, StoreError> {
+        self.inner.check()
+    }
+    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
+        self.inner.put_trade(trade)
+    }
+    fn decide_trade(
+        &self,
+        trade_id: u64,
+        decision: TradeState,
+    ) -> Result<Option<TradeState>, StoreError> {
+        self.inner.decide_trade(trade_id, decision)
+    }
+    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
+        self.inner.settle_trade(trade_id)
+    }
+    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
+        self.inner.trade(trade_id)
+    }
+    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
+        self.inner.unsettled_trades()
+    }
+    fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<Lease, LeaseError> {
+        self.inner.acquire_lease(resource, holder, ttl, now_ms)
+    }
+    fn renew_lease(&self, lease: &Lease, ttl: Duration, now_ms: u64) -> Result<Lease, LeaseError> {
+        self.inner.renew_lease(lease, ttl, now_ms)
+    }
+    fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.inner.release_lease(lease)
+    }
+    fn publish_load(
+        &self,
+        load: &zonehost::store::ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.publish_load(load, ttl, now_ms)
+    }
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<zonehost::store::ServerLoad>, StoreError> {
+        self.inner.server_loads(now_ms)
+    }
+    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease_of(resource, now_ms)
+    }
+    fn load_party(
+        &self,
+        party_id: u64,
+    ) -> Result<Option<zonehost::store::PartyRecord>, StoreError> {
+        self.inner.load_party(party_id)
+    }
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.party_of(player_id)
+    }
+    fn write_party(
+        &self,
+        party: &zonehost::store::PartyRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.inner.write_party(party, expected)
+    }
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
+        self.inner.post_mail(server, body, now_ms)
+    }
+    fn read_mail(
+        &self,
+        server: &str,
+        max: usize,
+    ) -> Result<Vec<zonehost::store::Mail>, StoreError> {
+        self.inner.read_mail(server, max)
+    }
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+        self.inner.delete_mail(server, ids)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_the_store_could_not_make_returns_to_the_bag() {
+    let dir = temp_data_dir("trade-return");
+    let store = Arc::new(FailingDrops {
+        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
+    });
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.clone(),
+        metrics_listen: None,
+        drain_timeout_ms: 5_000,
+        ..Config::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = zonehost::start_with(
+        config,
+        async move {
+            let _ = rx.await;
+        },
+        StartOptions {
+            store: Some(store.clone()),
+        },
+    )
+    .await
+    .expect("server starts");
+    let test_server = TestServer {
+        server,
+        shutdown: Some(tx),
+        data_dir: dir.clone(),
+    };
+    let endpoint = client_endpoint(&test_server);
+    let name = "carol";
+    let mut c = Bot::connect(
+        &endpoint,
+        test_server.addr(),
+        &test_server.token(name),
+        name,
+    )
+    .await
+    .expect("carol joins");
+    let before = c.inventory().await;
+    let potion = before.bag[0].id;
+    assert_eq!(
+        c.request(Request::Drop { item: potion }).await,
+        Err(RequestError::Internal),
+        "the store failed the drop"
+    );
+    let back = wait_event(&mut c, "Returned", |e| {
+        matches!(e, Event::Inventory(InventoryEvent::Returned { .. }))
+    })
+    .await;
+    assert!(
+        matches!(&back, Event::Inventory(InventoryEvent::Returned { item }) if item.id == potion),
+        "{back:?}"
+    );
+    assert_eq!(bag(&c.inventory().await), bag(&before));
+    // Still usable as a bag item: dropping it again is refused by the store again, and it
+    // comes back again (not lost, not duplicated on the ground).
+    assert_eq!(
+        c.request(Request::Drop { item: potion }).await,
+        Err(RequestError::Internal)
+    );
+    wait_event(&mut c, "Returned again", |e| {
+        matches!(e, Event::Inventory(InventoryEvent::Returned { .. }))
+    })
+    .await;
+    assert_eq!(bag(&c.inventory().await), bag(&before));
+    let _ = c.client.close().await;
+    test_server.stop_keeping_data().await;
+    let owner = store.item(potion).expect("read").and_then(|i| i.owner);
+    assert_eq!(owner, Some(Owner::Player(player_id(name))));
+    let report = store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
