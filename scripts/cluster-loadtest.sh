@@ -61,7 +61,8 @@ for i in $(seq 0 $((servers - 1))); do
     echo "  server $i (127.0.0.1:$((port + i))): ${active:-?} active sessions"
 done
 m="$(curl -fs "http://127.0.0.1:$metrics_port/metrics" || true)"
-echo "logins redirected by load (all servers): $(echo "$m" | awk '$1 == "zonehost_cluster_login_redirects_total" {print $2}')"
+redirected_by_load="$(echo "$m" | awk '$1 == "zonehost_cluster_login_redirects_total" {print $2}')"
+echo "logins redirected by load (all servers): ${redirected_by_load:-0}"
 echo "redirected at login by server 0 (owner or load): $(echo "$m" | awk '$1 ~ /^zonehost_disconnects_total/ && $1 ~ /cause="redirected"/ {print $2}')"
 status=0
 wait "$loadgen_pid" || status=$?

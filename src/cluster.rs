@@ -197,6 +197,93 @@ pub fn player_resource(player_id: u64) -> String {
     format!("player:{player_id}")
 }
 
+/// The store resource of a server run's lease: held while the run's zone instances may
+/// have items on their ground (see [`sweep_dead_runs`]).
+pub fn run_resource(run_epoch: u64) -> String {
+    format!("run:{run_epoch}")
+}
+
+/// Destroys the items left on the grounds of dead runs' instances, as the end of those
+/// instances would have (the cluster form of [`crate::sweep_dead_grounds`], which only a
+/// server alone on its store may use).
+///
+/// An instance's store id is `run epoch << 32 | n`, and its run holds the lease
+/// `run:<epoch>` while it lives ([`PlayerLeases::take_run_lease`]): a crashed server's
+/// lease expires after the player lease TTL, a drained one's is released. For each run
+/// other than `own_epoch` with items on the ground, this server (`holder`) tries to take
+/// that lease at `now_ms`: held by someone means alive (or being swept by another
+/// server): skipped; taken means dead: its ground items are destroyed (exactly-once item
+/// operations, so a concurrent sweep cannot double anything) and the lease released.
+/// Returns how many items were destroyed; failures are logged and retried next time.
+/// Blocking (a full ground scan and store writes): call it every few lease TTLs.
+pub fn sweep_dead_runs(
+    store: &dyn Store,
+    holder: &str,
+    own_epoch: u64,
+    ttl: Duration,
+    now_ms: u64,
+) -> usize {
+    let items = match store.ground_items() {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing ground items failed");
+            return 0;
+        }
+    };
+    let mut by_run: BTreeMap<u64, Vec<crate::store::ItemRecord>> = BTreeMap::new();
+    for item in items {
+        if let Some(crate::store::Owner::Ground { instance }) = item.owner {
+            let run = instance >> 32;
+            if run != own_epoch {
+                by_run.entry(run).or_default().push(item);
+            }
+        }
+    }
+    let mut swept = 0;
+    for (run, items) in by_run {
+        let lease = match store.acquire_lease(&run_resource(run), holder, ttl, now_ms) {
+            Ok(l) => l,
+            Err(LeaseError::Held { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(run, error = %e, "taking a dead run's lease failed");
+                continue;
+            }
+        };
+        let ops: Vec<crate::store::ItemOp> = items
+            .iter()
+            .filter_map(|r| {
+                let mut b = [0u8; 16];
+                getrandom::fill(&mut b).ok()?;
+                r.owner.map(|from| crate::store::ItemOp {
+                    op_id: u128::from_le_bytes(b),
+                    item_id: r.item_id,
+                    kind: crate::store::ItemOpKind::Destroy { from },
+                })
+            })
+            .collect();
+        match store.apply_item_ops(&ops) {
+            Ok(results) => {
+                let n = results
+                    .iter()
+                    .filter(|r| matches!(r, Ok(o) if o.applied()))
+                    .count();
+                swept += n;
+                tracing::info!(
+                    run,
+                    swept = n,
+                    found = items.len(),
+                    "destroyed items left on the ground of a dead run's instances"
+                );
+            }
+            Err(e) => tracing::warn!(run, error = %e, "sweeping a dead run's grounds failed"),
+        }
+        if let Err(e) = store.release_lease(&lease) {
+            tracing::warn!(run, error = %e, "releasing a dead run's lease failed");
+        }
+    }
+    swept
+}
+
 /// Lease epochs at or above this cannot be packed into a fence epoch (which must stay
 /// below 2^63 for ScyllaDB's `bigint`).
 pub const MAX_LEASE_EPOCH: u64 = 1 << 31;
@@ -261,6 +348,8 @@ pub struct PlayerLeases {
     held: Mutex<HashMap<u64, Held>>,
     /// Serializes [`PlayerLeases::release_ended`] (the keeper and a drain both call it).
     releasing: Mutex<()>,
+    /// This run's lease `run:<epoch>` (see [`sweep_dead_runs`]), once taken.
+    run_lease: Mutex<Option<Lease>>,
     /// Counters.
     pub counters: LeaseCounters,
 }
@@ -275,6 +364,7 @@ impl PlayerLeases {
             run_epoch,
             held: Mutex::new(HashMap::new()),
             releasing: Mutex::new(()),
+            run_lease: Mutex::new(None),
             counters: LeaseCounters::default(),
         }
     }
@@ -367,10 +457,67 @@ impl PlayerLeases {
         }
     }
 
+    /// Takes this run's lease `run:<run epoch>` at `now_ms` (at start-up, before any
+    /// instance exists): while it is held no other server sweeps this run's grounds.
+    /// Renewed by [`PlayerLeases::round`], released by [`PlayerLeases::release_run`].
+    /// Blocking.
+    pub fn take_run_lease(&self, now_ms: u64) -> Result<(), LeaseError> {
+        let lease = self.store.acquire_lease(
+            &run_resource(self.run_epoch),
+            &self.holder,
+            self.ttl,
+            now_ms,
+        )?;
+        *self.run_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+        Ok(())
+    }
+
+    /// Releases this run's lease (the end of a drain: its instances, and their grounds,
+    /// are gone). Blocking.
+    pub fn release_run(&self) {
+        let lease = self
+            .run_lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(l) = lease {
+            if let Err(e) = self.store.release_lease(&l) {
+                tracing::warn!(error = %e, "releasing the run lease failed; it expires by itself");
+            }
+        }
+    }
+
+    fn renew_run(&self, now_ms: u64) {
+        let held = self
+            .run_lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(lease) = held else { return };
+        match self.store.renew_lease(&lease, self.ttl, now_ms) {
+            Ok(renewed) => {
+                *self.run_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(renewed);
+            }
+            Err(LeaseError::Lost { .. }) => {
+                // Stalled past the TTL: another server may have swept this run's grounds
+                // (a pick-up of such an item is then refused by the store: nothing is
+                // duplicated). Take it again so that no further sweep happens.
+                tracing::error!("run lease lost: this run's ground items may have been swept");
+                *self.run_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if let Err(e) = self.take_run_lease(now_ms) {
+                    tracing::error!(error = %e, "re-taking the run lease failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the run lease failed"),
+        }
+    }
+
     /// One round at `now_ms`: releases the leases no session uses any more and renews the
-    /// others; a lost lease closes its sessions through `registry`. Blocking (store calls).
+    /// others (and the run lease); a lost lease closes its sessions through `registry`.
+    /// Blocking (store calls).
     pub fn round(&self, registry: &Registry, now_ms: u64) {
         self.release_ended();
+        self.renew_run(now_ms);
         let work: Vec<(u64, Lease)> = self
             .lock()
             .iter()

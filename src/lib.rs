@@ -444,7 +444,15 @@ pub async fn start_with(
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
+        l.take_run_lease(sim::persist::unix_millis())?;
         tokio::spawn(l.clone().run(registry.clone(), keeper_stopped.clone()));
+        tokio::spawn(sweep_dead_runs_every(
+            store.clone(),
+            config.store.server_id.clone(),
+            store_epoch,
+            config.cluster.player_lease_ttl(),
+            keeper_stopped.clone(),
+        ));
     }
     let (drain_tx, draining) = watch::channel(false);
     let ops_addr = match config.metrics_listen {
@@ -584,7 +592,12 @@ pub async fn start_with(
         // The final checkpoints are answered: release the leases of ended sessions.
         let _ = keeper_stop.send(true);
         if let Some(l) = leases_for_drain {
-            let _ = tokio::task::spawn_blocking(move || l.release_ended()).await;
+            // The instances (and the items on their grounds) are gone with the sessions.
+            let _ = tokio::task::spawn_blocking(move || {
+                l.release_ended();
+                l.release_run();
+            })
+            .await;
         }
         endpoint.close(
             zonehost_protocol::message::close_code::SHUTDOWN.into(),
@@ -660,6 +673,38 @@ impl Migration {
                 &self.goaway,
                 now,
             );
+        }
+    }
+}
+
+/// Sweeps dead runs' grounds ([`cluster::sweep_dead_runs`]) every lease TTL (at least
+/// every second), until `stop` turns true.
+async fn sweep_dead_runs_every(
+    store: Arc<dyn Store>,
+    holder: String,
+    own_epoch: u64,
+    ttl: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = ttl.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+        let (store, holder) = (store.clone(), holder.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            cluster::sweep_dead_runs(
+                store.as_ref(),
+                &holder,
+                own_epoch,
+                ttl,
+                sim::persist::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "sweeping dead runs' grounds failed");
         }
     }
 }

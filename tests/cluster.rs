@@ -14,7 +14,7 @@ use common::{client_endpoint, Raw, TestServer, WAIT};
 use tokio::sync::oneshot;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::store::redb::RedbStore;
-use zonehost::store::{ItemRecord, Owner, Store};
+use zonehost::store::{ItemOp, ItemOpKind, ItemRecord, Owner, Store};
 use zonehost::telemetry::{DisconnectCause, Stats};
 use zonehost_client::{Client, Incoming};
 use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
@@ -886,5 +886,65 @@ async fn party_requests_across_servers_follow_the_rules() {
         Err(RequestError::NotInParty)
     );
     drop(lead);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_grounds_are_swept_by_a_peer_once_its_run_lease_expired() {
+    let mut cluster = Cluster::start().await;
+    let store = cluster.store.clone();
+    let ground = |epoch: u64| Owner::Ground {
+        instance: (epoch << 32) | 1,
+    };
+    let (a_ground, b_ground) = (
+        ground(cluster.server(0).server.store_epoch),
+        ground(cluster.server(1).server.store_epoch),
+    );
+    // An item on the ground of an instance of a, one on b's (as a player's drop would
+    // leave them; a crash leaves them behind).
+    let create = |item_id: u128, owner: Owner| ItemOp {
+        op_id: u128::from(common::unix_now()) << 64 | item_id,
+        item_id,
+        kind: ItemOpKind::Create {
+            owner,
+            data: vec![1],
+        },
+    };
+    let (on_a, on_b) = (0xA11CE_u128 << 64 | 1, 0xB0B_u128 << 64 | 2);
+    for (id, owner) in [(on_a, a_ground), (on_b, b_ground)] {
+        assert!(store
+            .apply_item_op(&create(id, owner))
+            .expect("create")
+            .applied());
+    }
+    let a = cluster.servers[0].take().expect("a runs");
+    let crashed_at = Instant::now();
+    tokio::time::timeout(WAIT, a.server.crash())
+        .await
+        .expect("a stops in time");
+    // A peer sweeps a's ground once a's run lease has expired, never before; b is alive.
+    eventually("a's ground swept", LEASE_TTL + WAIT, || {
+        store.items_of(a_ground).is_ok_and(|i| i.is_empty())
+    })
+    .await;
+    assert!(
+        crashed_at.elapsed() >= LEASE_TTL / 2,
+        "swept before a's run lease could have expired"
+    );
+    let destroyed = store.item(on_a).expect("item").expect("tombstone");
+    assert_eq!(destroyed.owner, None, "destroyed, not moved");
+    // Two more sweep rounds: b's ground stays.
+    tokio::time::sleep(2 * LEASE_TTL).await;
+    assert_eq!(
+        store
+            .items_of(b_ground)
+            .expect("items")
+            .iter()
+            .map(|i| i.item_id)
+            .collect::<Vec<_>>(),
+        vec![on_b]
+    );
+    let report = store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
     cluster.stop().await;
 }

@@ -612,6 +612,11 @@ impl Store for FlakySaves {
     ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
         self.inner.dead_ground_items(epoch)
     }
+    fn ground_items(
+        &self,
+    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
+        self.inner.ground_items()
+    }
     fn check(&self) -> Result<zonehost::store::IntegrityReport, zonehost::store::StoreError> {
         self.inner.check()
     }

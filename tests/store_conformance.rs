@@ -762,6 +762,40 @@ fn server_loads_expire_and_are_replaced(b: &dyn Backend) {
     assert!(mine(s.server_loads(t0 + 20_000).unwrap()).is_empty());
 }
 
+fn ground_items_lists_every_ground_and_only_live_items(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let run = next_random() >> 40;
+    let g1 = Owner::Ground {
+        instance: (run << 32) | 1,
+    };
+    let g_last = Owner::Ground { instance: u64::MAX };
+    let p = Owner::Player(next_random());
+    let (a, b2, c, d) = (rand_u128(), rand_u128(), rand_u128(), rand_u128());
+    for (id, owner) in [(a, g1), (b2, g1), (c, g_last), (d, p)] {
+        assert!(s.apply_item_op(&create(id, owner)).unwrap().applied());
+    }
+    // Shared backends hold other runs' grounds: look only at this case's items.
+    let mine = |s: &dyn Store| -> Vec<(u128, Option<Owner>)> {
+        let mut v: Vec<_> = s
+            .ground_items()
+            .unwrap()
+            .into_iter()
+            .filter(|i| [a, b2, c, d].contains(&i.item_id))
+            .map(|i| (i.item_id, i.owner))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![(a, Some(g1)), (b2, Some(g1)), (c, Some(g_last))];
+    want.sort();
+    assert_eq!(mine(s), want);
+    // Picked up and destroyed items are not on any ground any more.
+    assert!(s.apply_item_op(&transfer(a, g1, p)).unwrap().applied());
+    assert!(s.apply_item_op(&destroy(c, g_last)).unwrap().applied());
+    assert_eq!(mine(s), vec![(b2, Some(g1))]);
+}
+
 fn corrupt_records_are_reported_with_the_player_id(b: &dyn Backend) {
     let f = b.fresh();
     let bad = next_random();
@@ -1296,6 +1330,10 @@ const CASES: &[Case] = &[
         server_loads_expire_and_are_replaced,
     ),
     (
+        "ground_items_lists_every_ground_and_only_live_items",
+        ground_items_lists_every_ground_and_only_live_items,
+    ),
+    (
         "corrupt_records_are_reported_with_the_player_id",
         corrupt_records_are_reported_with_the_player_id,
     ),
@@ -1349,6 +1387,7 @@ mod embedded {
         check_finds_a_planted_anomaly,
         leases_are_exclusive_and_fenced,
         server_loads_expire_and_are_replaced,
+        ground_items_lists_every_ground_and_only_live_items,
         corrupt_records_are_reported_with_the_player_id,
         v1_records_are_migrated_on_load,
         trade_commits_every_item_exactly_once,

@@ -222,6 +222,10 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.dead_ground_items(epoch)
     }
 
+    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
+        self.inner.ground_items()
+    }
+
     fn check(&self) -> Result<IntegrityReport, StoreError> {
         self.inner.check()
     }
@@ -346,6 +350,9 @@ macro_rules! forward_store {
             }
             fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
                 (**self).dead_ground_items(epoch)
+            }
+            fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
+                (**self).ground_items()
             }
             fn check(&self) -> Result<IntegrityReport, StoreError> {
                 (**self).check()
@@ -495,6 +502,9 @@ mod tests {
             Ok(Vec::new())
         }
         fn dead_ground_items(&self, _epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
             Ok(Vec::new())
         }
         fn check(&self) -> Result<IntegrityReport, StoreError> {

@@ -811,6 +811,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// none.
     fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError>;
 
+    /// Every live item on the ground of any zone instance, of any run: what the cluster's
+    /// sweep of dead runs' grounds looks at (see [`crate::cluster::sweep_dead_runs`]). A
+    /// full index scan on ScyllaDB: call it rarely.
+    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError>;
+
     /// Checks integrity: every live item owned exactly once, index consistent with the
     /// item rows, every record decodable, no item in the escrow of a settled or unknown
     /// trade. Reads everything: an operator tool.

@@ -491,6 +491,35 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Live items on grounds `(kind, instance, _)` with `instance < below`.
+    fn ground_items_below(&self, below: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(OWNER_INDEX)?;
+        let items = txn.open_table(ITEMS)?;
+        let (kind, _) = owner_key(Owner::Ground { instance: 0 });
+        let mut out = Vec::new();
+        for entry in index.range((kind, 0u64, 0u128)..(kind, below, 0u128))? {
+            let (key, _) = entry?;
+            let (_, instance, item_id) = key.value();
+            let Some(g) = items.get(item_id)? else {
+                continue;
+            };
+            // An unreadable row is left alone (`check` reports it).
+            let Ok(row) = decode_row::<ItemRow>(g.value()) else {
+                continue;
+            };
+            if row.owner == Some(Owner::Ground { instance }) {
+                out.push(ItemRecord {
+                    item_id,
+                    owner: row.owner,
+                    data: row.data,
+                    last_op: row.last_op,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn read_lease(
         table: &Table<'_, &'static str, &'static [u8]>,
         resource: &str,
@@ -637,30 +666,13 @@ impl Store for RedbStore {
     fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
         // Grounds of a run are `(epoch << 32) | instance`: everything below `epoch << 32`.
         let below = u64::try_from(u128::from(epoch) << 32).unwrap_or(u64::MAX);
-        let txn = self.db.begin_read()?;
-        let index = txn.open_table(OWNER_INDEX)?;
-        let items = txn.open_table(ITEMS)?;
-        let (kind, _) = owner_key(Owner::Ground { instance: 0 });
-        let mut out = Vec::new();
-        for entry in index.range((kind, 0u64, 0u128)..(kind, below, 0u128))? {
-            let (key, _) = entry?;
-            let (_, instance, item_id) = key.value();
-            let Some(g) = items.get(item_id)? else {
-                continue;
-            };
-            // An unreadable row is left alone (`check` reports it).
-            let Ok(row) = decode_row::<ItemRow>(g.value()) else {
-                continue;
-            };
-            if row.owner == Some(Owner::Ground { instance }) {
-                out.push(ItemRecord {
-                    item_id,
-                    owner: row.owner,
-                    data: row.data,
-                    last_op: row.last_op,
-                });
-            }
-        }
+        self.ground_items_below(below)
+    }
+
+    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut out = self.ground_items_below(u64::MAX)?;
+        // The range above is exclusive: the last possible instance id too.
+        out.extend(self.items_of(Owner::Ground { instance: u64::MAX })?);
         Ok(out)
     }
 

@@ -1764,6 +1764,39 @@ impl Inner {
         Ok(out)
     }
 
+    async fn ground_items(self: Arc<Self>) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut ids = Vec::new();
+        self.scan::<IndexRow>(&self.st.scan_index, (), "scanning the owner index", |row| {
+            if let (Some(Owner::Ground { instance }), Some(id)) =
+                (Owner::from_key(&row.owner), from_blob16(&row.item_id))
+            {
+                ids.push((instance, id));
+            }
+            Ok(())
+        })
+        .await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (instance, id) in ids {
+            let me = self.clone();
+            let permit = self.limit.clone().acquire_owned().await;
+            tasks.spawn(async move {
+                let _permit = permit;
+                me.read_item(id, false)
+                    .await
+                    .map(|i| i.filter(|i| i.owner == Some(Owner::Ground { instance })))
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            // The item row is the truth: stale index entries are skipped.
+            if let Some(item) = joined.map_err(err("reading items"))?? {
+                out.push(item);
+            }
+        }
+        out.sort_by_key(|i| i.item_id);
+        Ok(out)
+    }
+
     async fn check(&self) -> Result<IntegrityReport, StoreError> {
         let mut report = IntegrityReport {
             backend: "scylla".into(),
@@ -2593,7 +2626,8 @@ impl Store for ScyllaStore {
 
     fn dead_ground_items(&self, _epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
         // Shared by several servers: a ground of another epoch may be another server's
-        // live instance. Sweeping needs per-server instance leases (multi-server work).
+        // live instance; the cluster sweeps those whose run lease expired instead
+        // (`crate::cluster::sweep_dead_runs`).
         Ok(Vec::new())
     }
 
@@ -2630,6 +2664,10 @@ impl Store for ScyllaStore {
             }
             Ok(out)
         })
+    }
+
+    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
+        self.run(move |i| async move { i.ground_items().await })
     }
 
     fn check(&self) -> Result<IntegrityReport, StoreError> {
