@@ -80,6 +80,9 @@ enum Stop {
     End,
     Churn,
     Failed(String, String),
+    /// The server moved the player to another server (its party's leader plays there):
+    /// connect there with the ticket.
+    Redirected(zonehost_protocol::message::Redirect),
 }
 
 fn uniform(rng: &mut Pcg32, (lo, hi): (Duration, Duration)) -> Duration {
@@ -156,6 +159,7 @@ pub(crate) async fn run_bot(
         Instant::now(),
     );
     let mut token = plan.token.clone();
+    let mut server = settings.server;
     let mut samples = Samples::default();
     loop {
         let now = Instant::now();
@@ -170,7 +174,7 @@ pub(crate) async fn run_bot(
         };
         let connected = Client::connect_timeout(
             &endpoint,
-            settings.server,
+            server,
             &settings.server_name,
             &token,
             &format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
@@ -231,6 +235,18 @@ pub(crate) async fn run_bot(
                 let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
                 break;
             }
+            Stop::Redirected(r) => match r.address.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    tracing::debug!(bot = plan.index, to = %addr, "moved to another server");
+                    server = addr;
+                    token = r.ticket;
+                }
+                Err(e) => {
+                    live.fail("run: bad redirect".into(), format!("{}: {e}", r.address));
+                    summary.failed = true;
+                    break;
+                }
+            },
             Stop::Churn => {
                 let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
                 let pause = uniform(&mut rng, settings.churn_pause);
@@ -431,6 +447,7 @@ async fn drive(
                         samples.add(live, metric, d);
                     }
                 }
+                Ok(Incoming::Event(ClientEvent::Redirected(r))) => break Stop::Redirected(r),
                 Ok(Incoming::Event(ClientEvent::Goaway(g))) => {
                     break Stop::Failed("run: goaway".into(), format!("server going away: {}", g.reason));
                 }
