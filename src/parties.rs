@@ -229,6 +229,11 @@ impl Worker {
                 self.poll_mail();
             }
         }
+        // The sim stopped first: the session ends it queued last (a drain) still leave
+        // their parties in the store.
+        while let Ok(call) = rx.try_recv() {
+            self.on_call(call);
+        }
     }
 
     fn on_call(&mut self, call: PartyCall) {
