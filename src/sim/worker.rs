@@ -1099,6 +1099,7 @@ impl Worker {
         if let Some(party) = self.party_id_of(pid) {
             self.join_leader_instance(party, pid);
         }
+        self.tell_directory_arrived(pid);
     }
 
     /// Checkpoints `sessions` now, in one command; returns its token.
@@ -1562,9 +1563,26 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_detached, -1);
         }
         // Party changes while it was away were not sent to the lost connection.
+        if self.tell_directory_arrived(player_id) {
+            return;
+        }
         if let Some(party) = self.party_id_of(player_id) {
             self.announce_members(party);
         }
+    }
+
+    /// Cluster mode: asks the party directory to sync the party of a player that arrived
+    /// (login, resume): it is mirrored, told and sent to its leader. False without one.
+    fn tell_directory_arrived(&self, player: u64) -> bool {
+        let Some(d) = &self.directory else {
+            return false;
+        };
+        if d.call(crate::parties::PartyCall::Arrived { player })
+            .is_err()
+        {
+            tracing::debug!(player, "party directory queue full: arrival not synced");
+        }
+        true
     }
 
     fn member(&self, session: SessionId) -> Option<&Member> {
