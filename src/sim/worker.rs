@@ -2603,6 +2603,30 @@ mod tests {
     }
 
     #[test]
+    fn a_leave_queued_on_the_old_worker_is_forwarded_and_ends_the_session() {
+        let mut t = Two::new();
+        let _a = t.join(1, "lead", 0);
+        let _b = t.join(2, "memb", 1);
+        let town = t.settings_town();
+        assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
+        t.tick();
+        t.tick();
+        assert_eq!(t.instance_of(2).map(|(w, _)| w), Some(0));
+        // The connection task read the route before the move: its Leave lands on worker 1.
+        t.inboxes[1].control(Control::Leave { session: 2 });
+        t.tick();
+        t.tick();
+        assert_eq!(
+            t.instance_of(2),
+            None,
+            "the session ended on its new worker"
+        );
+        assert!(t.registry.route(player_id("memb")).is_none(), "released");
+        assert_eq!(t.inboxes[0].players(), 1);
+        assert_eq!(t.inboxes[1].players(), 0);
+    }
+
+    #[test]
     fn game_requests_during_a_pending_handover_travel_with_the_player() {
         let mut t = Two::new();
         let _a = t.join(1, "lead", 0);
