@@ -73,6 +73,12 @@ pub enum PartyCall {
         /// The player.
         player: u64,
     },
+    /// A player was admitted or resumed here: if the store has it in a party, sync that
+    /// party (mirror, tell, send the player to its leader).
+    Arrived {
+        /// The player.
+        player: u64,
+    },
 }
 
 /// The sim's side of the directory: a bounded, non-blocking queue.
@@ -229,6 +235,11 @@ impl Worker {
                 self.poll_mail();
             }
         }
+        // The sim stopped first: the session ends it queued last (a drain) still leave
+        // their parties in the store.
+        while let Ok(call) = rx.try_recv() {
+            self.on_call(call);
+        }
     }
 
     fn on_call(&mut self, call: PartyCall) {
@@ -264,6 +275,11 @@ impl Worker {
                 metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
                     .record(received_at.elapsed().as_secs_f64());
             }
+            PartyCall::Arrived { player } => match self.s.store.party_of(player) {
+                Ok(Some(party)) => self.sync(party),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
+            },
             PartyCall::Forget { player } => {
                 self.invited.remove(&player);
                 match self.s.store.party_of(player) {

@@ -1252,6 +1252,7 @@ impl Worker {
         if let Some(party) = self.party_id_of(pid) {
             self.join_leader_instance(party, pid);
         }
+        self.tell_directory_arrived(pid);
     }
 
     /// Checkpoints `sessions` now, in one command; returns its token.
@@ -1762,9 +1763,26 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_detached, -1);
         }
         // Party changes while it was away were not sent to the lost connection.
+        if self.tell_directory_arrived(player_id) {
+            return;
+        }
         if let Some(party) = self.party_id_of(player_id) {
             self.announce_members(party);
         }
+    }
+
+    /// Cluster mode: asks the party directory to sync the party of a player that arrived
+    /// (login, resume): it is mirrored, told and sent to its leader. False without one.
+    fn tell_directory_arrived(&self, player: u64) -> bool {
+        let Some(d) = &self.directory else {
+            return false;
+        };
+        if d.call(crate::parties::PartyCall::Arrived { player })
+            .is_err()
+        {
+            tracing::debug!(player, "party directory queue full: arrival not synced");
+        }
+        true
     }
 
     fn member(&self, session: SessionId) -> Option<&Member> {
@@ -2825,6 +2843,30 @@ mod tests {
         t.tick();
         assert_eq!(t.instance_of(2), None);
         assert!(t.registry.route(player_id("memb")).is_none());
+    }
+
+    #[test]
+    fn a_leave_queued_on_the_old_worker_is_forwarded_and_ends_the_session() {
+        let mut t = Two::new();
+        let _a = t.join(1, "lead", 0);
+        let _b = t.join(2, "memb", 1);
+        let town = t.settings_town();
+        assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
+        t.tick();
+        t.tick();
+        assert_eq!(t.instance_of(2).map(|(w, _)| w), Some(0));
+        // The connection task read the route before the move: its Leave lands on worker 1.
+        t.inboxes[1].control(Control::Leave { session: 2 });
+        t.tick();
+        t.tick();
+        assert_eq!(
+            t.instance_of(2),
+            None,
+            "the session ended on its new worker"
+        );
+        assert!(t.registry.route(player_id("memb")).is_none(), "released");
+        assert_eq!(t.inboxes[0].players(), 1);
+        assert_eq!(t.inboxes[1].players(), 0);
     }
 
     #[test]
