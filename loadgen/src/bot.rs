@@ -45,6 +45,7 @@ pub(crate) struct BotSettings {
     pub(crate) churn_session: (Duration, Duration),
     pub(crate) churn_pause: (Duration, Duration),
     pub(crate) party_stay: (Duration, Duration),
+    pub(crate) party_trade_every: Option<Duration>,
     pub(crate) tokens: TokenSource,
 }
 
@@ -153,6 +154,7 @@ pub(crate) async fn run_bot(
             party_leader_of: plan.party_leader_of.clone(),
             party_member_of: plan.party_member_of.clone(),
             party_stay: settings.party_stay,
+            party_trade_every: settings.party_trade_every,
         },
         settings.atlas.clone(),
         bot_name(settings.seed, plan.index),

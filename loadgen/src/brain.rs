@@ -13,7 +13,8 @@ use zonehost_game::items::base;
 use zonehost_game::Rect;
 use zonehost_protocol::datagram::InputCmd;
 use zonehost_protocol::message::{
-    Combat, Event, InventoryEvent, ItemInfo, PartyEvent, Request, RequestError, Response, Welcome,
+    Combat, Event, InventoryEvent, ItemInfo, PartyEvent, Request, RequestError, Response,
+    TradeEvent, Welcome,
 };
 use zonehost_protocol::session::SnapshotInfo;
 use zonehost_protocol::snapshot::{kind, ArchivedSnapshotBody};
@@ -58,7 +59,30 @@ pub(crate) struct BrainSettings {
     pub(crate) party_member_of: Option<String>,
     /// How long a party member stays before leaving.
     pub(crate) party_stay: (Duration, Duration),
+    /// A leader opens a trade with the nearest player this often (`None`: never).
+    pub(crate) party_trade_every: Option<Duration>,
 }
+
+/// A trade this bot takes part in, as the last `TradeEvent::Updated` showed it.
+#[derive(Debug, Clone, Default)]
+struct TradeSeen {
+    mine: Vec<u128>,
+    mine_accepted: bool,
+    committing: bool,
+    /// This bot already put its item on offer (one item per trade).
+    offered: bool,
+    /// A trade request was refused: cancel rather than repeat it.
+    cancel: bool,
+    /// When this bot first saw the trade (a trade stuck longer than [`TRADE_PATIENCE`]
+    /// is cancelled).
+    since: Option<Instant>,
+}
+
+/// How long a bot waits for a trade to complete before cancelling it.
+const TRADE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Largest distance at which a leader opens a trade (the game's limit is 5 m).
+const TRADE_REACH: i64 = 4500;
 
 #[derive(Debug, Clone, Copy)]
 struct Target {
@@ -183,6 +207,11 @@ pub(crate) struct Brain {
     invite_at: Instant,
     invite_next: usize,
     leave_at: Option<Instant>,
+    // Trade.
+    trade: Option<TradeSeen>,
+    trade_at: Instant,
+    /// Nearest other player in the current snapshot tick: (entity, distance).
+    nearest_player: Option<(u32, i64)>,
 }
 
 impl Brain {
@@ -244,6 +273,9 @@ impl Brain {
             invite_at: now + Duration::from_secs(1),
             invite_next: 0,
             leave_at: None,
+            trade: None,
+            trade_at: now + s.party_trade_every.unwrap_or_default(),
+            nearest_player: None,
             s,
         }
     }
@@ -304,6 +336,7 @@ impl Brain {
             // A new tick: start a new nearest-monster search (parts of one tick add up).
             self.view_tick = info.tick;
             self.nearest = None;
+            self.nearest_player = None;
             let period = Duration::from_secs(1) / self.s.view_hz.max(1);
             self.next_view = now + period;
         }
@@ -318,6 +351,11 @@ impl Brain {
                 }
                 self.hp = e.hp.to_native();
                 self.max_hp = e.max_hp.to_native();
+            } else if e.kind == kind::PLAYER {
+                let d = dist(origin, p);
+                if self.nearest_player.is_none_or(|(_, nd)| d < nd) {
+                    self.nearest_player = Some((id, d));
+                }
             } else if e.kind == kind::MONSTER && e.hp.to_native() > 0 {
                 if let Some(t) = self.target.as_mut() {
                     if t.id == id {
@@ -666,6 +704,7 @@ impl Brain {
                 .or_else(|| self.attack_request(now)),
             Behaviour::Party => self
                 .party_request(now)
+                .or_else(|| self.trade_request(now))
                 .or_else(|| self.survive_request(now))
                 .or_else(|| self.attack_request(now)),
             Behaviour::Fighter => self
@@ -864,6 +903,56 @@ impl Brain {
         None
     }
 
+    /// Trading (party bots with `party_trade_every`): a leader opens a trade with the
+    /// nearest player (in a party instance, a member); each side offers one potion, then
+    /// accepts; a refusal cancels the trade.
+    fn trade_request(&mut self, now: Instant) -> Option<(Metric, Request, u128)> {
+        let every = self.s.party_trade_every?;
+        if self.dead {
+            return None;
+        }
+        if let Some(t) = self.trade.as_mut() {
+            if t.committing {
+                return None;
+            }
+            if t.since
+                .is_some_and(|s| now.saturating_duration_since(s) > TRADE_PATIENCE)
+            {
+                t.since = Some(now);
+                t.cancel = true;
+            }
+            if t.cancel {
+                t.cancel = false;
+                return Some((Metric::TradeCancel, Request::TradeCancel, 0));
+            }
+            if !t.offered {
+                t.offered = true;
+                let offer = self
+                    .bag
+                    .iter()
+                    .find(|i| Self::is_potion(i) && !t.mine.contains(&i.id))
+                    .map(|i| i.id);
+                if let Some(item) = offer {
+                    return Some((Metric::TradeOffer, Request::TradeOffer { item }, item));
+                }
+            }
+            if !t.mine_accepted {
+                t.mine_accepted = true;
+                return Some((Metric::TradeAccept, Request::TradeAccept, 0));
+            }
+            return None;
+        }
+        if self.s.party_leader_of.is_empty() || !self.in_party || now < self.trade_at {
+            return None;
+        }
+        let (with, d) = self.nearest_player?;
+        if d > TRADE_REACH || !self.inventory_known {
+            return None;
+        }
+        self.trade_at = now + every;
+        Some((Metric::TradeOpen, Request::TradeOpen { with }, 0))
+    }
+
     /// The request just sent got id `id`.
     pub(crate) fn request_sent(&mut self, id: u32, metric: Metric, item: u128, now: Instant) {
         self.pending = Some(Pending { id, metric, item });
@@ -981,13 +1070,20 @@ impl Brain {
             }
             E::NoInvite | E::SelfInvite | E::NotMember => {}
             E::NotInParty => self.in_party = false,
-            // Bots do not trade (yet): these answer nothing they ask.
             E::TradeBusy
             | E::NoTrade
             | E::ItemEquipped
             | E::NotEnoughGold
             | E::PartnerBagFull
             | E::OfferFull => {}
+        }
+        if matches!(
+            p.metric,
+            Metric::TradeOpen | Metric::TradeOffer | Metric::TradeAccept
+        ) {
+            if let Some(t) = self.trade.as_mut() {
+                t.cancel = !t.committing;
+            }
         }
     }
 
@@ -1013,6 +1109,19 @@ impl Brain {
                 });
             }
             Event::ItemExpired { ground } => self.loot.retain(|l| l.ground != *ground),
+            Event::Trade(TradeEvent::Updated {
+                mine, committing, ..
+            }) => {
+                let t = self.trade.get_or_insert_with(|| TradeSeen {
+                    since: Some(now),
+                    ..TradeSeen::default()
+                });
+                t.mine = mine.items.clone();
+                t.mine_accepted = mine.accepted;
+                t.committing = *committing;
+                t.offered |= !mine.items.is_empty();
+            }
+            Event::Trade(TradeEvent::Ended { .. }) => self.trade = None,
             Event::LevelUp { level } => self.level = *level,
             Event::Died { .. } => {
                 self.dead = true;
@@ -1239,6 +1348,7 @@ pub(crate) mod tests_support {
             party_leader_of: Vec::new(),
             party_member_of: None,
             party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
+            party_trade_every: None,
         };
         let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-0".into(), now);
         b.on_welcome(
@@ -1277,6 +1387,7 @@ mod tests {
             party_leader_of: Vec::new(),
             party_member_of: None,
             party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
+            party_trade_every: None,
         }
     }
 
@@ -1649,6 +1760,102 @@ mod tests {
         assert_eq!(got, Some((Metric::EnterZone, Duration::from_millis(40))));
         assert!(matches!(b.hop_state(), Hop::Dwell { .. }));
         assert_eq!(b.me, 6);
+    }
+
+    #[test]
+    fn party_leader_trades_a_potion_with_the_nearest_member() {
+        use zonehost_protocol::message::{TradeEndReason, TradeOffer};
+        let t0 = Instant::now();
+        let mut s = settings(Behaviour::Party);
+        s.party_leader_of = vec!["bot-1-1".into()];
+        s.party_trade_every = Some(Duration::from_secs(5));
+        let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-0".into(), t0);
+        b.on_welcome(&welcome(1, 5), t0);
+        bag_known(&mut b);
+        let potion = ItemInfo {
+            id: 99,
+            base: zonehost_game::items::MINOR_HEALING_POTION,
+            rarity: 0,
+            level: 1,
+            unique: None,
+            affixes: Vec::new(),
+        };
+        b.bag.push(potion);
+        b.on_event(
+            &Event::Party(PartyEvent::Members {
+                party: 1,
+                leader: "bot-1-0".into(),
+                members: vec!["bot-1-0".into(), "bot-1-1".into()],
+            }),
+            t0,
+        );
+        b.pos = Some((1000, 1000));
+        b.nearest_player = Some((6, 2000));
+        // Not before the interval.
+        assert!(b.trade_request(t0 + Duration::from_secs(1)).is_none());
+        let t = t0 + Duration::from_secs(6);
+        let (m, req, _) = b.trade_request(t).expect("open");
+        assert_eq!(
+            (m, req),
+            (Metric::TradeOpen, Request::TradeOpen { with: 6 })
+        );
+        let view = |items: Vec<u128>, accepted: bool, committing: bool| {
+            Event::Trade(TradeEvent::Updated {
+                trade: 1,
+                partner: 2,
+                partner_entity: 6,
+                mine: TradeOffer {
+                    items,
+                    gold: 0,
+                    accepted,
+                },
+                theirs: TradeOffer {
+                    items: vec![7],
+                    gold: 0,
+                    accepted: false,
+                },
+                committing,
+            })
+        };
+        b.on_event(&view(vec![], false, false), t);
+        let (m, req, _) = b.trade_request(t).expect("offer");
+        assert_eq!(
+            (m, req),
+            (Metric::TradeOffer, Request::TradeOffer { item: 99 })
+        );
+        b.on_event(&view(vec![99], false, false), t);
+        let (m, req, _) = b.trade_request(t).expect("accept");
+        assert_eq!((m, req), (Metric::TradeAccept, Request::TradeAccept));
+        assert!(b.trade_request(t).is_none(), "accepted: waits");
+        // The partner changed its offer: acceptance voided, accept again.
+        b.on_event(&view(vec![99], false, false), t);
+        assert_eq!(
+            b.trade_request(t).map(|(m, ..)| m),
+            Some(Metric::TradeAccept)
+        );
+        b.on_event(&view(vec![99], true, true), t);
+        assert!(
+            b.trade_request(t + Duration::from_secs(60)).is_none(),
+            "committing"
+        );
+        b.on_event(
+            &Event::Trade(TradeEvent::Ended {
+                trade: 1,
+                reason: TradeEndReason::Completed,
+            }),
+            t,
+        );
+        assert!(b.trade.is_none());
+        // A stuck trade is cancelled after the patience.
+        let t2 = t + Duration::from_secs(6);
+        assert!(b.trade_request(t2).is_some(), "next trade opens");
+        b.on_event(&view(vec![], false, false), t2);
+        let _ = b.trade_request(t2);
+        let _ = b.trade_request(t2);
+        let (m, req, _) = b
+            .trade_request(t2 + TRADE_PATIENCE + Duration::from_secs(1))
+            .expect("cancel");
+        assert_eq!((m, req), (Metric::TradeCancel, Request::TradeCancel));
     }
 
     #[test]

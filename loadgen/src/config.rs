@@ -63,6 +63,9 @@ pub struct Config {
     pub churn_pause: (Duration, Duration),
     /// How long a party member stays in its party before leaving, range.
     pub party_stay: (Duration, Duration),
+    /// A party leader opens a trade with the nearest member this often (each side offers a
+    /// potion and accepts); `None` (the default): party bots do not trade.
+    pub party_trade_every: Option<Duration>,
     /// Network impairment of the bots' sockets.
     pub impair: Impairment,
     /// Service-level objectives that decide the result (besides bot failures).
@@ -110,6 +113,7 @@ impl Config {
             churn_session: (Duration::from_secs(10), Duration::from_secs(30)),
             churn_pause: (Duration::from_secs(1), Duration::from_secs(3)),
             party_stay: (Duration::from_secs(20), Duration::from_secs(40)),
+            party_trade_every: None,
             impair: Impairment::default(),
             slo: Vec::new(),
             content_dir: None,

@@ -164,6 +164,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         churn_session: config.churn_session,
         churn_pause: config.churn_pause,
         party_stay: config.party_stay,
+        party_trade_every: config.party_trade_every,
         tokens: config.tokens.clone(),
     });
     let mut bots = JoinSet::new();

@@ -128,6 +128,9 @@ struct RunArgs {
     /// How long a party member stays in its party, e.g. 20s..40s.
     #[arg(long, value_parser = parse_range)]
     party_stay: Option<(Duration, Duration)>,
+    /// Party leaders open a trade with a member this often, e.g. 15s (default: never).
+    #[arg(long, value_parser = parse_duration)]
+    party_trade_every: Option<Duration>,
     /// Objectives deciding the exit code, e.g. "p99<100ms,attack.p99<200ms,failures=0"
     /// (grammar in loadgen/README.md); replaces the scenario's.
     #[arg(long)]
@@ -247,6 +250,9 @@ impl RunArgs {
             churn_pause <- self.churn_pause,
             party_stay <- self.party_stay,
         );
+        if let Some(every) = self.party_trade_every {
+            c.party_trade_every = Some(every);
+        }
         if let Some(text) = &self.slo {
             c.slo =
                 zonehost_loadgen::slo::parse(text).map_err(|e| anyhow::anyhow!("--slo: {e}"))?;

@@ -30,6 +30,7 @@
 //!
 //! [party]
 //! stay = "20s..40s"          # a member's time in a party before leaving
+//! trade_every = "15s"        # leaders trade potions with a member this often (default: never)
 //!
 //! [impair.up]                # client -> server
 //! latency = "50ms"
@@ -110,6 +111,8 @@ pub struct ChurnSection {
 pub struct PartySection {
     /// A member's time in a party.
     pub stay: Option<String>,
+    /// How often a leader opens a trade.
+    pub trade_every: Option<String>,
 }
 
 /// `[impair]`.
@@ -240,6 +243,10 @@ impl Scenario {
         if let Some(p) = &self.party {
             if let Some(s) = &p.stay {
                 c.party_stay = parse_range(s).map_err(|m| e("party.stay", m))?;
+            }
+            if let Some(t) = &p.trade_every {
+                c.party_trade_every =
+                    Some(parse_duration(t).map_err(|m| e("party.trade_every", m))?);
             }
         }
         if let Some(i) = &self.impair {

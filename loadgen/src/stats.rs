@@ -56,11 +56,20 @@ pub enum Metric {
     SnapshotGap,
     /// How late inputs left against their schedule (load generator health).
     SendLag,
+    /// `TradeOpen` → its response.
+    TradeOpen,
+    /// `TradeOffer` → its response.
+    TradeOffer,
+    /// `TradeAccept` → its response (the acceptance completing a pair is answered after
+    /// the store committed the trade).
+    TradeAccept,
+    /// `TradeCancel` → its response.
+    TradeCancel,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Move,
         Metric::Connect,
         Metric::Attack,
@@ -74,6 +83,10 @@ impl Metric {
         Metric::Inventory,
         Metric::SnapshotGap,
         Metric::SendLag,
+        Metric::TradeOpen,
+        Metric::TradeOffer,
+        Metric::TradeAccept,
+        Metric::TradeCancel,
     ];
 
     /// The report key.
@@ -92,6 +105,10 @@ impl Metric {
             Metric::Inventory => "inventory",
             Metric::SnapshotGap => "snapshot_gap",
             Metric::SendLag => "send_lag",
+            Metric::TradeOpen => "trade_open",
+            Metric::TradeOffer => "trade_offer",
+            Metric::TradeAccept => "trade_accept",
+            Metric::TradeCancel => "trade_cancel",
         }
     }
 
