@@ -341,6 +341,9 @@ impl Store for FailingDrops {
     fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
         self.inner.delete_mail(server, ids)
     }
+    fn ground_items(&self) -> Result<Vec<zonehost::store::ItemRecord>, StoreError> {
+        self.inner.ground_items()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
