@@ -590,6 +590,55 @@ def persistence(catalog):
     return panels
 
 
+def cluster():
+    """Several servers on one store (README "Scaling out"): load placement, ownership
+    leases, drains by migration, parties across servers and sim workers, trades."""
+    return [
+        stat("Servers up", f'count(up{{{SEL}}} == 1)', ["zonehost_sessions_active"], w=6),
+        stat("Leases lost (1h)",
+             f'sum(increase(zonehost_player_leases_total{{{SEL}, event="lost"}}[1h]))',
+             ["zonehost_player_leases_total"], thresholds=steps(("red", 1)), w=6,
+             desc="A server lost a player's lease (takeover or expiry): its session was closed."),
+        stat("Login redirects / s", rate("zonehost_cluster_login_redirects_total"),
+             ["zonehost_cluster_login_redirects_total"], unit="ops", w=6,
+             desc="New logins sent to a less loaded peer."),
+        stat("Party write conflicts / s",
+             f'sum(rate(zonehost_party_writes_total{{{SEL}, result="conflict"}}[$__rate_interval]))',
+             ["zonehost_party_writes_total"], unit="ops", w=6,
+             desc="Compare-and-set conflicts on party records (retried)."),
+        ts("Players by server", [
+            (gauge("zonehost_sessions_active", ["instance"]), "{{instance}}"),
+        ], ["zonehost_sessions_active"], stack=True),
+        ts("Published load by server (per mille)", [
+            (gauge("zonehost_cluster_load_permille", ["instance"], agg="max"), "{{instance}}"),
+        ], ["zonehost_cluster_load_permille"],
+            desc="Mean sim worker busy fraction each server published to the servers table; placement compares these."),
+        ts("Player leases held by server", [
+            (gauge("zonehost_player_leases_held", ["instance"]), "{{instance}}"),
+        ], ["zonehost_player_leases_held"], stack=True),
+        ts("Lease events", [
+            (rate("zonehost_player_leases_total", ["event"]), "{{event}}"),
+        ], ["zonehost_player_leases_total"], unit="ops"),
+        ts("Drain handoffs by outcome", [
+            (rate("zonehost_cluster_handoffs_total", ["outcome"]), "{{outcome}}"),
+        ], ["zonehost_cluster_handoffs_total"], unit="ops",
+            desc="redirected: the player went on on a peer; closed: Goaway (no live peer) or gone."),
+        ts("Party handoffs and worker migrations", [
+            (rate("zonehost_party_handoffs_total"), "to the leader's server"),
+            (rate("zonehost_sim_migrations_total"), "between sim workers"),
+            (rate("zonehost_sim_forwarded_total"), "messages forwarded"),
+        ], ["zonehost_party_handoffs_total", "zonehost_sim_migrations_total",
+            "zonehost_sim_forwarded_total"], unit="ops"),
+        ts("Party store writes and mail", [
+            (rate("zonehost_party_writes_total", ["result"]), "write {{result}}"),
+            (rate("zonehost_party_mail_total", ["direction"]), "mail {{direction}}"),
+        ], ["zonehost_party_writes_total", "zonehost_party_mail_total"], unit="ops"),
+        ts("Trades by outcome", [
+            (rate("zonehost_trades_total", ["outcome"]), "{{outcome}}"),
+        ], ["zonehost_trades_total"], unit="ops", stack=True),
+    ]
+
+
 def generic_panels(names, catalog):
     out = []
     for name in names:
@@ -619,6 +668,9 @@ def build(catalog):
                        simulation()),
         "persistence": ("zonehost-persistence", "zonehost / Persistence",
                         "Store health and durability-related server state.", persistence(catalog)),
+        "cluster": ("zonehost-cluster", "zonehost / Cluster",
+                    "Servers sharing one store: load, ownership leases, drains, parties, trades.",
+                    cluster()),
     }
     covered = set()
     for _, _, _, panels in boards.values():

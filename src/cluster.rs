@@ -572,6 +572,21 @@ impl PlayerLeases {
         }
     }
 
+    /// Exports the counters and the number held (`zonehost_player_leases_total{event}`,
+    /// `zonehost_player_leases_held`); run at every scrape.
+    pub fn publish(&self) {
+        for (event, v) in [
+            ("acquired", &self.counters.acquired),
+            ("renewed", &self.counters.renewed),
+            ("released", &self.counters.released),
+            ("lost", &self.counters.lost),
+        ] {
+            metrics::counter!("zonehost_player_leases_total", "event" => event)
+                .absolute(v.load(Ordering::Relaxed));
+        }
+        metrics::gauge!("zonehost_player_leases_held").set(self.len() as f64);
+    }
+
     /// Number of leases held (lost ones included until their sessions end).
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -36,7 +36,7 @@ use crate::session::{Authenticator, Registry, ResumeMinter};
 use crate::sim::{PersistSettings, Sim, SpawnError};
 use crate::store::writer::StoreWorker;
 use crate::store::{LeaseError, Store, StoreError};
-use crate::telemetry::{ExtraPublisher, Stats};
+use crate::telemetry::Stats;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -314,12 +314,12 @@ fn open_store(
     let worker = StoreWorker::spawn(Box::new(store.clone()), &config.store)
         .map_err(ServerError::StoreWorker)?;
     let store_stats = worker.stats().clone();
-    let _ = stats.extra.set(ExtraPublisher(Box::new(move || {
+    stats.add_publisher(move || {
         store_stats.publish();
         if let Some(c) = &cache_stats {
             c.publish();
         }
-    })));
+    });
     tracing::info!(
         backend = store.backend(),
         epoch,
@@ -401,6 +401,8 @@ pub async fn start_with(
     });
     if let Some(l) = &player_leases {
         persist = persist.with_leases(l.clone());
+        let leases = l.clone();
+        stats.add_publisher(move || leases.publish());
     }
     let tickets = if config.cluster.enabled {
         Some(Arc::new(cluster::Tickets::new(cluster::load_ticket_key(

@@ -165,13 +165,14 @@ pub struct Stats {
     pub party_handoffs: AtomicU64,
     /// Per sim worker load, indexed by worker.
     pub workers: Vec<WorkerStats>,
-    /// Further publishers run at scrape (the store's counters), set once at start-up.
-    pub extra: std::sync::OnceLock<ExtraPublisher>,
+    /// Further publishers run at scrape (the store's counters, the player leases'),
+    /// added at start-up with [`Stats::add_publisher`].
+    extra: std::sync::Mutex<Vec<ExtraPublisher>>,
 }
 
 /// A publisher of counters kept outside [`Stats`] (e.g. the store worker's), run by
 /// [`Stats::publish`].
-pub struct ExtraPublisher(pub Box<dyn Fn() + Send + Sync>);
+struct ExtraPublisher(Box<dyn Fn() + Send + Sync>);
 
 impl std::fmt::Debug for ExtraPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -581,6 +582,18 @@ pub const METRICS: &[MetricDef] = &[
         "QUIC congestion events (sampled from quinn connection stats).",
     ),
     m(
+        "zonehost_player_leases_total",
+        Counter,
+        &["event"],
+        "Player ownership lease events (cluster mode): event=acquired (at login), renewed, released (after the final checkpoint), lost (taken over or expired: the session was closed and its writes stopped).",
+    ),
+    m(
+        "zonehost_player_leases_held",
+        Gauge,
+        &[],
+        "Player ownership leases this server holds (cluster mode; lost ones until their sessions end).",
+    ),
+    m(
         "zonehost_cluster_load_permille",
         Gauge,
         &[],
@@ -610,6 +623,14 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 
 impl Stats {
     /// Copies the counters into the installed `metrics` recorder (called at scrape time,
+    /// Adds a publisher of counters kept outside [`Stats`], run at every scrape.
+    pub fn add_publisher(&self, publisher: impl Fn() + Send + Sync + 'static) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ExtraPublisher(Box::new(publisher)));
+    }
+
     /// so the hot path only touches atomics).
     pub fn publish(&self, draining: bool) {
         use metrics::{counter, gauge};
@@ -703,7 +724,7 @@ impl Stats {
                 .absolute(w.busy_us.load(Ordering::Relaxed));
         }
         gauge!("zonehost_draining").set(if draining { 1.0 } else { 0.0 });
-        if let Some(extra) = self.extra.get() {
+        for extra in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             (extra.0)();
         }
     }
