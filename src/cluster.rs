@@ -678,6 +678,9 @@ pub struct Handoff {
     pub outbox: mpsc::Sender<Outgoing>,
     /// Close bookkeeping of the connection.
     pub shared: Arc<ConnShared>,
+    /// The player's party on this server when it was handed off: a party's members are
+    /// sent to the same peer.
+    pub party: Option<zonehost_game::PartyId>,
 }
 
 /// Counters of drain by migration.

@@ -491,6 +491,7 @@ pub async fn start_with(
     let migration = match (&placement, &player_leases, &tickets) {
         (Some(p), Some(l), Some(t)) if p.has_peers() => Some(Migration {
             handoffs: Arc::new(cluster::Handoffs::default()),
+            party_targets: std::sync::Mutex::new(std::collections::HashMap::new()),
             placement: p.clone(),
             leases: l.clone(),
             tickets: t.clone(),
@@ -646,6 +647,8 @@ pub async fn start_with(
 /// players the sim workers let go to peers.
 struct Migration {
     handoffs: Arc<cluster::Handoffs>,
+    /// Where each party's first member was sent: the others follow it.
+    party_targets: std::sync::Mutex<std::collections::HashMap<u32, (String, SocketAddr)>>,
     placement: Arc<placement::Placement>,
     leases: Arc<cluster::PlayerLeases>,
     tickets: Arc<cluster::Tickets>,
@@ -666,8 +669,21 @@ impl Migration {
             tracing::error!(error = %e, "releasing handed-off players' leases failed");
         }
         let now = session::unix_secs();
+        let mut parties = self.party_targets.lock().unwrap_or_else(|p| p.into_inner());
         for h in &taken {
-            let target = self.placement.least_loaded_peer();
+            let target = match h.party {
+                Some(party) => match parties.get(&party) {
+                    Some(t) => Some(t.clone()),
+                    None => {
+                        let t = self.placement.least_loaded_peer();
+                        if let Some(t) = &t {
+                            parties.insert(party, t.clone());
+                        }
+                        t
+                    }
+                },
+                None => self.placement.least_loaded_peer(),
+            };
             self.handoffs.send(
                 h,
                 target.as_ref().map(|(id, a)| (id.as_str(), *a)),

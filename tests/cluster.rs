@@ -17,7 +17,7 @@ use zonehost::store::redb::RedbStore;
 use zonehost::store::{ItemOp, ItemOpKind, ItemRecord, Owner, Store};
 use zonehost::telemetry::{DisconnectCause, Stats};
 use zonehost_client::{Client, Incoming};
-use zonehost_protocol::message::{close_code, RejectCode, ServerMsg};
+use zonehost_protocol::message::{close_code, Event, PartyEvent, RejectCode, Request, ServerMsg};
 use zonehost_protocol::ClientEvent;
 
 /// Player lease lifetime in these tests.
@@ -369,9 +369,56 @@ fn no_load_redirects(_: usize, config: &mut Config) {
     config.cluster.redirect_margin_permille = 1000;
 }
 
+/// Waits for an event on `c` that `pred` accepts (others are skipped).
+async fn wait_event(c: &mut Client, what: &str, pred: impl Fn(&Event) -> bool) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match c.next_event().await {
+                Ok(Incoming::Event(ClientEvent::Event(e))) if pred(&e) => return,
+                Ok(_) => {}
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// `names[leader]` invites `names[m]` for each member `m`, who accepts.
+async fn form_party(clients: &mut [Client], names: &[String], leader: usize, members: &[usize]) {
+    for &m in members {
+        clients[leader]
+            .request(Request::PartyInvite {
+                player: names[m].clone(),
+            })
+            .await
+            .expect("invite");
+        wait_event(&mut clients[m], "the invite", |e| {
+            matches!(e, Event::Party(PartyEvent::Invited { .. }))
+        })
+        .await;
+        clients[m]
+            .request(Request::PartyAccept)
+            .await
+            .expect("accept");
+        let me = names[m].clone();
+        wait_event(&mut clients[m], "membership", move |e| {
+            matches!(e, Event::Party(PartyEvent::Members { members, .. }) if members.contains(&me))
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
-    let mut cluster = Cluster::start_with(no_load_redirects).await;
+    // a runs two sim workers: a party's members may be on either when it drains.
+    let mut cluster = Cluster::start_with(|i, config| {
+        no_load_redirects(i, config);
+        if i == 0 {
+            config.sim_workers = 2;
+        }
+    })
+    .await;
     let endpoint = client_endpoint(cluster.server(0));
     let (a_addr, peers) = (
         cluster.server(0).addr(),
@@ -401,6 +448,9 @@ async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
             .all(|n| fence(cluster.store.as_ref(), n).is_some())
     })
     .await;
+    // Two parties (m0 m1 m2, m3 m4) and a loner (m5): each party lands on one peer.
+    form_party(&mut clients, &names, 0, &[1, 2]).await;
+    form_party(&mut clients, &names, 3, &[4]).await;
     let kits: Vec<Vec<ItemRecord>> = names
         .iter()
         .map(|n| items(cluster.store.as_ref(), n))
@@ -450,6 +500,9 @@ async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
         drained_at.elapsed() < LEASE_TTL,
         "everyone moved before a lease could have expired: they were released"
     );
+    let to = |i: usize| moved[i].redirected_via()[0];
+    assert!(to(0) == to(1) && to(1) == to(2), "party m0 m1 m2 split");
+    assert_eq!(to(3), to(4), "party m3 m4 split");
     tokio::time::timeout(WAIT, drain)
         .await
         .expect("a drains in time")

@@ -1860,6 +1860,11 @@ impl Worker {
             Stats::gauge_add(&self.stats.sessions_active, -1);
         }
         self.remove_instance_if_empty(instance_id);
+        if self.handoffs.is_some() {
+            // Drain by migration: parties stay as they are, so that every worker still
+            // sees who is with whom and a party's members go to the same peer.
+            return;
+        }
         if let Some(d) = &self.directory {
             if !handoff
                 && d.call(crate::parties::PartyCall::Forget { player })
@@ -1904,16 +1909,23 @@ impl Worker {
         self.draining = true;
         self.handoffs = Some(handoffs.clone());
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for session in sessions {
-            let handoff = self.member(session).map(|m| Handoff {
-                player_id: m.join.player_id,
-                player_name: m.join.player_name.clone(),
-                session,
-                conn: m.join.conn.clone(),
-                outbox: m.join.outbox.clone(),
-                shared: m.join.shared.clone(),
-            });
-            // The player stays in its party: it goes on playing on a peer.
+        // Parties are not changed by the leaves of a migration (see `leave`).
+        let handoffs_of: Vec<(SessionId, Option<Handoff>)> = sessions
+            .iter()
+            .map(|&session| {
+                let handoff = self.member(session).map(|m| Handoff {
+                    player_id: m.join.player_id,
+                    player_name: m.join.player_name.clone(),
+                    session,
+                    conn: m.join.conn.clone(),
+                    outbox: m.join.outbox.clone(),
+                    shared: m.join.shared.clone(),
+                    party: self.party_id_of(m.join.player_id),
+                });
+                (session, handoff)
+            })
+            .collect();
+        for (session, handoff) in handoffs_of {
             self.leave_inner(session, true);
             let Some(handoff) = handoff else { continue };
             if self.final_save_pending(session) {
