@@ -490,6 +490,19 @@ def simulation():
         ts("Worker load: players per worker", [
             (gauge("zonehost_sim_worker_players", ["instance", "worker"]), "{{instance}} worker {{worker}}"),
         ], ["zonehost_sim_worker_players"]),
+        ts("Players handed between sim workers", [
+            (rate("zonehost_sim_migrations_total", ["instance"]), "migrations {{instance}}"),
+            (rate("zonehost_sim_forwarded_total", ["instance"]), "forwarded messages {{instance}}"),
+        ], ["zonehost_sim_migrations_total", "zonehost_sim_forwarded_total"], unit="ops",
+            desc="A party member moving to its leader's worker; messages its old worker forwarded meanwhile."),
+        ts("Parties across servers", [
+            (rate("zonehost_party_writes_total", ["instance", "result"]), "writes {{result}} {{instance}}"),
+            (rate("zonehost_party_mail_total", ["instance", "direction"]), "mail {{direction}} {{instance}}"),
+            (rate("zonehost_party_handoffs_total", ["instance"]), "handoffs {{instance}}"),
+        ], ["zonehost_party_writes_total", "zonehost_party_mail_total", "zonehost_party_handoffs_total"],
+            unit="ops",
+            desc="Cluster mode: party compare-and-set writes (conflicts are retried), mailbox traffic "
+                 "between servers, members redirected to their leader's server."),
         ts("Instances and players", [
             (gauge("zonehost_instances_live", ["instance"]), "instances {{instance}}"),
             (gauge("zonehost_sessions_active", ["instance"]), "players {{instance}}"),
