@@ -490,6 +490,11 @@ def simulation():
         ts("Worker load: players per worker", [
             (gauge("zonehost_sim_worker_players", ["instance", "worker"]), "{{instance}} worker {{worker}}"),
         ], ["zonehost_sim_worker_players"]),
+        ts("Players handed between sim workers", [
+            (rate("zonehost_sim_migrations_total", ["instance"]), "migrations {{instance}}"),
+            (rate("zonehost_sim_forwarded_total", ["instance"]), "forwarded messages {{instance}}"),
+        ], ["zonehost_sim_migrations_total", "zonehost_sim_forwarded_total"], unit="ops",
+            desc="A party member moving to its leader's worker; messages its old worker forwarded meanwhile."),
         ts("Instances and players", [
             (gauge("zonehost_instances_live", ["instance"]), "instances {{instance}}"),
             (gauge("zonehost_sessions_active", ["instance"]), "players {{instance}}"),
@@ -623,16 +628,15 @@ def cluster():
             (rate("zonehost_cluster_handoffs_total", ["outcome"]), "{{outcome}}"),
         ], ["zonehost_cluster_handoffs_total"], unit="ops",
             desc="redirected: the player went on on a peer; closed: Goaway (no live peer) or gone."),
-        ts("Party handoffs and worker migrations", [
-            (rate("zonehost_party_handoffs_total"), "to the leader's server"),
-            (rate("zonehost_sim_migrations_total"), "between sim workers"),
-            (rate("zonehost_sim_forwarded_total"), "messages forwarded"),
-        ], ["zonehost_party_handoffs_total", "zonehost_sim_migrations_total",
-            "zonehost_sim_forwarded_total"], unit="ops"),
-        ts("Party store writes and mail", [
-            (rate("zonehost_party_writes_total", ["result"]), "write {{result}}"),
-            (rate("zonehost_party_mail_total", ["direction"]), "mail {{direction}}"),
-        ], ["zonehost_party_writes_total", "zonehost_party_mail_total"], unit="ops"),
+        ts("Parties across servers", [
+            (rate("zonehost_party_writes_total", ["instance", "result"]), "writes {{result}} {{instance}}"),
+            (rate("zonehost_party_mail_total", ["instance", "direction"]), "mail {{direction}} {{instance}}"),
+            (rate("zonehost_party_handoffs_total", ["instance"]), "handoffs {{instance}}"),
+        ], ["zonehost_party_writes_total", "zonehost_party_mail_total", "zonehost_party_handoffs_total"],
+            unit="ops",
+            desc="Party compare-and-set writes (conflicts are retried), mailbox traffic "
+                 "between servers, members redirected to their leader's server. Handovers "
+                 "between sim workers are on the Simulation board."),
         ts("Trades by outcome", [
             (rate("zonehost_trades_total", ["outcome"]), "{{outcome}}"),
         ], ["zonehost_trades_total"], unit="ops", stack=True),

@@ -1001,3 +1001,73 @@ async fn a_crashed_servers_grounds_are_swept_by_a_peer_once_its_run_lease_expire
     assert!(report.is_clean(), "{report}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_logging_in_elsewhere_is_sent_to_its_leaders_server() {
+    use common::bot::Bot;
+    use zonehost::store::PartyRecord;
+    use zonehost_client::Incoming;
+    use zonehost_protocol::token::player_id;
+    use zonehost_protocol::ClientEvent;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = Bot::connect(
+        &endpoint,
+        cluster.server(0).addr(),
+        &cluster.server(0).token("alead"),
+        "alead",
+    )
+    .await
+    .expect("leader joins");
+    // The store says both are in one party (e.g. the member's server crashed after it
+    // joined); the member logs in on c.
+    let party = PartyRecord {
+        party_id: 0x5eed_0000_0000_0001,
+        leader: player_id("alead"),
+        members: vec![player_id("alead"), player_id("amem")],
+        invites: Vec::new(),
+        version: 1,
+    };
+    assert!(cluster
+        .store
+        .write_party(&party, None)
+        .expect("write party"));
+    let mut m = Bot::connect(
+        &endpoint,
+        cluster.server(2).addr(),
+        &cluster.server(2).token("amem"),
+        "amem",
+    )
+    .await
+    .expect("member logs in on c");
+    let redirect = pump_until(&mut m, "the redirect", |inc| match inc {
+        Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(redirect.address, cluster.server(0).addr().to_string());
+    let addr: SocketAddr = redirect.address.parse().expect("address");
+    let mut m = Bot::connect(&endpoint, addr, &redirect.ticket, "amem")
+        .await
+        .expect("follows the redirect");
+    let deadline = Instant::now() + WAIT;
+    while m.instance != lead.instance {
+        assert!(
+            Instant::now() < deadline,
+            "never entered the leader's instance"
+        );
+        m.pump().await.expect("connection alive");
+    }
+    // The leader's server mirrors the party: the leader is told of it.
+    pump_until(&mut lead, "the party", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(zonehost_protocol::message::Event::Party(
+            zonehost_protocol::message::PartyEvent::Members { members, .. },
+        ))) if members.len() == 2 => Some(()),
+        _ => None,
+    })
+    .await;
+    drop(m);
+    drop(lead);
+    cluster.stop().await;
+}

@@ -54,7 +54,8 @@ fn check_event(s: &ClientSession, seen: &mut Seen, e: ClientEvent) {
         }
         ClientEvent::Redirected(_) => {
             // Before the Welcome (another server owns the player) or after it (a draining
-            // server hands the player over): either way the session ends.
+            // server hands the player over, or the player moves to its party leader's
+            // server, SPEC §2.4): either way the session ends.
             assert_eq!(
                 s.state(),
                 SessionState::Closed,
