@@ -8,6 +8,8 @@
 #   scripts/cluster-loadtest.sh                         # 200 bots, 30 s, a mixed game
 #   PLAYERS=500 DURATION=60 scripts/cluster-loadtest.sh
 #   LOADGEN_ARGS="--mix mover=100" scripts/cluster-loadtest.sh
+#   LOADGEN_ARGS="--mix mover=30,fighter=25,looter=20,party=15,hopper=10 --spread-parties" \
+#       scripts/cluster-loadtest.sh                   # party members start away from their leader
 #
 # Only 127.0.0.1 is used. Ports: UDP ${PORT:-32433} and the next two, metrics
 # ${METRICS_PORT:-32464} and the next two. The data directory is a fresh temporary one,
@@ -67,6 +69,16 @@ echo "redirected at login by server 0 (owner or load): $(echo "$m" | awk '$1 ~ /
 status=0
 wait "$loadgen_pid" || status=$?
 loadgen_pid=""
+
+# Party convergence: members that logged in away from their party's leader were saved,
+# released and redirected to the leader's server (--spread-parties makes them start away).
+# These counters come from each server's own statistics, so each endpoint reports its own.
+echo "party members handed to their leader's server (per server):"
+for i in $(seq 0 $((servers - 1))); do
+    m="$(curl -fs "http://127.0.0.1:$((metrics_port + i))/metrics" || true)"
+    handoffs=$(echo "$m" | awk '$1 == "zonehost_party_handoffs_total" {print $2}')
+    echo "  server $i: ${handoffs:-0}"
+done
 
 # Stop the servers (one process), then check the store they shared.
 kill -TERM "$server_pid" 2>/dev/null || true

@@ -212,10 +212,16 @@ pub(crate) fn assign(
 }
 
 /// Which of `servers` servers bot `index` connects to: bots in turn, except that a party
-/// group goes to its leader's server (a party plays together on one server).
-pub(crate) fn server_of(index: usize, roles: &[Option<PartyRole>], servers: usize) -> usize {
+/// group goes to its leader's server (a party plays together on one server) unless
+/// `spread_parties`.
+pub(crate) fn server_of(
+    index: usize,
+    roles: &[Option<PartyRole>],
+    servers: usize,
+    spread_parties: bool,
+) -> usize {
     let anchor = match roles.get(index) {
-        Some(Some(PartyRole::Member { leader })) => *leader,
+        Some(Some(PartyRole::Member { leader })) if !spread_parties => *leader,
         _ => index,
     };
     anchor % servers.max(1)
@@ -290,25 +296,35 @@ mod tests {
         let (_, roles) = assign(&mix, 40, 7);
         let mut per_server = [0usize; 3];
         for i in 0..40 {
-            let s = server_of(i, &roles, 3);
+            let s = server_of(i, &roles, 3, false);
             per_server[s] += 1;
             match &roles[i] {
                 Some(PartyRole::Member { leader }) => {
                     assert_eq!(
                         s,
-                        server_of(*leader, &roles, 3),
+                        server_of(*leader, &roles, 3, false),
                         "bot {i} away from its leader"
                     )
                 }
                 Some(PartyRole::Leader { members }) => {
                     for m in members {
-                        assert_eq!(server_of(*m, &roles, 3), s);
+                        assert_eq!(server_of(*m, &roles, 3, false), s);
                     }
                 }
                 None => assert_eq!(s, i % 3),
             }
         }
         assert!(per_server.iter().all(|n| *n >= 5), "{per_server:?}");
-        assert_eq!(server_of(5, &roles, 1), 0);
+        assert_eq!(server_of(5, &roles, 1, false), 0);
+    }
+
+    #[test]
+    fn spread_parties_puts_members_in_turn() {
+        let mix = Mix::parse("party=100").expect("mix");
+        let (_, roles) = assign(&mix, 12, 7);
+        assert!((0..12).all(|i| server_of(i, &roles, 3, true) == i % 3));
+        // Some member starts away from its leader: the cluster has to bring it over.
+        assert!((0..12).any(|i| matches!(&roles[i],
+            Some(PartyRole::Member { leader }) if server_of(*leader, &roles, 3, true) != i % 3)));
     }
 }

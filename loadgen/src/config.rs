@@ -19,6 +19,9 @@ pub struct Config {
     /// Further servers of a cluster: bots are spread over `server` and these (a party
     /// group stays together on its leader's server). Default empty.
     pub other_servers: Vec<SocketAddr>,
+    /// Party members connect to servers in turn like every bot, not to their leader's
+    /// server, so a cluster must bring them together (the leader's server redirects them).
+    pub spread_parties: bool,
     /// TLS server name sent in the handshake (the certificate is pinned, so any valid name works).
     pub server_name: String,
     /// Which server certificate is trusted.
@@ -91,6 +94,7 @@ impl Config {
         Self {
             server,
             other_servers: Vec::new(),
+            spread_parties: false,
             server_name: "localhost".into(),
             trust,
             tokens,

@@ -185,7 +185,8 @@ pub async fn run(config: Config) -> Result<Report, Error> {
             index,
             behaviour: behaviours[index],
             token,
-            server: servers[behaviour::server_of(index, &roles, servers.len())],
+            server: servers
+                [behaviour::server_of(index, &roles, servers.len(), config.spread_parties)],
             party_leader_of,
             party_member_of,
         };

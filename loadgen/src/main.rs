@@ -80,6 +80,10 @@ struct RunArgs {
     /// turn, each party group on its leader's server.
     #[arg(long, default_value = "127.0.0.1:4433", num_args = 1)]
     server: Vec<SocketAddr>,
+    /// With several --server: party members connect in turn like every bot instead of on
+    /// their leader's server, so the cluster must move them to it (a Redirect each).
+    #[arg(long)]
+    spread_parties: bool,
     /// TLS server name.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -229,6 +233,7 @@ impl RunArgs {
             .context("--server: at least one address")?;
         let mut c = Config::new(*first, trust, tokens);
         c.other_servers = others.to_vec();
+        c.spread_parties = self.spread_parties;
         if let Some(name) = &self.scenario {
             Scenario::load(name)?.apply(&mut c)?;
         }
