@@ -1548,16 +1548,31 @@ fn crash_leaves_every_acknowledged_write() {
 }
 
 const TRADE_CRASH_ENV: &str = "ZONEHOST_TRADE_CRASH_CHILD";
+const TRADE_CRASH_STOP: &str = "ZONEHOST_TRADE_CRASH_STOP";
 
-/// The child half of `a_crash_mid_trade_is_resolved_by_recovery`: runs trade after trade
-/// with one write per step (the ScyllaDB-shaped protocol, `trade::run`) until killed.
+/// The child half of `a_crash_mid_trade_is_resolved_by_recovery`: runs 20 trades with one
+/// write per step (the ScyllaDB-shaped protocol, `trade::run`), then runs trade 21 step by
+/// step and, after the step named by `TRADE_CRASH_STOP` (`put`, `escrowed`, `decided`),
+/// says `PAUSED` and waits to be killed.
 #[test]
 fn trade_crash_child() {
-    let Ok(path) = std::env::var(TRADE_CRASH_ENV) else {
+    let (Ok(path), Ok(stop)) = (
+        std::env::var(TRADE_CRASH_ENV),
+        std::env::var(TRADE_CRASH_STOP),
+    ) else {
         return;
     };
     let store = RedbStore::open(std::path::Path::new(&path)).unwrap();
-    for k in 1..100_000u64 {
+    let pause = |step: &str| {
+        if step == stop {
+            println!("PAUSED");
+            let mut line = String::new();
+            // The parent kills us while we wait here.
+            let _ = std::io::stdin().read_line(&mut line);
+            std::process::abort();
+        }
+    };
+    for k in 1..=21u64 {
         let (a, b) = (2 * k, 2 * k + 1);
         let items: Vec<(u128, u64)> = (0..5u128)
             .map(|n| (u128::from(k) << 8 | n, if n < 3 { a } else { b }))
@@ -1592,20 +1607,41 @@ fn trade_crash_child() {
             settled: false,
             opened_at_ms: 1,
         };
-        println!("START {k}");
-        assert_eq!(
-            trade::run(&store, &manifest).unwrap(),
-            TradeOutcome::Committed
-        );
-        println!("DONE {k}");
+        if k < 21 {
+            assert_eq!(
+                trade::run(&store, &manifest).unwrap(),
+                TradeOutcome::Committed
+            );
+            println!("DONE {k}");
+            continue;
+        }
+        store.put_trade(&manifest).unwrap();
+        pause("put");
+        let escrow: Vec<ItemOp> = manifest
+            .legs
+            .iter()
+            .map(|leg| ItemOp {
+                op_id: trade::op_id(k, leg.item_id, trade::Step::Escrow),
+                item_id: leg.item_id,
+                kind: ItemOpKind::Transfer {
+                    from: Owner::Player(leg.from),
+                    to: Owner::Trade { trade: k },
+                },
+            })
+            .collect();
+        for r in store.apply_item_ops(&escrow).unwrap() {
+            assert!(r.unwrap().applied());
+        }
+        pause("escrowed");
+        store.decide_trade(k, TradeState::Committed).unwrap();
+        pause("decided");
+        panic!("unknown stop {stop:?}");
     }
-    std::process::abort();
 }
 
-/// Kills a child running trades one write per step, `delay` after it announced trade 21,
-/// then recovers the store and checks every trade is all or nothing as its row says.
-/// Returns the unsettled trades the crash left.
-fn crash_mid_trade(delay: Duration) -> u64 {
+/// Kills the child at `stop` inside trade 21, recovers the store and checks every trade
+/// is all or nothing as its row says. Returns trade 21's row after recovery.
+fn crash_mid_trade(stop: &str) -> TradeRecord {
     let dir = TempDir::new("trade-crash");
     let path = dir.0.join("store.redb");
     let exe = std::env::current_exe().unwrap();
@@ -1617,38 +1653,37 @@ fn crash_mid_trade(delay: Duration) -> u64 {
             "--test-threads=1",
         ])
         .env(TRADE_CRASH_ENV, &path)
+        .env(TRADE_CRASH_STOP, stop)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let (mut started, mut done) = (0u64, 0u64);
-    let note = |line: &str, started: &mut u64, done: &mut u64| {
-        if let Some(n) = line.strip_prefix("START ") {
-            *started = n.parse().unwrap();
-        } else if let Some(n) = line.strip_prefix("DONE ") {
-            *done = n.parse().unwrap();
-        }
-    };
+    let mut done = 0u64;
+    let mut paused = false;
     while let Some(Ok(line)) = lines.next() {
-        note(&line, &mut started, &mut done);
-        if started >= 21 {
+        if let Some(n) = line.strip_prefix("DONE ") {
+            done = n.parse().unwrap();
+        }
+        if line == "PAUSED" {
+            paused = true;
             break;
         }
     }
-    // SIGKILL somewhere inside trade 21's steps (or after it).
-    std::thread::sleep(delay);
+    // SIGKILL between two writes of trade 21: no destructor, no clean close.
     child.kill().unwrap();
     let _ = child.wait();
-    for line in lines.map_while(Result::ok) {
-        note(&line, &mut started, &mut done);
-    }
-    assert!(done >= 20, "child did not get going ({done} trades)");
+    assert!(
+        paused && done == 20,
+        "{stop}: child did not reach its stop ({done} trades)"
+    );
     let store = RedbStore::open(&path).unwrap();
     let before = store.check().unwrap();
     // Escrow left by the crash is in flight, not an anomaly.
     assert!(before.is_clean(), "{before}");
+    assert_eq!(before.trades_unsettled, 1, "{stop}: {before}");
     let recovered = trade::recover(&store, now_ms(), 0).unwrap();
     let after = store.check().unwrap();
     assert!(after.is_clean(), "{after}");
@@ -1658,11 +1693,8 @@ fn crash_mid_trade(delay: Duration) -> u64 {
         "{after}"
     );
     // Every trade is all or nothing, as its row says; acknowledged ones are committed.
-    for k in 1..=started.max(done + 1) {
-        let Some(row) = store.trade(k).unwrap() else {
-            assert!(k > done, "acknowledged trade {k} has no row");
-            continue;
-        };
+    for k in 1..=21 {
+        let row = store.trade(k).unwrap().unwrap();
         assert!(row.settled, "trade {k}");
         if k <= done {
             assert_eq!(row.state, TradeState::Committed, "acknowledged trade {k}");
@@ -1682,23 +1714,20 @@ fn crash_mid_trade(delay: Duration) -> u64 {
         }
     }
     eprintln!(
-        "trade crash after {delay:?}: {done} trades acknowledged, {started} started; the crash left {} unsettled with {} items in escrow; recovery {recovered:?}",
+        "trade crash at {stop}: the crash left {} unsettled with {} items in escrow; recovery {recovered:?}",
         before.trades_unsettled, before.items_in_escrow
     );
-    before.trades_unsettled
+    store.trade(21).unwrap().unwrap()
 }
 
 #[test]
 fn a_crash_mid_trade_is_resolved_by_recovery() {
-    // Kill points spread over a trade's steps (each a fsynced transaction); at least one
-    // must land inside a trade, leaving it unsettled for recovery.
-    let mut mid_trade = 0;
-    for ms in [0u64, 1, 3, 6, 10, 15] {
-        if crash_mid_trade(Duration::from_millis(ms)) > 0 {
-            mid_trade += 1;
-        }
-    }
-    assert!(mid_trade > 0, "no kill landed inside a trade");
+    // After the manifest, nothing moved yet: aborted, nothing to return.
+    assert_eq!(crash_mid_trade("put").state, TradeState::Aborted);
+    // Items in escrow, not decided: aborted, every item back with its giver.
+    assert_eq!(crash_mid_trade("escrowed").state, TradeState::Aborted);
+    // Committed, nothing delivered yet: every item goes to its recipient.
+    assert_eq!(crash_mid_trade("decided").state, TradeState::Committed);
 }
 
 #[test]

@@ -205,11 +205,12 @@ async fn party_members_trade_items_exactly_once_across_reconnect_and_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Delegates to redb, failing every drop (`Transfer` to the ground) with an I/O error: a
-/// drop the store definitely did not make.
+/// Delegates to redb, failing every drop (`Transfer` to the ground) with an I/O error (a
+/// drop the store definitely did not make), and every trade when `fail_trades`.
 #[derive(Debug)]
 struct FailingDrops {
     inner: RedbStore,
+    fail_trades: bool,
 }
 
 fn is_drop(op: &ItemOp) -> bool {
@@ -283,6 +284,15 @@ impl Store for FailingDrops {
     fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
         self.inner.unsettled_trades()
     }
+    fn run_trade(
+        &self,
+        manifest: &TradeRecord,
+    ) -> Result<zonehost::store::trade::TradeOutcome, StoreError> {
+        if self.fail_trades {
+            return Err(injected());
+        }
+        self.inner.run_trade(manifest)
+    }
     fn acquire_lease(
         &self,
         resource: &str,
@@ -346,15 +356,11 @@ impl Store for FailingDrops {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drop_the_store_could_not_make_returns_to_the_bag() {
-    let dir = temp_data_dir("trade-return");
-    let store = Arc::new(FailingDrops {
-        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
-    });
+/// A server on a fresh data directory serving from `store`.
+async fn serve_from(dir: &std::path::Path, store: Arc<FailingDrops>) -> TestServer {
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.clone(),
+        data_dir: dir.to_owned(),
         metrics_listen: None,
         drain_timeout_ms: 5_000,
         ..Config::default()
@@ -365,17 +371,126 @@ async fn a_drop_the_store_could_not_make_returns_to_the_bag() {
         async move {
             let _ = rx.await;
         },
-        StartOptions {
-            store: Some(store.clone()),
-        },
+        StartOptions { store: Some(store) },
     )
     .await
     .expect("server starts");
-    let test_server = TestServer {
+    TestServer {
         server,
         shutdown: Some(tx),
-        data_dir: dir.clone(),
-    };
+        data_dir: dir.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_the_store_fails_gives_every_offer_back() {
+    let dir = temp_data_dir("trade-fail");
+    let store = Arc::new(FailingDrops {
+        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
+        fail_trades: true,
+    });
+    let server = serve_from(&dir, store.clone()).await;
+    let endpoint = client_endpoint(&server);
+    let (alice, bob) = ("dave", "erin");
+    let mut a = Bot::connect(&endpoint, server.addr(), &server.token(alice), alice)
+        .await
+        .expect("joins");
+    let mut b = Bot::connect(&endpoint, server.addr(), &server.token(bob), bob)
+        .await
+        .expect("joins");
+    done(
+        a.request(Request::PartyInvite { player: bob.into() }).await,
+        "invite",
+    );
+    wait_event(&mut b, "invite", |e| {
+        matches!(e, Event::Party(PartyEvent::Invited { .. }))
+    })
+    .await;
+    done(b.request(Request::PartyAccept).await, "accept");
+    let a_instance = a.instance;
+    wait_event(
+        &mut b,
+        "move into the leader's instance",
+        |e| matches!(e, Event::ZoneEntered { instance, .. } if *instance == a_instance),
+    )
+    .await;
+    let (ia, ib) = (a.inventory().await, b.inventory().await);
+    done(
+        a.request(Request::TradeOpen { with: b.entity }).await,
+        "open",
+    );
+    done(
+        a.request(Request::TradeOffer { item: ia.bag[0].id }).await,
+        "a offers",
+    );
+    done(
+        b.request(Request::TradeOffer { item: ib.bag[1].id }).await,
+        "b offers",
+    );
+    done(a.request(Request::TradeAccept).await, "a accepts");
+    wait_event(
+        &mut b,
+        "alice's acceptance",
+        |e| matches!(e, Event::Trade(TradeEvent::Updated { theirs, .. }) if theirs.accepted),
+    )
+    .await;
+    // The store fails the trade (three attempts): the acceptance is answered Internal and
+    // both sides get their own offer back.
+    assert_eq!(
+        b.request(Request::TradeAccept).await,
+        Err(RequestError::Internal)
+    );
+    for bot in [&mut a, &mut b] {
+        wait_event(bot, "trade failed", |e| {
+            matches!(
+                e,
+                Event::Trade(TradeEvent::Ended {
+                    reason: TradeEndReason::Failed,
+                    ..
+                })
+            )
+        })
+        .await;
+    }
+    assert_eq!(bag(&a.inventory().await), bag(&ia));
+    assert_eq!(bag(&b.inventory().await), bag(&ib));
+    let _ = a.client.close().await;
+    let _ = b.client.close().await;
+    server.stop_keeping_data().await;
+    for (name, v) in [(alice, &ia), (bob, &ib)] {
+        let mut owned: Vec<u128> = store
+            .items_of(Owner::Player(player_id(name)))
+            .expect("items")
+            .iter()
+            .map(|r| r.item_id)
+            .collect();
+        owned.sort_unstable();
+        let mut all: Vec<u128> = v
+            .bag
+            .iter()
+            .chain(v.equipment.iter().map(|(_, i)| i))
+            .map(|i| i.id)
+            .collect();
+        all.sort_unstable();
+        assert_eq!(
+            owned, all,
+            "{name}: the store still gives each its own items"
+        );
+    }
+    let report = store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_the_store_could_not_make_returns_to_the_bag() {
+    let dir = temp_data_dir("trade-return");
+    let store = Arc::new(FailingDrops {
+        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
+        fail_trades: false,
+    });
+    let test_server = serve_from(&dir, store.clone()).await;
     let endpoint = client_endpoint(&test_server);
     let name = "carol";
     let mut c = Bot::connect(

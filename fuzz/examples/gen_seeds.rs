@@ -11,7 +11,8 @@ use zonehost_protocol::datagram::{encode_input, InputCmd, BUTTON_ATTACK};
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
     ClientMsg, Combat, Event, Goaway, Hello, InventoryEvent, InventoryView, ItemInfo, PartyEvent,
-    Reject, RejectCode, Request, RequestError, Response, ServerMsg, Welcome,
+    Reject, RejectCode, Request, RequestError, Response, ServerMsg, TradeEndReason, TradeEvent,
+    TradeOffer, Welcome,
 };
 use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
 use zonehost_protocol::token::{sign, Claims};
@@ -254,6 +255,35 @@ fn main() {
             instance: 10,
             entity_id: 3,
         }),
+        ServerMsg::Event(Event::Trade(TradeEvent::Updated {
+            trade: 4,
+            partner: 77,
+            partner_entity: 2,
+            mine: TradeOffer {
+                items: vec![sword.id],
+                gold: 30,
+                accepted: true,
+            },
+            theirs: TradeOffer {
+                items: vec![],
+                gold: 0,
+                accepted: false,
+            },
+            committing: false,
+        })),
+        ServerMsg::Event(Event::Inventory(InventoryEvent::Traded {
+            trade: 4,
+            given: vec![sword.id],
+            received: vec![sword.clone()],
+        })),
+        ServerMsg::Event(Event::Trade(TradeEvent::Ended {
+            trade: 4,
+            reason: TradeEndReason::Completed,
+        })),
+        ServerMsg::Response {
+            id: 7,
+            body: Err(RequestError::TradeBusy),
+        },
     ]
     .iter()
     .flat_map(frame)

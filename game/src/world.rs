@@ -306,6 +306,8 @@ pub struct World {
     /// Events of calls made between steps (trade completion, return to bag), delivered
     /// with the next step's events.
     deferred: Vec<Event>,
+    /// Inside [`World::step`] (events go to `events`, else to `deferred`).
+    stepping: bool,
 }
 
 impl World {
@@ -336,6 +338,7 @@ impl World {
             trades: Vec::new(),
             next_trade: 1,
             deferred: Vec::new(),
+            stepping: false,
         };
         for (gi, g) in template.spawns.iter().enumerate() {
             for _ in 0..g.count {
@@ -671,6 +674,7 @@ impl World {
         self.tick = self.tick.wrapping_add(1);
         self.events.clear();
         self.events.append(&mut self.deferred);
+        self.stepping = true;
         self.step_movement();
         for pi in 0..self.players.len() {
             while let Some((request_id, request)) = self.players[pi].requests.pop_front() {
@@ -689,6 +693,7 @@ impl World {
         self.step_monsters();
         self.step_respawns();
         self.step_ground();
+        self.stepping = false;
     }
 
     fn step_movement(&mut self) {

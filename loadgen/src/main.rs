@@ -64,7 +64,7 @@ enum Command {
 /// sockets, mix, think time, ...) take the scenario's value unless given here.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// A built-in scenario (smoke, 1k-mixed, soak, churn) or a scenario TOML file.
+    /// A built-in scenario (smoke, 1k-mixed, soak, churn, trade) or a scenario TOML file.
     #[arg(long)]
     scenario: Option<String>,
     /// List the built-in scenarios and exit.

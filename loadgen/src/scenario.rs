@@ -57,6 +57,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("1k-mixed", include_str!("../scenarios/1k-mixed.toml")),
     ("soak", include_str!("../scenarios/soak.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
+    ("trade", include_str!("../scenarios/trade.toml")),
 ];
 
 /// A scenario file's content.

@@ -43,10 +43,17 @@ impl World {
         }
     }
 
+    /// Ends a trade; its `TradeEnded` events go out with this step's events, or with the
+    /// next step's when called between steps (a player leaving, a party change).
     fn end_trade(&mut self, ti: usize, reason: TradeEnd) {
         let t = self.trades.remove(ti);
+        let out = if self.stepping {
+            &mut self.events
+        } else {
+            &mut self.deferred
+        };
         for s in &t.sides {
-            self.events.push(Event::TradeEnded {
+            out.push(Event::TradeEnded {
                 entity: s.entity,
                 player_id: s.player_id,
                 trade: t.id,
@@ -613,23 +620,29 @@ mod tests {
         let (mut w, [a, b, _]) = setup();
         ask(&mut w, a, Request::TradeOpen { with: b }).expect("open");
         w.player_died(1, 0);
+        w.step();
         assert_eq!(ended(&w), Some(TradeEnd::Died));
         assert!(w.trade_of(1).is_none());
 
         let (mut w, [a, b, _]) = setup();
         ask(&mut w, a, Request::TradeOpen { with: b }).expect("open");
         w.begin_transfer(0, 2, crate::events::TransferCause::Portal);
+        w.step();
         assert_eq!(ended(&w), Some(TradeEnd::ZoneChange));
 
         let (mut w, [a, b, _]) = setup();
         ask(&mut w, a, Request::TradeOpen { with: b }).expect("open");
         assert!(w.set_party(2, None));
+        w.step();
         assert_eq!(ended(&w), Some(TradeEnd::PartyChanged));
 
         let (mut w, [a, b, _]) = setup();
         ask(&mut w, a, Request::TradeOpen { with: b }).expect("open");
         w.step();
         w.take_player(b).expect("left");
+        // Between steps: the partner hears of it with the next step's events.
+        assert_eq!(ended(&w), None);
+        w.step();
         assert_eq!(ended(&w), Some(TradeEnd::PartnerLeft));
         assert!(w.trade_of(1).is_none());
     }
