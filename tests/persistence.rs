@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::bot::{Bot, JoinError};
+use common::faulty::FaultyStore;
 use common::{client_endpoint, temp_data_dir, TestServer, WAIT};
 use zonehost::store::record::{self, RECORD_VERSION};
 use zonehost::store::redb::RedbStore;
@@ -557,176 +558,6 @@ fn store_check_exits_1_on_an_item_owned_twice_or_a_dangling_owner() {
 // on), and a drain waits for it: a sim worker stepped by hand over a store whose saves
 // fail a few times.
 
-/// Delegates to redb, failing the next `fail_saves` checkpoint batches with an I/O error.
-#[derive(Debug)]
-struct FlakySaves {
-    inner: RedbStore,
-    fail_saves: std::sync::atomic::AtomicU32,
-}
-
-impl Store for FlakySaves {
-    fn backend(&self) -> &'static str {
-        "flaky"
-    }
-    fn load_player(
-        &self,
-        player_id: u64,
-    ) -> Result<Option<PlayerRecord>, zonehost::store::StoreError> {
-        self.inner.load_player(player_id)
-    }
-    fn save_players(
-        &self,
-        records: &[PlayerRecord],
-    ) -> Result<Vec<zonehost::store::SaveOutcome>, zonehost::store::StoreError> {
-        use std::sync::atomic::Ordering;
-        let failing = self
-            .fail_saves
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(zonehost::store::StoreError::Embedded {
-                context: "commit",
-                source: Arc::new(std::io::Error::other("injected: disk hiccup")),
-            });
-        }
-        self.inner.save_players(records)
-    }
-    fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, zonehost::store::StoreError> {
-        self.inner.apply_item_op(op)
-    }
-    fn item(
-        &self,
-        item_id: u128,
-    ) -> Result<Option<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
-        self.inner.item(item_id)
-    }
-    fn items_of(
-        &self,
-        owner: Owner,
-    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
-        self.inner.items_of(owner)
-    }
-    fn dead_ground_items(
-        &self,
-        epoch: u64,
-    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
-        self.inner.dead_ground_items(epoch)
-    }
-    fn ground_items(
-        &self,
-    ) -> Result<Vec<zonehost::store::ItemRecord>, zonehost::store::StoreError> {
-        self.inner.ground_items()
-    }
-    fn check(&self) -> Result<zonehost::store::IntegrityReport, zonehost::store::StoreError> {
-        self.inner.check()
-    }
-    fn put_trade(
-        &self,
-        trade: &zonehost::store::TradeRecord,
-    ) -> Result<zonehost::store::TradeRecord, zonehost::store::StoreError> {
-        self.inner.put_trade(trade)
-    }
-    fn decide_trade(
-        &self,
-        trade_id: u64,
-        decision: zonehost::store::TradeState,
-    ) -> Result<Option<zonehost::store::TradeState>, zonehost::store::StoreError> {
-        self.inner.decide_trade(trade_id, decision)
-    }
-    fn settle_trade(&self, trade_id: u64) -> Result<(), zonehost::store::StoreError> {
-        self.inner.settle_trade(trade_id)
-    }
-    fn trade(
-        &self,
-        trade_id: u64,
-    ) -> Result<Option<zonehost::store::TradeRecord>, zonehost::store::StoreError> {
-        self.inner.trade(trade_id)
-    }
-    fn unsettled_trades(
-        &self,
-    ) -> Result<Vec<zonehost::store::TradeRecord>, zonehost::store::StoreError> {
-        self.inner.unsettled_trades()
-    }
-    fn acquire_lease(
-        &self,
-        resource: &str,
-        holder: &str,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<zonehost::store::Lease, zonehost::store::LeaseError> {
-        self.inner.acquire_lease(resource, holder, ttl, now_ms)
-    }
-    fn renew_lease(
-        &self,
-        lease: &zonehost::store::Lease,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<zonehost::store::Lease, zonehost::store::LeaseError> {
-        self.inner.renew_lease(lease, ttl, now_ms)
-    }
-    fn release_lease(
-        &self,
-        lease: &zonehost::store::Lease,
-    ) -> Result<(), zonehost::store::LeaseError> {
-        self.inner.release_lease(lease)
-    }
-    fn publish_load(
-        &self,
-        load: &zonehost::store::ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), zonehost::store::StoreError> {
-        self.inner.publish_load(load, ttl, now_ms)
-    }
-    fn server_loads(
-        &self,
-        now_ms: u64,
-    ) -> Result<Vec<zonehost::store::ServerLoad>, zonehost::store::StoreError> {
-        self.inner.server_loads(now_ms)
-    }
-    fn lease_of(
-        &self,
-        resource: &str,
-        now_ms: u64,
-    ) -> Result<Option<zonehost::store::Lease>, zonehost::store::StoreError> {
-        self.inner.lease_of(resource, now_ms)
-    }
-    fn load_party(
-        &self,
-        party_id: u64,
-    ) -> Result<Option<zonehost::store::PartyRecord>, zonehost::store::StoreError> {
-        self.inner.load_party(party_id)
-    }
-    fn party_of(&self, player_id: u64) -> Result<Option<u64>, zonehost::store::StoreError> {
-        self.inner.party_of(player_id)
-    }
-    fn write_party(
-        &self,
-        party: &zonehost::store::PartyRecord,
-        expected: Option<u64>,
-    ) -> Result<bool, zonehost::store::StoreError> {
-        self.inner.write_party(party, expected)
-    }
-    fn post_mail(
-        &self,
-        server: &str,
-        body: &[u8],
-        now_ms: u64,
-    ) -> Result<u128, zonehost::store::StoreError> {
-        self.inner.post_mail(server, body, now_ms)
-    }
-    fn read_mail(
-        &self,
-        server: &str,
-        max: usize,
-    ) -> Result<Vec<zonehost::store::Mail>, zonehost::store::StoreError> {
-        self.inner.read_mail(server, max)
-    }
-    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), zonehost::store::StoreError> {
-        self.inner.delete_mail(server, ids)
-    }
-}
-
 #[derive(Debug, Default)]
 struct NoLink;
 
@@ -739,7 +570,7 @@ impl zonehost::sim::Link for NoLink {
 
 #[test]
 fn a_failed_final_checkpoint_is_retried_not_dropped() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use zonehost::config::{Config, SecondLogin};
     use zonehost::session::{Contact, Registry, ResumeMinter};
     use zonehost::sim::{
@@ -749,10 +580,9 @@ fn a_failed_final_checkpoint_is_retried_not_dropped() {
 
     let dir = temp_data_dir("persist-flaky");
     let flushed: Arc<AtomicBool>;
-    let flaky = Arc::new(FlakySaves {
-        inner: RedbStore::open(&dir.join("store.redb")).expect("create"),
-        fail_saves: AtomicU32::new(0),
-    });
+    let flaky = Arc::new(FaultyStore::new(
+        RedbStore::open(&dir.join("store.redb")).expect("create"),
+    ));
     let config = Config::default();
     let store_worker =
         StoreWorker::spawn(Box::new(flaky.clone()), &config.store).expect("store worker");

@@ -9,16 +9,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::bot::Bot;
+use common::faulty::FaultyStore;
 use common::{client_endpoint, temp_data_dir, TestServer, WAIT};
 use zonehost::config::Config;
 use zonehost::store::redb::RedbStore;
-use zonehost::store::{
-    IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError, Owner,
-    PlayerRecord, SaveOutcome, Store, StoreError, TradeRecord, TradeState,
-};
+use zonehost::store::{Owner, Store};
 use zonehost::StartOptions;
 use zonehost_protocol::message::{
     Event, InventoryEvent, InventoryView, PartyEvent, Request, RequestError, Response,
@@ -205,159 +203,8 @@ async fn party_members_trade_items_exactly_once_across_reconnect_and_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Delegates to redb, failing every drop (`Transfer` to the ground) with an I/O error (a
-/// drop the store definitely did not make), and every trade when `fail_trades`.
-#[derive(Debug)]
-struct FailingDrops {
-    inner: RedbStore,
-    fail_trades: bool,
-}
-
-fn is_drop(op: &ItemOp) -> bool {
-    matches!(
-        op.kind,
-        ItemOpKind::Transfer {
-            to: Owner::Ground { .. },
-            ..
-        }
-    )
-}
-
-fn injected() -> StoreError {
-    StoreError::Embedded {
-        context: "commit",
-        source: Arc::new(std::io::Error::other("injected: disk hiccup")),
-    }
-}
-
-impl Store for FailingDrops {
-    fn backend(&self) -> &'static str {
-        "failing-drops"
-    }
-    fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
-        self.inner.load_player(player_id)
-    }
-    fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError> {
-        self.inner.save_players(records)
-    }
-    fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
-        if is_drop(op) {
-            return Err(injected());
-        }
-        self.inner.apply_item_op(op)
-    }
-    #[allow(clippy::type_complexity)]
-    fn apply_item_ops(
-        &self,
-        ops: &[ItemOp],
-    ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
-        Ok(ops.iter().map(|op| self.apply_item_op(op)).collect())
-    }
-    fn item(&self, item_id: u128) -> Result<Option<ItemRecord>, StoreError> {
-        self.inner.item(item_id)
-    }
-    fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
-        self.inner.items_of(owner)
-    }
-    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        self.inner.dead_ground_items(epoch)
-    }
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        self.inner.check()
-    }
-    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
-        self.inner.put_trade(trade)
-    }
-    fn decide_trade(
-        &self,
-        trade_id: u64,
-        decision: TradeState,
-    ) -> Result<Option<TradeState>, StoreError> {
-        self.inner.decide_trade(trade_id, decision)
-    }
-    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
-        self.inner.settle_trade(trade_id)
-    }
-    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
-        self.inner.trade(trade_id)
-    }
-    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
-        self.inner.unsettled_trades()
-    }
-    fn run_trade(
-        &self,
-        manifest: &TradeRecord,
-    ) -> Result<zonehost::store::trade::TradeOutcome, StoreError> {
-        if self.fail_trades {
-            return Err(injected());
-        }
-        self.inner.run_trade(manifest)
-    }
-    fn acquire_lease(
-        &self,
-        resource: &str,
-        holder: &str,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<Lease, LeaseError> {
-        self.inner.acquire_lease(resource, holder, ttl, now_ms)
-    }
-    fn renew_lease(&self, lease: &Lease, ttl: Duration, now_ms: u64) -> Result<Lease, LeaseError> {
-        self.inner.renew_lease(lease, ttl, now_ms)
-    }
-    fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.inner.release_lease(lease)
-    }
-    fn publish_load(
-        &self,
-        load: &zonehost::store::ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.publish_load(load, ttl, now_ms)
-    }
-    fn server_loads(&self, now_ms: u64) -> Result<Vec<zonehost::store::ServerLoad>, StoreError> {
-        self.inner.server_loads(now_ms)
-    }
-    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-        self.inner.lease_of(resource, now_ms)
-    }
-    fn load_party(
-        &self,
-        party_id: u64,
-    ) -> Result<Option<zonehost::store::PartyRecord>, StoreError> {
-        self.inner.load_party(party_id)
-    }
-    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-        self.inner.party_of(player_id)
-    }
-    fn write_party(
-        &self,
-        party: &zonehost::store::PartyRecord,
-        expected: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        self.inner.write_party(party, expected)
-    }
-    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
-        self.inner.post_mail(server, body, now_ms)
-    }
-    fn read_mail(
-        &self,
-        server: &str,
-        max: usize,
-    ) -> Result<Vec<zonehost::store::Mail>, StoreError> {
-        self.inner.read_mail(server, max)
-    }
-    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
-        self.inner.delete_mail(server, ids)
-    }
-    fn ground_items(&self) -> Result<Vec<zonehost::store::ItemRecord>, StoreError> {
-        self.inner.ground_items()
-    }
-}
-
 /// A server on a fresh data directory serving from `store`.
-async fn serve_from(dir: &std::path::Path, store: Arc<FailingDrops>) -> TestServer {
+async fn serve_from(dir: &std::path::Path, store: Arc<FaultyStore>) -> TestServer {
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_owned(),
@@ -385,9 +232,10 @@ async fn serve_from(dir: &std::path::Path, store: Arc<FailingDrops>) -> TestServ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trade_the_store_fails_gives_every_offer_back() {
     let dir = temp_data_dir("trade-fail");
-    let store = Arc::new(FailingDrops {
-        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
+    let store = Arc::new(FaultyStore {
+        fail_drops: true,
         fail_trades: true,
+        ..FaultyStore::new(RedbStore::open(&dir.join("store.redb")).expect("store opens"))
     });
     let server = serve_from(&dir, store.clone()).await;
     let endpoint = client_endpoint(&server);
@@ -486,9 +334,10 @@ async fn a_trade_the_store_fails_gives_every_offer_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_the_store_could_not_make_returns_to_the_bag() {
     let dir = temp_data_dir("trade-return");
-    let store = Arc::new(FailingDrops {
-        inner: RedbStore::open(&dir.join("store.redb")).expect("store opens"),
+    let store = Arc::new(FaultyStore {
+        fail_drops: true,
         fail_trades: false,
+        ..FaultyStore::new(RedbStore::open(&dir.join("store.redb")).expect("store opens"))
     });
     let test_server = serve_from(&dir, store.clone()).await;
     let endpoint = client_endpoint(&test_server);

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bot;
+pub mod faulty;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
