@@ -24,6 +24,29 @@ use zonehost_protocol::message::{
 };
 use zonehost_protocol::token::player_id;
 
+/// `a` invites `b` (named `b_name`) into a party; waits until `b` is in `a`'s instance.
+async fn form_party(a: &mut Bot, b: &mut Bot, b_name: &str) {
+    done(
+        a.request(Request::PartyInvite {
+            player: b_name.into(),
+        })
+        .await,
+        "invite",
+    );
+    wait_event(b, "invite", |e| {
+        matches!(e, Event::Party(PartyEvent::Invited { .. }))
+    })
+    .await;
+    done(b.request(Request::PartyAccept).await, "accept");
+    let a_instance = a.instance;
+    wait_event(
+        b,
+        "move into the leader's instance",
+        |e| matches!(e, Event::ZoneEntered { instance, .. } if *instance == a_instance),
+    )
+    .await;
+}
+
 /// Pumps `bot` until an event matching `want` arrives (taken), within [`WAIT`].
 async fn wait_event(bot: &mut Bot, what: &str, want: impl Fn(&Event) -> bool) -> Event {
     let deadline = Instant::now() + WAIT;
@@ -71,22 +94,7 @@ async fn party_members_trade_items_exactly_once_across_reconnect_and_restart() {
     );
 
     // Party: bob joins alice's instance.
-    done(
-        a.request(Request::PartyInvite { player: bob.into() }).await,
-        "invite",
-    );
-    wait_event(&mut b, "invite", |e| {
-        matches!(e, Event::Party(PartyEvent::Invited { .. }))
-    })
-    .await;
-    done(b.request(Request::PartyAccept).await, "accept");
-    let a_instance = a.instance;
-    wait_event(
-        &mut b,
-        "move into alice's instance",
-        |e| matches!(e, Event::ZoneEntered { instance, .. } if *instance == a_instance),
-    )
-    .await;
+    form_party(&mut a, &mut b, bob).await;
 
     let (ia, ib) = (a.inventory().await, b.inventory().await);
     let (pa, pb) = (ia.bag[0].id, ib.bag[0].id);
@@ -246,22 +254,7 @@ async fn a_trade_the_store_fails_gives_every_offer_back() {
     let mut b = Bot::connect(&endpoint, server.addr(), &server.token(bob), bob)
         .await
         .expect("joins");
-    done(
-        a.request(Request::PartyInvite { player: bob.into() }).await,
-        "invite",
-    );
-    wait_event(&mut b, "invite", |e| {
-        matches!(e, Event::Party(PartyEvent::Invited { .. }))
-    })
-    .await;
-    done(b.request(Request::PartyAccept).await, "accept");
-    let a_instance = a.instance;
-    wait_event(
-        &mut b,
-        "move into the leader's instance",
-        |e| matches!(e, Event::ZoneEntered { instance, .. } if *instance == a_instance),
-    )
-    .await;
+    form_party(&mut a, &mut b, bob).await;
     let (ia, ib) = (a.inventory().await, b.inventory().await);
     done(
         a.request(Request::TradeOpen { with: b.entity }).await,
