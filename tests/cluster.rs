@@ -521,6 +521,29 @@ async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
         })
         .sum();
     assert_eq!(on_peers, 6, "every player is leased by b or c");
+    // The parties live in the store and survive the move: same members, same leader.
+    {
+        use zonehost_protocol::token::player_id;
+        let party_of = |i: usize| {
+            cluster
+                .store
+                .party_of(player_id(&names[i]))
+                .expect("party index")
+        };
+        let first = party_of(0).expect("m0's party survives the drain");
+        assert!([1, 2].iter().all(|&i| party_of(i) == Some(first)));
+        let second = party_of(3).expect("m3's party survives the drain");
+        assert_ne!(first, second);
+        assert_eq!(party_of(4), Some(second));
+        assert_eq!(party_of(5), None, "the loner stays alone");
+        let party = cluster
+            .store
+            .load_party(first)
+            .expect("load")
+            .expect("party");
+        assert_eq!(party.leader, player_id(&names[0]));
+        assert_eq!(party.members.len(), 3);
+    }
 
     // Nothing lost or duplicated: the same items, newer fences once the peers save, and a
     // clean store.

@@ -2520,7 +2520,13 @@ impl Worker {
             return;
         };
         for pid in &members {
-            if let Some(c) = self.registry.contact(*pid) {
+            // A member still loading must see its Welcome first; it is told its party's
+            // membership right after it (see `join`).
+            let contact = self
+                .registry
+                .contact(*pid)
+                .filter(|c| c.shared.is_welcomed());
+            if let Some(c) = contact {
                 let _ = c.outbox.try_send(Outgoing::Frame(f.clone()));
             }
             self.set_party_in_worlds(*pid, Some(party));
