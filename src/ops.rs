@@ -32,6 +32,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             telemetry::describe();
+            telemetry::register_event_series();
             // Histogram samples accumulate until drained: drain them even if nobody scrapes.
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new().name("zh-metrics-upkeep".into()).spawn(move || loop {

@@ -730,6 +730,24 @@ impl Stats {
     }
 }
 
+/// Starts at zero the series that are recorded only when their event happens (or only in
+/// cluster mode), so that `rate()`, `increase()` and alerts see them from the start instead
+/// of an absent series. Label values are the closed sets the sources record.
+pub fn register_event_series() {
+    for outcome in ["committed", "aborted", "failed"] {
+        metrics::counter!("zonehost_trades_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["redirected", "closed"] {
+        metrics::counter!("zonehost_cluster_handoffs_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("zonehost_cluster_login_redirects_total").increment(0);
+    for event in ["acquired", "renewed", "released", "lost"] {
+        metrics::counter!("zonehost_player_leases_total", "event" => event).increment(0);
+    }
+    metrics::gauge!("zonehost_player_leases_held").increment(0.0);
+    metrics::gauge!("zonehost_cluster_load_permille").increment(0.0);
+}
+
 /// Registers help texts with the installed recorder.
 pub fn describe() {
     for d in METRICS {
