@@ -1336,47 +1336,8 @@ pub(crate) mod tests_support {
     use super::*;
     use zonehost_protocol::message::Welcome;
 
-    /// A fighter brain welcomed in `zone` as `entity`.
-    pub(crate) fn fighter(zone: u16, entity: u32, now: Instant) -> Brain {
-        let s = BrainSettings {
-            behaviour: Behaviour::Fighter,
-            seed: 1,
-            index: 0,
-            input_hz: 60,
-            think: (Duration::from_millis(100), Duration::from_millis(200)),
-            view_hz: 10,
-            party_leader_of: Vec::new(),
-            party_member_of: None,
-            party_stay: (Duration::from_secs(5), Duration::from_secs(6)),
-            party_trade_every: None,
-        };
-        let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-0".into(), now);
-        b.on_welcome(
-            &Welcome {
-                player_id: 77,
-                entity_id: entity,
-                zone,
-                instance: 1,
-                tick_rate_hz: 60,
-                snapshot_rate_hz: 60,
-                server_tick: 0,
-                server_time_us: 0,
-                max_speed_mms: 6000,
-                last_input: 0,
-                resume_token: String::new(),
-            },
-            now,
-        );
-        b
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, EntityState, PlayerAck};
-
-    fn settings(b: Behaviour) -> BrainSettings {
+    /// Settings of a test bot of behaviour `b` (bot 0, seed 1, 60 Hz inputs and views).
+    pub(crate) fn settings(b: Behaviour) -> BrainSettings {
         BrainSettings {
             behaviour: b,
             seed: 1,
@@ -1391,14 +1352,8 @@ mod tests {
         }
     }
 
-    /// As if the bag had been read already (an empty bag), so the next request is about
-    /// something else.
-    fn bag_known(b: &mut Brain) {
-        b.inventory_asked = true;
-        b.inventory_known = true;
-    }
-
-    fn welcome(zone: u16, entity: u32) -> Welcome {
+    /// A `Welcome` of player 77 into `zone` as `entity`.
+    pub(crate) fn welcome(zone: u16, entity: u32) -> Welcome {
         Welcome {
             player_id: 77,
             entity_id: entity,
@@ -1412,6 +1367,31 @@ mod tests {
             last_input: 0,
             resume_token: String::new(),
         }
+    }
+
+    /// A fighter brain welcomed in `zone` as `entity`.
+    pub(crate) fn fighter(zone: u16, entity: u32, now: Instant) -> Brain {
+        let s = BrainSettings {
+            view_hz: 10,
+            ..settings(Behaviour::Fighter)
+        };
+        let mut b = Brain::new(s, Arc::new(Atlas::builtin()), "bot-1-0".into(), now);
+        b.on_welcome(&welcome(zone, entity), now);
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::{settings, welcome};
+    use super::*;
+    use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, EntityState, PlayerAck};
+
+    /// As if the bag had been read already (an empty bag), so the next request is about
+    /// something else.
+    fn bag_known(b: &mut Brain) {
+        b.inventory_asked = true;
+        b.inventory_known = true;
     }
 
     fn player(id: u32, p: (i32, i32), hp: u16) -> EntityState {
