@@ -24,6 +24,16 @@ use zonehost_protocol::message::{
 };
 use zonehost_protocol::token::player_id;
 
+/// Waits until `bot` is told its trade ended for `reason`.
+async fn trade_ended(bot: &mut Bot, reason: TradeEndReason) {
+    wait_event(
+        bot,
+        "trade ended",
+        |e| matches!(e, Event::Trade(TradeEvent::Ended { reason: r, .. }) if *r == reason),
+    )
+    .await;
+}
+
 /// `a` invites `b` (named `b_name`) into a party; waits until `b` is in `a`'s instance.
 async fn form_party(a: &mut Bot, b: &mut Bot, b_name: &str) {
     done(
@@ -139,16 +149,7 @@ async fn party_members_trade_items_exactly_once_across_reconnect_and_restart() {
     // The completing acceptance is answered after the store committed the trade.
     done(b.request(Request::TradeAccept).await, "b accepts");
     for bot in [&mut a, &mut b] {
-        wait_event(bot, "trade completed", |e| {
-            matches!(
-                e,
-                Event::Trade(TradeEvent::Ended {
-                    reason: TradeEndReason::Completed,
-                    ..
-                })
-            )
-        })
-        .await;
+        trade_ended(bot, TradeEndReason::Completed).await;
         wait_event(bot, "Traded", |e| {
             matches!(e, Event::Inventory(InventoryEvent::Traded { .. }))
         })
@@ -282,16 +283,7 @@ async fn a_trade_the_store_fails_gives_every_offer_back() {
         Err(RequestError::Internal)
     );
     for bot in [&mut a, &mut b] {
-        wait_event(bot, "trade failed", |e| {
-            matches!(
-                e,
-                Event::Trade(TradeEvent::Ended {
-                    reason: TradeEndReason::Failed,
-                    ..
-                })
-            )
-        })
-        .await;
+        trade_ended(bot, TradeEndReason::Failed).await;
     }
     assert_eq!(bag(&a.inventory().await), bag(&ia));
     assert_eq!(bag(&b.inventory().await), bag(&ib));
