@@ -9,12 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::serve::ServeProcess;
 
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
 use zonehost::store::{ItemRecord, Owner, Store};
@@ -26,99 +27,20 @@ const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Bound for each phase (server start, drain, a resume).
 const PHASE: Duration = Duration::from_secs(30);
 
-/// One server process and its log lines.
-struct Proc {
-    id: &'static str,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    /// Starts `zonehost serve` as server `id` and waits for "zonehost listening".
-    fn start(id: &'static str, config: &Path, data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zonehost"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--server-id", id, "--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .env_remove("ZONEHOST_LISTEN")
-            .env_remove("ZONEHOST_SERVER_ID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn zonehost");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("zonehost listening") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let mut p = Self { id, child, log };
-        if rx.recv_timeout(PHASE).is_err() {
-            let _ = p.child.kill();
-            panic!("server {id} did not start:\n{}", p.log_text());
-        }
-        p
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    /// SIGTERM (a drain) without waiting.
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.id);
-    }
-
-    /// Waits (bounded) for a clean exit after [`Proc::sigterm`].
-    fn wait_exit(&mut self) {
-        let deadline = Instant::now() + PHASE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "{} exited with {status}:\n{}",
-                    self.id,
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} did not drain", self.id);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no drain, no final checkpoint, leases left to expire.
-    fn kill_9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `zonehost serve` as server `id` and waits for "zonehost listening".
+fn start(id: &str, config: &Path, data_dir: &Path) -> ServeProcess {
+    ServeProcess::start(
+        &format!("server {id}"),
+        [
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--server-id".as_ref(),
+            OsStr::new(id),
+        ],
+        PHASE,
+    )
 }
 
 fn free_udp_port() -> SocketAddr {
@@ -213,9 +135,9 @@ fn three_processes_on_scylla_redirect_drain_and_crash() {
     let config = write_config(&dir, &uri, keyspace, &addrs);
     // a first: it creates the dev certificate, token key and ticket key that b and c load
     // from the same data directory.
-    let mut a = Proc::start("a", &config, &dir);
-    let mut b = Proc::start("b", &config, &dir);
-    let mut c = Proc::start("c", &config, &dir);
+    let mut a = start("a", &config, &dir);
+    let mut b = start("b", &config, &dir);
+    let mut c = start("c", &config, &dir);
     let key = zonehost::keys::read_signing_key(&dir.join(zonehost::keys::DEV_SIGNING_KEY_FILE))
         .expect("dev signing key");
     // The keyspace outlives the run: fresh names each time.

@@ -18,14 +18,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bot::{Bot, Sample};
+use common::serve::ServeProcess;
 use common::{mint_token, temp_data_dir};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::{Owner, Store};
@@ -79,105 +80,48 @@ struct BotLog {
     problems: Vec<(Instant, String)>,
 }
 
-/// The server process and its log lines.
+/// The server process and the address it listens on.
 struct ServerProcess {
-    child: Child,
+    proc: ServeProcess,
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
     fn start(data_dir: &Path, config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zonehost"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-            ])
-            .args(["--log-format", "json"])
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .env_remove("ZONEHOST_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("zonehost listening") {
-                    let _ = tx.send(line.clone());
-                }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let line = match rx.recv_timeout(PHASE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the server did not start:\n{}",
-                    log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
-                );
-            }
-        };
-        let addr = json_field(&line, "addr")
+        let proc = ServeProcess::start(
+            "the server",
+            [
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--metrics-listen".as_ref(),
+                "off".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--data-dir".as_ref(),
+                data_dir.as_os_str(),
+            ],
+            PHASE,
+        );
+        let line = &proc.listening;
+        let addr = json_field(line, "addr")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line}"));
-        Self { child, addr, log }
+        Self { proc, addr }
     }
 
     fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        self.proc.log_text()
     }
 
     /// SIGKILL: no drain, no destructor, no final checkpoint.
     fn kill_9(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
+        self.proc.kill_9();
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
     fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + PHASE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "the server exited with {status}:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not drain");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.proc.sigterm();
+        self.proc.wait_exit();
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod bot;
 pub mod faulty;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
