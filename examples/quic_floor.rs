@@ -281,27 +281,27 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
     let shared = senders
         .clone()
         .map(|s| tokio::spawn(shared_sender(s, plan.rate, plan.input_bytes, end)));
+    let empty = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.connections {
         let endpoint = endpoints[i % endpoints.len()].clone();
         let at = start + plan.ramp_up.mul_f64(i as f64 / plan.connections as f64);
         let (server, rate, input_bytes) = (plan.server, plan.rate, plan.input_bytes);
         let senders = senders.clone();
+        let latency = empty.clone();
         tasks.spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            one_connection(
-                endpoint,
+            let run = Run {
                 server,
                 rate,
                 input_bytes,
                 end,
                 measure_from,
-                senders,
-            )
-            .await
+            };
+            one_connection(endpoint, run, senders, latency).await
         });
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = empty;
     let (mut sent, mut received, mut failed) = (0u64, 0u64, 0usize);
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -337,20 +337,31 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one_connection(
-    endpoint: quinn::Endpoint,
+/// What every connection of a client run shares.
+#[derive(Clone, Copy)]
+struct Run {
     server: SocketAddr,
     rate: u32,
     input_bytes: usize,
     end: Instant,
     measure_from: Instant,
+}
+
+async fn one_connection(
+    endpoint: quinn::Endpoint,
+    run: Run,
     senders: Option<Arc<Mutex<Vec<Sender>>>>,
+    latency: Histogram<u64>,
 ) -> Measured {
+    let Run {
+        server,
+        rate,
+        input_bytes,
+        end,
+        measure_from,
+    } = run;
     let mut m = Measured {
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
-            // Bounds are constants; fall back to an auto-resizing histogram all the same.
-            Histogram::new(3).unwrap_or_else(|_| unreachable!("sigfig 3 is valid"))
-        }),
+        latency,
         sent: 0,
         received: 0,
         failed: false,
