@@ -253,6 +253,18 @@ struct Transfer {
     to_zone: u16,
 }
 
+/// A player whose new instance goes to a peer ([`crate::placement::InstancePlacer`]),
+/// waiting until its requests and item operations are settled (as a migrant does) before
+/// it is saved in the new zone and handed off.
+#[derive(Debug)]
+struct Placing {
+    session: SessionId,
+    to_zone: u16,
+    /// The peer (`server_id`, address).
+    to: (String, std::net::SocketAddr),
+    since: Instant,
+}
+
 /// The worker's state; lives on its own thread ([`Worker::run`]) or is stepped by a test
 /// ([`Worker::tick`]).
 #[derive(Debug)]
@@ -287,6 +299,10 @@ pub struct Worker {
     migrating: Vec<SessionId>,
     /// The party directory (cluster mode): party requests and session ends go there.
     directory: Option<crate::parties::PartyHandle>,
+    /// Placement of new instances on peers (cluster mode with `place_instances`).
+    placer: Option<crate::placement::InstancePlacer>,
+    /// Players whose new instance goes to a peer, until they are settled (stage 4).
+    placing: Vec<Placing>,
 }
 
 fn unix_micros() -> u64 {
@@ -353,7 +369,17 @@ impl Worker {
             deferred: Vec::new(),
             migrating: Vec::new(),
             directory: None,
+            placer: None,
+            placing: Vec::new(),
         }
+    }
+
+    /// Places the new dungeon instances of zone changes by load (see "Placing new
+    /// instances" in [`crate::placement`]): while the server is overloaded such a player is
+    /// saved in the new zone and handed to `placer`'s queue for its `Redirect` to a peer.
+    pub fn with_placer(mut self, placer: crate::placement::InstancePlacer) -> Self {
+        self.placer = Some(placer);
+        self
     }
 
     /// Sends party requests and session ends to the party directory (cluster mode)
@@ -405,6 +431,8 @@ impl Worker {
                 if let Some(w) = self.stats.workers.get(self.settings.index) {
                     w.busy_us.fetch_add(busy_us, Ordering::Relaxed);
                 }
+                // Where new sessions go (`Sim::least_loaded`) follows this average.
+                self.inbox.record_tick(busy_us);
                 self.meters.tick_duration.record(busy.as_secs_f64());
                 self.meters.tick_lateness.record(late.as_secs_f64());
                 next += period;
@@ -512,6 +540,9 @@ impl Worker {
         }
         for t in std::mem::take(&mut self.transfers) {
             self.transfer(t.session, t.to_zone);
+        }
+        if !self.placing.is_empty() {
+            self.place_settled(now);
         }
         if !self.migrating.is_empty() {
             self.migrate_settled(now);
@@ -1544,10 +1575,16 @@ impl Worker {
         if let Some(ended) = pending.ended.take() {
             let (player, session) = *ended;
             p.settings.session_done(player, session);
-            if let (Some(h), Some(handoffs)) =
-                (self.handoffs_waiting.remove(&session), &self.handoffs)
-            {
-                handoffs.push(h);
+            if let Some(h) = self.handoffs_waiting.remove(&session) {
+                // A placed instance's player goes to the placer's relay, a drained one to
+                // the drain task.
+                let queue = match (&h.to, &self.placer) {
+                    (Some(_), Some(placer)) => Some(&placer.handoffs),
+                    _ => self.handoffs.as_ref(),
+                };
+                if let Some(q) = queue {
+                    q.push(h);
+                }
             }
         }
         for h in pending.held {
@@ -1609,11 +1646,10 @@ impl Worker {
         true
     }
 
-    /// Moves a player to its instance of `to_zone` (its party's, if any) and tells it.
+    /// Moves a player to its instance of `to_zone` (its party's, if any) and tells it: on
+    /// its leader's worker, on a peer server (a new dungeon instance placed by load), or
+    /// here.
     fn transfer(&mut self, session: SessionId, to_zone: u16) {
-        let Some(&from) = self.sessions.get(&session) else {
-            return;
-        };
         let Some(player) = self.member(session).map(|m| m.join.player_id) else {
             return;
         };
@@ -1628,6 +1664,21 @@ impl Worker {
                 return;
             }
         }
+        let owner = self.owner_of(player);
+        if !self.by_key.contains_key(&(to_zone, owner)) && self.place_on_peer(session, to_zone) {
+            return;
+        }
+        self.transfer_here(session, to_zone);
+    }
+
+    /// Moves a player to its instance of `to_zone` on this worker (created if needed).
+    fn transfer_here(&mut self, session: SessionId, to_zone: u16) {
+        let Some(&from) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(player) = self.member(session).map(|m| m.join.player_id) else {
+            return;
+        };
         let owner = self.owner_of(player);
         let Some(to) = self.instance_for(to_zone, owner) else {
             tracing::warn!(zone = to_zone, "transfer to an unknown zone ignored");
@@ -1802,6 +1853,17 @@ impl Worker {
     /// Ends a session with its final checkpoint. `handoff`: the player moves to another
     /// server (party convergence): it stays in its party and its connection stays open.
     fn leave_inner(&mut self, session: SessionId, handoff: bool) {
+        self.leave_inner_to(session, handoff, None);
+    }
+
+    /// [`Worker::leave_inner`], the final checkpoint saving the player at `dest` (zone,
+    /// position) instead of where it stands: the new zone of an instance placed on a peer.
+    fn leave_inner_to(
+        &mut self,
+        session: SessionId,
+        handoff: bool,
+        dest: Option<(u16, (i32, i32))>,
+    ) {
         if self.cancel_load(session) {
             return;
         }
@@ -1823,14 +1885,9 @@ impl Worker {
             // The last checkpoint of a session: on disconnect, expiry and drain (none
             // when the player's lease is lost).
             p.dirty.clear(session);
+            let (zone, pos_mm) = dest.unwrap_or((inst.world.zone().id, pos_mm));
             let built = p.settings.fence_for(player, session).map(|fence| {
-                persist::record_of(
-                    &member.join.player_name,
-                    fence,
-                    inst.world.zone().id,
-                    pos_mm,
-                    &state,
-                )
+                persist::record_of(&member.join.player_name, fence, zone, pos_mm, &state)
             });
             match built {
                 Some(Ok(r)) => final_save = Some(p.save(vec![r], Vec::new())),
@@ -1921,6 +1978,7 @@ impl Worker {
                     outbox: m.join.outbox.clone(),
                     shared: m.join.shared.clone(),
                     party: self.party_id_of(m.join.player_id),
+                    to: None,
                 });
                 (session, handoff)
             })
@@ -2076,19 +2134,119 @@ impl Worker {
             let Some((to, goal, since)) = m.migrating else {
                 continue;
             };
-            let requests_open =
-                !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
-            let store_open = self.persist.as_ref().is_some_and(|p| {
-                p.items.values().any(|i| i.session == Some(session))
-                    || p.saves
-                        .values()
-                        .any(|s| s.held.iter().any(|h| h.session == session))
-            });
-            if requests_open || store_open {
+            if !self.settled(session, since, now) {
                 self.migrating.push(session);
                 continue;
             }
             self.migrate_out(session, to, goal);
+        }
+    }
+
+    /// Whether `session`, waiting since `since` to leave this worker, has nothing left
+    /// here: no item operation in flight (the store may refuse it, and the world must then
+    /// undo it), no response held for the store, and no request awaiting its completion
+    /// event (those delay it at most [`MIGRATION_SETTLE`]).
+    fn settled(&self, session: SessionId, since: Instant, now: Instant) -> bool {
+        let Some(m) = self.member(session) else {
+            return false;
+        };
+        let requests_open =
+            !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
+        let store_open = self.persist.as_ref().is_some_and(|p| {
+            p.items.values().any(|i| i.session == Some(session))
+                || p.saves
+                    .values()
+                    .any(|s| s.held.iter().any(|h| h.session == session))
+        });
+        !(requests_open || store_open)
+    }
+
+    /// Decides where the new instance of `session`'s zone change to `to_zone` opens (see
+    /// "Placing new instances" in [`crate::placement`]); true when it goes to a peer (the
+    /// player is queued for its handoff, [`Worker::place_settled`]). Only for a dungeon
+    /// whose instance does not exist here yet, entered by a solo player or a party leader
+    /// that is attached and not moving to another worker; never while draining.
+    fn place_on_peer(&mut self, session: SessionId, to_zone: u16) -> bool {
+        if self.draining {
+            return false;
+        }
+        let Some(placer) = self.placer.clone() else {
+            return false;
+        };
+        if self.placing.iter().any(|p| p.session == session) {
+            return true;
+        }
+        if !self.settings.content.zone(to_zone).is_some_and(|z| !z.town) {
+            return false;
+        }
+        let Some(m) = self.member(session) else {
+            return false;
+        };
+        if m.detached_at.is_some() || m.migrating.is_some() {
+            return false;
+        }
+        let player = m.join.player_id;
+        if let Some(party) = self.party_id_of(player) {
+            if self.leader_of(party) != Some(player) {
+                // A party's instances are its leader's to place.
+                return false;
+            }
+        }
+        let Some(to) = placer.placement.instance_target() else {
+            return false;
+        };
+        tracing::debug!(session, zone = to_zone, peer = %to.0, "new instance placed on a peer");
+        self.placing.push(Placing {
+            session,
+            to_zone,
+            to,
+            since: Instant::now(),
+        });
+        true
+    }
+
+    /// Hands off the players whose new instance goes to a peer once they are settled
+    /// ([`Worker::settled`]): each is saved in the new zone at its spawn (the final
+    /// checkpoint, queued after its item operations), leaves the simulation keeping its
+    /// party and connection, and once the checkpoint is answered goes to the placer's
+    /// queue (lease release, then `Redirect`). A player whose connection was lost
+    /// meanwhile (no `Redirect` can reach it) enters the zone here after all.
+    fn place_settled(&mut self, now: Instant) {
+        for p in std::mem::take(&mut self.placing) {
+            let Some(m) = self.member(p.session) else {
+                continue;
+            };
+            if m.detached_at.is_some() || self.draining {
+                self.transfer_here(p.session, p.to_zone);
+                continue;
+            }
+            if !self.settled(p.session, p.since, now) {
+                self.placing.push(p);
+                continue;
+            }
+            let handoff = Handoff {
+                player_id: m.join.player_id,
+                player_name: m.join.player_name.clone(),
+                session: p.session,
+                conn: m.join.conn.clone(),
+                outbox: m.join.outbox.clone(),
+                shared: m.join.shared.clone(),
+                party: self.party_id_of(m.join.player_id),
+                to: Some(p.to),
+            };
+            let dest = self
+                .settings
+                .content
+                .zone(p.to_zone)
+                .map(|z| (p.to_zone, z.spawn_mm));
+            self.leave_inner_to(p.session, true, dest);
+            if self.final_save_pending(p.session) {
+                self.handoffs_waiting.insert(p.session, handoff);
+            } else if let Some(placer) = &self.placer {
+                // Nothing was saved (the lease is lost): the owner's server answers the
+                // ticket login with a redirect of its own, or the session closes.
+                placer.handoffs.push(handoff);
+            }
         }
     }
 
