@@ -2176,7 +2176,8 @@ impl Worker {
         if self.placing.iter().any(|p| p.session == session) {
             return true;
         }
-        if !self.settings.content.zone(to_zone).is_some_and(|z| !z.town) {
+        // Towns are not placed (an unknown zone is refused by `transfer_here`).
+        if self.settings.content.zone(to_zone).is_none_or(|z| z.town) {
             return false;
         }
         let Some(m) = self.member(session) else {
