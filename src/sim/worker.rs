@@ -8,7 +8,9 @@
 //! 3. step every instance's world, then deliver its events: private ones to their player,
 //!    combat log and drops to the whole instance, request completions as responses;
 //! 4. move players whose world asked for a transfer (portal, death) to their instance of
-//!    the target zone (their party's, if any);
+//!    the target zone (their party's, if any); in a cluster, an overloaded server instead
+//!    hands a player whose new dungeon instance goes to a peer to the placer, once its
+//!    item operations are settled (see "Placing new instances" in [`crate::placement`]);
 //! 5. hand over to another worker the players that follow their party there (see
 //!    [`Migrant`]), once their in-flight requests and item operations are settled;
 //! 6. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
