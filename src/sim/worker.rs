@@ -2957,6 +2957,135 @@ mod tests {
         out
     }
 
+    /// A placer whose server is overloaded against peer `b` (or not, `busy` below 600).
+    fn placer(busy: u32) -> crate::placement::InstancePlacer {
+        let peers = [("a", 4000u16), ("b", 4001)]
+            .iter()
+            .map(|(id, port)| {
+                (
+                    id.to_string(),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                )
+            })
+            .collect();
+        let placement = Arc::new(crate::placement::Placement::new(
+            "a".into(),
+            &peers,
+            crate::placement::Thresholds {
+                above_permille: 600,
+                margin_permille: 250,
+            },
+        ));
+        let row = |id: &str, busy| crate::store::ServerLoad {
+            server_id: id.into(),
+            players: 10,
+            busy_permille: busy,
+            draining: false,
+            updated_at_ms: 0,
+        };
+        placement.update(row("a", busy), vec![row("b", 100)]);
+        crate::placement::InstancePlacer {
+            placement,
+            handoffs: Arc::new(Handoffs::default()),
+        }
+    }
+
+    #[test]
+    fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
+        let mut t = Two::new();
+        let busy = placer(900);
+        let idle = placer(300);
+        t.workers[0].placer = Some(busy.clone());
+        t.workers[1].placer = Some(idle.clone());
+        let count = |p: &crate::placement::InstancePlacer| {
+            (
+                p.placement.counters.instances_local.load(Ordering::Relaxed),
+                p.placement.counters.instances_peer.load(Ordering::Relaxed),
+            )
+        };
+        let town = t.workers[0]
+            .settings
+            .content
+            .town()
+            .map(|z| z.id)
+            .expect("a town");
+        // Not busy: the crypt's instance opens here (counted local).
+        let _solo_rx = t.join(1, "solo", 1);
+        t.workers[1].transfer(1, 2);
+        assert_eq!(
+            t.workers[1].instances[&t.instance_of(1).expect("here").1]
+                .key
+                .0,
+            2
+        );
+        assert_eq!(count(&idle), (1, 0));
+        // Busy: a solo player's new crypt instance goes to b; once settled it is saved
+        // (no store here) and queued for its Redirect, with the crypt as its destination.
+        let mut walker_rx = t.join(2, "walker", 0);
+        t.workers[0].transfer(2, 2);
+        assert_eq!(count(&busy), (0, 1));
+        assert!(t.instance_of(2).is_some(), "still here until settled");
+        t.tick();
+        assert_eq!(t.instance_of(2), None, "left the simulation");
+        let queued = busy.handoffs.take();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].session, 2);
+        assert_eq!(queued[0].to.as_ref().map(|t| t.0.as_str()), Some("b"));
+        assert!(t.registry.route(player_id("walker")).is_none());
+        assert!(
+            !drain(&mut walker_rx)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Event(Event::ZoneEntered { .. }))),
+            "no ZoneEntered: the Redirect replaces it"
+        );
+        // Towns are never placed (nor counted).
+        let _home_rx = t.join(3, "home", 0);
+        t.workers[0].placer = None;
+        t.workers[0].transfer(3, 2);
+        t.workers[0].placer = Some(busy.clone());
+        let (_, crypt) = t.instance_of(3).expect("in the crypt here");
+        t.workers[0].transfer(3, town);
+        t.tick();
+        let (_, now_in) = t.instance_of(3).expect("still here");
+        assert_ne!(now_in, crypt);
+        assert_eq!(t.workers[0].instances[&now_in].key.0, town);
+        assert_eq!(count(&busy), (0, 1), "the town was not counted");
+        // A party: the member's instance is its leader's (never placed), and an instance
+        // that exists is rejoined, even by the leader.
+        let _lead_rx = t.join(5, "lead", 0);
+        let _memb_rx = t.join(6, "memb", 0);
+        t.request(
+            5,
+            1,
+            Request::PartyInvite {
+                player: "memb".into(),
+            },
+        );
+        t.tick();
+        t.request(6, 2, Request::PartyAccept);
+        t.tick();
+        t.tick();
+        t.workers[0].transfer(6, 3);
+        t.tick();
+        let (_, marsh) = t.instance_of(6).expect("the member stays");
+        assert_eq!(t.workers[0].instances[&marsh].key.0, 3);
+        assert_eq!(count(&busy), (0, 1));
+        t.workers[0].transfer(5, 3);
+        t.tick();
+        assert_eq!(
+            t.instance_of(5),
+            Some((0, marsh)),
+            "the leader joins its party's marsh"
+        );
+        assert_eq!(count(&busy), (0, 1));
+        // The leader's new instance is placed.
+        t.workers[0].transfer(5, 4);
+        t.tick();
+        assert_eq!(t.instance_of(5), None);
+        assert_eq!(count(&busy), (0, 2));
+        assert_eq!(busy.handoffs.take().len(), 1);
+    }
+
     #[test]
     fn a_party_member_is_handed_to_the_leaders_worker_and_stray_work_follows_it() {
         let mut t = Two::new();
