@@ -624,6 +624,12 @@ def cluster():
         ts("Lease events", [
             (rate("zonehost_player_leases_total", ["event"]), "{{event}}"),
         ], ["zonehost_player_leases_total"], unit="ops"),
+        ts("New instances placed, by where", [
+            (rate("zonehost_cluster_instance_placements_total", ["instance", "where"]), "{{where}} {{instance}}"),
+        ], ["zonehost_cluster_instance_placements_total"], unit="ops",
+            desc="Dungeon instances opened by a zone change: local (created on this server) or "
+                 "peer (the player was redirected to a less loaded server, where the instance "
+                 "was created)."),
         ts("Drain handoffs by outcome", [
             (rate("zonehost_cluster_handoffs_total", ["outcome"]), "{{outcome}}"),
         ], ["zonehost_cluster_handoffs_total"], unit="ops",

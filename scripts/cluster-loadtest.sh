@@ -78,6 +78,10 @@ loadgen_pid=""
 m="$(curl -fs "http://127.0.0.1:$metrics_port/metrics" || true)"
 handoffs=$(echo "$m" | awk '$1 == "zonehost_party_handoffs_total" {print $2}')
 echo "party members handed to their leader's server (largest count of one server): ${handoffs:-0}"
+# New dungeon instances placed by load (recorded at the event: process-wide, all servers).
+placed=$(echo "$m" | awk '$1 ~ /^zonehost_cluster_instance_placements_total/ && $1 ~ /where="peer"/ {print $2}')
+kept=$(echo "$m" | awk '$1 ~ /^zonehost_cluster_instance_placements_total/ && $1 ~ /where="local"/ {print $2}')
+echo "new dungeon instances placed by load (all servers): ${placed:-0} on a peer, ${kept:-0} local"
 
 # Stop the servers (one process), then check the store they shared.
 kill -TERM "$server_pid" 2>/dev/null || true

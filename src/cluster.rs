@@ -76,6 +76,13 @@ pub struct ClusterConfig {
     /// `redirect_above_permille` minus half of it). Default 250. With both at 0 every
     /// login goes to the least loaded peer (a test and dev setting).
     pub redirect_margin_permille: u32,
+    /// Place new dungeon instances by load too: while this server is overloaded (the same
+    /// thresholds and hysteresis as for logins, see [`crate::placement`]) a solo player or
+    /// party leader whose zone change would open a new dungeon instance is saved in that
+    /// zone and redirected to the least loaded peer, which opens the instance. Needs
+    /// clients that follow a `Redirect` after `Welcome` (SPEC §2.4); turn it off while
+    /// older clients play. Default `true`.
+    pub place_instances: bool,
 }
 
 impl Default for ClusterConfig {
@@ -88,6 +95,7 @@ impl Default for ClusterConfig {
             load_report_interval_ms: 1000,
             redirect_above_permille: 600,
             redirect_margin_permille: 250,
+            place_instances: true,
         }
     }
 }
@@ -681,9 +689,13 @@ pub struct Handoff {
     /// The player's party on this server when it was handed off: a party's members are
     /// sent to the same peer.
     pub party: Option<zonehost_game::PartyId>,
+    /// The peer chosen when the player was handed off (`server_id`, address): a new
+    /// instance placed by load ([`crate::placement::InstancePlacer`]). `None` for a drain,
+    /// whose task chooses the peer.
+    pub to: Option<(String, SocketAddr)>,
 }
 
-/// Counters of drain by migration.
+/// Counters of drain by migration (and of instance placements' redirects).
 #[derive(Debug, Default)]
 pub struct HandoffCounters {
     /// Players sent a `Redirect` to a peer.
@@ -692,23 +704,74 @@ pub struct HandoffCounters {
     pub closed: AtomicU64,
 }
 
-/// Players handed off by the sim workers of a draining server, waiting for their
-/// `Redirect` (drain by migration, see [`crate::start`]). Workers push without blocking;
-/// the drain task takes them after releasing their leases.
+/// Players handed off by the sim workers, waiting for their `Redirect`: those of a
+/// draining server (drain by migration, see [`crate::start`]) or, in a second queue,
+/// those whose new instance was placed on a peer ([`crate::placement::InstancePlacer`]).
+/// Workers push without blocking; a task takes them after releasing their leases.
 #[derive(Debug, Default)]
 pub struct Handoffs {
     queue: Mutex<Vec<Handoff>>,
+    /// Wakes the task that waits for pushes ([`Handoffs::pushed`]).
+    ready: tokio::sync::Notify,
     /// Counters.
     pub counters: HandoffCounters,
 }
 
 impl Handoffs {
-    /// Queues a handed-off player.
+    /// Queues a handed-off player (never blocks; wakes [`Handoffs::pushed`]).
     pub fn push(&self, handoff: Handoff) {
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(handoff);
+        self.ready.notify_one();
+    }
+
+    /// Completes after a push (at once if one happened since the last wait).
+    pub async fn pushed(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Sends a player whose new instance was placed on a peer its last frame: a
+    /// `Redirect` to `handoff.to` with a ticket minted at `now` (Unix seconds), as for a
+    /// party member moving to its leader's server (close code `REJECTED`, reason
+    /// `redirect`, SPEC §2.4); the connection closes after it. Without a target (never
+    /// pushed so) the connection is closed. Returns whether the `Redirect` was queued.
+    pub fn redirect(&self, handoff: &Handoff, tickets: &Tickets, now: u64) -> bool {
+        let queued = handoff.to.as_ref().is_some_and(|(id, address)| {
+            let msg = ServerMsg::Redirect(Redirect {
+                address: address.to_string(),
+                ticket: tickets.mint(&handoff.player_name, id, now),
+            });
+            encode_frame(&msg).ok().is_some_and(|frame| {
+                handoff
+                    .outbox
+                    .try_send(Outgoing::CloseAfter {
+                        frame,
+                        code: close_code::REJECTED,
+                        cause: DisconnectCause::Redirected,
+                    })
+                    .is_ok()
+            })
+        });
+        if !queued {
+            handoff.shared.set_cause(DisconnectCause::Redirected);
+            handoff.conn.close(close_code::REJECTED, b"redirect");
+        }
+        let counter = if queued {
+            &self.counters.redirected
+        } else {
+            &self.counters.closed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            player = %handoff.player_name,
+            session = handoff.session,
+            to = ?handoff.to.as_ref().map(|t| &t.0),
+            queued,
+            "new instance placed on a peer: player redirected"
+        );
+        queued
     }
 
     /// Takes every queued player.

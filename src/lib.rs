@@ -434,6 +434,23 @@ pub async fn start_with(
         )),
         _ => None,
     };
+    let placement = config.cluster.enabled.then(|| {
+        Arc::new(placement::Placement::new(
+            config.store.server_id.clone(),
+            &config.cluster.peers,
+            config.cluster.thresholds(),
+        ))
+    });
+    // New dungeon instances are placed by load when there are peers to place them on.
+    let placer = match (&placement, &player_leases, &tickets) {
+        (Some(p), Some(_), Some(_)) if p.has_peers() && config.cluster.place_instances => {
+            Some(placement::InstancePlacer {
+                placement: p.clone(),
+                handoffs: Arc::new(cluster::Handoffs::default()),
+            })
+        }
+        _ => None,
+    };
     let sim = Arc::new(Sim::start(
         &config,
         stats.clone(),
@@ -443,6 +460,7 @@ pub async fn start_with(
         Some((&store_worker, persist)),
         party_mirror,
         directory.as_ref().map(|d| d.handle()),
+        placer.clone(),
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
@@ -453,6 +471,14 @@ pub async fn start_with(
             config.store.server_id.clone(),
             store_epoch,
             config.cluster.player_lease_ttl(),
+            keeper_stopped.clone(),
+        ));
+    }
+    if let (Some(p), Some(l), Some(t)) = (&placer, &player_leases, &tickets) {
+        tokio::spawn(relay_placed(
+            p.handoffs.clone(),
+            l.clone(),
+            t.clone(),
             keeper_stopped.clone(),
         ));
     }
@@ -470,13 +496,6 @@ pub async fn start_with(
     if let Some(t) = &tickets {
         auth = auth.with_tickets(t.keys(), cluster::ticket_audience(&config.store.server_id));
     }
-    let placement = config.cluster.enabled.then(|| {
-        Arc::new(placement::Placement::new(
-            config.store.server_id.clone(),
-            &config.cluster.peers,
-            config.cluster.thresholds(),
-        ))
-    });
     if let Some(p) = &placement {
         tokio::spawn(report_loads(
             store.clone(),
@@ -691,6 +710,37 @@ impl Migration {
                 &self.goaway,
                 now,
             );
+        }
+    }
+}
+
+/// Redirects the players whose new instance was placed on a peer
+/// ([`placement::InstancePlacer`]) as their sim workers queue them (their final checkpoint
+/// answered): releases their leases, then sends each its `Redirect`, until `stop` turns
+/// true.
+async fn relay_placed(
+    handoffs: Arc<cluster::Handoffs>,
+    leases: Arc<cluster::PlayerLeases>,
+    tickets: Arc<cluster::Tickets>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = handoffs.pushed() => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+        let taken = handoffs.take();
+        if taken.is_empty() {
+            continue;
+        }
+        let l = leases.clone();
+        // The lease goes first: the peer takes it when the ticket logs in.
+        if let Err(e) = tokio::task::spawn_blocking(move || l.release_ended()).await {
+            tracing::error!(error = %e, "releasing placed players' leases failed");
+        }
+        let now = session::unix_secs();
+        for h in &taken {
+            handoffs.redirect(h, &tickets, now);
         }
     }
 }

@@ -276,7 +276,10 @@ impl Worker {
                     .record(received_at.elapsed().as_secs_f64());
             }
             PartyCall::Arrived { player } => match self.s.store.party_of(player) {
-                Ok(Some(party)) => self.sync(party),
+                Ok(Some(party)) => {
+                    self.sync(party);
+                    self.leader_arrived(party, player);
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
             },
@@ -584,6 +587,28 @@ impl Worker {
                     player: *m,
                 }),
             }
+        }
+    }
+
+    /// `player` was admitted here: if it leads `party_id` (for example its new instance
+    /// was placed on this server by load), the servers holding its other members sync the
+    /// party, which sends those members here.
+    fn leader_arrived(&mut self, party_id: u64, player: u64) {
+        match self.s.store.load_party(party_id) {
+            Ok(Some(r)) if r.leader == player && r.members.len() >= 2 => {
+                let mut servers = BTreeSet::new();
+                for m in r.members.iter().filter(|m| **m != player) {
+                    if let Ok(Some(h)) = self.holder_of(*m) {
+                        servers.insert(h);
+                    }
+                }
+                servers.remove(&self.s.server_id);
+                for server in servers {
+                    self.post(&server, &PartyMail::Sync { party_id });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(party = party_id, error = %e, "party lookup failed"),
         }
     }
 

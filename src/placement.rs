@@ -26,6 +26,27 @@
 //! below `redirect_margin_permille / 2`. The state is re-evaluated at every read of the
 //! table, so a burst of redirects within one interval raises the target's estimate and
 //! can end the state early. Drain by migration uses the same choice.
+//!
+//! # Placing new instances
+//! With `[cluster] place_instances = true` (the default) the same overloaded state also
+//! places new *dungeon instances* ([`Placement::instance_target`]): when a solo player or a
+//! party leader changes zone (portal, `EnterZone`) and its instance of the target zone does
+//! not exist yet on this server, an overloaded server sends the player to the least-loaded
+//! peer instead of opening the instance here. Its sim worker saves the player in the new
+//! zone at the zone's spawn (the final checkpoint, queued after the player's item
+//! operations), the lease is released once the store answered it, and the client gets a
+//! `Redirect{address, ticket}` ([`InstancePlacer`], SPEC §2.4); the peer admits the ticket
+//! and opens a fresh instance of that zone for it. The party's other members follow their
+//! leader's server as always (the party directory sends them there). Not placed: towns
+//! (no monsters, so nothing to balance; and where dead players respawn), a party
+//! member's instance (it is its leader's), an instance that exists already (rejoining
+//! it), a detached player. One set of thresholds for logins and instances: "clearly
+//! busier" is one judgement of this server against its peers, and a second pair of
+//! knobs could only make the two disagree; `place_instances` turns the instance part off
+//! (clients built before SPEC §2.4 allowed a `Redirect` after `Welcome` cannot follow one).
+//!
+//! Counted in `zonehost_cluster_instance_placements_total{where="local|peer"}` (only the
+//! zone changes the rule applies to).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -67,6 +88,8 @@ struct State {
     overloaded: bool,
     /// Next peer in turn when the table was never read.
     turn: usize,
+    /// A busy fraction to report instead of the measured one (see [`Placement::pin_busy`]).
+    pinned: Option<u32>,
 }
 
 /// Counters of placement.
@@ -78,6 +101,10 @@ pub struct PlacementCounters {
     pub published: AtomicU64,
     /// Failures to publish or read the `servers` table.
     pub store_errors: AtomicU64,
+    /// New instances opened here by a zone change the instance rule applies to.
+    pub instances_local: AtomicU64,
+    /// New instances placed on a peer (the player was redirected there).
+    pub instances_peer: AtomicU64,
 }
 
 /// This server's view of the cluster's load (see the module docs).
@@ -187,9 +214,43 @@ impl Placement {
         Some(target)
     }
 
+    /// Where the new instance of a zone change should open (see "Placing new instances"
+    /// in the module docs): `Some(peer)` (counted as a player sent there) while this server
+    /// is overloaded and a live peer exists, else `None` (open it here). Counted in
+    /// `zonehost_cluster_instance_placements_total{where}`. Call it only for zone changes
+    /// the rule applies to.
+    pub fn instance_target(&self) -> Option<(String, SocketAddr)> {
+        let target = if self.lock().overloaded {
+            self.least_loaded_peer()
+        } else {
+            None
+        };
+        let (counter, place) = match target {
+            Some(_) => (&self.counters.instances_peer, "peer"),
+            None => (&self.counters.instances_local, "local"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("zonehost_cluster_instance_placements_total", "where" => place)
+            .increment(1);
+        target
+    }
+
     /// Whether new logins are currently redirected.
     pub fn is_overloaded(&self) -> bool {
         self.lock().overloaded
+    }
+
+    /// Reports `busy_permille` (at most 1000) instead of the measured busy fraction from
+    /// the next reading on, or the measurement again with `None`: for tests and load
+    /// experiments that need a server to look busy or idle whatever its CPU does. The
+    /// pinned value is what this server publishes and what its own overload state uses.
+    pub fn pin_busy(&self, busy_permille: Option<u32>) {
+        self.lock().pinned = busy_permille.map(|b| b.min(1000));
+    }
+
+    /// The pinned busy fraction, if any (see [`Placement::pin_busy`]).
+    pub fn pinned_busy(&self) -> Option<u32> {
+        self.lock().pinned
     }
 
     /// Takes a fresh reading: this server's load `own` and the live rows of the table
@@ -232,6 +293,18 @@ impl Placement {
     pub fn own_load(&self) -> Option<ServerLoad> {
         self.lock().own.clone()
     }
+}
+
+/// What a sim worker needs to place new instances on peers (cluster mode with peers and
+/// `place_instances`): the cluster's load view and the queue of players to redirect once
+/// their final checkpoint is answered (its relay task releases their leases, then sends
+/// each its `Redirect`, see [`crate::cluster::Handoffs::redirect`]).
+#[derive(Debug, Clone)]
+pub struct InstancePlacer {
+    /// The load view ([`Placement::instance_target`]).
+    pub placement: Arc<Placement>,
+    /// Players saved in their new zone, waiting for their lease release and `Redirect`.
+    pub handoffs: Arc<crate::cluster::Handoffs>,
 }
 
 /// Measures this server's load from its counters: the mean busy fraction of the sim
@@ -294,6 +367,10 @@ pub fn report(
     interval: Duration,
     now_ms: u64,
 ) {
+    let mut own = own;
+    if let Some(busy) = placement.pinned_busy() {
+        own.busy_permille = busy;
+    }
     let ttl = interval * LOAD_TTL_INTERVALS;
     metrics::gauge!("zonehost_cluster_load_permille").set(f64::from(own.busy_permille));
     match store.publish_load(&own, ttl, now_ms) {
@@ -430,6 +507,89 @@ mod tests {
             vec![load("b", 620, 20), load("c", 650, 30)],
         );
         assert!(!p.is_overloaded(), "gap 80 < margin / 2");
+    }
+
+    #[test]
+    fn new_instances_go_to_the_best_peer_only_while_overloaded() {
+        let p = placement();
+        assert_eq!(p.instance_target(), None, "never before a reading");
+        let peers = || vec![load("b", 100, 10), load("c", 300, 30)];
+        p.update(load("a", 500, 50), peers());
+        assert_eq!(p.instance_target(), None, "not busy enough: opened here");
+        p.update(load("a", 900, 90), peers());
+        let (to, addr) = p.instance_target().expect("placed on a peer");
+        assert_eq!(to, "b");
+        assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 4001)));
+        // Hysteresis as for logins: 550 is still on, 450 is off.
+        p.update(load("a", 550, 90), peers());
+        assert_eq!(p.instance_target().map(|t| t.0).as_deref(), Some("b"));
+        p.update(load("a", 450, 90), peers());
+        assert_eq!(p.instance_target(), None);
+        assert_eq!(p.counters.instances_peer.load(Ordering::Relaxed), 2);
+        assert_eq!(p.counters.instances_local.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            p.counters.login_redirects.load(Ordering::Relaxed),
+            0,
+            "instances are not logins"
+        );
+        // Overloaded with no live peer: here.
+        let mut b = load("b", 0, 0);
+        b.draining = true;
+        p.update(load("a", 900, 90), vec![b]);
+        assert_eq!(p.instance_target(), None);
+    }
+
+    #[test]
+    fn instance_placements_spread_like_logins() {
+        let p = placement();
+        p.update(
+            load("a", 900, 90),
+            vec![load("b", 100, 10), load("c", 110, 11)],
+        );
+        // b costs 10 a player: after one placement there it estimates 110 with 11
+        // players, level with c, and the id decides (b); then b estimates 120 and c
+        // takes one; then both are level again.
+        let to: Vec<String> = (0..4)
+            .filter_map(|_| p.instance_target())
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(to, ["b", "b", "c", "b"]);
+    }
+
+    #[test]
+    fn a_pinned_busy_fraction_is_published_and_decides() {
+        let (store, dir) = {
+            let dir = std::env::temp_dir().join(format!(
+                "zonehost-placement-unit-{}-{}",
+                std::process::id(),
+                crate::sim::persist::unix_millis()
+            ));
+            let s = crate::store::redb::RedbStore::open(&dir.join("s.redb")).expect("open");
+            (s, dir)
+        };
+        let p = placement();
+        let now = crate::sim::persist::unix_millis();
+        store
+            .publish_load(&load("b", 50, 5), Duration::from_secs(60), now)
+            .expect("b's row");
+        p.pin_busy(Some(2000));
+        assert_eq!(p.pinned_busy(), Some(1000), "clamped to 1000");
+        report(&store, &p, load("a", 0, 0), Duration::from_secs(1), now);
+        assert_eq!(p.own_load().map(|l| l.busy_permille), Some(1000));
+        assert!(
+            p.is_overloaded(),
+            "the pinned value decides, not the measured 0"
+        );
+        let rows = store.server_loads(now).expect("rows");
+        let a = rows
+            .iter()
+            .find(|r| r.server_id == "a")
+            .expect("a published");
+        assert_eq!(a.busy_permille, 1000, "and is what peers read");
+        p.pin_busy(None);
+        report(&store, &p, load("a", 0, 0), Duration::from_secs(1), now);
+        assert!(!p.is_overloaded(), "measured again");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -61,7 +61,9 @@ label_enum! {
         Abuse => "abuse",
         /// The server lost the player's ownership lease to another server (cluster mode).
         LeaseLost => "lease_lost",
-        /// The session was redirected at `Hello` to the server that owns the player.
+        /// The session was redirected to another server: at `Hello` to the server that
+        /// owns the player, or after `Welcome` to its party leader's server or to the peer
+        /// where its new instance was placed (cluster mode).
         Redirected => "redirected",
         /// A draining cluster server handed the player to a peer (`Redirect` after its
         /// final checkpoint and lease release).
@@ -611,6 +613,12 @@ pub const METRICS: &[MetricDef] = &[
         &["outcome"],
         "Players a draining server handed off (outcome=redirected: Redirect to a peer; closed: Goaway or connection already gone).",
     ),
+    m(
+        "zonehost_cluster_instance_placements_total",
+        Counter,
+        &["where"],
+        "New instances of a zone change placed by load (cluster mode, dungeons of solo players and party leaders): where=local (created here) or peer (the player was saved in the new zone and redirected to a less loaded peer).",
+    ),
 ];
 
 /// Bucket bounds of every `_bytes` histogram.
@@ -741,6 +749,10 @@ pub fn register_event_series() {
         metrics::counter!("zonehost_cluster_handoffs_total", "outcome" => outcome).increment(0);
     }
     metrics::counter!("zonehost_cluster_login_redirects_total").increment(0);
+    for place in ["local", "peer"] {
+        metrics::counter!("zonehost_cluster_instance_placements_total", "where" => place)
+            .increment(0);
+    }
     for event in ["acquired", "renewed", "released", "lost"] {
         metrics::counter!("zonehost_player_leases_total", "event" => event).increment(0);
     }

@@ -1094,3 +1094,332 @@ async fn a_member_logging_in_elsewhere_is_sent_to_its_leaders_server() {
     drop(lead);
     cluster.stop().await;
 }
+
+/// Server `i`'s placement (cluster mode).
+fn placement_of(cluster: &Cluster, i: usize) -> &zonehost::placement::Placement {
+    cluster
+        .server(i)
+        .server
+        .placement
+        .as_deref()
+        .expect("cluster mode")
+}
+
+/// Pins the busy fraction each server publishes (`busy[i]` for server `i`, per mille):
+/// the test decides which server is busy instead of the CPU. Waits until a has read
+/// every pinned value.
+async fn pin_loads(cluster: &Cluster, busy: [u32; 3]) {
+    for (i, b) in busy.iter().enumerate() {
+        placement_of(cluster, i).pin_busy(Some(*b));
+    }
+    let a = placement_of(cluster, 0);
+    eventually("a reads the pinned loads", WAIT, || {
+        a.own_load().is_some_and(|l| l.busy_permille == busy[0])
+            && a.peer_loads()
+                .iter()
+                .map(|l| l.busy_permille)
+                .eq([busy[1], busy[2]])
+    })
+    .await;
+}
+
+/// The crypt (zone 2) as the content defines it.
+fn crypt() -> zonehost_game::ZoneTemplate {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("content/zones/crypt.toml"),
+    )
+    .expect("crypt.toml");
+    zonehost_game::ZoneTemplate::from_toml(&text).expect("crypt parses")
+}
+
+/// Walks `bot` east from the town's spawn into the portal to the crypt (zone 2): `Ok`
+/// with the zone entered on this server (`ZoneEntered`), or `Err` with the `Redirect` the
+/// server sent instead.
+async fn walk_into_the_crypt(
+    bot: &mut common::bot::Bot,
+) -> Result<u16, zonehost_protocol::message::Redirect> {
+    use zonehost_protocol::datagram::InputCmd;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{}: never reached the portal",
+            bot.name
+        );
+        // Once the server has answered with a Redirect and closed, inputs fail: the
+        // Redirect is still read below.
+        let _ = bot.client.send_input(InputCmd::new(1000, 0, 0));
+        let pace = tokio::time::sleep(Duration::from_millis(17));
+        tokio::pin!(pace);
+        loop {
+            tokio::select! {
+                _ = &mut pace => break,
+                next = bot.client.next_event() => {
+                    let next = next.unwrap_or_else(|e| panic!("{}: connection ended: {e}", bot.name));
+                    match &next {
+                        Incoming::Event(ClientEvent::Redirected(r)) => return Err(r.clone()),
+                        Incoming::Event(ClientEvent::Event(Event::ZoneEntered { zone, .. })) => {
+                            let zone = *zone;
+                            bot.handle(next);
+                            return Ok(zone);
+                        }
+                        _ => bot.handle(next),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The server holding `player`'s lease.
+fn lease_holder(cluster: &Cluster, player: &str) -> Option<String> {
+    cluster
+        .store
+        .lease_of(
+            &format!("player:{}", zonehost_protocol::token::player_id(player)),
+            common::unix_now() * 1000,
+        )
+        .expect("lease_of")
+        .map(|l| l.holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_places_a_new_dungeon_instance_on_the_idle_peer() {
+    use common::bot::Bot;
+    // Default thresholds (600 / 250); the loads are pinned, not measured.
+    let cluster = Cluster::start_with(|_, _| {}).await;
+    pin_loads(&cluster, [100, 50, 700]).await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a, b) = (cluster.server(0), cluster.server(1));
+    let mut p = Bot::connect(&endpoint, a.addr(), &a.token("dz"), "dz")
+        .await
+        .expect("dz joins a");
+    assert!(p.client.redirected_via().is_empty(), "a is not busy yet");
+    let inv = p.inventory().await;
+    let count = inv.bag.len() + inv.equipment.len();
+    assert!(count > 0, "a starter kit");
+    eventually("the starter kit is stored", WAIT, || {
+        items(&*cluster.store, "dz").len() == count
+    })
+    .await;
+    let before = items(&*cluster.store, "dz");
+
+    // a turns busy: 900 against b's 50 (c, at 700, is live but busier than b).
+    pin_loads(&cluster, [900, 50, 700]).await;
+    let placement = placement_of(&cluster, 0);
+    assert!(placement.is_overloaded());
+    let b_instances = b.server.stats.instances_live.load(Ordering::Relaxed);
+    let redirect = walk_into_the_crypt(&mut p)
+        .await
+        .expect_err("the crypt's new instance goes to a peer");
+    assert_eq!(
+        redirect.address,
+        b.addr().to_string(),
+        "to the idle peer, not to c"
+    );
+    assert_eq!(placement.counters.instances_peer.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        placement.counters.instances_local.load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        placement.counters.login_redirects.load(Ordering::Relaxed),
+        0
+    );
+    // Before the Redirect, a saved dz in the crypt at its spawn and released the lease.
+    let record = cluster
+        .store
+        .load_player(zonehost_protocol::token::player_id("dz"))
+        .expect("load")
+        .expect("saved");
+    assert_eq!(record.zone, 2);
+    assert_eq!((record.x_mm, record.y_mm), crypt().spawn_mm);
+    assert_eq!(lease_holder(&cluster, "dz"), None, "released, not expired");
+    assert_eq!(
+        a.server.stats.disconnect_count(DisconnectCause::Redirected),
+        0,
+        "counted when the connection ends"
+    );
+
+    // b admits the ticket into a fresh instance of the crypt, with the same items.
+    let mut there = Bot::connect(&endpoint, b.addr(), &redirect.ticket, "dz")
+        .await
+        .expect("dz follows the redirect to b");
+    assert_eq!(there.client.welcome().zone, 2, "welcomed in the crypt");
+    assert_eq!(
+        b.server.stats.instances_live.load(Ordering::Relaxed),
+        b_instances + 1,
+        "a new instance on b"
+    );
+    assert_eq!(there.inventory().await, inv, "the same inventory");
+    assert_eq!(lease_holder(&cluster, "dz").as_deref(), Some("b"));
+    assert_eq!(items(&*cluster.store, "dz"), before, "the same items, once");
+    eventually("a counts the redirect", WAIT, || {
+        a.server.stats.disconnect_count(DisconnectCause::Redirected) == 1
+    })
+    .await;
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    drop(there);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_busy_keeps_its_new_dungeon_instance() {
+    use common::bot::Bot;
+    let cluster = Cluster::start_with(|_, _| {}).await;
+    // a is busier than b, but not busy: below redirect_above_permille.
+    pin_loads(&cluster, [500, 0, 0]).await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let a = cluster.server(0);
+    let mut p = Bot::connect(&endpoint, a.addr(), &a.token("dl"), "dl")
+        .await
+        .expect("dl joins a");
+    let town_instance = p.instance;
+    let placement = placement_of(&cluster, 0);
+    assert!(!placement.is_overloaded());
+    let entered = walk_into_the_crypt(&mut p)
+        .await
+        .expect("entered on a, no redirect");
+    assert_eq!(entered, 2);
+    assert_ne!(p.instance, town_instance);
+    assert_eq!(
+        placement.counters.instances_local.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(placement.counters.instances_peer.load(Ordering::Relaxed), 0);
+    assert_eq!(lease_holder(&cluster, "dl").as_deref(), Some("a"));
+    // Still playing on a.
+    let inv = p.inventory().await;
+    assert!(!inv.bag.is_empty() || !inv.equipment.is_empty());
+    drop(p);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_leader_placed_on_a_peer_brings_its_members() {
+    use common::bot::Bot;
+    use zonehost_protocol::message::Response;
+    use zonehost_protocol::token::player_id;
+    let cluster = Cluster::start_with(|_, _| {}).await;
+    pin_loads(&cluster, [100, 50, 700]).await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a, b) = (cluster.server(0), cluster.server(1));
+    let mut lead = Bot::connect(&endpoint, a.addr(), &a.token("ql"), "ql")
+        .await
+        .expect("ql joins a");
+    let mut member = Bot::connect(&endpoint, a.addr(), &a.token("qm"), "qm")
+        .await
+        .expect("qm joins a");
+    let mut kits = Vec::new();
+    for bot in [&mut lead, &mut member] {
+        let inv = bot.inventory().await;
+        let count = inv.bag.len() + inv.equipment.len();
+        let name = bot.name.clone();
+        eventually("the starter kit is stored", WAIT, || {
+            items(&*cluster.store, &name).len() == count
+        })
+        .await;
+        kits.push((inv, items(&*cluster.store, &name)));
+    }
+    assert_eq!(
+        lead.request(Request::PartyInvite {
+            player: "qm".into()
+        })
+        .await,
+        Ok(Response::Done)
+    );
+    pump_until(&mut member, "the invitation", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { .. }))) => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        member.request(Request::PartyAccept).await,
+        Ok(Response::Done)
+    );
+    eventually("the party of two in the store", WAIT, || {
+        cluster
+            .store
+            .party_of(player_id("qm"))
+            .ok()
+            .flatten()
+            .and_then(|p| cluster.store.load_party(p).ok().flatten())
+            .is_some_and(|p| p.members.len() == 2 && p.leader == player_id("ql"))
+    })
+    .await;
+
+    // a turns busy; the leader takes the portal: its new instance goes to b.
+    pin_loads(&cluster, [900, 50, 700]).await;
+    let redirect = walk_into_the_crypt(&mut lead)
+        .await
+        .expect_err("the leader's new instance goes to a peer");
+    assert_eq!(redirect.address, b.addr().to_string());
+    let mut lead = Bot::connect(&endpoint, b.addr(), &redirect.ticket, "ql")
+        .await
+        .expect("ql follows to b");
+    assert_eq!(lead.client.welcome().zone, 2);
+
+    // The member follows its leader's server (party convergence: b tells a, a hands it
+    // off) and enters the leader's instance there.
+    let redirect = pump_until(&mut member, "the member's redirect", |inc| match inc {
+        Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        redirect.address,
+        b.addr().to_string(),
+        "to the leader's server"
+    );
+    let mut member = Bot::connect(&endpoint, b.addr(), &redirect.ticket, "qm")
+        .await
+        .expect("qm follows to b");
+    let deadline = Instant::now() + WAIT;
+    while member.instance != lead.instance {
+        assert!(
+            Instant::now() < deadline,
+            "qm never entered the leader's instance {} (is in {})",
+            lead.instance,
+            member.instance
+        );
+        member.pump().await.expect("connection alive");
+    }
+    assert_eq!(Stats::get(&a.server.stats.party_handoffs), 1);
+    assert_eq!(
+        placement_of(&cluster, 0)
+            .counters
+            .instances_peer
+            .load(Ordering::Relaxed),
+        1,
+        "one placement: the member joined an existing instance"
+    );
+    for n in ["ql", "qm"] {
+        assert_eq!(lease_holder(&cluster, n).as_deref(), Some("b"), "{n}");
+    }
+    let party = cluster
+        .store
+        .party_of(player_id("ql"))
+        .expect("party_of")
+        .expect("still a party");
+    let record = cluster
+        .store
+        .load_party(party)
+        .expect("load")
+        .expect("party");
+    assert_eq!(record.members.len(), 2);
+    assert_eq!(record.leader, player_id("ql"));
+    for (bot, (inv, stored)) in [&mut lead, &mut member].into_iter().zip(kits) {
+        assert_eq!(bot.inventory().await, inv, "{}'s inventory", bot.name);
+        assert_eq!(
+            items(&*cluster.store, &bot.name),
+            stored,
+            "{}'s items",
+            bot.name
+        );
+    }
+    let report = cluster.store.check().expect("check");
+    assert!(report.is_clean(), "{report}");
+    drop((lead, member));
+    cluster.stop().await;
+}

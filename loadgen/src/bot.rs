@@ -204,7 +204,11 @@ pub(crate) async fn run_bot(
             Live::add(&live.connected_total, 1);
         }
         Live::add(&live.connected_now, 1);
-        brain.on_welcome(client.welcome(), welcomed);
+        if let Some((metric, d)) = brain.on_welcome(client.welcome(), welcomed) {
+            // A zone change whose new instance was placed on this server.
+            samples.add(&live, metric, d);
+            Live::add(&live.zone_changes, 1);
+        }
         let rate = f64::from(client.welcome().snapshot_rate_hz);
         let churn_at = (plan.behaviour == Behaviour::Churner)
             .then(|| welcomed + uniform(&mut rng, settings.churn_session));

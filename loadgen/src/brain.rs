@@ -298,8 +298,13 @@ impl Brain {
     }
 
     /// A (re)connect: everything learned about the world is reset.
-    pub(crate) fn on_welcome(&mut self, w: &Welcome, now: Instant) {
+    ///
+    /// A hopper's zone change that ended in a `Redirect` (its new instance was placed on
+    /// another server) completes with this `Welcome`, in the new zone: it is measured
+    /// from the step into the portal to here, reconnecting included, and returned.
+    pub(crate) fn on_welcome(&mut self, w: &Welcome, now: Instant) -> Measured {
         let hop = self.hop;
+        let hopping = self.zone_timer.filter(|_| w.zone != self.zone);
         let keep_party = (self.invite_next, self.party_members.clone());
         *self = Brain::new(self.s.clone(), self.atlas.clone(), self.name.clone(), now);
         self.player_id = w.player_id;
@@ -313,6 +318,12 @@ impl Brain {
         }
         (self.invite_next, self.party_members) = keep_party;
         self.next_request_at = now + Duration::from_millis(300);
+        let started = hopping?;
+        if self.s.behaviour == Behaviour::Hopper {
+            let dwell = self.think();
+            self.hop = Hop::Dwell { until: now + dwell };
+        }
+        Some((Metric::EnterZone, now.saturating_duration_since(started)))
     }
 
     /// Whether the next snapshot should be looked into (navigating bots, at `view_hz`,
@@ -1692,6 +1703,44 @@ mod tests {
         let t = t + Duration::from_secs(1);
         let (m, req, _) = b.next_request(t).expect("drop junk");
         assert_eq!((m, req), (Metric::Drop, Request::Drop { item: 10 }));
+    }
+
+    #[test]
+    fn a_zone_change_ending_in_a_redirect_is_measured_until_the_welcome_in_the_new_zone() {
+        let t0 = Instant::now();
+        let mut b = Brain::new(
+            settings(Behaviour::Hopper),
+            Arc::new(Atlas::builtin()),
+            "bot-1-0".into(),
+            t0,
+        );
+        assert_eq!(
+            b.on_welcome(&welcome(1, 5), t0),
+            None,
+            "a login is no zone change"
+        );
+        // Stepped into the crypt's portal; the server placed the new instance on a peer:
+        // Redirect, reconnect, Welcome there in the crypt 90 ms later.
+        b.zone_timer = Some(t0);
+        b.hop = Hop::Wait {
+            until: t0 + HOP_TIMEOUT,
+        };
+        let got = b.on_welcome(&welcome(2, 7), t0 + Duration::from_millis(90));
+        assert_eq!(got, Some((Metric::EnterZone, Duration::from_millis(90))));
+        assert!(
+            matches!(b.hop_state(), Hop::Dwell { .. }),
+            "{:?}",
+            b.hop_state()
+        );
+        assert_eq!((b.zone, b.me, b.zone_timer), (2, 7, None));
+        // A redirect that does not change the zone (a drain, a party move) while waiting
+        // is not a zone change: nothing measured, the timer is gone.
+        b.zone_timer = Some(t0);
+        assert_eq!(
+            b.on_welcome(&welcome(2, 8), t0 + Duration::from_millis(50)),
+            None
+        );
+        assert_eq!(b.zone_timer, None);
     }
 
     #[test]

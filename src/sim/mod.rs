@@ -12,7 +12,7 @@ pub mod persist;
 mod wire;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -245,12 +245,20 @@ impl Work {
     }
 }
 
+/// Weight of the newest tick in a worker's tick cost average: 1/32, so at 60 Hz the
+/// average follows a change of load within about half a second and one slow tick moves it
+/// by 3 %.
+const TICK_COST_WEIGHT: u64 = 32;
+
 /// A worker's inbox.
 #[derive(Debug)]
 pub struct Inbox {
     control: SegQueue<Control>,
     work: ArrayQueue<Work>,
     players: AtomicUsize,
+    /// Exponentially weighted moving average of the owning worker's tick busy time,
+    /// microseconds (written only by that worker, read by [`Sim::least_loaded`]).
+    tick_cost_us: AtomicU64,
 }
 
 impl Inbox {
@@ -260,6 +268,7 @@ impl Inbox {
             control: SegQueue::new(),
             work: ArrayQueue::new(capacity),
             players: AtomicUsize::new(0),
+            tick_cost_us: AtomicU64::new(0),
         }
     }
 
@@ -277,6 +286,45 @@ impl Inbox {
     pub fn players(&self) -> usize {
         self.players.load(Ordering::Relaxed)
     }
+
+    /// Adds one tick's busy time (microseconds) to the worker's tick cost average. Called
+    /// by the owning worker after each tick (one writer; the first tick sets the average).
+    pub fn record_tick(&self, busy_us: u64) {
+        let old = self.tick_cost_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            busy_us.max(1)
+        } else {
+            // old + (busy - old) / weight, in integers, never below 1 µs once measured.
+            ((old * (TICK_COST_WEIGHT - 1) + busy_us) / TICK_COST_WEIGHT).max(1)
+        };
+        self.tick_cost_us.store(new, Ordering::Relaxed);
+    }
+
+    /// The worker's measured tick cost: the moving average of its tick busy time,
+    /// microseconds; 0 before its first tick.
+    pub fn tick_cost_us(&self) -> u64 {
+        self.tick_cost_us.load(Ordering::Relaxed)
+    }
+}
+
+/// The worker a new session goes to, by measured load: among the workers whose tick cost
+/// ([`Inbox::tick_cost_us`]) is within `tolerance_us` of the cheapest one, the one with the
+/// fewest players (then the lowest index). The tolerance keeps measurement noise between
+/// similar workers from deciding, so the player count still spreads a burst of logins (and
+/// decides alone before any tick was measured, when every cost is 0); a worker that is
+/// measurably more expensive (crowded instances, heavy fights) gets no new session while a
+/// cheaper one exists, however few players it has. 0 when there are no inboxes.
+pub fn pick_worker(inboxes: &[Arc<Inbox>], tolerance_us: u64) -> usize {
+    let Some(cheapest) = inboxes.iter().map(|b| b.tick_cost_us()).min() else {
+        return 0;
+    };
+    inboxes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.tick_cost_us() <= cheapest.saturating_add(tolerance_us))
+        .min_by_key(|(i, b)| (b.players(), *i))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
 }
 
 /// Which worker owns a session now. A session's connection tasks read it for every
@@ -360,6 +408,9 @@ pub struct Sim {
     stop: Arc<AtomicBool>,
     /// One flag per worker with a store: its drain barrier was answered.
     flushed: Vec<Arc<AtomicBool>>,
+    /// Tick costs closer than this are taken as equal by [`Sim::least_loaded`]
+    /// (a tenth of the tick period).
+    cost_tolerance_us: u64,
 }
 
 /// Why the simulation could not start.
@@ -371,7 +422,9 @@ impl Sim {
     /// Starts `config.sim_workers` worker threads; with `store`, each worker persists its
     /// players through a handle of the store worker (see [`Worker::with_store`]).
     /// `parties` is the party registry the workers share; with a `directory` (cluster
-    /// mode) it mirrors the store and party requests go to the directory.
+    /// mode) it mirrors the store and party requests go to the directory. With a `placer`
+    /// (cluster mode with peers and `place_instances`) new dungeon instances of zone
+    /// changes are placed by load (see [`crate::placement`]).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: &Config,
@@ -382,6 +435,7 @@ impl Sim {
         store: Option<(&StoreWorker, PersistSettings)>,
         parties: Arc<std::sync::Mutex<Parties>>,
         directory: Option<crate::parties::PartyHandle>,
+        placer: Option<crate::placement::InstancePlacer>,
     ) -> Result<Self, SpawnError> {
         let mut salt = [0u8; 8];
         if getrandom::fill(&mut salt).is_err() {
@@ -420,6 +474,9 @@ impl Sim {
             if let Some(d) = &directory {
                 w = w.with_directory(d.clone());
             }
+            if let Some(p) = &placer {
+                w = w.with_placer(p.clone());
+            }
             if let Some((store, persist)) = &store {
                 let mine = persist.for_worker();
                 flushed.push(mine.flushed.clone());
@@ -431,23 +488,21 @@ impl Sim {
                     .spawn(move || w.run())?,
             );
         }
+        let tick_us = 1_000_000 / u64::from(config.tick_rate_hz.max(1));
         Ok(Self {
             inboxes,
             threads: std::sync::Mutex::new(threads),
             stop,
             flushed,
+            cost_tolerance_us: tick_us / 10,
         })
     }
 
-    /// A route to the least-loaded worker (where a new session goes).
+    /// A route to the least-loaded worker (where a new session goes): by measured tick
+    /// cost, the player count deciding between workers whose costs differ by less than a
+    /// tenth of the tick period (see [`pick_worker`]).
     pub fn least_loaded(&self) -> Arc<Route> {
-        // `sim_workers >= 1` is validated, so there is always a first inbox.
-        let mut best = 0;
-        for (i, inbox) in self.inboxes.iter().enumerate().skip(1) {
-            if inbox.players() < self.inboxes[best].players() {
-                best = i;
-            }
-        }
+        let best = pick_worker(&self.inboxes, self.cost_tolerance_us);
         Route::new(self.inboxes.clone(), best)
     }
 
@@ -489,5 +544,66 @@ impl Sim {
                 tracing::error!("a sim worker thread panicked");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inboxes(n: usize) -> Vec<Arc<Inbox>> {
+        (0..n).map(|_| Arc::new(Inbox::new(4))).collect()
+    }
+
+    #[test]
+    fn the_tick_cost_is_a_moving_average_of_busy_time() {
+        let b = Inbox::new(4);
+        assert_eq!(b.tick_cost_us(), 0, "nothing measured yet");
+        b.record_tick(1000);
+        assert_eq!(b.tick_cost_us(), 1000, "the first tick sets it");
+        b.record_tick(33_000);
+        assert_eq!(
+            b.tick_cost_us(),
+            2000,
+            "one slow tick moves it by 1/32 of the gap"
+        );
+        for _ in 0..400 {
+            b.record_tick(100);
+        }
+        assert!(b.tick_cost_us() < 150, "{}", b.tick_cost_us());
+        for _ in 0..400 {
+            b.record_tick(0);
+        }
+        assert_eq!(b.tick_cost_us(), 1, "an idle worker stays measured");
+    }
+
+    #[test]
+    fn before_any_measurement_the_fewest_players_win() {
+        let b = inboxes(3);
+        assert_eq!(pick_worker(&b, 1666), 0, "all equal: the first");
+        b[0].players.store(2, Ordering::Relaxed);
+        b[1].players.store(1, Ordering::Relaxed);
+        b[2].players.store(1, Ordering::Relaxed);
+        assert_eq!(pick_worker(&b, 1666), 1);
+        assert_eq!(pick_worker(&[], 1666), 0);
+    }
+
+    #[test]
+    fn a_measurably_busier_worker_gets_no_new_session_however_few_players_it_has() {
+        let b = inboxes(2);
+        // Worker 0: 3 players in a crowded fight, 6 ms a tick; worker 1: 10 idle players
+        // in town, 1 ms a tick.
+        b[0].players.store(3, Ordering::Relaxed);
+        b[0].record_tick(6000);
+        b[1].players.store(10, Ordering::Relaxed);
+        b[1].record_tick(1000);
+        assert_eq!(pick_worker(&b, 1666), 1, "by cost, not count");
+        // Within the tolerance the costs count as equal: the player count decides.
+        b[0].tick_cost_us.store(2500, Ordering::Relaxed);
+        assert_eq!(pick_worker(&b, 1666), 0);
+        // The route of the Sim uses the same choice.
+        let shared: Arc<[Arc<Inbox>]> = Arc::from(b.clone());
+        let r = Route::new(shared.clone(), pick_worker(&shared, 1666));
+        assert_eq!(r.worker(), 0);
     }
 }

@@ -8,7 +8,9 @@
 //! 3. step every instance's world, then deliver its events: private ones to their player,
 //!    combat log and drops to the whole instance, request completions as responses;
 //! 4. move players whose world asked for a transfer (portal, death) to their instance of
-//!    the target zone (their party's, if any);
+//!    the target zone (their party's, if any); in a cluster, an overloaded server instead
+//!    hands a player whose new dungeon instance goes to a peer to the placer, once its
+//!    item operations are settled (see "Placing new instances" in [`crate::placement`]);
 //! 5. hand over to another worker the players that follow their party there (see
 //!    [`Migrant`]), once their in-flight requests and item operations are settled;
 //! 6. on snapshot ticks, encode each instance's snapshot once and hand the same `Bytes`
@@ -253,6 +255,18 @@ struct Transfer {
     to_zone: u16,
 }
 
+/// A player whose new instance goes to a peer ([`crate::placement::InstancePlacer`]),
+/// waiting until its requests and item operations are settled (as a migrant does) before
+/// it is saved in the new zone and handed off.
+#[derive(Debug)]
+struct Placing {
+    session: SessionId,
+    to_zone: u16,
+    /// The peer (`server_id`, address).
+    to: (String, std::net::SocketAddr),
+    since: Instant,
+}
+
 /// The worker's state; lives on its own thread ([`Worker::run`]) or is stepped by a test
 /// ([`Worker::tick`]).
 #[derive(Debug)]
@@ -287,6 +301,10 @@ pub struct Worker {
     migrating: Vec<SessionId>,
     /// The party directory (cluster mode): party requests and session ends go there.
     directory: Option<crate::parties::PartyHandle>,
+    /// Placement of new instances on peers (cluster mode with `place_instances`).
+    placer: Option<crate::placement::InstancePlacer>,
+    /// Players whose new instance goes to a peer, until they are settled (stage 4).
+    placing: Vec<Placing>,
 }
 
 fn unix_micros() -> u64 {
@@ -353,7 +371,17 @@ impl Worker {
             deferred: Vec::new(),
             migrating: Vec::new(),
             directory: None,
+            placer: None,
+            placing: Vec::new(),
         }
+    }
+
+    /// Places the new dungeon instances of zone changes by load (see "Placing new
+    /// instances" in [`crate::placement`]): while the server is overloaded such a player is
+    /// saved in the new zone and handed to `placer`'s queue for its `Redirect` to a peer.
+    pub fn with_placer(mut self, placer: crate::placement::InstancePlacer) -> Self {
+        self.placer = Some(placer);
+        self
     }
 
     /// Sends party requests and session ends to the party directory (cluster mode)
@@ -405,6 +433,8 @@ impl Worker {
                 if let Some(w) = self.stats.workers.get(self.settings.index) {
                     w.busy_us.fetch_add(busy_us, Ordering::Relaxed);
                 }
+                // Where new sessions go (`Sim::least_loaded`) follows this average.
+                self.inbox.record_tick(busy_us);
                 self.meters.tick_duration.record(busy.as_secs_f64());
                 self.meters.tick_lateness.record(late.as_secs_f64());
                 next += period;
@@ -512,6 +542,9 @@ impl Worker {
         }
         for t in std::mem::take(&mut self.transfers) {
             self.transfer(t.session, t.to_zone);
+        }
+        if !self.placing.is_empty() {
+            self.place_settled(now);
         }
         if !self.migrating.is_empty() {
             self.migrate_settled(now);
@@ -1544,10 +1577,16 @@ impl Worker {
         if let Some(ended) = pending.ended.take() {
             let (player, session) = *ended;
             p.settings.session_done(player, session);
-            if let (Some(h), Some(handoffs)) =
-                (self.handoffs_waiting.remove(&session), &self.handoffs)
-            {
-                handoffs.push(h);
+            if let Some(h) = self.handoffs_waiting.remove(&session) {
+                // A placed instance's player goes to the placer's relay, a drained one to
+                // the drain task.
+                let queue = match (&h.to, &self.placer) {
+                    (Some(_), Some(placer)) => Some(&placer.handoffs),
+                    _ => self.handoffs.as_ref(),
+                };
+                if let Some(q) = queue {
+                    q.push(h);
+                }
             }
         }
         for h in pending.held {
@@ -1609,11 +1648,10 @@ impl Worker {
         true
     }
 
-    /// Moves a player to its instance of `to_zone` (its party's, if any) and tells it.
+    /// Moves a player to its instance of `to_zone` (its party's, if any) and tells it: on
+    /// its leader's worker, on a peer server (a new dungeon instance placed by load), or
+    /// here.
     fn transfer(&mut self, session: SessionId, to_zone: u16) {
-        let Some(&from) = self.sessions.get(&session) else {
-            return;
-        };
         let Some(player) = self.member(session).map(|m| m.join.player_id) else {
             return;
         };
@@ -1628,6 +1666,21 @@ impl Worker {
                 return;
             }
         }
+        let owner = self.owner_of(player);
+        if !self.by_key.contains_key(&(to_zone, owner)) && self.place_on_peer(session, to_zone) {
+            return;
+        }
+        self.transfer_here(session, to_zone);
+    }
+
+    /// Moves a player to its instance of `to_zone` on this worker (created if needed).
+    fn transfer_here(&mut self, session: SessionId, to_zone: u16) {
+        let Some(&from) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(player) = self.member(session).map(|m| m.join.player_id) else {
+            return;
+        };
         let owner = self.owner_of(player);
         let Some(to) = self.instance_for(to_zone, owner) else {
             tracing::warn!(zone = to_zone, "transfer to an unknown zone ignored");
@@ -1802,6 +1855,17 @@ impl Worker {
     /// Ends a session with its final checkpoint. `handoff`: the player moves to another
     /// server (party convergence): it stays in its party and its connection stays open.
     fn leave_inner(&mut self, session: SessionId, handoff: bool) {
+        self.leave_inner_to(session, handoff, None);
+    }
+
+    /// [`Worker::leave_inner`], the final checkpoint saving the player at `dest` (zone,
+    /// position) instead of where it stands: the new zone of an instance placed on a peer.
+    fn leave_inner_to(
+        &mut self,
+        session: SessionId,
+        handoff: bool,
+        dest: Option<(u16, (i32, i32))>,
+    ) {
         if self.cancel_load(session) {
             return;
         }
@@ -1823,14 +1887,9 @@ impl Worker {
             // The last checkpoint of a session: on disconnect, expiry and drain (none
             // when the player's lease is lost).
             p.dirty.clear(session);
+            let (zone, pos_mm) = dest.unwrap_or((inst.world.zone().id, pos_mm));
             let built = p.settings.fence_for(player, session).map(|fence| {
-                persist::record_of(
-                    &member.join.player_name,
-                    fence,
-                    inst.world.zone().id,
-                    pos_mm,
-                    &state,
-                )
+                persist::record_of(&member.join.player_name, fence, zone, pos_mm, &state)
             });
             match built {
                 Some(Ok(r)) => final_save = Some(p.save(vec![r], Vec::new())),
@@ -1921,6 +1980,7 @@ impl Worker {
                     outbox: m.join.outbox.clone(),
                     shared: m.join.shared.clone(),
                     party: self.party_id_of(m.join.player_id),
+                    to: None,
                 });
                 (session, handoff)
             })
@@ -2076,19 +2136,120 @@ impl Worker {
             let Some((to, goal, since)) = m.migrating else {
                 continue;
             };
-            let requests_open =
-                !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
-            let store_open = self.persist.as_ref().is_some_and(|p| {
-                p.items.values().any(|i| i.session == Some(session))
-                    || p.saves
-                        .values()
-                        .any(|s| s.held.iter().any(|h| h.session == session))
-            });
-            if requests_open || store_open {
+            if !self.settled(session, since, now) {
                 self.migrating.push(session);
                 continue;
             }
             self.migrate_out(session, to, goal);
+        }
+    }
+
+    /// Whether `session`, waiting since `since` to leave this worker, has nothing left
+    /// here: no item operation in flight (the store may refuse it, and the world must then
+    /// undo it), no response held for the store, and no request awaiting its completion
+    /// event (those delay it at most [`MIGRATION_SETTLE`]).
+    fn settled(&self, session: SessionId, since: Instant, now: Instant) -> bool {
+        let Some(m) = self.member(session) else {
+            return false;
+        };
+        let requests_open =
+            !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
+        let store_open = self.persist.as_ref().is_some_and(|p| {
+            p.items.values().any(|i| i.session == Some(session))
+                || p.saves
+                    .values()
+                    .any(|s| s.held.iter().any(|h| h.session == session))
+        });
+        !(requests_open || store_open)
+    }
+
+    /// Decides where the new instance of `session`'s zone change to `to_zone` opens (see
+    /// "Placing new instances" in [`crate::placement`]); true when it goes to a peer (the
+    /// player is queued for its handoff, [`Worker::place_settled`]). Only for a dungeon
+    /// whose instance does not exist here yet, entered by a solo player or a party leader
+    /// that is attached and not moving to another worker; never while draining.
+    fn place_on_peer(&mut self, session: SessionId, to_zone: u16) -> bool {
+        if self.draining {
+            return false;
+        }
+        let Some(placer) = self.placer.clone() else {
+            return false;
+        };
+        if self.placing.iter().any(|p| p.session == session) {
+            return true;
+        }
+        // Towns are not placed (an unknown zone is refused by `transfer_here`).
+        if self.settings.content.zone(to_zone).is_none_or(|z| z.town) {
+            return false;
+        }
+        let Some(m) = self.member(session) else {
+            return false;
+        };
+        if m.detached_at.is_some() || m.migrating.is_some() {
+            return false;
+        }
+        let player = m.join.player_id;
+        if let Some(party) = self.party_id_of(player) {
+            if self.leader_of(party) != Some(player) {
+                // A party's instances are its leader's to place.
+                return false;
+            }
+        }
+        let Some(to) = placer.placement.instance_target() else {
+            return false;
+        };
+        tracing::debug!(session, zone = to_zone, peer = %to.0, "new instance placed on a peer");
+        self.placing.push(Placing {
+            session,
+            to_zone,
+            to,
+            since: Instant::now(),
+        });
+        true
+    }
+
+    /// Hands off the players whose new instance goes to a peer once they are settled
+    /// ([`Worker::settled`]): each is saved in the new zone at its spawn (the final
+    /// checkpoint, queued after its item operations), leaves the simulation keeping its
+    /// party and connection, and once the checkpoint is answered goes to the placer's
+    /// queue (lease release, then `Redirect`). A player whose connection was lost
+    /// meanwhile (no `Redirect` can reach it) enters the zone here after all.
+    fn place_settled(&mut self, now: Instant) {
+        for p in std::mem::take(&mut self.placing) {
+            let Some(m) = self.member(p.session) else {
+                continue;
+            };
+            if m.detached_at.is_some() || self.draining {
+                self.transfer_here(p.session, p.to_zone);
+                continue;
+            }
+            if !self.settled(p.session, p.since, now) {
+                self.placing.push(p);
+                continue;
+            }
+            let handoff = Handoff {
+                player_id: m.join.player_id,
+                player_name: m.join.player_name.clone(),
+                session: p.session,
+                conn: m.join.conn.clone(),
+                outbox: m.join.outbox.clone(),
+                shared: m.join.shared.clone(),
+                party: self.party_id_of(m.join.player_id),
+                to: Some(p.to),
+            };
+            let dest = self
+                .settings
+                .content
+                .zone(p.to_zone)
+                .map(|z| (p.to_zone, z.spawn_mm));
+            self.leave_inner_to(p.session, true, dest);
+            if self.final_save_pending(p.session) {
+                self.handoffs_waiting.insert(p.session, handoff);
+            } else if let Some(placer) = &self.placer {
+                // Nothing was saved (the lease is lost): the owner's server answers the
+                // ticket login with a redirect of its own, or the session closes.
+                placer.handoffs.push(handoff);
+            }
         }
     }
 
@@ -2794,6 +2955,135 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A placer whose server is overloaded against peer `b` (or not, `busy` below 600).
+    fn placer(busy: u32) -> crate::placement::InstancePlacer {
+        let peers = [("a", 4000u16), ("b", 4001)]
+            .iter()
+            .map(|(id, port)| {
+                (
+                    id.to_string(),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                )
+            })
+            .collect();
+        let placement = Arc::new(crate::placement::Placement::new(
+            "a".into(),
+            &peers,
+            crate::placement::Thresholds {
+                above_permille: 600,
+                margin_permille: 250,
+            },
+        ));
+        let row = |id: &str, busy| crate::store::ServerLoad {
+            server_id: id.into(),
+            players: 10,
+            busy_permille: busy,
+            draining: false,
+            updated_at_ms: 0,
+        };
+        placement.update(row("a", busy), vec![row("b", 100)]);
+        crate::placement::InstancePlacer {
+            placement,
+            handoffs: Arc::new(Handoffs::default()),
+        }
+    }
+
+    #[test]
+    fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
+        let mut t = Two::new();
+        let busy = placer(900);
+        let idle = placer(300);
+        t.workers[0].placer = Some(busy.clone());
+        t.workers[1].placer = Some(idle.clone());
+        let count = |p: &crate::placement::InstancePlacer| {
+            (
+                p.placement.counters.instances_local.load(Ordering::Relaxed),
+                p.placement.counters.instances_peer.load(Ordering::Relaxed),
+            )
+        };
+        let town = t.workers[0]
+            .settings
+            .content
+            .town()
+            .map(|z| z.id)
+            .expect("a town");
+        // Not busy: the crypt's instance opens here (counted local).
+        let _solo_rx = t.join(1, "solo", 1);
+        t.workers[1].transfer(1, 2);
+        assert_eq!(
+            t.workers[1].instances[&t.instance_of(1).expect("here").1]
+                .key
+                .0,
+            2
+        );
+        assert_eq!(count(&idle), (1, 0));
+        // Busy: a solo player's new crypt instance goes to b; once settled it is saved
+        // (no store here) and queued for its Redirect, with the crypt as its destination.
+        let mut walker_rx = t.join(2, "walker", 0);
+        t.workers[0].transfer(2, 2);
+        assert_eq!(count(&busy), (0, 1));
+        assert!(t.instance_of(2).is_some(), "still here until settled");
+        t.tick();
+        assert_eq!(t.instance_of(2), None, "left the simulation");
+        let queued = busy.handoffs.take();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].session, 2);
+        assert_eq!(queued[0].to.as_ref().map(|t| t.0.as_str()), Some("b"));
+        assert!(t.registry.route(player_id("walker")).is_none());
+        assert!(
+            !drain(&mut walker_rx)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Event(Event::ZoneEntered { .. }))),
+            "no ZoneEntered: the Redirect replaces it"
+        );
+        // Towns are never placed (nor counted).
+        let _home_rx = t.join(3, "home", 0);
+        t.workers[0].placer = None;
+        t.workers[0].transfer(3, 2);
+        t.workers[0].placer = Some(busy.clone());
+        let (_, crypt) = t.instance_of(3).expect("in the crypt here");
+        t.workers[0].transfer(3, town);
+        t.tick();
+        let (_, now_in) = t.instance_of(3).expect("still here");
+        assert_ne!(now_in, crypt);
+        assert_eq!(t.workers[0].instances[&now_in].key.0, town);
+        assert_eq!(count(&busy), (0, 1), "the town was not counted");
+        // A party: the member's instance is its leader's (never placed), and an instance
+        // that exists is rejoined, even by the leader.
+        let _lead_rx = t.join(5, "lead", 0);
+        let _memb_rx = t.join(6, "memb", 0);
+        t.request(
+            5,
+            1,
+            Request::PartyInvite {
+                player: "memb".into(),
+            },
+        );
+        t.tick();
+        t.request(6, 2, Request::PartyAccept);
+        t.tick();
+        t.tick();
+        t.workers[0].transfer(6, 3);
+        t.tick();
+        let (_, marsh) = t.instance_of(6).expect("the member stays");
+        assert_eq!(t.workers[0].instances[&marsh].key.0, 3);
+        assert_eq!(count(&busy), (0, 1));
+        t.workers[0].transfer(5, 3);
+        t.tick();
+        assert_eq!(
+            t.instance_of(5),
+            Some((0, marsh)),
+            "the leader joins its party's marsh"
+        );
+        assert_eq!(count(&busy), (0, 1));
+        // The leader's new instance is placed.
+        t.workers[0].transfer(5, 4);
+        t.tick();
+        assert_eq!(t.instance_of(5), None);
+        assert_eq!(count(&busy), (0, 2));
+        assert_eq!(busy.handoffs.take().len(), 1);
     }
 
     #[test]
