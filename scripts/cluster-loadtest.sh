@@ -10,6 +10,9 @@
 #   LOADGEN_ARGS="--mix mover=100" scripts/cluster-loadtest.sh
 #   LOADGEN_ARGS="--mix mover=30,fighter=25,looter=20,party=15,hopper=10 --spread-parties" \
 #       scripts/cluster-loadtest.sh                   # party members start away from their leader
+#   CONNECT_TO=1 SERVER_ARGS="--config low-thresholds.toml" scripts/cluster-loadtest.sh
+#                                                     # every bot logs in on the first server: placement
+#                                                     # by load has to spread them
 #
 # Only 127.0.0.1 is used. Ports: UDP ${PORT:-32433} and the next two, metrics
 # ${METRICS_PORT:-32464} and the next two. The data directory is a fresh temporary one,
@@ -24,6 +27,7 @@ ramp="${RAMP_UP:-5}"
 port="${PORT:-32433}"
 metrics_port="${METRICS_PORT:-32464}"
 servers="${SERVERS:-3}"
+connect_to="${CONNECT_TO:-$servers}"   # how many of the servers loadgen is given
 server_args="${SERVER_ARGS:-}"
 loadgen_args="${LOADGEN_ARGS:---mix mover=30,fighter=25,looter=20,party=15,hopper=10}"
 report="${REPORT:-target/cluster-loadtest-report.json}"
@@ -44,7 +48,7 @@ for i in $(seq 1 $((servers - 1))); do
 done
 
 server_flags=()
-for i in $(seq 0 $((servers - 1))); do server_flags+=(--server "127.0.0.1:$((port + i))"); done
+for i in $(seq 0 $((connect_to - 1))); do server_flags+=(--server "127.0.0.1:$((port + i))"); done
 
 # shellcheck disable=SC2086
 "${LOADGEN_BIN:-target/release/loadgen}" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
