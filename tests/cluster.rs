@@ -1341,7 +1341,6 @@ async fn an_expired_invitation_is_refused() {
     let endpoint = client_endpoint(cluster.server(0));
     let mut lead = bot_on(&cluster, &endpoint, 0, "elead").await;
     let mut inv = bot_on(&cluster, &endpoint, 1, "einv").await;
-    let invited_at = Instant::now();
     assert_eq!(
         lead.request(Request::PartyInvite {
             player: "einv".into()
@@ -1349,8 +1348,10 @@ async fn an_expired_invitation_is_refused() {
         .await,
         Ok(Response::Done)
     );
+    // The expiry was set before the answer was sent: it has passed a TTL from now.
+    let answered_at = Instant::now();
     wait_invited(&mut inv, "the invitation", "elead").await;
-    let left = (invited_at + INVITE_TTL + Duration::from_millis(100))
+    let left = (answered_at + INVITE_TTL + Duration::from_millis(100))
         .saturating_duration_since(Instant::now());
     tokio::time::sleep(left).await;
     assert_eq!(
