@@ -976,8 +976,8 @@ impl Statements {
             set_party_invite: prepare(
                 s,
                 p,
-                "INSERT INTO party_invites (player_id, party_id, expires_at_ms) \
-                 VALUES (?, ?, ?) USING TTL ?",
+                "UPDATE party_invites USING TTL ? SET party_id = ?, expires_at_ms = ? \
+                 WHERE player_id = ?",
                 Idempotent,
             )
             .await?,
@@ -2037,10 +2037,10 @@ impl Inner {
             self.execute(
                 &self.st.set_party_invite,
                 (
-                    id_to_cql(inv.invitee),
+                    cell_ttl,
                     id,
                     i64_of(inv.expires_at_ms, "invitation expiry")?,
-                    cell_ttl,
+                    id_to_cql(inv.invitee),
                 ),
                 "writing an invitation",
             )
