@@ -22,7 +22,7 @@
 //!   an invitee answers on whichever server it plays now, and is told of a pending
 //!   invitation again when it logs in or resumes ([`Store::invitation_of`]);
 //! - members no server holds are pruned: every party with a local member is watched
-//!   ([`Absences`]); a member of it without a live player lease for the absence grace (the
+//!   (`Absences`); a member of it without a live player lease for the absence grace (the
 //!   session resume grace plus the lease TTL: a crashed server's player that did not come
 //!   back) leaves it by the normal path (leader succession, disband below two).
 //!
