@@ -638,11 +638,14 @@ def cluster():
             (rate("zonehost_party_writes_total", ["instance", "result"]), "writes {{result}} {{instance}}"),
             (rate("zonehost_party_mail_total", ["instance", "direction"]), "mail {{direction}} {{instance}}"),
             (rate("zonehost_party_handoffs_total", ["instance"]), "handoffs {{instance}}"),
-        ], ["zonehost_party_writes_total", "zonehost_party_mail_total", "zonehost_party_handoffs_total"],
+            (rate("zonehost_party_members_pruned_total", ["instance"]), "pruned {{instance}}"),
+        ], ["zonehost_party_writes_total", "zonehost_party_mail_total", "zonehost_party_handoffs_total",
+            "zonehost_party_members_pruned_total"],
             unit="ops",
             desc="Party compare-and-set writes (conflicts are retried), mailbox traffic "
-                 "between servers, members redirected to their leader's server. Handovers "
-                 "between sim workers are on the Simulation board."),
+                 "between servers, members redirected to their leader's server, members "
+                 "removed because no server held them past the absence grace (a crashed "
+                 "server's players). Handovers between sim workers are on the Simulation board."),
         ts("Trades by outcome", [
             (rate("zonehost_trades_total", ["outcome"]), "{{outcome}}"),
         ], ["zonehost_trades_total"], unit="ops", stack=True),

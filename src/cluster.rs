@@ -83,6 +83,12 @@ pub struct ClusterConfig {
     /// clients that follow a `Redirect` after `Welcome` (SPEC §2.4); turn it off while
     /// older clients play. Default `true`.
     pub place_instances: bool,
+    /// Lifetime of a party invitation, seconds: an invitee may answer it on whichever
+    /// server it plays until then (it survives the invitee's moves, logouts and its
+    /// server's restarts), then it is gone (`NoInvite`). Default 120: longer than a crash
+    /// costs a player (`player_lease_ttl_secs` plus a reconnect), short enough that a
+    /// forgotten invitation does not surprise anyone.
+    pub party_invite_ttl_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -96,6 +102,7 @@ impl Default for ClusterConfig {
             redirect_above_permille: 600,
             redirect_margin_permille: 250,
             place_instances: true,
+            party_invite_ttl_secs: 120,
         }
     }
 }
@@ -108,6 +115,9 @@ impl ClusterConfig {
         }
         if !(50..=60_000).contains(&self.load_report_interval_ms) {
             return Err("load_report_interval_ms must be 50..=60000".into());
+        }
+        if !(1..=3600).contains(&self.party_invite_ttl_secs) {
+            return Err("party_invite_ttl_secs must be 1..=3600".into());
         }
         if self.redirect_above_permille > 1000 || self.redirect_margin_permille > 1000 {
             return Err(
@@ -133,6 +143,11 @@ impl ClusterConfig {
     /// The lease lifetime.
     pub fn player_lease_ttl(&self) -> Duration {
         Duration::from_secs(self.player_lease_ttl_secs)
+    }
+
+    /// The lifetime of a party invitation.
+    pub fn party_invite_ttl(&self) -> Duration {
+        Duration::from_secs(self.party_invite_ttl_secs)
     }
 }
 
@@ -869,6 +884,17 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert!(zero.validate().is_err());
+        assert_eq!(d.party_invite_ttl(), Duration::from_secs(120));
+        let c: crate::config::Config =
+            toml::from_str("[cluster]\nparty_invite_ttl_secs = 7\n").expect("parse");
+        assert_eq!(c.cluster.party_invite_ttl(), Duration::from_secs(7));
+        for bad in [0, 3601] {
+            let c = ClusterConfig {
+                party_invite_ttl_secs: bad,
+                ..ClusterConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -427,6 +427,9 @@ pub async fn start_with(
                     tickets: tickets.clone(),
                     peers: config.cluster.peers.clone(),
                     stats: stats.clone(),
+                    invite_ttl: config.cluster.party_invite_ttl(),
+                    absence_grace: config.cluster.player_lease_ttl()
+                        + Duration::from_millis(config.resume_grace_ms),
                 },
                 config.inbox_capacity,
             )
@@ -572,8 +575,13 @@ pub async fn start_with(
             tracing::warn!("crash: stopping without drain");
             let _ = keeper_stop.send(true);
             let _ = drain_tx.send(true);
-            // The workers stop first, so that no session leaves (and checkpoints).
+            // The workers stop first, so that no session leaves (and checkpoints); the
+            // party directory is told first, so that the sessions the stopping workers
+            // end stay in their parties, as after a real crash.
             let _ = tokio::task::spawn_blocking(move || {
+                if let Some(d) = &directory {
+                    d.crash();
+                }
                 sim.stop();
                 if let Some(d) = directory {
                     d.stop();

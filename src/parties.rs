@@ -16,11 +16,19 @@
 //!   instance;
 //! - members converge on the leader's server: a member whose leader plays on another
 //!   server is saved, its lease released, and it is sent `Redirect{address, ticket}` to the
-//!   leader's server (SPEC §2.2), where it enters the leader's instance.
+//!   leader's server (SPEC §2.2), where it enters the leader's instance;
+//! - invitations are durable: written with the party into the store's invitation index
+//!   ([`Store::write_party_invite`], expiring after `[cluster] party_invite_ttl_secs`), so
+//!   an invitee answers on whichever server it plays now, and is told of a pending
+//!   invitation again when it logs in or resumes ([`Store::invitation_of`]);
+//! - members no server holds are pruned: every party with a local member is watched
+//!   (`Absences`); a member of it without a live player lease for the absence grace (the
+//!   session resume grace plus the lease TTL: a crashed server's player that did not come
+//!   back) leaves it by the normal path (leader succession, disband below two).
 //!
 //! Party ids are random 64-bit ids in the store; the wire and the sim use their low 32 bits.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -41,7 +49,7 @@ use crate::cluster::{player_resource, PlayerLeases, Tickets};
 use crate::session::{unix_secs, Registry};
 use crate::sim::persist::unix_millis;
 use crate::sim::{Control, Outgoing, SessionId};
-use crate::store::{PartyRecord, Store, StoreError};
+use crate::store::{Invitation, PartyRecord, Store, StoreError};
 use crate::telemetry::{DisconnectCause, Stats};
 
 /// How often a directory reads its mailbox.
@@ -52,6 +60,9 @@ const MAIL_BATCH: usize = 64;
 const CAS_ROUNDS: usize = 8;
 /// How long a handoff waits for the member's final checkpoint and lease release.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+/// Bounds of how often absent members are looked for (a quarter of the absence grace).
+const PRUNE_EVERY_MIN: Duration = Duration::from_millis(250);
+const PRUNE_EVERY_MAX: Duration = Duration::from_secs(15);
 
 /// What a sim worker hands the directory.
 #[derive(Debug)]
@@ -100,7 +111,8 @@ impl PartyHandle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum PartyMail {
     /// Tell `player` (held by the receiving server) `event`; `invited_to` is the party of
-    /// an invitation (the receiver remembers it for the answer).
+    /// an invitation (servers before durable invitations remembered it for the answer;
+    /// the store's invitation index is the truth now, so it is only kept for them).
     Tell {
         player: u64,
         event: PartyEvent,
@@ -129,6 +141,11 @@ pub struct DirectorySettings {
     pub peers: BTreeMap<String, SocketAddr>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Lifetime of an invitation (`[cluster] party_invite_ttl_secs`).
+    pub invite_ttl: Duration,
+    /// How long a member may be held by no server before it is removed from its party:
+    /// the session resume grace plus the player lease TTL.
+    pub absence_grace: Duration,
 }
 
 /// A running directory thread.
@@ -136,6 +153,7 @@ pub struct DirectorySettings {
 pub struct Directory {
     handle: PartyHandle,
     stop: Arc<AtomicBool>,
+    crashed: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -144,19 +162,22 @@ impl Directory {
     pub fn spawn(settings: DirectorySettings, capacity: usize) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let crashed = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             s: settings,
-            invited: HashMap::new(),
             names: HashMap::new(),
             changes: Vec::new(),
+            served: BTreeMap::new(),
+            absent: Absences::default(),
         };
-        let stop2 = stop.clone();
+        let (stop2, crashed2) = (stop.clone(), crashed.clone());
         let thread = std::thread::Builder::new()
             .name("zh-parties".into())
-            .spawn(move || worker.run(rx, stop2))?;
+            .spawn(move || worker.run(rx, stop2, crashed2))?;
         Ok(Self {
             handle: PartyHandle { tx },
             stop,
+            crashed,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -164,6 +185,14 @@ impl Directory {
     /// The sim's handle.
     pub fn handle(&self) -> PartyHandle {
         self.handle.clone()
+    }
+
+    /// A simulated crash (`Server::crash`, for tests of what survives one): from now on
+    /// nothing reaches the store (calls are taken and dropped, no mail is read, nobody is
+    /// pruned), as if the process had died; the sessions its workers end while stopping
+    /// stay in their parties. [`Directory::stop`] still ends the thread.
+    pub fn crash(&self) {
+        self.crashed.store(true, Ordering::Release);
     }
 
     /// Stops the thread and waits for it (blocking).
@@ -200,12 +229,47 @@ impl From<RequestError> for PartyFailure {
 
 struct Worker {
     s: DirectorySettings,
-    /// Local invitees: the party they were invited to.
-    invited: HashMap<u64, u64>,
+    /// Parties with a local member at their last sync: their members then.
+    served: BTreeMap<u64, Vec<u64>>,
+    /// Members of served parties seen without a live lease.
+    absent: Absences,
     /// Names of players (not necessarily local), learned once.
     names: HashMap<u64, String>,
     /// Membership changes to propagate once the request is answered: `(before, after)`.
     changes: Vec<(Option<PartyRecord>, PartyRecord)>,
+}
+
+/// Members held by no server, since when (first seen so). Time is an argument.
+#[derive(Debug, Default)]
+struct Absences {
+    since: HashMap<u64, Instant>,
+}
+
+impl Absences {
+    /// Records whether `player` is held by a server (`live`) at `now`; true when it has
+    /// been seen held by none for at least `grace`, never held in between.
+    fn observe(&mut self, player: u64, live: bool, now: Instant, grace: Duration) -> bool {
+        if live {
+            self.since.remove(&player);
+            return false;
+        }
+        let since = *self.since.entry(player).or_insert(now);
+        now.saturating_duration_since(since) >= grace
+    }
+
+    /// Forgets everyone not in `watched` (no longer a member of a served party).
+    fn retain(&mut self, watched: &HashSet<u64>) {
+        self.since.retain(|p, _| watched.contains(p));
+    }
+
+    fn forget(&mut self, player: u64) {
+        self.since.remove(&player);
+    }
+}
+
+/// How often absent members are looked for, given the absence grace.
+fn prune_every(grace: Duration) -> Duration {
+    (grace / 4).clamp(PRUNE_EVERY_MIN, PRUNE_EVERY_MAX)
 }
 
 fn random_party_id() -> u64 {
@@ -222,10 +286,19 @@ pub fn wire_party(party_id: u64) -> PartyId {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<PartyCall>, stop: Arc<AtomicBool>) {
+    fn run(mut self, rx: Receiver<PartyCall>, stop: Arc<AtomicBool>, crashed: Arc<AtomicBool>) {
         let mut last_poll = Instant::now();
+        let mut last_prune = Instant::now();
+        let prune_period = prune_every(self.s.absence_grace);
         while !stop.load(Ordering::Acquire) {
-            match rx.recv_timeout(MAIL_POLL) {
+            let call = rx.recv_timeout(MAIL_POLL);
+            if crashed.load(Ordering::Acquire) {
+                if let Err(RecvTimeoutError::Disconnected) = call {
+                    break;
+                }
+                continue;
+            }
+            match call {
                 Ok(call) => self.on_call(call),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -234,9 +307,17 @@ impl Worker {
                 last_poll = Instant::now();
                 self.poll_mail();
             }
+            if last_prune.elapsed() >= prune_period {
+                last_prune = Instant::now();
+                self.prune_absent(last_prune);
+                self.propagate();
+            }
         }
         // The sim stopped first: the session ends it queued last (a drain) still leave
         // their parties in the store.
+        if crashed.load(Ordering::Acquire) {
+            return;
+        }
         while let Ok(call) = rx.try_recv() {
             self.on_call(call);
         }
@@ -245,8 +326,72 @@ impl Worker {
     fn on_call(&mut self, call: PartyCall) {
         self.handle_call(call);
         // The requester has its answer before it is told of (or moved by) the change.
+        self.propagate();
+    }
+
+    /// Tells the servers of the members of every party changed since the last call.
+    fn propagate(&mut self) {
         for (before, after) in std::mem::take(&mut self.changes) {
             self.changed(before.as_ref(), &after);
+        }
+    }
+
+    /// Removes from the served parties the members no server has held for the absence
+    /// grace (by the normal leave path). Local members are live; the others are live while
+    /// a server holds their lease (attached, detached awaiting a resume, or crashed but
+    /// not yet expired). Costs one lease read per remote member of a served party per
+    /// round; parties whose members all play here cost nothing.
+    fn prune_absent(&mut self, now: Instant) {
+        let now_ms = unix_millis();
+        let grace = self.s.absence_grace;
+        let mut watched = HashSet::new();
+        let mut due = Vec::new();
+        let mut unserved = Vec::new();
+        for (&party_id, members) in &self.served {
+            if !members.iter().any(|m| self.s.registry.route(*m).is_some()) {
+                // Its last local member left or was handed off: another server watches it.
+                unserved.push(party_id);
+                continue;
+            }
+            for &m in members {
+                if self.s.registry.route(m).is_some() {
+                    continue;
+                }
+                watched.insert(m);
+                let live = match self.s.store.lease_of(&player_resource(m), now_ms) {
+                    Ok(lease) => lease.is_some(),
+                    Err(e) => {
+                        tracing::warn!(player = m, error = %e, "party pruning: lease read failed");
+                        continue;
+                    }
+                };
+                if self.absent.observe(m, live, now, grace) {
+                    due.push((party_id, m));
+                }
+            }
+        }
+        for party_id in unserved {
+            self.served.remove(&party_id);
+        }
+        self.absent.retain(&watched);
+        for (party_id, player) in due {
+            self.absent.forget(player);
+            match self.remove_member(party_id, player, false) {
+                Ok(()) => {
+                    Stats::inc(&self.s.stats.party_members_pruned);
+                    tracing::info!(
+                        party = party_id,
+                        player,
+                        grace_ms = grace.as_millis() as u64,
+                        "party member held by no server past the grace: removed"
+                    );
+                }
+                // Left, or removed by another server's directory, meanwhile.
+                Err(PartyFailure::Refused(_)) => {}
+                Err(e) => {
+                    tracing::warn!(party = party_id, player, error = %e, "party pruning failed")
+                }
+            }
         }
     }
 
@@ -275,26 +420,27 @@ impl Worker {
                 metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
                     .record(received_at.elapsed().as_secs_f64());
             }
-            PartyCall::Arrived { player } => match self.s.store.party_of(player) {
-                Ok(Some(party)) => {
-                    self.sync(party);
-                    self.leader_arrived(party, player);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
-            },
-            PartyCall::Forget { player } => {
-                self.invited.remove(&player);
+            PartyCall::Arrived { player } => {
                 match self.s.store.party_of(player) {
                     Ok(Some(party)) => {
-                        if let Err(e) = self.remove_member(party, player, false) {
-                            tracing::warn!(player, error = %e, "leaving the party at session end failed");
-                        }
+                        self.sync(party);
+                        self.leader_arrived(party, player);
                     }
                     Ok(None) => {}
                     Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
                 }
+                self.announce_invitation(player);
             }
+            // A pending invitation outlives the session: it expires by itself.
+            PartyCall::Forget { player } => match self.s.store.party_of(player) {
+                Ok(Some(party)) => {
+                    if let Err(e) = self.remove_member(party, player, false) {
+                        tracing::warn!(player, error = %e, "leaving the party at session end failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(player, error = %e, "party lookup failed"),
+            },
         }
     }
 
@@ -343,9 +489,11 @@ impl Worker {
 
     /// Read-modify-write of one party with compare-and-set; `change` sees the current
     /// record (`None`: none) and returns the new one, or a refusal.
+    /// With `invitation`, the write also records it in the store's invitation index.
     fn update(
         &self,
         party_id: u64,
+        invitation: Option<&Invitation>,
         mut change: impl FnMut(Option<&PartyRecord>) -> Result<PartyRecord, PartyFailure>,
     ) -> Result<(Option<PartyRecord>, PartyRecord), PartyFailure> {
         for _ in 0..CAS_ROUNDS {
@@ -354,7 +502,15 @@ impl Worker {
             let expected = current.as_ref().map(|c| c.version);
             next.party_id = party_id;
             next.version = expected.map_or(1, |v| v + 1);
-            if self.s.store.write_party(&next, expected)? {
+            let written = match invitation {
+                Some(inv) => {
+                    self.s
+                        .store
+                        .write_party_invite(&next, expected, inv, unix_millis())?
+                }
+                None => self.s.store.write_party(&next, expected)?,
+            };
+            if written {
                 Stats::inc(&self.s.stats.party_writes);
                 return Ok((current, next));
             }
@@ -378,7 +534,15 @@ impl Worker {
             Some(id) => id,
             None => random_party_id(),
         };
-        self.update(party_id, |current| {
+        let now_ms = unix_millis();
+        let invitation = Invitation {
+            party_id,
+            invitee,
+            expires_at_ms: now_ms
+                .saturating_add(u64::try_from(self.s.invite_ttl.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let stale = self.stale_invites(party_id, now_ms)?;
+        self.update(party_id, Some(&invitation), |current| {
             let mut next = match current {
                 Some(p) => {
                     if p.leader != inviter {
@@ -397,6 +561,7 @@ impl Worker {
                     version: 0,
                 },
             };
+            next.invites.retain(|i| !stale.contains(i));
             if !next.invites.contains(&invitee) {
                 next.invites.push(invitee);
             }
@@ -407,8 +572,57 @@ impl Worker {
         Ok(())
     }
 
+    /// The invitees `party_id` lists whose invitation to it expired or was replaced by a
+    /// newer one (they are dropped at its next write).
+    fn stale_invites(&self, party_id: u64, now_ms: u64) -> Result<HashSet<u64>, StoreError> {
+        let mut stale = HashSet::new();
+        if let Some(p) = self.s.store.load_party(party_id)? {
+            for i in p.invites {
+                let pending = self.s.store.invitation_of(i, now_ms)?;
+                if pending.is_none_or(|inv| inv.party_id != party_id) {
+                    stale.insert(i);
+                }
+            }
+        }
+        Ok(stale)
+    }
+
+    /// The invitation `invitee` may answer now (unexpired, its party still lists it).
+    fn pending_invitation(&self, invitee: u64) -> Result<Invitation, PartyFailure> {
+        self.s
+            .store
+            .invitation_of(invitee, unix_millis())?
+            .ok_or(PartyFailure::Refused(RequestError::NoInvite))
+    }
+
+    /// Tells a player that arrived here of its pending invitation, if any (it may have
+    /// been invited while it was moving, or told on a connection it lost).
+    fn announce_invitation(&mut self, player: u64) {
+        if self.real_party_of(player).is_ok() {
+            return;
+        }
+        let invitation = match self.s.store.invitation_of(player, unix_millis()) {
+            Ok(Some(inv)) => inv,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(player, error = %e, "invitation lookup failed");
+                return;
+            }
+        };
+        let leader = match self.s.store.load_party(invitation.party_id) {
+            Ok(Some(p)) => p.leader,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(player, error = %e, "invitation lookup failed");
+                return;
+            }
+        };
+        let by = self.name_of(leader);
+        self.tell_local(player, &PartyEvent::Invited { by });
+    }
+
     fn accept(&mut self, invitee: u64) -> Result<(), PartyFailure> {
-        let party_id = *self.invited.get(&invitee).ok_or(RequestError::NoInvite)?;
+        let party_id = self.pending_invitation(invitee)?.party_id;
         // A party this player was forming by inviting others is abandoned.
         if let Some(own) = self.s.store.party_of(invitee)? {
             if own != party_id {
@@ -417,7 +631,7 @@ impl Worker {
                         return Err(RequestError::AlreadyInParty.into())
                     }
                     Some(_) => {
-                        self.update(own, |_| {
+                        self.update(own, None, |_| {
                             Ok(PartyRecord {
                                 party_id: own,
                                 leader: invitee,
@@ -431,8 +645,7 @@ impl Worker {
                 }
             }
         }
-        self.invited.remove(&invitee);
-        let (before, after) = self.update(party_id, |current| {
+        let (before, after) = self.update(party_id, None, |current| {
             let p = current.ok_or(RequestError::NoInvite)?;
             if !p.invites.contains(&invitee) {
                 return Err(RequestError::NoInvite.into());
@@ -452,14 +665,15 @@ impl Worker {
     }
 
     fn decline(&mut self, invitee: u64) -> Result<(), PartyFailure> {
-        let party_id = self
-            .invited
-            .remove(&invitee)
-            .ok_or(RequestError::NoInvite)?;
-        let (_, after) = self.update(party_id, |current| {
+        let party_id = self.pending_invitation(invitee)?.party_id;
+        let stale = self.stale_invites(party_id, unix_millis())?;
+        let (_, after) = self.update(party_id, None, |current| {
             let p = current.ok_or(RequestError::NoInvite)?;
+            if !p.invites.contains(&invitee) {
+                return Err(RequestError::NoInvite.into());
+            }
             let mut next = p.clone();
-            next.invites.retain(|i| *i != invitee);
+            next.invites.retain(|i| *i != invitee && !stale.contains(i));
             if next.members.len() < 2 && next.invites.is_empty() {
                 next.members.clear();
             }
@@ -477,7 +691,7 @@ impl Worker {
         player: u64,
         kicked: bool,
     ) -> Result<(), PartyFailure> {
-        let (before, after) = self.update(party_id, |current| {
+        let (before, after) = self.update(party_id, None, |current| {
             let p = current.ok_or(RequestError::NotInParty)?;
             if !p.members.contains(&player) {
                 return Err(RequestError::NotInParty.into());
@@ -559,6 +773,11 @@ impl Worker {
             .as_ref()
             .map(|r| r.members.clone())
             .unwrap_or_default();
+        if members.iter().any(|m| self.s.registry.route(*m).is_some()) {
+            self.served.insert(party_id, members.clone());
+        } else {
+            self.served.remove(&party_id);
+        }
         for gone in before.iter().filter(|m| !members.contains(m)) {
             if let Some((_, route)) = self.s.registry.route(*gone) {
                 route.control(Control::PartyLeft { player: *gone });
@@ -662,9 +881,6 @@ impl Worker {
     /// Tells `player` `event`, wherever it plays.
     fn tell(&mut self, player: u64, event: PartyEvent, invited_to: Option<u64>) {
         if self.s.registry.route(player).is_some() {
-            if let Some(party) = invited_to {
-                self.invited.insert(player, party);
-            }
             self.tell_local(player, &event);
             return;
         }
@@ -725,16 +941,7 @@ impl Worker {
         for mail in mails {
             Stats::inc(&self.s.stats.party_mail_received);
             match postcard::from_bytes::<PartyMail>(&mail.body) {
-                Ok(PartyMail::Tell {
-                    player,
-                    event,
-                    invited_to,
-                }) => {
-                    if let Some(party) = invited_to {
-                        self.invited.insert(player, party);
-                    }
-                    self.tell_local(player, &event);
-                }
+                Ok(PartyMail::Tell { player, event, .. }) => self.tell_local(player, &event),
                 Ok(PartyMail::Sync { party_id }) => self.sync(party_id),
                 Err(e) => {
                     Stats::inc(&self.s.stats.party_mail_invalid);
@@ -794,6 +1001,42 @@ mod tests {
             assert_eq!(postcard::from_bytes::<PartyMail>(&bytes).ok(), Some(mail));
         }
         assert!(postcard::from_bytes::<PartyMail>(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_member_is_due_only_after_a_whole_grace_without_a_lease() {
+        let grace = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut a = Absences::default();
+        assert!(!a.observe(1, false, at(0), grace), "first seen absent");
+        assert!(!a.observe(1, false, at(9), grace));
+        assert!(
+            a.observe(1, false, at(10), grace),
+            "absent for the whole grace"
+        );
+        // Seen held once (e.g. it logged in elsewhere within the TTL): the clock restarts.
+        assert!(!a.observe(2, false, at(0), grace));
+        assert!(!a.observe(2, true, at(5), grace));
+        assert!(!a.observe(2, false, at(11), grace));
+        assert!(!a.observe(2, false, at(20), grace));
+        assert!(a.observe(2, false, at(21), grace));
+        // A player no longer watched is forgotten with its clock.
+        a.retain(&HashSet::from([2]));
+        assert!(!a.observe(1, false, at(30), grace), "1's clock restarted");
+        a.forget(2);
+        assert!(!a.observe(2, false, at(30), grace));
+    }
+
+    #[test]
+    fn pruning_runs_a_few_times_per_grace_within_bounds() {
+        assert_eq!(
+            prune_every(Duration::from_secs(60)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(prune_every(Duration::from_secs(4)), Duration::from_secs(1));
+        assert_eq!(prune_every(Duration::from_millis(100)), PRUNE_EVERY_MIN);
+        assert_eq!(prune_every(Duration::from_secs(3600)), PRUNE_EVERY_MAX);
     }
 
     #[test]

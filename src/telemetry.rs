@@ -165,6 +165,9 @@ pub struct Stats {
     pub party_mail_invalid: AtomicU64,
     /// Party members handed to their leader's server (saved, lease released, redirected).
     pub party_handoffs: AtomicU64,
+    /// Party members removed from their party because no server held them past the
+    /// absence grace (a crashed server's players).
+    pub party_members_pruned: AtomicU64,
     /// Per sim worker load, indexed by worker.
     pub workers: Vec<WorkerStats>,
     /// Further publishers run at scrape (the store's counters, the player leases'),
@@ -506,6 +509,12 @@ pub const METRICS: &[MetricDef] = &[
         "Party members handed to their leader's server: saved, lease released, redirected with a ticket.",
     ),
     m(
+        "zonehost_party_members_pruned_total",
+        Counter,
+        &[],
+        "Party members removed from their stored party because no server held them (no live player lease) for the absence grace: players of a crashed server that did not come back.",
+    ),
+    m(
         "zonehost_store_op_seconds",
         Histogram,
         &["op"],
@@ -713,6 +722,10 @@ impl Stats {
             counter!("zonehost_party_mail_total", "direction" => direction).absolute(Self::get(v));
         }
         c("zonehost_party_handoffs_total", &self.party_handoffs);
+        c(
+            "zonehost_party_members_pruned_total",
+            &self.party_members_pruned,
+        );
         c(
             "zonehost_quic_congestion_events_total",
             &self.quic_congestion_events,

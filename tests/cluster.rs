@@ -1423,3 +1423,394 @@ async fn a_party_leader_placed_on_a_peer_brings_its_members() {
     drop((lead, member));
     cluster.stop().await;
 }
+
+/// Connects `name` to server `i` as a bot (an account token).
+async fn bot_on(
+    cluster: &Cluster,
+    endpoint: &quinn::Endpoint,
+    i: usize,
+    name: &str,
+) -> common::bot::Bot {
+    common::bot::Bot::connect(
+        endpoint,
+        cluster.server(i).addr(),
+        &cluster.server(i).token(name),
+        name,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name} joins server {i}: {e:?}"))
+}
+
+/// Pumps `bot` until it is told it was invited by `by`.
+async fn wait_invited(bot: &mut common::bot::Bot, what: &str, by: &str) {
+    pump_until(bot, what, |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Invited { by: who })))
+            if who == by =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
+/// Pumps `bot` until the server redirects it, and connects where it was sent.
+async fn follow_redirect(
+    bot: &mut common::bot::Bot,
+    endpoint: &quinn::Endpoint,
+    what: &str,
+) -> (common::bot::Bot, SocketAddr) {
+    let redirect = pump_until(bot, what, |inc| match inc {
+        Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    let addr: SocketAddr = redirect.address.parse().expect("address");
+    let name = bot.name.clone();
+    let moved = common::bot::Bot::connect(endpoint, addr, &redirect.ticket, &name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} follows the redirect: {e:?}"));
+    (moved, addr)
+}
+
+fn lease_free(store: &dyn Store, name: &str) -> bool {
+    let resource = zonehost::cluster::player_resource(zonehost_protocol::token::player_id(name));
+    store
+        .lease_of(&resource, zonehost::sim::persist::unix_millis())
+        .is_ok_and(|l| l.is_none())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitee_moved_by_a_drain_before_answering_still_joins_the_party() {
+    use zonehost_protocol::message::Response;
+    use zonehost_protocol::token::player_id;
+
+    let mut cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let a_addr = cluster.server(0).addr();
+    eventually("three live load rows", WAIT, || {
+        cluster
+            .store
+            .server_loads(zonehost::sim::persist::unix_millis())
+            .is_ok_and(|rows| rows.len() == 3)
+    })
+    .await;
+    let mut lead = bot_on(&cluster, &endpoint, 0, "dlead").await;
+    let mut inv = bot_on(&cluster, &endpoint, 1, "dinv").await;
+    assert_eq!(
+        lead.request(Request::PartyInvite {
+            player: "dinv".into()
+        })
+        .await,
+        Ok(Response::Done)
+    );
+    wait_invited(&mut inv, "the invitation on b", "dlead").await;
+    let pending = cluster
+        .store
+        .invitation_of(player_id("dinv"), zonehost::sim::persist::unix_millis())
+        .expect("invitation_of")
+        .expect("the invitation is in the store");
+
+    // b drains before dinv answers: dinv is sent to a peer, where it is told again.
+    let b = cluster.servers[1].take().expect("b runs");
+    let b_addr = b.addr();
+    let drain = tokio::spawn(b.stop_keeping_data());
+    let (mut inv, at) = follow_redirect(&mut inv, &endpoint, "the drain's redirect").await;
+    drain.await.expect("b drained");
+    assert_ne!(at, b_addr, "sent to a peer");
+    wait_invited(
+        &mut inv,
+        "the invitation told again after the move",
+        "dlead",
+    )
+    .await;
+    assert_eq!(inv.request(Request::PartyAccept).await, Ok(Response::Done));
+    // On c it is then sent to its leader's server; on a it is there already.
+    let mut inv = if at == a_addr {
+        inv
+    } else {
+        follow_redirect(&mut inv, &endpoint, "the redirect to the leader's server")
+            .await
+            .0
+    };
+    let deadline = Instant::now() + WAIT;
+    while inv.instance != lead.instance {
+        assert!(
+            Instant::now() < deadline,
+            "never entered the leader's instance"
+        );
+        inv.pump().await.expect("connection alive");
+    }
+    let party = cluster
+        .store
+        .party_of(player_id("dlead"))
+        .expect("party_of")
+        .expect("a party");
+    assert_eq!(party, pending.party_id, "the party it was invited to");
+    assert_eq!(
+        cluster.store.party_of(player_id("dinv")).expect("party_of"),
+        Some(party)
+    );
+    let record = cluster
+        .store
+        .load_party(party)
+        .expect("load")
+        .expect("party");
+    assert_eq!(record.members, vec![player_id("dlead"), player_id("dinv")]);
+    assert!(record.invites.is_empty());
+    assert_eq!(
+        cluster
+            .store
+            .invitation_of(player_id("dinv"), zonehost::sim::persist::unix_millis())
+            .expect("invitation_of"),
+        None,
+        "answered"
+    );
+    drop((inv, lead));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_told_again_when_the_invitee_logs_in_elsewhere() {
+    use zonehost_protocol::message::Response;
+    use zonehost_protocol::token::player_id;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = bot_on(&cluster, &endpoint, 0, "llead").await;
+    let mut inv = bot_on(&cluster, &endpoint, 1, "linv").await;
+    assert_eq!(
+        lead.request(Request::PartyInvite {
+            player: "linv".into()
+        })
+        .await,
+        Ok(Response::Done)
+    );
+    wait_invited(&mut inv, "the invitation on b", "llead").await;
+    // linv logs out of b without answering (a logout does not drop the invitation) and
+    // logs in on c once b has released it.
+    inv.client.close().await.expect("bye");
+    let store = cluster.store.clone();
+    eventually("b releases linv", WAIT, || lease_free(&*store, "linv")).await;
+    let mut inv = bot_on(&cluster, &endpoint, 2, "linv").await;
+    wait_invited(&mut inv, "the invitation told again on c", "llead").await;
+    // Declined on c: the leader on a hears it, and the unanswered party is gone.
+    assert_eq!(inv.request(Request::PartyDecline).await, Ok(Response::Done));
+    pump_until(&mut lead, "the decline", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by })))
+            if by == "linv" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .store
+            .invitation_of(player_id("linv"), zonehost::sim::persist::unix_millis())
+            .expect("invitation_of"),
+        None
+    );
+    assert_eq!(
+        cluster
+            .store
+            .party_of(player_id("llead"))
+            .expect("party_of"),
+        None
+    );
+    // Logging in again now announces nothing: the next party event it sees is a new
+    // invitation's.
+    inv.client.close().await.expect("bye");
+    eventually("c releases linv", WAIT, || lease_free(&*store, "linv")).await;
+    let mut inv = bot_on(&cluster, &endpoint, 1, "linv").await;
+    let quiet_until = Instant::now() + Duration::from_millis(800);
+    while let Ok(next) = tokio::time::timeout_at(quiet_until.into(), inv.client.next_event()).await
+    {
+        inv.handle(next.expect("connection alive"));
+    }
+    assert!(
+        !inv.events.iter().any(|e| matches!(e, Event::Party(_))),
+        "a declined invitation is not told again: {:?}",
+        inv.events
+    );
+    assert_eq!(
+        lead.request(Request::PartyInvite {
+            player: "linv".into()
+        })
+        .await,
+        Ok(Response::Done)
+    );
+    wait_invited(&mut inv, "a new invitation", "llead").await;
+    assert_eq!(inv.request(Request::PartyAccept).await, Ok(Response::Done));
+    let party = cluster
+        .store
+        .party_of(player_id("llead"))
+        .expect("party_of")
+        .expect("a party");
+    assert_eq!(
+        cluster.store.party_of(player_id("linv")).expect("party_of"),
+        Some(party)
+    );
+    drop((inv, lead));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_invitation_is_refused() {
+    use zonehost_protocol::message::{RequestError, Response};
+    use zonehost_protocol::token::player_id;
+
+    const INVITE_TTL: Duration = Duration::from_secs(1);
+    let cluster = Cluster::start_with(|i, config| {
+        no_load_redirects(i, config);
+        config.cluster.party_invite_ttl_secs = INVITE_TTL.as_secs();
+    })
+    .await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = bot_on(&cluster, &endpoint, 0, "elead").await;
+    let mut inv = bot_on(&cluster, &endpoint, 1, "einv").await;
+    assert_eq!(
+        lead.request(Request::PartyInvite {
+            player: "einv".into()
+        })
+        .await,
+        Ok(Response::Done)
+    );
+    // The expiry was set before the answer was sent: it has passed a TTL from now.
+    let answered_at = Instant::now();
+    wait_invited(&mut inv, "the invitation", "elead").await;
+    let left = (answered_at + INVITE_TTL + Duration::from_millis(100))
+        .saturating_duration_since(Instant::now());
+    tokio::time::sleep(left).await;
+    assert_eq!(
+        inv.request(Request::PartyAccept).await,
+        Err(RequestError::NoInvite)
+    );
+    assert_eq!(
+        inv.request(Request::PartyDecline).await,
+        Err(RequestError::NoInvite)
+    );
+    assert_eq!(
+        cluster
+            .store
+            .invitation_of(player_id("einv"), zonehost::sim::persist::unix_millis())
+            .expect("invitation_of"),
+        None
+    );
+    assert_eq!(
+        cluster.store.party_of(player_id("einv")).expect("party_of"),
+        None,
+        "not a member"
+    );
+    assert_eq!(
+        lead.request(Request::PartyLeave).await,
+        Err(RequestError::NotInParty),
+        "no party was formed"
+    );
+    drop((inv, lead));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_members_leave_their_party_after_the_grace_and_resumed_ones_stay() {
+    use zonehost_protocol::message::Response;
+    use zonehost_protocol::token::player_id;
+
+    const RESUME_GRACE: Duration = Duration::from_secs(1);
+    let grace = LEASE_TTL + RESUME_GRACE;
+    let mut cluster = Cluster::start_with(|i, config| {
+        no_load_redirects(i, config);
+        config.resume_grace_ms = RESUME_GRACE.as_millis() as u64;
+    })
+    .await;
+    let endpoint = client_endpoint(cluster.server(0));
+    // A party of four on b.
+    let names = ["xlead", "xm1", "xm2", "xm3"];
+    let mut bots = Vec::new();
+    for n in names {
+        bots.push(bot_on(&cluster, &endpoint, 1, n).await);
+    }
+    for i in 1..names.len() {
+        assert_eq!(
+            bots[0]
+                .request(Request::PartyInvite {
+                    player: names[i].into()
+                })
+                .await,
+            Ok(Response::Done)
+        );
+        wait_invited(&mut bots[i], "the invitation", "xlead").await;
+        assert_eq!(
+            bots[i].request(Request::PartyAccept).await,
+            Ok(Response::Done)
+        );
+    }
+    let party = cluster
+        .store
+        .party_of(player_id("xlead"))
+        .expect("party_of")
+        .expect("a party");
+    let ids: Vec<u64> = names.iter().map(|n| player_id(n)).collect();
+    let members = |store: &dyn Store| {
+        store
+            .load_party(party)
+            .expect("load")
+            .map(|p| (p.leader, p.members))
+    };
+    assert_eq!(members(&*cluster.store), Some((ids[0], ids.clone())));
+
+    // b crashes: no session end is seen, every lease stays until it expires.
+    let b = cluster.servers[1].take().expect("b runs");
+    tokio::time::timeout(WAIT, b.server.crash())
+        .await
+        .expect("b stops in time");
+    drop(bots);
+    let store = cluster.store.clone();
+    eventually("b's leases expire", LEASE_TTL + WAIT, || {
+        names.iter().all(|n| lease_free(&*store, n))
+    })
+    .await;
+    assert_eq!(
+        members(&*store),
+        Some((ids[0], ids.clone())),
+        "nobody is removed while no server watches the party"
+    );
+    // xm1 and xm2 come back on c: c serves the party now and watches the two others.
+    let back_at = Instant::now();
+    let mut xm1 = bot_on(&cluster, &endpoint, 2, "xm1").await;
+    let _xm2 = bot_on(&cluster, &endpoint, 2, "xm2").await;
+    eventually("the absent members removed", grace + WAIT, || {
+        members(&*store).is_some_and(|(_, m)| m.len() == 2)
+    })
+    .await;
+    assert!(
+        back_at.elapsed() >= grace,
+        "removed before the absence grace ({:?} after c started watching)",
+        back_at.elapsed()
+    );
+    assert_eq!(
+        members(&*store),
+        Some((ids[1], vec![ids[1], ids[2]])),
+        "the members that came back stay, the oldest of them leads"
+    );
+    assert_eq!(
+        Stats::get(&cluster.server(2).server.stats.party_members_pruned),
+        2
+    );
+    for gone in [ids[0], ids[3]] {
+        assert_eq!(cluster.store.party_of(gone).expect("party_of"), None);
+    }
+    // The live members are told.
+    pump_until(&mut xm1, "the party of two", |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Members {
+            leader,
+            members,
+            ..
+        }))) if members.len() == 2 && leader == "xm1" => Some(()),
+        _ => None,
+    })
+    .await;
+    drop(xm1);
+    cluster.stop().await;
+}

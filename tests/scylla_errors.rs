@@ -38,7 +38,9 @@ use scylla_proxy::{
     ResponseFrame, ResponseOpcode, RunningProxy, ShardAwareness,
 };
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
-use zonehost::store::{DbFailure, ItemOp, ItemOpKind, ItemOutcome, Owner, Store, StoreError};
+use zonehost::store::{
+    DbFailure, Invitation, ItemOp, ItemOpKind, ItemOutcome, Owner, PartyRecord, Store, StoreError,
+};
 
 // ---------------------------------------------------------------------------------------
 // Prepared metadata from the statement text
@@ -51,13 +53,17 @@ const BLOB: u16 = 0x0003;
 const BOOLEAN: u16 = 0x0004;
 const INT: u16 = 0x0009;
 const TEXT: u16 = 0x000D;
+/// Not a CQL type id: `list<bigint>` (an option with its element type), expanded by
+/// [`put_specs`].
+const LIST_BIGINT: u16 = 0xFF20;
 
 /// Column types of `deploy/scylla/schema.cql`, plus the names of non-column markers.
 fn type_of(name: &str) -> u16 {
     match name.strip_prefix("if_").unwrap_or(name) {
         "player_id" | "epoch" | "seq" | "level" | "xp" | "gold" | "saved_at_ms"
-        | "expires_at_ms" | "now_ms" => BIGINT,
-        "schema_version" | "zone" | "x_mm" | "y_mm" | "version" | "ttl" | "[ttl]" => INT,
+        | "expires_at_ms" | "now_ms" | "party_id" | "leader" | "version" => BIGINT,
+        "members" | "invites" => LIST_BIGINT,
+        "schema_version" | "zone" | "x_mm" | "y_mm" | "ttl" | "[ttl]" => INT,
         "name" | "owner" | "resource" | "holder" => TEXT,
         "[applied]" => BOOLEAN,
         _ => BLOB,
@@ -163,7 +169,12 @@ fn put_specs(body: &mut BytesMut, table: &str, cols: &[(String, u16)]) {
     }
     for (name, ty) in cols {
         write_string(name, body).expect("column name");
-        write_short(*ty, body);
+        if *ty == LIST_BIGINT {
+            write_short(0x0020, body);
+            write_short(BIGINT, body);
+        } else {
+            write_short(*ty, body);
+        }
     }
 }
 
@@ -811,5 +822,122 @@ async fn a_checkpoint_timeout_with_a_failed_re_read_is_an_unknown_outcome() {
         "expected UnknownOutcome, got {got:?}"
     );
     assert_eq!(h.seen().count(SAVE_SAME_EPOCH), 1, "no blind retry");
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Party invitations: the order of the writes around the party's LWT
+
+const PARTY: u64 = 0x7700;
+const LEADER: u64 = 0x4400;
+const INVITEE: u64 = 0x5500;
+
+fn bigint(v: u64) -> Option<Vec<u8>> {
+    Some(v.to_be_bytes().to_vec())
+}
+
+fn bigints(v: &[u64]) -> Option<Vec<u8>> {
+    let mut b = (v.len() as i32).to_be_bytes().to_vec();
+    for x in v {
+        b.extend_from_slice(&8i32.to_be_bytes());
+        b.extend_from_slice(&x.to_be_bytes());
+    }
+    Some(b)
+}
+
+fn position(seen: &Seen, cql_start: &str) -> usize {
+    seen.executes
+        .iter()
+        .position(|(q, _)| q.starts_with(cql_start))
+        .unwrap_or_else(|| panic!("never executed: {cql_start}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_indexed_before_the_party_lwt_and_cleared_after_the_answer() {
+    let expires_at_ms = 4_000_000_000_000u64;
+    let script = Arc::new(move |cql: &str, nth: usize| {
+        if cql.starts_with("SELECT leader, members, invites, version FROM parties") {
+            // None before the invitation's write, then the party listing the invitee.
+            if nth == 1 {
+                Answer::Rows(Vec::new())
+            } else {
+                Answer::Rows(vec![vec![
+                    bigint(LEADER),
+                    bigints(&[LEADER]),
+                    bigints(&[INVITEE]),
+                    bigint(1),
+                ]])
+            }
+        } else if cql.starts_with("SELECT party_id, expires_at_ms FROM party_invites") {
+            Answer::Rows(vec![vec![bigint(PARTY), bigint(expires_at_ms)]])
+        } else if cql.starts_with("UPDATE party_invites") || cql.starts_with("INSERT INTO party_of")
+        {
+            Answer::Void
+        } else if cql.starts_with("INSERT INTO parties")
+            || cql.starts_with("UPDATE parties")
+            || cql.starts_with("DELETE FROM party_invites")
+        {
+            Answer::Applied(true)
+        } else {
+            Answer::Error(DbError::ServerError)
+        }
+    });
+    let h = Harness::start(script, None, |_| {}).await;
+    let party = PartyRecord {
+        party_id: PARTY,
+        leader: LEADER,
+        members: vec![LEADER],
+        invites: vec![INVITEE],
+        version: 1,
+    };
+    let invitation = Invitation {
+        party_id: PARTY,
+        invitee: INVITEE,
+        expires_at_ms,
+    };
+    let now = expires_at_ms - 60_000;
+    let written = {
+        let party = party.clone();
+        h.call(move |s| s.write_party_invite(&party, None, &invitation, now))
+            .await
+    };
+    assert!(written.expect("written"), "created: {:?}", h.seen());
+    let seen = h.seen();
+    assert_eq!(seen.count("UPDATE party_invites"), 1);
+    assert!(
+        position(&seen, "UPDATE party_invites") < position(&seen, "INSERT INTO parties"),
+        "the index entry is written before the party's LWT: {seen:?}"
+    );
+    assert_eq!(seen.count("DELETE FROM party_invites"), 0);
+    // Read back against the party row; an expired entry is not even checked against it.
+    let got = h.call(move |s| s.invitation_of(INVITEE, now)).await;
+    assert_eq!(got.expect("read"), Some(invitation));
+    let reads = h
+        .seen()
+        .count("SELECT leader, members, invites, version FROM parties");
+    let got = h
+        .call(move |s| s.invitation_of(INVITEE, expires_at_ms))
+        .await;
+    assert_eq!(got.expect("read"), None, "expired");
+    assert_eq!(
+        h.seen()
+            .count("SELECT leader, members, invites, version FROM parties"),
+        reads
+    );
+    // The invitee accepts: its entry is cleared (conditionally) after the party's LWT.
+    let accepted = PartyRecord {
+        members: vec![LEADER, INVITEE],
+        invites: Vec::new(),
+        version: 2,
+        ..party
+    };
+    let written = h.call(move |s| s.write_party(&accepted, Some(1))).await;
+    assert!(written.expect("written"), "accepted");
+    let seen = h.seen();
+    assert_eq!(seen.count("DELETE FROM party_invites"), 1);
+    assert!(
+        position(&seen, "UPDATE parties") < position(&seen, "DELETE FROM party_invites"),
+        "the index entry is cleared after the party's LWT: {seen:?}"
+    );
     h.finish().await;
 }

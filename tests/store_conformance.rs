@@ -26,8 +26,8 @@ use zonehost::store::redb::RedbStore;
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
 use zonehost::store::trade::{self, TradeOutcome};
 use zonehost::store::{
-    Anomaly, Fence, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PartyRecord, PlayerRecord,
-    SaveOutcome, Store, StoreConfig, StoreError, TradeLeg, TradeRecord, TradeState,
+    Anomaly, Fence, Invitation, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PartyRecord,
+    PlayerRecord, SaveOutcome, Store, StoreConfig, StoreError, TradeLeg, TradeRecord, TradeState,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1194,6 +1194,132 @@ fn parties_are_compare_and_set_with_a_membership_index(b: &dyn Backend) {
     );
 }
 
+fn invitations_are_written_with_their_party_and_expire(b: &dyn Backend) {
+    let f = b.fresh();
+    let s = &*f.store;
+    let (leader, inv1, inv2) = (next_random(), next_random(), next_random());
+    let now = now_ms();
+    let mut p = PartyRecord {
+        party_id: next_random(),
+        leader,
+        members: vec![leader],
+        invites: vec![inv1],
+        version: 1,
+    };
+    let first = Invitation {
+        party_id: p.party_id,
+        invitee: inv1,
+        expires_at_ms: now + 60_000,
+    };
+    assert_eq!(s.invitation_of(inv1, now).unwrap(), None);
+    assert!(s.write_party_invite(&p, None, &first, now).unwrap());
+    assert_eq!(s.load_party(p.party_id).unwrap(), Some(p.clone()));
+    assert_eq!(s.invitation_of(inv1, now).unwrap(), Some(first));
+    assert_eq!(
+        s.invitation_of(inv1, first.expires_at_ms).unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    assert_eq!(
+        s.party_of(inv1).unwrap(),
+        None,
+        "an invitee is not a member"
+    );
+    // A lost compare-and-set leaves no invitation the party does not list.
+    let mut other = p.clone();
+    other.invites.push(inv2);
+    other.version = 2;
+    let second = Invitation {
+        invitee: inv2,
+        ..first
+    };
+    let mut stale = other.clone();
+    stale.version = 3;
+    assert!(!s.write_party_invite(&stale, Some(2), &second, now).unwrap());
+    assert_eq!(s.invitation_of(inv2, now).unwrap(), None);
+    // Invalid invitations are refused before anything is written.
+    for bad in [
+        Invitation {
+            invitee: next_random(),
+            ..second
+        },
+        Invitation {
+            invitee: leader,
+            ..second
+        },
+        Invitation {
+            party_id: next_random(),
+            ..second
+        },
+        Invitation {
+            expires_at_ms: now,
+            ..second
+        },
+    ] {
+        let mut q = other.clone();
+        q.invites.push(leader);
+        assert!(
+            matches!(
+                s.write_party_invite(&q, Some(1), &bad, now),
+                Err(StoreError::Invalid { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(s.write_party_invite(&other, Some(1), &second, now).unwrap());
+    assert_eq!(s.invitation_of(inv2, now).unwrap(), Some(second));
+    // A newer invitation from another party replaces inv2's.
+    let rival = PartyRecord {
+        party_id: next_random(),
+        leader: next_random(),
+        members: Vec::new(),
+        invites: vec![inv2],
+        version: 1,
+    };
+    let rival = PartyRecord {
+        members: vec![rival.leader],
+        ..rival
+    };
+    let newer = Invitation {
+        party_id: rival.party_id,
+        invitee: inv2,
+        expires_at_ms: now + 30_000,
+    };
+    assert!(s.write_party_invite(&rival, None, &newer, now).unwrap());
+    assert_eq!(s.invitation_of(inv2, now).unwrap(), Some(newer));
+    // inv1 accepts: its invitation is gone with the same write; the rival's stays.
+    p = other.clone();
+    p.members.push(inv1);
+    p.invites.retain(|i| *i != inv1);
+    p.version = 3;
+    assert!(s.write_party(&p, Some(2)).unwrap());
+    assert_eq!(s.invitation_of(inv1, now).unwrap(), None);
+    assert_eq!(s.party_of(inv1).unwrap(), Some(p.party_id));
+    // The party drops inv2 (e.g. a stale entry): inv2's newer invitation is not touched.
+    let mut dropped = p.clone();
+    dropped.invites.clear();
+    dropped.version = 4;
+    assert!(s.write_party(&dropped, Some(3)).unwrap());
+    assert_eq!(s.invitation_of(inv2, now).unwrap(), Some(newer));
+    // The rival disbands: its invitations end with it.
+    let mut gone = rival.clone();
+    gone.members.clear();
+    gone.version = 2;
+    assert!(s.write_party(&gone, Some(1)).unwrap());
+    assert_eq!(s.invitation_of(inv2, now).unwrap(), None);
+    // Re-inviting extends an invitation (same party, new expiry).
+    let mut again = dropped.clone();
+    again.invites.push(inv2);
+    again.version = 5;
+    let later = Invitation {
+        party_id: again.party_id,
+        invitee: inv2,
+        expires_at_ms: now + 90_000,
+    };
+    assert!(s.write_party_invite(&again, Some(4), &later, now).unwrap());
+    assert_eq!(s.invitation_of(inv2, now + 60_000).unwrap(), Some(later));
+}
+
 fn concurrent_party_writes_have_one_winner(b: &dyn Backend) {
     let f = b.fresh();
     let leader = next_random();
@@ -1290,6 +1416,10 @@ const CASES: &[Case] = &[
         concurrent_party_writes_have_one_winner,
     ),
     (
+        "invitations_are_written_with_their_party_and_expire",
+        invitations_are_written_with_their_party_and_expire,
+    ),
+    (
         "mail_is_per_server_in_order_until_deleted",
         mail_is_per_server_in_order_until_deleted,
     ),
@@ -1377,6 +1507,7 @@ mod embedded {
         save_load_round_trip,
         parties_are_compare_and_set_with_a_membership_index,
         concurrent_party_writes_have_one_winner,
+        invitations_are_written_with_their_party_and_expire,
         mail_is_per_server_in_order_until_deleted,
         lease_of_names_the_current_holder,
         fencing_refuses_stale_checkpoints,

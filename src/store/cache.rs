@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use super::trade::TradeOutcome;
 use super::{
-    record, IntegrityReport, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner,
-    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
+    record, IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail,
+    Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord,
+    TradeState,
 };
 
 /// Hit and miss counters of the player cache.
@@ -292,6 +293,21 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.write_party(party, expected)
     }
 
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .write_party_invite(party, expected, invitation, now_ms)
+    }
+
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
+        self.inner.invitation_of(player_id, now_ms)
+    }
+
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
         self.inner.post_mail(server, body, now_ms)
     }
@@ -414,6 +430,22 @@ macro_rules! forward_store {
                 expected: Option<u64>,
             ) -> Result<bool, StoreError> {
                 (**self).write_party(party, expected)
+            }
+            fn write_party_invite(
+                &self,
+                party: &PartyRecord,
+                expected: Option<u64>,
+                invitation: &Invitation,
+                now_ms: u64,
+            ) -> Result<bool, StoreError> {
+                (**self).write_party_invite(party, expected, invitation, now_ms)
+            }
+            fn invitation_of(
+                &self,
+                player_id: u64,
+                now_ms: u64,
+            ) -> Result<Option<Invitation>, StoreError> {
+                (**self).invitation_of(player_id, now_ms)
             }
             fn post_mail(
                 &self,
@@ -550,6 +582,18 @@ mod tests {
             Err(StoreError::Closed)
         }
         fn write_party(&self, _: &PartyRecord, _: Option<u64>) -> Result<bool, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn write_party_invite(
+            &self,
+            _: &PartyRecord,
+            _: Option<u64>,
+            _: &Invitation,
+            _: u64,
+        ) -> Result<bool, StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn invitation_of(&self, _: u64, _: u64) -> Result<Option<Invitation>, StoreError> {
             Err(StoreError::Closed)
         }
         fn post_mail(&self, _: &str, _: &[u8], _: u64) -> Result<u128, StoreError> {

@@ -343,6 +343,21 @@ pub struct PartyRecord {
     pub version: u64,
 }
 
+/// A pending party invitation (cluster mode): `invitee` is invited to `party_id` until
+/// `expires_at_ms`. Kept in the store's invitation index, one per invitee (a newer
+/// invitation replaces an older one), written by [`Store::write_party_invite`] with the
+/// party itself; valid only while the party lists the invitee in
+/// [`PartyRecord::invites`] and not in its members, and until it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The party the invitee is invited to.
+    pub party_id: u64,
+    /// The invited player.
+    pub invitee: u64,
+    /// Expiry, Unix milliseconds (exclusive: at `now_ms >= expires_at_ms` it is gone).
+    pub expires_at_ms: u64,
+}
+
 /// A message to a server, queued in the store (its mailbox). Servers post to the server
 /// whose lease holds a player, and poll their own mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -896,7 +911,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`StoreError::Invalid`]. A party without members is deleted. The membership index
     /// follows: added members point to it, removed members no longer do. `Ok(false)`: the
     /// stored version differs (reload and decide again).
+    /// Invitees dropped from `invites` (answered, or the party disbanded) lose their
+    /// invitation to it, in the same write.
     fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError>;
+
+    /// [`Store::write_party`] that also records `invitation` (its invitee listed in
+    /// `party.invites`, not in `party.members`, expiring after `now_ms`; else
+    /// [`StoreError::Invalid`]) in the invitation index, replacing the invitee's earlier
+    /// invitation: on the embedded store in the same transaction; on ScyllaDB before the
+    /// party's LWT, with a TTL (a reader checks it against the party row, so a lost
+    /// compare-and-set leaves no invitation the party does not list).
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The invitation of `player_id` pending at `now_ms`: unexpired, and its party still
+    /// lists the player as invited (not as a member).
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError>;
 
     /// Queues `body` for `server`; returns the mail's id.
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError>;
@@ -925,6 +960,48 @@ pub fn check_party_version(party: &PartyRecord, expected: Option<u64>) -> Result
         });
     }
     Ok(())
+}
+
+/// Checks the rules of [`Store::write_party_invite`] besides the version.
+pub fn check_invitation(
+    party: &PartyRecord,
+    invitation: &Invitation,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let reason = if party.members.is_empty() {
+        "a disbanded party invites nobody"
+    } else if invitation.party_id != party.party_id {
+        "the invitation is for another party"
+    } else if !party.invites.contains(&invitation.invitee) {
+        "the invitee is not listed in invites"
+    } else if party.members.contains(&invitation.invitee) {
+        "the invitee is a member"
+    } else if invitation.expires_at_ms <= now_ms {
+        "the invitation has expired already"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Invalid {
+        reason: format!(
+            "party {:016x}, invitee {:016x}: {reason}",
+            party.party_id, invitation.invitee
+        ),
+    })
+}
+
+/// The invitation `index` (the invitation index entry of its invitee) as valid at
+/// `now_ms` against `party` (the party it names, as stored now).
+pub fn pending_invitation(
+    index: Invitation,
+    party: Option<&PartyRecord>,
+    now_ms: u64,
+) -> Option<Invitation> {
+    let party = party?;
+    (index.expires_at_ms > now_ms
+        && party.party_id == index.party_id
+        && party.invites.contains(&index.invitee)
+        && !party.members.contains(&index.invitee))
+    .then_some(index)
 }
 
 /// A fresh mail id: `now_ms` in the high 64 bits, random low bits.
@@ -1232,5 +1309,46 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("FAILED: 1"), "{text}");
         assert!(text.contains("player:2"), "{text}");
+    }
+
+    #[test]
+    fn invitations_are_checked_against_their_party_and_clock() {
+        let party = PartyRecord {
+            party_id: 9,
+            leader: 1,
+            members: vec![1],
+            invites: vec![2],
+            version: 1,
+        };
+        let inv = Invitation {
+            party_id: 9,
+            invitee: 2,
+            expires_at_ms: 1000,
+        };
+        assert!(check_invitation(&party, &inv, 999).is_ok());
+        assert!(check_invitation(&party, &inv, 1000).is_err(), "expired");
+        for bad in [
+            Invitation { party_id: 8, ..inv },
+            Invitation { invitee: 3, ..inv },
+            Invitation { invitee: 1, ..inv },
+        ] {
+            let mut p = party.clone();
+            p.invites.push(1);
+            assert!(check_invitation(&p, &bad, 0).is_err(), "{bad:?}");
+        }
+        assert_eq!(pending_invitation(inv, Some(&party), 999), Some(inv));
+        assert_eq!(pending_invitation(inv, Some(&party), 1000), None);
+        assert_eq!(pending_invitation(inv, None, 0), None);
+        let answered = PartyRecord {
+            members: vec![1, 2],
+            invites: vec![],
+            ..party.clone()
+        };
+        assert_eq!(pending_invitation(inv, Some(&answered), 0), None);
+        let other = PartyRecord {
+            party_id: 10,
+            ..party
+        };
+        assert_eq!(pending_invitation(inv, Some(&other), 0), None);
     }
 }

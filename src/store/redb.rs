@@ -24,7 +24,9 @@
 //!   publish.
 //! - `parties`: `party_id -> encoded` [`PartyRecord`] (compare-and-set on its version);
 //!   `party_of`: `player_id -> party_id`, the membership index, written in the same
-//!   transaction.
+//!   transaction; `party_invites`: `invitee -> (party_id, expires_at_ms)`, the invitation
+//!   index, written in the same transaction too (expired entries are ignored on read and
+//!   replaced by the invitee's next invitation).
 //! - `mailbox`: `(server, mail id) -> body`: messages between servers.
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,9 +43,10 @@ use serde::{Deserialize, Serialize};
 use super::record::{self, decode_row, encode_row};
 use super::trade::{self, TradeOutcome, TradeSteps};
 use super::{
-    check_party_version, mail_id, Anomaly, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
-    ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
-    Store, StoreError, TradeRecord, TradeState,
+    check_invitation, check_party_version, mail_id, pending_invitation, Anomaly, Fence,
+    IntegrityReport, Invitation, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError,
+    Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    TradeRecord, TradeState,
 };
 
 /// Schema version of the embedded file written by this build.
@@ -61,6 +64,7 @@ const ITEM_OPS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("item_op
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
 const PARTIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("parties");
 const PARTY_OF: TableDefinition<'_, u64, u64> = TableDefinition::new("party_of");
+const PARTY_INVITES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("party_invites");
 const MAILBOX: TableDefinition<'_, (&str, u128), &[u8]> = TableDefinition::new("mailbox");
 
 macro_rules! from_redb {
@@ -384,6 +388,64 @@ impl TradeSteps for TxnSteps<'_> {
 }
 
 impl RedbStore {
+    /// One transaction: compare-and-set of `party` on its version, the membership index
+    /// and the invitation index (`invitation` added; invitees the party no longer lists
+    /// lose theirs to it).
+    fn write_party_txn(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: Option<&Invitation>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.begin()?;
+        let written = {
+            let mut parties = txn.open_table(PARTIES)?;
+            let current = {
+                let found = parties.get(party.party_id)?;
+                found
+                    .map(|g| decode_party(party.party_id, g.value()))
+                    .transpose()?
+            };
+            if current.as_ref().map(|c| c.version) != expected {
+                false
+            } else {
+                let mut index = txn.open_table(PARTY_OF)?;
+                for old in current.iter().flat_map(|c| c.members.iter()) {
+                    let ours = index.get(*old)?.map(|g| g.value()) == Some(party.party_id);
+                    if ours && !party.members.contains(old) {
+                        index.remove(*old)?;
+                    }
+                }
+                for m in &party.members {
+                    index.insert(*m, party.party_id)?;
+                }
+                let mut invites = txn.open_table(PARTY_INVITES)?;
+                for old in current.iter().flat_map(|c| c.invites.iter()) {
+                    let ours = invites.get(*old)?.map(|g| g.value().0) == Some(party.party_id);
+                    let kept = !party.members.is_empty() && party.invites.contains(old);
+                    if ours && !kept {
+                        invites.remove(*old)?;
+                    }
+                }
+                if let Some(inv) = invitation {
+                    invites.insert(inv.invitee, (inv.party_id, inv.expires_at_ms))?;
+                }
+                if party.members.is_empty() {
+                    parties.remove(party.party_id)?;
+                } else {
+                    parties.insert(party.party_id, encode_row(party)?.as_slice())?;
+                }
+                true
+            }
+        };
+        if written {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(written)
+    }
+
     /// Opens (or creates) the database file, creating missing tables. Refuses a file
     /// written by a newer build.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -443,6 +505,7 @@ impl RedbStore {
             txn.open_table(LEASES)?;
             txn.open_table(PARTIES)?;
             txn.open_table(PARTY_OF)?;
+            txn.open_table(PARTY_INVITES)?;
             txn.open_table(MAILBOX)?;
         }
         txn.commit()?;
@@ -1036,42 +1099,41 @@ impl Store for RedbStore {
 
     fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
         check_party_version(party, expected)?;
-        let txn = self.begin()?;
-        let written = {
-            let mut parties = txn.open_table(PARTIES)?;
-            let current = {
-                let found = parties.get(party.party_id)?;
-                found
-                    .map(|g| decode_party(party.party_id, g.value()))
-                    .transpose()?
-            };
-            if current.as_ref().map(|c| c.version) != expected {
-                false
-            } else {
-                let mut index = txn.open_table(PARTY_OF)?;
-                for old in current.iter().flat_map(|c| c.members.iter()) {
-                    let ours = index.get(*old)?.map(|g| g.value()) == Some(party.party_id);
-                    if ours && !party.members.contains(old) {
-                        index.remove(*old)?;
-                    }
-                }
-                for m in &party.members {
-                    index.insert(*m, party.party_id)?;
-                }
-                if party.members.is_empty() {
-                    parties.remove(party.party_id)?;
-                } else {
-                    parties.insert(party.party_id, encode_row(party)?.as_slice())?;
-                }
-                true
-            }
+        self.write_party_txn(party, expected, None)
+    }
+
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        check_party_version(party, expected)?;
+        check_invitation(party, invitation, now_ms)?;
+        self.write_party_txn(party, expected, Some(invitation))
+    }
+
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(PARTY_INVITES)?;
+        let Some((party_id, expires_at_ms)) = index.get(player_id)?.map(|g| g.value()) else {
+            return Ok(None);
         };
-        if written {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
+        let entry = Invitation {
+            party_id,
+            invitee: player_id,
+            expires_at_ms,
+        };
+        if expires_at_ms <= now_ms {
+            return Ok(None);
         }
-        Ok(written)
+        let parties = txn.open_table(PARTIES)?;
+        let found = parties.get(party_id)?;
+        let party = found
+            .map(|g| decode_party(party_id, g.value()))
+            .transpose()?;
+        Ok(pending_invitation(entry, party.as_ref(), now_ms))
     }
 
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {

@@ -25,7 +25,10 @@
 //! `version` (compare-and-set, see [`Store::write_party`]); the `party_of` index is written
 //! for added members *before* that LWT and cleared (conditionally) for removed members
 //! after it, and every read of it is checked against the party row, so a failure between
-//! the two never makes a player a member of a party that does not list it. Mail between
+//! the two never makes a player a member of a party that does not list it. The invitation
+//! index `party_invites` (invitee -> party, expiry) follows the same discipline: written
+//! `USING TTL` before the party's LWT, cleared `IF party_id = ..` after it, read against
+//! the party row and the expiry. Mail between
 //! servers is one partition per server in `mailbox`, ordered by mail id, with a 5 minute
 //! table TTL as a backstop for mail nobody deletes.
 //!
@@ -62,9 +65,9 @@ use tokio::sync::Semaphore;
 
 use super::record::{self, decode_row, encode_row};
 use super::{
-    Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, ItemOp, ItemOpKind, ItemOutcome,
-    ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad,
-    Store, StoreError, TradeRecord, TradeState,
+    Anomaly, DbFailure, ErrorSource, Fence, IntegrityReport, Invitation, ItemOp, ItemOpKind,
+    ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner, PartyRecord, PlayerRecord,
+    SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
 };
 
 /// The schema version `deploy/scylla/schema.cql` creates (2: the `trades` table; every
@@ -442,6 +445,12 @@ struct PartyOfCql {
 }
 
 #[derive(Debug, DeserializeRow)]
+struct PartyInviteCql {
+    party_id: Option<i64>,
+    expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, DeserializeRow)]
 struct MailCql {
     mail_id: Option<Vec<u8>>,
     body: Option<Vec<u8>>,
@@ -603,6 +612,9 @@ struct Statements {
     read_party_of: PreparedStatement,
     set_party_of: PreparedStatement,
     clear_party_of: PreparedStatement,
+    read_party_invite: PreparedStatement,
+    set_party_invite: PreparedStatement,
+    clear_party_invite: PreparedStatement,
     post_mail: PreparedStatement,
     read_mail: PreparedStatement,
     delete_mail: PreparedStatement,
@@ -951,6 +963,28 @@ impl Statements {
                 s,
                 p,
                 "DELETE FROM party_of WHERE player_id = ? IF party_id = ?",
+                Lwt,
+            )
+            .await?,
+            read_party_invite: prepare(
+                s,
+                p,
+                "SELECT party_id, expires_at_ms FROM party_invites WHERE player_id = ?",
+                Idempotent,
+            )
+            .await?,
+            set_party_invite: prepare(
+                s,
+                p,
+                "UPDATE party_invites USING TTL ? SET party_id = ?, expires_at_ms = ? \
+                 WHERE player_id = ?",
+                Idempotent,
+            )
+            .await?,
+            clear_party_invite: prepare(
+                s,
+                p,
+                "DELETE FROM party_invites WHERE player_id = ? IF party_id = ?",
                 Lwt,
             )
             .await?,
@@ -1991,12 +2025,27 @@ impl Inner {
         &self,
         party: PartyRecord,
         expected: Option<u64>,
+        invitation: Option<(Invitation, i32)>,
     ) -> Result<bool, StoreError> {
         let current = self.read_party(party.party_id).await?;
         if current.as_ref().map(|c| c.version) != expected {
             return Ok(false);
         }
         let id = id_to_cql(party.party_id);
+        // The invitee points to the party first (checked against the row when read).
+        if let Some((inv, cell_ttl)) = invitation {
+            self.execute(
+                &self.st.set_party_invite,
+                (
+                    cell_ttl,
+                    id,
+                    i64_of(inv.expires_at_ms, "invitation expiry")?,
+                    id_to_cql(inv.invitee),
+                ),
+                "writing an invitation",
+            )
+            .await?;
+        }
         // Added members point to the party first (checked against the row when read).
         for m in &party.members {
             self.execute(
@@ -2076,7 +2125,52 @@ impl Inner {
                 .await?;
             }
         }
+        // Invitees it no longer lists lose their invitation to it (unless invited elsewhere
+        // since).
+        for old in current.iter().flat_map(|c| c.invites.iter()) {
+            if party.members.is_empty() || !party.invites.contains(old) {
+                self.execute(
+                    &self.st.clear_party_invite,
+                    (id_to_cql(*old), id),
+                    "clearing an invitation",
+                )
+                .await?;
+            }
+        }
         Ok(true)
+    }
+
+    async fn invitation_of(
+        &self,
+        player_id: u64,
+        now_ms: u64,
+    ) -> Result<Option<Invitation>, StoreError> {
+        let result = self
+            .execute(
+                &self.st.read_party_invite,
+                (id_to_cql(player_id),),
+                "reading an invitation",
+            )
+            .await?;
+        let rows = result
+            .into_rows_result()
+            .map_err(err("reading an invitation"))?;
+        let row = rows
+            .maybe_first_row::<PartyInviteCql>()
+            .map_err(err("reading an invitation"))?;
+        let Some((party_id, expires)) = row.and_then(|r| r.party_id.zip(r.expires_at_ms)) else {
+            return Ok(None);
+        };
+        let entry = Invitation {
+            party_id: id_from_cql(party_id),
+            invitee: player_id,
+            expires_at_ms: u64::try_from(expires).unwrap_or(0),
+        };
+        if entry.expires_at_ms <= now_ms {
+            return Ok(None);
+        }
+        let party = self.read_party(entry.party_id).await?;
+        Ok(super::pending_invitation(entry, party.as_ref(), now_ms))
     }
 
     async fn read_trade(
@@ -2732,7 +2826,38 @@ impl Store for ScyllaStore {
     fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
         super::check_party_version(party, expected)?;
         let party = party.clone();
-        self.run(move |i| async move { i.write_party(party, expected).await })
+        self.run(move |i| async move { i.write_party(party, expected, None).await })
+    }
+
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        super::check_party_version(party, expected)?;
+        super::check_invitation(party, invitation, now_ms)?;
+        // The cell outlives the invitation (rounded up) by the leases' grace: readers
+        // check `expires_at_ms`, the TTL only reclaims the row.
+        let life_secs = invitation
+            .expires_at_ms
+            .saturating_sub(now_ms)
+            .div_ceil(1000);
+        let cell_ttl = life_secs.saturating_add(1 + LEASE_TTL_GRACE_SECS);
+        let cell_ttl = i32::try_from(cell_ttl).map_err(|_| StoreError::Invalid {
+            reason: format!("invitation ttl {cell_ttl} s out of range"),
+        })?;
+        let party = party.clone();
+        let invitation = *invitation;
+        self.run(move |i| async move {
+            i.write_party(party, expected, Some((invitation, cell_ttl)))
+                .await
+        })
+    }
+
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
+        self.run(move |i| async move { i.invitation_of(player_id, now_ms).await })
     }
 
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
@@ -2855,6 +2980,7 @@ mod tests {
             "servers",
             "parties",
             "party_of",
+            "party_invites",
             "mailbox",
             "trades",
         ] {

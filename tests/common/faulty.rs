@@ -8,8 +8,9 @@ use std::time::Duration;
 use zonehost::store::redb::RedbStore;
 use zonehost::store::trade::TradeOutcome;
 use zonehost::store::{
-    IntegrityReport, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner,
-    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
+    IntegrityReport, Invitation, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError,
+    Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
+    TradeRecord, TradeState,
 };
 
 /// Forwards to `inner`; fails what its fields say with an injected I/O error.
@@ -165,6 +166,19 @@ impl Store for FaultyStore {
     }
     fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
         self.inner.write_party(party, expected)
+    }
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .write_party_invite(party, expected, invitation, now_ms)
+    }
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
+        self.inner.invitation_of(player_id, now_ms)
     }
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
         self.inner.post_mail(server, body, now_ms)
