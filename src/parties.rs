@@ -272,6 +272,24 @@ fn prune_every(grace: Duration) -> Duration {
     (grace / 4).clamp(PRUNE_EVERY_MIN, PRUNE_EVERY_MAX)
 }
 
+/// Most invitations a party may have pending at once: a leader cannot fill the party's
+/// store row (and every invite's staleness check, one read per listed invitee) without
+/// bound.
+pub const MAX_PENDING_INVITES: usize = 2 * MAX_PARTY_SIZE;
+
+/// Lists `invitee` among `party`'s pending invitations (once), refusing with `PartyFull`
+/// when [`MAX_PENDING_INVITES`] are already pending.
+fn add_invite(party: &mut PartyRecord, invitee: u64) -> Result<(), RequestError> {
+    if party.invites.contains(&invitee) {
+        return Ok(());
+    }
+    if party.invites.len() >= MAX_PENDING_INVITES {
+        return Err(RequestError::PartyFull);
+    }
+    party.invites.push(invitee);
+    Ok(())
+}
+
 fn random_party_id() -> u64 {
     let mut b = [0u8; 8];
     match getrandom::fill(&mut b) {
@@ -376,6 +394,20 @@ impl Worker {
         self.absent.retain(&watched);
         for (party_id, player) in due {
             self.absent.forget(player);
+            // The reads above may be a whole round old: a member that came back on another
+            // server since then holds its lease again and stays.
+            match self
+                .s
+                .store
+                .lease_of(&player_resource(player), unix_millis())
+            {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(player, error = %e, "party pruning: lease read failed");
+                    continue;
+                }
+            }
             match self.remove_member(party_id, player, false) {
                 Ok(()) => {
                     Stats::inc(&self.s.stats.party_members_pruned);
@@ -562,9 +594,7 @@ impl Worker {
                 },
             };
             next.invites.retain(|i| !stale.contains(i));
-            if !next.invites.contains(&invitee) {
-                next.invites.push(invitee);
-            }
+            add_invite(&mut next, invitee)?;
             Ok(next)
         })?;
         let by = self.name_of(inviter);
@@ -631,7 +661,12 @@ impl Worker {
                         return Err(RequestError::AlreadyInParty.into())
                     }
                     Some(_) => {
-                        self.update(own, None, |_| {
+                        self.update(own, None, |current| {
+                            // Re-checked on every compare-and-set attempt: someone may
+                            // have accepted this player's own invitation meanwhile.
+                            if current.is_some_and(|c| c.members.len() >= 2) {
+                                return Err(RequestError::AlreadyInParty.into());
+                            }
                             Ok(PartyRecord {
                                 party_id: own,
                                 leader: invitee,
@@ -1026,6 +1061,24 @@ mod tests {
         assert!(!a.observe(1, false, at(30), grace), "1's clock restarted");
         a.forget(2);
         assert!(!a.observe(2, false, at(30), grace));
+    }
+
+    #[test]
+    fn pending_invitations_are_listed_once_and_bounded() {
+        let mut p = PartyRecord {
+            party_id: 1,
+            leader: 10,
+            members: vec![10],
+            invites: Vec::new(),
+            version: 1,
+        };
+        for i in 0..MAX_PENDING_INVITES as u64 {
+            assert_eq!(add_invite(&mut p, 100 + i), Ok(()));
+        }
+        assert_eq!(add_invite(&mut p, 100), Ok(()), "a repeat is no new entry");
+        assert_eq!(p.invites.len(), MAX_PENDING_INVITES);
+        assert_eq!(add_invite(&mut p, 999), Err(RequestError::PartyFull));
+        assert!(!p.invites.contains(&999));
     }
 
     #[test]
