@@ -70,9 +70,11 @@ use super::{
     SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
 };
 
-/// The schema version `deploy/scylla/schema.cql` creates (2: the `trades` table; every
-/// statement is `IF NOT EXISTS`, so `store migrate` upgrades a version-1 keyspace).
-pub const SCHEMA_VERSION: i32 = 2;
+/// The schema version `deploy/scylla/schema.cql` creates (2: the `trades` table; 3: the
+/// cluster tables `servers`, `parties`, `party_of`, `party_invites`, `mailbox`; every
+/// statement is `IF NOT EXISTS`, so `store migrate` upgrades an older keyspace, and every
+/// server of a cluster prepares statements on all of them at start).
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The schema, embedded for [`migrate`].
 pub const SCHEMA_CQL: &str = include_str!("../../deploy/scylla/schema.cql");
