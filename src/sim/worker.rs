@@ -1655,6 +1655,9 @@ impl Worker {
         let Some(player) = self.member(session).map(|m| m.join.player_id) else {
             return;
         };
+        // A newer zone change (a respawn in town, another portal) supersedes a placement
+        // still waiting for the player's item operations: decide again for this one.
+        self.placing.retain(|p| p.session != session);
         // A party member whose leader lives on another worker goes there.
         let leader = self.party_id_of(player).and_then(|p| self.leader_of(p));
         if let Some(w) = leader
@@ -2175,9 +2178,6 @@ impl Worker {
         let Some(placer) = self.placer.clone() else {
             return false;
         };
-        if self.placing.iter().any(|p| p.session == session) {
-            return true;
-        }
         // Towns are not placed (an unknown zone is refused by `transfer_here`).
         if self.settings.content.zone(to_zone).is_none_or(|z| z.town) {
             return false;
@@ -2219,7 +2219,11 @@ impl Worker {
             let Some(m) = self.member(p.session) else {
                 continue;
             };
-            if m.detached_at.is_some() || self.draining {
+            // Its instance opened here meanwhile (a party member entered it first): join it.
+            let opened_here = self
+                .by_key
+                .contains_key(&(p.to_zone, self.owner_of(m.join.player_id)));
+            if m.detached_at.is_some() || self.draining || opened_here {
                 self.transfer_here(p.session, p.to_zone);
                 continue;
             }
@@ -3084,6 +3088,30 @@ mod tests {
         assert_eq!(t.instance_of(5), None);
         assert_eq!(count(&busy), (0, 2));
         assert_eq!(busy.handoffs.take().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_zone_change_supersedes_a_pending_placement() {
+        let mut t = Two::new();
+        let busy = placer(900);
+        t.workers[0].placer = Some(busy.clone());
+        let town = t.workers[0]
+            .settings
+            .content
+            .town()
+            .map(|z| z.id)
+            .expect("a town");
+        let _rx = t.join(1, "fickle", 0);
+        // Into the crypt: placed on a peer, waiting to settle (the next tick)...
+        t.workers[0].transfer(1, 2);
+        assert_eq!(t.workers[0].placing.len(), 1);
+        // ...but back to town first (a respawn, say): the placement is dropped.
+        t.workers[0].transfer(1, town);
+        assert!(t.workers[0].placing.is_empty());
+        t.tick();
+        let (_, now_in) = t.instance_of(1).expect("still on this server");
+        assert_eq!(t.workers[0].instances[&now_in].key.0, town);
+        assert!(busy.handoffs.take().is_empty(), "no Redirect queued");
     }
 
     #[test]
