@@ -216,23 +216,29 @@ impl Placement {
 
     /// Where the new instance of a zone change should open (see "Placing new instances"
     /// in the module docs): `Some(peer)` (counted as a player sent there) while this server
-    /// is overloaded and a live peer exists, else `None` (open it here). Counted in
-    /// `zonehost_cluster_instance_placements_total{where}`. Call it only for zone changes
-    /// the rule applies to.
+    /// is overloaded and a live peer exists, else `None` (open it here). The outcome is
+    /// counted by [`Placement::count_instance`] once it is known (a placement may still
+    /// fall back to a local instance). Call it only for zone changes the rule applies to.
     pub fn instance_target(&self) -> Option<(String, SocketAddr)> {
-        let target = if self.lock().overloaded {
+        if self.lock().overloaded {
             self.least_loaded_peer()
         } else {
             None
-        };
-        let (counter, place) = match target {
-            Some(_) => (&self.counters.instances_peer, "peer"),
-            None => (&self.counters.instances_local, "local"),
+        }
+    }
+
+    /// Counts where a new instance the rule applies to ended: on a peer (the player was
+    /// saved in the new zone and queued for its `Redirect`) or here (not placed, or a
+    /// placement that fell back). `zonehost_cluster_instance_placements_total{where}`.
+    pub fn count_instance(&self, on_peer: bool) {
+        let (counter, place) = if on_peer {
+            (&self.counters.instances_peer, "peer")
+        } else {
+            (&self.counters.instances_local, "local")
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("zonehost_cluster_instance_placements_total", "where" => place)
             .increment(1);
-        target
     }
 
     /// Whether new logins are currently redirected.
@@ -512,19 +518,25 @@ mod tests {
     #[test]
     fn new_instances_go_to_the_best_peer_only_while_overloaded() {
         let p = placement();
-        assert_eq!(p.instance_target(), None, "never before a reading");
+        // What a worker does: ask, then count where the instance ended.
+        let place = || {
+            let target = p.instance_target();
+            p.count_instance(target.is_some());
+            target
+        };
+        assert_eq!(place(), None, "never before a reading");
         let peers = || vec![load("b", 100, 10), load("c", 300, 30)];
         p.update(load("a", 500, 50), peers());
-        assert_eq!(p.instance_target(), None, "not busy enough: opened here");
+        assert_eq!(place(), None, "not busy enough: opened here");
         p.update(load("a", 900, 90), peers());
-        let (to, addr) = p.instance_target().expect("placed on a peer");
+        let (to, addr) = place().expect("placed on a peer");
         assert_eq!(to, "b");
         assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 4001)));
         // Hysteresis as for logins: 550 is still on, 450 is off.
         p.update(load("a", 550, 90), peers());
-        assert_eq!(p.instance_target().map(|t| t.0).as_deref(), Some("b"));
+        assert_eq!(place().map(|t| t.0).as_deref(), Some("b"));
         p.update(load("a", 450, 90), peers());
-        assert_eq!(p.instance_target(), None);
+        assert_eq!(place(), None);
         assert_eq!(p.counters.instances_peer.load(Ordering::Relaxed), 2);
         assert_eq!(p.counters.instances_local.load(Ordering::Relaxed), 3);
         assert_eq!(

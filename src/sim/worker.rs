@@ -2196,6 +2196,7 @@ impl Worker {
             }
         }
         let Some(to) = placer.placement.instance_target() else {
+            placer.placement.count_instance(false);
             return false;
         };
         tracing::debug!(session, zone = to_zone, peer = %to.0, "new instance placed on a peer");
@@ -2224,6 +2225,9 @@ impl Worker {
                 .by_key
                 .contains_key(&(p.to_zone, self.owner_of(m.join.player_id)));
             if m.detached_at.is_some() || self.draining || opened_here {
+                if let Some(placer) = &self.placer {
+                    placer.placement.count_instance(false);
+                }
                 self.transfer_here(p.session, p.to_zone);
                 continue;
             }
@@ -2246,6 +2250,9 @@ impl Worker {
                 .content
                 .zone(p.to_zone)
                 .map(|z| (p.to_zone, z.spawn_mm));
+            if let Some(placer) = &self.placer {
+                placer.placement.count_instance(true);
+            }
             self.leave_inner_to(p.session, true, dest);
             if self.final_save_pending(p.session) {
                 self.handoffs_waiting.insert(p.session, handoff);
@@ -3027,9 +3034,10 @@ mod tests {
         // (no store here) and queued for its Redirect, with the crypt as its destination.
         let mut walker_rx = t.join(2, "walker", 0);
         t.workers[0].transfer(2, 2);
-        assert_eq!(count(&busy), (0, 1));
+        assert_eq!(count(&busy), (0, 0), "counted once it is handed off");
         assert!(t.instance_of(2).is_some(), "still here until settled");
         t.tick();
+        assert_eq!(count(&busy), (0, 1));
         assert_eq!(t.instance_of(2), None, "left the simulation");
         let queued = busy.handoffs.take();
         assert_eq!(queued.len(), 1);
