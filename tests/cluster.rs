@@ -888,15 +888,7 @@ async fn party_requests_across_servers_follow_the_rules() {
     })
     .await;
     assert_eq!(m.request(Request::PartyDecline).await, Ok(Response::Done));
-    pump_until(&mut lead, "the decline", |inc| match inc {
-        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by })))
-            if by == "rmem" =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
-    .await;
+    wait_declined(&mut lead, "the decline", "rmem").await;
     assert_eq!(
         cluster
             .store
@@ -1454,6 +1446,19 @@ async fn wait_invited(bot: &mut common::bot::Bot, what: &str, by: &str) {
     .await;
 }
 
+/// Pumps `bot` until it is told that `by` declined its invitation.
+async fn wait_declined(bot: &mut common::bot::Bot, what: &str, by: &str) {
+    pump_until(bot, what, |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by: who })))
+            if who == by =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
 /// Pumps `bot` until the server redirects it, and connects where it was sent.
 async fn follow_redirect(
     bot: &mut common::bot::Bot,
@@ -1596,15 +1601,7 @@ async fn an_invitation_is_told_again_when_the_invitee_logs_in_elsewhere() {
     wait_invited(&mut inv, "the invitation told again on c", "llead").await;
     // Declined on c: the leader on a hears it, and the unanswered party is gone.
     assert_eq!(inv.request(Request::PartyDecline).await, Ok(Response::Done));
-    pump_until(&mut lead, "the decline", |inc| match inc {
-        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Declined { by })))
-            if by == "linv" =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
-    .await;
+    wait_declined(&mut lead, "the decline", "linv").await;
     assert_eq!(
         cluster
             .store
