@@ -2858,6 +2858,16 @@ mod tests {
     }
 
     impl Two {
+        /// The content's town zone id.
+        fn town(&self) -> u16 {
+            self.workers[0]
+                .settings
+                .content
+                .town()
+                .map(|z| z.id)
+                .expect("a town")
+        }
+
         fn new() -> Self {
             let config = Config::default();
             let inboxes: Arc<[Arc<Inbox>]> = (0..2).map(|_| Arc::new(Inbox::new(64))).collect();
@@ -3014,12 +3024,7 @@ mod tests {
                 p.placement.counters.instances_peer.load(Ordering::Relaxed),
             )
         };
-        let town = t.workers[0]
-            .settings
-            .content
-            .town()
-            .map(|z| z.id)
-            .expect("a town");
+        let town = t.town();
         // Not busy: the crypt's instance opens here (counted local).
         let _solo_rx = t.join(1, "solo", 1);
         t.workers[1].transfer(1, 2);
@@ -3103,12 +3108,7 @@ mod tests {
         let mut t = Two::new();
         let busy = placer(900);
         t.workers[0].placer = Some(busy.clone());
-        let town = t.workers[0]
-            .settings
-            .content
-            .town()
-            .map(|z| z.id)
-            .expect("a town");
+        let town = t.town();
         let _rx = t.join(1, "fickle", 0);
         // Into the crypt: placed on a peer, waiting to settle (the next tick)...
         t.workers[0].transfer(1, 2);
