@@ -53,10 +53,17 @@ pub struct ClusterConfig {
     /// Take a player ownership lease at login (see the module docs). Default `false`.
     pub enabled: bool,
     /// The address clients must use for each other server of the cluster, by its
-    /// `server_id` (its advertised address): a login of a player another server owns is
-    /// redirected there. A player owned by a server missing here is refused with
-    /// `AlreadyConnected` instead. Default empty.
+    /// `server_id`: a login of a player another server owns is redirected there. Servers
+    /// missing here are found through the store instead, by the address each publishes with
+    /// its load (`advertise`), for as long as its load row is live; a listed address wins
+    /// over a published one. A player owned by a server known neither way is refused with
+    /// `AlreadyConnected`. Default empty.
     pub peers: BTreeMap<String, SocketAddr>,
+    /// The address clients reach this server at, published with its load so that peers
+    /// that do not list it in their `peers` find it (a new server joins a running cluster
+    /// without a change to the others' configuration). Default unset: the `listen` address
+    /// when its IP is a specific one (not `0.0.0.0` or `::`), else nothing is published.
+    pub advertise: Option<SocketAddr>,
     /// Lifetime of a player lease, seconds; the owner renews it every third of this. If a
     /// server dies, its players can log in elsewhere after at most this long. Default 30.
     pub player_lease_ttl_secs: u64,
@@ -96,6 +103,7 @@ impl Default for ClusterConfig {
         Self {
             enabled: false,
             peers: BTreeMap::new(),
+            advertise: None,
             player_lease_ttl_secs: 30,
             ticket_key_file: None,
             load_report_interval_ms: 1000,
@@ -119,12 +127,26 @@ impl ClusterConfig {
         if !(1..=3600).contains(&self.party_invite_ttl_secs) {
             return Err("party_invite_ttl_secs must be 1..=3600".into());
         }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(format!(
+                    "advertise {a} must be an address clients can reach (a specific IP and port)"
+                ));
+            }
+        }
         if self.redirect_above_permille > 1000 || self.redirect_margin_permille > 1000 {
             return Err(
                 "redirect_above_permille and redirect_margin_permille must be at most 1000".into(),
             );
         }
         Ok(())
+    }
+
+    /// The address this server publishes for its peers: `advertise`, else `listen` when
+    /// its IP is a specific one (see [`ClusterConfig::advertise`]).
+    pub fn advertised(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        self.advertise
+            .or_else(|| (!listen.ip().is_unspecified() && listen.port() != 0).then_some(listen))
     }
 
     /// The load report interval.
@@ -895,6 +917,26 @@ mod tests {
             };
             assert!(c.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_advertised_address_is_the_configured_one_or_a_specific_listen_address() {
+        let specific = SocketAddr::from(([127, 0, 0, 1], 4433));
+        let any = SocketAddr::from(([0, 0, 0, 0], 4433));
+        let mut c = ClusterConfig::default();
+        assert_eq!(c.advertised(specific), Some(specific));
+        assert_eq!(c.advertised(any), None, "0.0.0.0 reaches nobody");
+        assert_eq!(
+            c.advertised(SocketAddr::from(([127, 0, 0, 1], 0))),
+            None,
+            "no port yet"
+        );
+        let public = SocketAddr::from(([127, 0, 0, 2], 5000));
+        c.advertise = Some(public);
+        assert_eq!(c.advertised(any), Some(public));
+        assert!(c.validate().is_ok());
+        c.advertise = Some(any);
+        assert!(c.validate().is_err(), "an unspecified advertise is refused");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct Server {
     pub player_leases: Option<Arc<cluster::PlayerLeases>>,
     /// This server's view of the cluster's load (cluster mode only).
     pub placement: Option<Arc<placement::Placement>>,
-    /// Players handed to peers by a drain (cluster mode with peers only).
+    /// Players handed to peers by a drain (cluster mode only).
     pub handoffs: Option<Arc<cluster::Handoffs>>,
     draining: watch::Receiver<bool>,
     crash: Option<tokio::sync::oneshot::Sender<()>>,
@@ -412,11 +412,23 @@ pub async fn start_with(
     } else {
         None
     };
+    // The cluster's load view; it also knows the peers' addresses (configured, or published
+    // with their loads).
+    let placement = config.cluster.enabled.then(|| {
+        Arc::new(
+            placement::Placement::new(
+                config.store.server_id.clone(),
+                &config.cluster.peers,
+                config.cluster.thresholds(),
+            )
+            .with_advertise(config.cluster.advertised(local_addr)),
+        )
+    });
     // Parties: one registry shared by the workers; in cluster mode it mirrors the store,
     // kept by the party directory (see `parties`).
     let party_mirror = Arc::new(std::sync::Mutex::new(zonehost_game::Parties::new()));
-    let directory = match (&player_leases, &tickets) {
-        (Some(leases), Some(tickets)) => Some(Arc::new(
+    let directory = match (&player_leases, &tickets, &placement) {
+        (Some(leases), Some(tickets), Some(placement)) => Some(Arc::new(
             parties::Directory::spawn(
                 parties::DirectorySettings {
                     store: store.clone(),
@@ -425,7 +437,7 @@ pub async fn start_with(
                     mirror: party_mirror.clone(),
                     leases: leases.clone(),
                     tickets: tickets.clone(),
-                    peers: config.cluster.peers.clone(),
+                    placement: placement.clone(),
                     stats: stats.clone(),
                     invite_ttl: config.cluster.party_invite_ttl(),
                     absence_grace: config.cluster.player_lease_ttl()
@@ -437,16 +449,9 @@ pub async fn start_with(
         )),
         _ => None,
     };
-    let placement = config.cluster.enabled.then(|| {
-        Arc::new(placement::Placement::new(
-            config.store.server_id.clone(),
-            &config.cluster.peers,
-            config.cluster.thresholds(),
-        ))
-    });
-    // New dungeon instances are placed by load when there are peers to place them on.
+    // New dungeon instances are placed by load (on a live peer, when there is one).
     let placer = match (&placement, &player_leases, &tickets) {
-        (Some(p), Some(_), Some(_)) if p.has_peers() && config.cluster.place_instances => {
+        (Some(p), Some(_), Some(_)) if config.cluster.place_instances => {
             Some(placement::InstancePlacer {
                 placement: p.clone(),
                 handoffs: Arc::new(cluster::Handoffs::default()),
@@ -509,9 +514,10 @@ pub async fn start_with(
             keeper_stopped.clone(),
         ));
     }
-    // Drain by migration needs somewhere to send players; else the drain is a Goaway.
+    // Drain by migration: each player goes to the least loaded live peer found then
+    // (configured or published), or gets a Goaway when there is none.
     let migration = match (&placement, &player_leases, &tickets) {
-        (Some(p), Some(l), Some(t)) if p.has_peers() => Some(Migration {
+        (Some(p), Some(l), Some(t)) => Some(Migration {
             handoffs: Arc::new(cluster::Handoffs::default()),
             party_targets: std::sync::Mutex::new(std::collections::HashMap::new()),
             placement: p.clone(),
@@ -535,7 +541,6 @@ pub async fn start_with(
         net::ClusterContext {
             leases: player_leases.clone(),
             tickets,
-            peers: config.cluster.peers.clone(),
             placement: placement.clone(),
         },
     );
@@ -670,7 +675,7 @@ pub async fn start_with(
     })
 }
 
-/// Drain by migration (cluster mode with peers): what the drain task needs to hand the
+/// Drain by migration (cluster mode): what the drain task needs to hand the
 /// players the sim workers let go to peers.
 struct Migration {
     handoffs: Arc<cluster::Handoffs>,

@@ -189,6 +189,10 @@ struct ServeArgs {
     /// key): lets the servers of a cluster share one config file.
     #[arg(long, env = "ZONEHOST_SERVER_ID")]
     server_id: Option<String>,
+    /// The address clients reach this server at (`[cluster] advertise`), published so that
+    /// peers which do not list it find it: lets the servers of a cluster share one config.
+    #[arg(long, env = "ZONEHOST_ADVERTISE")]
+    advertise: Option<std::net::SocketAddr>,
     /// Development only: host N servers of one cluster in this process, sharing one
     /// store, on the --listen port and the N - 1 ports after it (ids: server id + index).
     #[arg(long, value_name = "N")]
@@ -255,6 +259,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.server_id {
             c.store.server_id = v;
+        }
+        if let Some(v) = self.advertise {
+            c.cluster.advertise = Some(v);
         }
         c.validate()?;
         Ok(c)

@@ -29,7 +29,6 @@
 //! Party ids are random 64-bit ids in the store; the wire and the sim use their low 32 bits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -137,8 +136,9 @@ pub struct DirectorySettings {
     pub leases: Arc<PlayerLeases>,
     /// Signs redirect tickets.
     pub tickets: Arc<Tickets>,
-    /// Client-facing addresses of the servers, by id.
-    pub peers: BTreeMap<String, SocketAddr>,
+    /// The cluster's load view: the client-facing addresses of the other servers
+    /// (configured or published with their loads, [`crate::placement::Placement::peer_address`]).
+    pub placement: Arc<crate::placement::Placement>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Lifetime of an invitation (`[cluster] party_invite_ttl_secs`).
@@ -871,7 +871,7 @@ impl Worker {
     /// ticket for `to`.
     fn hand_off(&mut self, player: u64, session: SessionId, to: &str) {
         let (Some(address), Some(contact)) = (
-            self.s.peers.get(to).copied(),
+            self.s.placement.peer_address(to),
             self.s.registry.contact(player),
         ) else {
             tracing::debug!(player, to, "no handoff: peer unknown or player detached");

@@ -76,7 +76,8 @@ pub struct Thresholds {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Live peers' last rows, by `server_id` (configured peers only, this server excluded).
+    /// Live peers' last rows, by `server_id` (configured peers and those that advertise an
+    /// address; this server excluded).
     loads: HashMap<String, ServerLoad>,
     /// Whether the table was read at least once.
     read: bool,
@@ -111,7 +112,11 @@ pub struct PlacementCounters {
 #[derive(Debug)]
 pub struct Placement {
     own_id: String,
+    /// The configured `[cluster.peers]` (this server excluded).
     peers: BTreeMap<String, SocketAddr>,
+    /// The address this server publishes with its load (see
+    /// [`crate::cluster::ClusterConfig::advertise`]).
+    advertise: Option<SocketAddr>,
     thresholds: Thresholds,
     state: Mutex<State>,
     /// Counters.
@@ -134,6 +139,7 @@ impl Placement {
         Self {
             own_id,
             peers,
+            advertise: None,
             thresholds,
             state: Mutex::new(State::default()),
             counters: PlacementCounters::default(),
@@ -145,9 +151,42 @@ impl Placement {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether there is any other server to send players to.
+    /// Publishes `address` with this server's load from the next report on, so that peers
+    /// which do not list this server find it.
+    pub fn with_advertise(mut self, address: Option<SocketAddr>) -> Self {
+        self.advertise = address;
+        self
+    }
+
+    /// The address this server publishes with its load.
+    pub fn advertise(&self) -> Option<SocketAddr> {
+        self.advertise
+    }
+
+    /// Whether there is any other server to send players to: a configured peer, or a live
+    /// one found in the `servers` table at the last reading.
     pub fn has_peers(&self) -> bool {
-        !self.peers.is_empty()
+        !self.peers.is_empty() || !self.lock().loads.is_empty()
+    }
+
+    /// The address clients reach server `id` at: its `[cluster.peers]` entry, else the
+    /// address its live load row advertised at the last reading. `None` for this server
+    /// and for servers known neither way (or whose row expired).
+    pub fn peer_address(&self, id: &str) -> Option<SocketAddr> {
+        if id == self.own_id {
+            return None;
+        }
+        if let Some(a) = self.peers.get(id) {
+            return Some(*a);
+        }
+        self.lock().loads.get(id).and_then(|l| l.address)
+    }
+
+    fn address_in(&self, st: &State, id: &str) -> Option<SocketAddr> {
+        self.peers
+            .get(id)
+            .copied()
+            .or_else(|| st.loads.get(id).and_then(|l| l.address))
     }
 
     /// This server's `server_id`.
@@ -167,7 +206,7 @@ impl Placement {
     fn best(&self, st: &State) -> Option<(String, u64)> {
         st.loads
             .values()
-            .filter(|l| !l.draining && self.peers.contains_key(&l.server_id))
+            .filter(|l| !l.draining && self.address_in(st, &l.server_id).is_some())
             .map(|l| {
                 let sent = st.sent.get(&l.server_id).copied().unwrap_or(0);
                 (
@@ -195,8 +234,8 @@ impl Placement {
             st.turn = st.turn.wrapping_add(1);
             self.peers.keys().nth(i)?.clone()
         };
+        let address = self.address_in(&st, &id)?;
         *st.sent.entry(id.clone()).or_insert(0) += 1;
-        let address = *self.peers.get(&id)?;
         Some((id, address))
     }
 
@@ -260,13 +299,17 @@ impl Placement {
     }
 
     /// Takes a fresh reading: this server's load `own` and the live rows of the table
-    /// (any server; unknown ones and this one are ignored). Resets the players counted as
-    /// sent and re-evaluates the overload state.
+    /// (any server; this one and unknown ones, neither configured nor advertising an
+    /// address, are ignored). Resets the players counted as sent and re-evaluates the
+    /// overload state.
     pub fn update(&self, own: ServerLoad, rows: Vec<ServerLoad>) {
         let mut st = self.lock();
         st.loads = rows
             .into_iter()
-            .filter(|l| l.server_id != self.own_id && self.peers.contains_key(&l.server_id))
+            .filter(|l| {
+                l.server_id != self.own_id
+                    && (self.peers.contains_key(&l.server_id) || l.address.is_some())
+            })
             .map(|l| (l.server_id.clone(), l))
             .collect();
         st.read = true;
@@ -301,7 +344,7 @@ impl Placement {
     }
 }
 
-/// What a sim worker needs to place new instances on peers (cluster mode with peers and
+/// What a sim worker needs to place new instances on peers (cluster mode with
 /// `place_instances`): the cluster's load view and the queue of players to redirect once
 /// their final checkpoint is answered (its relay task releases their leases, then sends
 /// each its `Redirect`, see [`crate::cluster::Handoffs::redirect`]).
@@ -359,6 +402,7 @@ impl LoadMeter {
             busy_permille,
             draining,
             updated_at_ms: now_ms,
+            address: None,
         }
     }
 }
@@ -377,6 +421,7 @@ pub fn report(
     if let Some(busy) = placement.pinned_busy() {
         own.busy_permille = busy;
     }
+    own.address = placement.advertise();
     let ttl = interval * LOAD_TTL_INTERVALS;
     metrics::gauge!("zonehost_cluster_load_permille").set(f64::from(own.busy_permille));
     match store.publish_load(&own, ttl, now_ms) {
@@ -414,6 +459,7 @@ mod tests {
             busy_permille: busy,
             draining: false,
             updated_at_ms: 0,
+            address: None,
         }
     }
 
@@ -436,6 +482,73 @@ mod tests {
                 margin_permille: 200,
             },
         )
+    }
+
+    #[test]
+    fn peers_not_configured_are_found_by_the_address_they_publish() {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let with = |id: &str, busy, port: Option<u16>| ServerLoad {
+            address: port.map(at),
+            ..load(id, busy, 10)
+        };
+        // a lists only b (at 4001); c and d are not configured.
+        let configured = [("b".to_string(), at(4001))].into_iter().collect();
+        let p = Placement::new(
+            "a".into(),
+            &configured,
+            Thresholds {
+                above_permille: 600,
+                margin_permille: 200,
+            },
+        )
+        .with_advertise(Some(at(4000)));
+        assert_eq!(p.advertise(), Some(at(4000)));
+        assert_eq!(p.peer_address("c"), None, "unknown before a reading");
+        // b publishes another address (the configured one wins), c publishes one, d none.
+        p.update(
+            with("a", 900, Some(4000)),
+            vec![
+                with("b", 500, Some(4999)),
+                with("c", 100, Some(4002)),
+                with("d", 0, None),
+            ],
+        );
+        assert_eq!(p.peer_address("b"), Some(at(4001)));
+        assert_eq!(p.peer_address("c"), Some(at(4002)));
+        assert_eq!(
+            p.peer_address("d"),
+            None,
+            "neither configured nor published"
+        );
+        assert_eq!(p.peer_address("a"), None, "not its own peer");
+        assert_eq!(
+            p.peer_loads()
+                .iter()
+                .map(|l| l.server_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        // The idlest reachable peer is c, found only through the table; a is overloaded.
+        assert!(p.is_overloaded());
+        assert_eq!(p.least_loaded_peer(), Some(("c".into(), at(4002))));
+        // c's row expired (not in the next reading): it is unknown again.
+        p.update(with("a", 900, Some(4000)), vec![with("b", 500, None)]);
+        assert_eq!(p.peer_address("c"), None);
+        assert_eq!(p.least_loaded_peer().map(|t| t.0).as_deref(), Some("b"));
+        // A server with no configured peers has some once it has read the table.
+        let alone = Placement::new(
+            "a".into(),
+            &BTreeMap::new(),
+            Thresholds {
+                above_permille: 600,
+                margin_permille: 200,
+            },
+        );
+        assert!(!alone.has_peers());
+        assert_eq!(alone.least_loaded_peer(), None);
+        alone.update(with("a", 0, None), vec![with("c", 0, Some(4002))]);
+        assert!(alone.has_peers());
+        assert_eq!(alone.least_loaded_peer(), Some(("c".into(), at(4002))));
     }
 
     #[test]

@@ -600,6 +600,7 @@ async fn a_busier_server_sends_new_logins_to_the_least_loaded_peer_once() {
             busy_permille: busy,
             draining: false,
             updated_at_ms: now(),
+            address: None,
         };
         cluster
             .store
@@ -1809,5 +1810,37 @@ async fn a_crashed_servers_members_leave_their_party_after_the_grace_and_resumed
     })
     .await;
     drop(xm1);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_without_configured_peers_find_each_other_through_the_store() {
+    // No `[cluster.peers]` anywhere: each server publishes its listen address with its load.
+    let cluster = Cluster::start_with(|i, c| {
+        no_load_redirects(i, c);
+        c.cluster.peers.clear();
+    })
+    .await;
+    let (a, b, c) = (cluster.server(0), cluster.server(1), cluster.server(2));
+    let pa = placement_of(&cluster, 0);
+    assert_eq!(pa.advertise(), Some(a.addr()));
+    eventually("a reads its peers' published addresses", WAIT, || {
+        pa.peer_address("b") == Some(b.addr()) && pa.peer_address("c") == Some(c.addr())
+    })
+    .await;
+    let endpoint = client_endpoint(a);
+    let connect = |addr: SocketAddr, token: String| {
+        let endpoint = endpoint.clone();
+        async move { Client::connect(&endpoint, addr, "localhost", &token, "test").await }
+    };
+    let first = connect(b.addr(), b.token("dsc")).await.expect("dsc on b");
+    assert!(first.redirected_via().is_empty());
+    // dsc logs in on a, which lists no peer: it is sent to b at b's published address.
+    let second = connect(a.addr(), a.token("dsc"))
+        .await
+        .expect("dsc via a on b");
+    assert_eq!(second.redirected_via(), &[b.addr()]);
+    assert_eq!(lease_holder(&cluster, "dsc").as_deref(), Some("b"));
+    drop((first, second));
     cluster.stop().await;
 }

@@ -737,11 +737,16 @@ fn server_loads_expire_and_are_replaced(b: &dyn Backend) {
             busy_permille: busy,
             draining,
             updated_at_ms: at,
+            address: None,
         }
     };
     let t0 = now_ms();
     let a = load("a", 100, 3, false, t0);
-    let b1 = load("b", 900, 30, false, t0);
+    // b advertises its address (how peers that do not list it find it); a does not.
+    let b1 = zonehost::store::ServerLoad {
+        address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 4434))),
+        ..load("b", 900, 30, false, t0)
+    };
     s.publish_load(&b1, Duration::from_secs(20), t0).unwrap();
     s.publish_load(&a, Duration::from_secs(10), t0).unwrap();
     assert_eq!(mine(s.server_loads(t0 + 1).unwrap()), vec![a, b1.clone()]);

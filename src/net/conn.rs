@@ -389,7 +389,13 @@ async fn take_lease(
         Ok(Err(AcquireError::HeldElsewhere {
             holder,
             expires_at_ms,
-        })) => match (ctx.cluster.peers.get(&holder), &ctx.cluster.tickets) {
+        })) => match (
+            ctx.cluster
+                .placement
+                .as_ref()
+                .and_then(|p| p.peer_address(&holder)),
+            &ctx.cluster.tickets,
+        ) {
             (Some(address), Some(tickets)) => Err(Refusal::Redirect(Redirect {
                 address: address.to_string(),
                 ticket: tickets.mint(player, &holder, unix_secs()),

@@ -184,8 +184,6 @@ pub(crate) struct ClusterContext {
     pub(crate) leases: Option<Arc<crate::cluster::PlayerLeases>>,
     /// Redirect ticket minter.
     pub(crate) tickets: Option<Arc<crate::cluster::Tickets>>,
-    /// Other servers' addresses by `server_id`.
-    pub(crate) peers: std::collections::BTreeMap<String, std::net::SocketAddr>,
     /// Placement by measured load: new logins may be sent to a less loaded peer.
     pub(crate) placement: Option<Arc<crate::placement::Placement>>,
 }

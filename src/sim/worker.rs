@@ -3003,6 +3003,7 @@ mod tests {
             busy_permille: busy,
             draining: false,
             updated_at_ms: 0,
+            address: None,
         };
         placement.update(row("a", busy), vec![row("b", 100)]);
         crate::placement::InstancePlacer {

@@ -1031,6 +1031,9 @@ pub struct ServerLoad {
     pub draining: bool,
     /// When it measured this, Unix milliseconds.
     pub updated_at_ms: u64,
+    /// The address clients reach it at (`[cluster] advertise`): how peers that do not list
+    /// it in `[cluster.peers]` find it. `None`: it advertises none.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// Which backend to use.

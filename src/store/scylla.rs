@@ -71,7 +71,8 @@ use super::{
 };
 
 /// The schema version `deploy/scylla/schema.cql` creates (2: the `trades` table; 3: the
-/// cluster tables `servers`, `parties`, `party_of`, `party_invites`, `mailbox`; every
+/// cluster tables `servers`, `server_addresses`, `parties`, `party_of`, `party_invites`,
+/// `mailbox`; every
 /// statement is `IF NOT EXISTS`, so `store migrate` upgrades an older keyspace, and every
 /// server of a cluster prepares statements on all of them at start).
 pub const SCHEMA_VERSION: i32 = 3;
@@ -468,6 +469,12 @@ struct ServerRowCql {
     expires_at_ms: i64,
 }
 
+#[derive(Debug, DeserializeRow)]
+struct ServerAddressCql {
+    server_id: String,
+    address: Option<String>,
+}
+
 #[derive(Debug, SerializeRow)]
 struct ServerPublish {
     server_id: String,
@@ -607,6 +614,8 @@ struct Statements {
     scan_trades: PreparedStatement,
     publish_load: PreparedStatement,
     scan_servers: PreparedStatement,
+    publish_address: PreparedStatement,
+    scan_addresses: PreparedStatement,
     read_party: PreparedStatement,
     insert_party: PreparedStatement,
     update_party: PreparedStatement,
@@ -1025,6 +1034,20 @@ impl Statements {
                 p,
                 "SELECT server_id, players, busy_permille, draining, updated_at_ms, \
                  expires_at_ms FROM servers",
+                Idempotent,
+            )
+            .await?,
+            publish_address: prepare(
+                s,
+                p,
+                "UPDATE server_addresses USING TTL ? SET address = ? WHERE server_id = ?",
+                Idempotent,
+            )
+            .await?,
+            scan_addresses: prepare(
+                s,
+                p,
+                "SELECT server_id, address FROM server_addresses",
                 Idempotent,
             )
             .await?,
@@ -2941,9 +2964,20 @@ impl Store for ScyllaStore {
                 reason: format!("servers row ttl {cell_ttl} s out of range"),
             })?,
         };
+        let address = load
+            .address
+            .map(|a| (row.ttl, a.to_string(), row.server_id.clone()));
         self.run(move |i| async move {
             i.execute(&i.st.publish_load, row, "publishing a server's load")
                 .await?;
+            if let Some(values) = address {
+                i.execute(
+                    &i.st.publish_address,
+                    values,
+                    "publishing a server's address",
+                )
+                .await?;
+            }
             Ok(())
         })
     }
@@ -2959,11 +2993,34 @@ impl Store for ScyllaStore {
                         busy_permille: u32::try_from(r.busy_permille).unwrap_or(0),
                         draining: r.draining,
                         updated_at_ms: u64::try_from(r.updated_at_ms).unwrap_or(0),
+                        address: None,
                     });
                 }
                 Ok(())
             })
             .await?;
+            let mut addresses = std::collections::HashMap::new();
+            i.scan::<ServerAddressCql>(
+                &i.st.scan_addresses,
+                (),
+                "reading the servers' addresses",
+                |r| {
+                    match r.address.as_deref().map(str::parse::<std::net::SocketAddr>) {
+                        Some(Ok(a)) => {
+                            addresses.insert(r.server_id, a);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(server = %r.server_id, error = %e, "server address does not parse; ignored")
+                        }
+                        None => {}
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+            for load in &mut out {
+                load.address = addresses.get(&load.server_id).copied();
+            }
             out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
             Ok(out)
         })
@@ -2992,6 +3049,7 @@ mod tests {
             "item_ops",
             "leases",
             "servers",
+            "server_addresses",
             "parties",
             "party_of",
             "party_invites",
