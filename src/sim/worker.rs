@@ -123,6 +123,10 @@ const PARKED_REQUESTS: usize = 16;
 /// A migrating player's requests still awaiting their completion event delay its
 /// handover at most this long (item operations in flight always settle first).
 const MIGRATION_SETTLE: Duration = Duration::from_secs(2);
+
+/// Longest a party handoff waits for the member to settle before its session ends anyway
+/// (the party directory waits 5 s for the final checkpoint).
+const HANDOFF_SETTLE_MAX: Duration = Duration::from_secs(3);
 /// How many times a migrant may be passed on to the worker its leader moved to.
 const MIGRATION_HOPS: u8 = 2;
 /// A worker forwards messages for a session it handed over for this long (messages the
@@ -305,6 +309,9 @@ pub struct Worker {
     placer: Option<crate::placement::InstancePlacer>,
     /// Players whose new instance goes to a peer, until they are settled (stage 4).
     placing: Vec<Placing>,
+    /// Party members to hand to their leader's server, with when it was asked, until they
+    /// are settled (stage 4; see [`Worker::hand_off_settled`]).
+    party_handoffs: Vec<(SessionId, Instant)>,
 }
 
 fn unix_micros() -> u64 {
@@ -373,6 +380,7 @@ impl Worker {
             directory: None,
             placer: None,
             placing: Vec::new(),
+            party_handoffs: Vec::new(),
         }
     }
 
@@ -496,7 +504,11 @@ impl Worker {
                     self.join_leader_instance(party, player);
                 }
                 Control::PartyLeft { player } => self.set_party_in_worlds(player, None),
-                Control::Handoff { session } => self.leave_inner(session, true),
+                // Handed off once settled (stage 4), like a placement: the final checkpoint
+                // then carries the outcome of every item operation.
+                Control::Handoff { session } => {
+                    self.party_handoffs.push((session, Instant::now()));
+                }
             }
         }
         for work in std::mem::take(&mut self.deferred) {
@@ -545,6 +557,9 @@ impl Worker {
         }
         if !self.placing.is_empty() {
             self.place_settled(now);
+        }
+        if !self.party_handoffs.is_empty() {
+            self.hand_off_settled(now);
         }
         if !self.migrating.is_empty() {
             self.migrate_settled(now);
@@ -2166,6 +2181,29 @@ impl Worker {
         !(requests_open || store_open)
     }
 
+    /// Ends the sessions of the party members the directory hands to their leader's server
+    /// ([`Control::Handoff`]) once they are settled ([`Worker::settled`]: no item operation
+    /// or held response open, so their final checkpoint carries every outcome and no
+    /// answer is lost), or after [`HANDOFF_SETTLE_MAX`] at the latest (the directory waits
+    /// for the checkpoint a little longer). A member handed to another worker meanwhile is
+    /// followed there.
+    fn hand_off_settled(&mut self, now: Instant) {
+        for (session, since) in std::mem::take(&mut self.party_handoffs) {
+            if !self.sessions.contains_key(&session) {
+                // Moved to another worker (forwarded there) or already gone.
+                let _ = self.forward_control(Control::Handoff { session });
+                continue;
+            }
+            if self.settled(session, since, now)
+                || now.saturating_duration_since(since) >= HANDOFF_SETTLE_MAX
+            {
+                self.leave_inner(session, true);
+            } else {
+                self.party_handoffs.push((session, since));
+            }
+        }
+    }
+
     /// Decides where the new instance of `session`'s zone change to `to_zone` opens (see
     /// "Placing new instances" in [`crate::placement`]); true when it goes to a peer (the
     /// player is queued for its handoff, [`Worker::place_settled`]). Only for a dungeon
@@ -2858,16 +2896,6 @@ mod tests {
     }
 
     impl Two {
-        /// The content's town zone id.
-        fn town(&self) -> u16 {
-            self.workers[0]
-                .settings
-                .content
-                .town()
-                .map(|z| z.id)
-                .expect("a town")
-        }
-
         fn new() -> Self {
             let config = Config::default();
             let inboxes: Arc<[Arc<Inbox>]> = (0..2).map(|_| Arc::new(Inbox::new(64))).collect();
@@ -3025,7 +3053,7 @@ mod tests {
                 p.placement.counters.instances_peer.load(Ordering::Relaxed),
             )
         };
-        let town = t.town();
+        let town = t.settings_town();
         // Not busy: the crypt's instance opens here (counted local).
         let _solo_rx = t.join(1, "solo", 1);
         t.workers[1].transfer(1, 2);
@@ -3109,7 +3137,7 @@ mod tests {
         let mut t = Two::new();
         let busy = placer(900);
         t.workers[0].placer = Some(busy.clone());
-        let town = t.town();
+        let town = t.settings_town();
         let _rx = t.join(1, "fickle", 0);
         // Into the crypt: placed on a peer, waiting to settle (the next tick)...
         t.workers[0].transfer(1, 2);
@@ -3321,6 +3349,60 @@ mod tests {
         stored.sort_unstable();
         assert!(!live.is_empty());
         assert_eq!(live, stored);
+        drop(t);
+        store_worker.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_party_handoff_waits_for_the_members_item_operations_in_flight() {
+        use crate::store::redb::RedbStore;
+        use crate::store::writer::StoreWorker;
+
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("zonehost-handoff-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Arc::new(RedbStore::open(&dir.join("store.redb")).expect("store"));
+        let store_worker =
+            StoreWorker::spawn(Box::new(store.clone()), &Config::default().store).expect("spawn");
+        let mut t = Two::new();
+        let settings = PersistSettings::new(3, Duration::from_secs(10));
+        t.workers = std::mem::take(&mut t.workers)
+            .into_iter()
+            .map(|w| w.with_store(store_worker.handle(), settings.for_worker()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let _b = t.join(2, "memb", 1);
+        while t.instance_of(2).is_none() {
+            assert!(Instant::now() < deadline, "member never admitted");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        let in_flight = |w: &Worker| {
+            w.persist.as_ref().map_or(0, |p| {
+                p.items.values().filter(|i| i.session == Some(2)).count()
+            })
+        };
+        assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
+        // The directory hands the member to its leader's server.
+        t.workers[1].party_handoffs.push((2, Instant::now()));
+        t.workers[1].hand_off_settled(Instant::now());
+        assert_eq!(
+            t.instance_of(2).map(|(w, _)| w),
+            Some(1),
+            "no handoff while item operations are in flight"
+        );
+        while t.instance_of(2).is_some() {
+            assert!(Instant::now() < deadline, "handoff never happened");
+            std::thread::sleep(Duration::from_millis(2));
+            t.tick();
+        }
+        assert_eq!(in_flight(&t.workers[1]), 0, "settled before it left");
+        assert!(t.workers[1].party_handoffs.is_empty());
         drop(t);
         store_worker.stop();
         let _ = std::fs::remove_dir_all(&dir);
