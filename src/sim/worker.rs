@@ -3274,41 +3274,13 @@ mod tests {
 
     #[test]
     fn a_handover_waits_for_the_players_item_operations_in_flight() {
-        use crate::store::redb::RedbStore;
-        use crate::store::writer::StoreWorker;
         use crate::store::{Owner as StoreOwner, Store};
 
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("zonehost-migrate-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let store = Arc::new(RedbStore::open(&dir.join("store.redb")).expect("store"));
-        let store_worker =
-            StoreWorker::spawn(Box::new(store.clone()), &Config::default().store).expect("spawn");
-        let mut t = Two::new();
-        let settings = PersistSettings::new(3, Duration::from_secs(10));
-        t.workers = std::mem::take(&mut t.workers)
-            .into_iter()
-            .map(|w| w.with_store(store_worker.handle(), settings.for_worker()))
-            .collect();
-        // Tick until each is loaded and admitted (the store answers in the background);
-        // stop right at the member's admission.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let _a = t.join(1, "lead", 0);
-        while t.instance_of(1).is_none() {
-            assert!(Instant::now() < deadline, "leader never admitted");
-            std::thread::sleep(Duration::from_millis(2));
-            t.tick();
-        }
-        let _b = t.join(2, "memb", 1);
-        while t.instance_of(2).is_none() {
-            assert!(Instant::now() < deadline, "member never admitted");
-            std::thread::sleep(Duration::from_millis(2));
-            t.tick();
-        }
+        let (mut t, stored) = Two::on_redb("migrate");
+        // Each is loaded and admitted (the store answers in the background); stop right at
+        // the member's admission.
+        let _a = t.join_loaded(1, "lead", 0);
+        let _b = t.join_loaded(2, "memb", 1);
         // A fresh character's starter kit is being created: item operations in flight.
         let in_flight = |w: &Worker| {
             w.persist.as_ref().map_or(0, |p| {
@@ -3339,49 +3311,26 @@ mod tests {
             i.world.export_player(m.entity).expect("state")
         };
         let mut live: Vec<u128> = state.inventory.item_ids().map(|i| i.0).collect();
-        let mut stored: Vec<u128> = store
+        let mut stored_items: Vec<u128> = stored
+            .store
             .items_of(StoreOwner::Player(player_id("memb")))
             .expect("items")
             .iter()
             .map(|r| r.item_id)
             .collect();
         live.sort_unstable();
-        stored.sort_unstable();
+        stored_items.sort_unstable();
         assert!(!live.is_empty());
-        assert_eq!(live, stored);
+        assert_eq!(live, stored_items);
         drop(t);
-        store_worker.stop();
-        let _ = std::fs::remove_dir_all(&dir);
+        stored.stop();
     }
 
     #[test]
     fn a_party_handoff_waits_for_the_members_item_operations_in_flight() {
-        use crate::store::redb::RedbStore;
-        use crate::store::writer::StoreWorker;
-
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("zonehost-handoff-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let store = Arc::new(RedbStore::open(&dir.join("store.redb")).expect("store"));
-        let store_worker =
-            StoreWorker::spawn(Box::new(store.clone()), &Config::default().store).expect("spawn");
-        let mut t = Two::new();
-        let settings = PersistSettings::new(3, Duration::from_secs(10));
-        t.workers = std::mem::take(&mut t.workers)
-            .into_iter()
-            .map(|w| w.with_store(store_worker.handle(), settings.for_worker()))
-            .collect();
+        let (mut t, stored) = Two::on_redb("handoff");
         let deadline = Instant::now() + Duration::from_secs(10);
-        let _b = t.join(2, "memb", 1);
-        while t.instance_of(2).is_none() {
-            assert!(Instant::now() < deadline, "member never admitted");
-            std::thread::sleep(Duration::from_millis(2));
-            t.tick();
-        }
+        let _b = t.join_loaded(2, "memb", 1);
         let in_flight = |w: &Worker| {
             w.persist.as_ref().map_or(0, |p| {
                 p.items.values().filter(|i| i.session == Some(2)).count()
@@ -3404,11 +3353,68 @@ mod tests {
         assert_eq!(in_flight(&t.workers[1]), 0, "settled before it left");
         assert!(t.workers[1].party_handoffs.is_empty());
         drop(t);
-        store_worker.stop();
-        let _ = std::fs::remove_dir_all(&dir);
+        stored.stop();
+    }
+
+    /// A redb store and its store worker under a fresh temporary directory.
+    struct Stored {
+        store: Arc<crate::store::redb::RedbStore>,
+        worker: crate::store::writer::StoreWorker,
+        dir: std::path::PathBuf,
+    }
+
+    impl Stored {
+        fn stop(self) {
+            self.worker.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     impl Two {
+        /// Two workers persisting through one store worker on a fresh redb file.
+        fn on_redb(tag: &str) -> (Self, Stored) {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir()
+                .join(format!("zonehost-{tag}-{}-{nanos:x}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let store = Arc::new(
+                crate::store::redb::RedbStore::open(&dir.join("store.redb")).expect("store"),
+            );
+            let worker = crate::store::writer::StoreWorker::spawn(
+                Box::new(store.clone()),
+                &Config::default().store,
+            )
+            .expect("spawn");
+            let mut t = Two::new();
+            let settings = PersistSettings::new(3, Duration::from_secs(10));
+            t.workers = std::mem::take(&mut t.workers)
+                .into_iter()
+                .map(|w| w.with_store(worker.handle(), settings.for_worker()))
+                .collect();
+            (t, Stored { store, worker, dir })
+        }
+
+        /// Joins `name` on `worker` and ticks until the store has loaded it and it is
+        /// admitted (at most 10 s).
+        fn join_loaded(
+            &mut self,
+            session: SessionId,
+            name: &str,
+            worker: usize,
+        ) -> mpsc::Receiver<Outgoing> {
+            let rx = self.join(session, name, worker);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.instance_of(session).is_none() {
+                assert!(Instant::now() < deadline, "{name} never admitted");
+                std::thread::sleep(Duration::from_millis(2));
+                self.tick();
+            }
+            rx
+        }
+
         fn settings_town(&self) -> u16 {
             self.workers[0]
                 .settings
