@@ -1364,6 +1364,24 @@ impl Inner {
             .map_err(err(context))
     }
 
+    /// Runs a single-row read: its first row, if any.
+    async fn first_row<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+        context: &'static str,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'a> ::scylla::deserialize::row::DeserializeRow<'a, 'a>,
+    {
+        self.execute(st, values, context)
+            .await?
+            .into_rows_result()
+            .map_err(err(context))?
+            .maybe_first_row::<R>()
+            .map_err(err(context))
+    }
+
     /// Pages through a full-table (or partition) read, calling `f` per row.
     async fn scan<R>(
         &self,
@@ -1394,17 +1412,13 @@ impl Inner {
     }
 
     async fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
-        let result = self
-            .execute(
+        let row: Option<PlayerBlob> = self
+            .first_row::<PlayerBlob>(
                 &self.st.load_player,
                 (id_to_cql(player_id),),
                 "loading a player",
             )
             .await?;
-        let rows = result.into_rows_result().map_err(err("loading a player"))?;
-        let row: Option<PlayerBlob> = rows
-            .maybe_first_row::<PlayerBlob>()
-            .map_err(err("loading a player"))?;
         match row {
             None => Ok(None),
             Some(PlayerBlob { record: None }) => Err(StoreError::Corrupt {
@@ -1416,19 +1430,13 @@ impl Inner {
     }
 
     async fn read_fence(&self, player_id: u64) -> Result<Option<Fence>, StoreError> {
-        let result = self
-            .execute(
+        let row: Option<FenceRow> = self
+            .first_row::<FenceRow>(
                 &self.st.read_fence,
                 (id_to_cql(player_id),),
                 "re-reading a fence",
             )
             .await?;
-        let rows = result
-            .into_rows_result()
-            .map_err(err("re-reading a fence"))?;
-        let row: Option<FenceRow> = rows
-            .maybe_first_row::<FenceRow>()
-            .map_err(err("re-reading a fence"))?;
         Ok(row.and_then(|r| match (r.epoch, r.seq) {
             (Some(e), Some(s)) => Some(Fence {
                 epoch: id_from_cql(e),
@@ -1535,13 +1543,9 @@ impl Inner {
         } else {
             &self.st.read_item
         };
-        let result = self
-            .execute(st, (blob16(item_id),), "reading an item")
+        let row: Option<ItemRowCql> = self
+            .first_row::<ItemRowCql>(st, (blob16(item_id),), "reading an item")
             .await?;
-        let rows = result.into_rows_result().map_err(err("reading an item"))?;
-        let row: Option<ItemRowCql> = rows
-            .maybe_first_row::<ItemRowCql>()
-            .map_err(err("reading an item"))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -1712,15 +1716,9 @@ impl Inner {
     }
 
     async fn apply_item_op(&self, op: ItemOp) -> Result<ItemOutcome, StoreError> {
-        let result = self
-            .execute(&self.st.read_op, (blob16(op.op_id),), "reading the op log")
-            .await?;
-        let rows = result
-            .into_rows_result()
-            .map_err(err("reading the op log"))?;
-        if let Some(prev) = rows
-            .maybe_first_row::<OpRowCql>()
-            .map_err(err("reading the op log"))?
+        if let Some(prev) = self
+            .first_row::<OpRowCql>(&self.st.read_op, (blob16(op.op_id),), "reading the op log")
+            .await?
         {
             let corrupt = |reason: String| StoreError::CorruptItem {
                 item_id: op.item_id,
@@ -1995,17 +1993,13 @@ impl Inner {
     }
 
     async fn read_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
-        let result = self
-            .execute(
+        let row = self
+            .first_row::<PartyRowCql>(
                 &self.st.read_party,
                 (id_to_cql(party_id),),
                 "reading a party",
             )
             .await?;
-        let rows = result.into_rows_result().map_err(err("reading a party"))?;
-        let row = rows
-            .maybe_first_row::<PartyRowCql>()
-            .map_err(err("reading a party"))?;
         let Some(row) = row else { return Ok(None) };
         let (Some(leader), Some(version)) = (row.leader, row.version) else {
             return Err(StoreError::Invalid {
@@ -2024,19 +2018,13 @@ impl Inner {
     }
 
     async fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-        let result = self
-            .execute(
+        let row = self
+            .first_row::<PartyOfCql>(
                 &self.st.read_party_of,
                 (id_to_cql(player_id),),
                 "reading a membership",
             )
             .await?;
-        let rows = result
-            .into_rows_result()
-            .map_err(err("reading a membership"))?;
-        let row = rows
-            .maybe_first_row::<PartyOfCql>()
-            .map_err(err("reading a membership"))?;
         let Some(party_id) = row.and_then(|r| r.party_id).map(id_from_cql) else {
             return Ok(None);
         };
@@ -2182,19 +2170,13 @@ impl Inner {
         player_id: u64,
         now_ms: u64,
     ) -> Result<Option<Invitation>, StoreError> {
-        let result = self
-            .execute(
+        let row = self
+            .first_row::<PartyInviteCql>(
                 &self.st.read_party_invite,
                 (id_to_cql(player_id),),
                 "reading an invitation",
             )
             .await?;
-        let rows = result
-            .into_rows_result()
-            .map_err(err("reading an invitation"))?;
-        let row = rows
-            .maybe_first_row::<PartyInviteCql>()
-            .map_err(err("reading an invitation"))?;
         let Some((party_id, expires)) = row.and_then(|r| r.party_id.zip(r.expires_at_ms)) else {
             return Ok(None);
         };
@@ -2220,13 +2202,9 @@ impl Inner {
         } else {
             &self.st.read_trade
         };
-        let result = self
-            .execute(st, (id_to_cql(trade_id),), "reading a trade")
-            .await?;
-        let rows = result.into_rows_result().map_err(err("reading a trade"))?;
-        let Some(row) = rows
-            .maybe_first_row::<TradeRowCql>()
-            .map_err(err("reading a trade"))?
+        let Some(row) = self
+            .first_row::<TradeRowCql>(st, (id_to_cql(trade_id),), "reading a trade")
+            .await?
         else {
             return Ok(None);
         };
@@ -2407,12 +2385,8 @@ impl Inner {
     }
 
     async fn read_lease(&self, resource: &str) -> Result<Option<LeaseRowCql>, StoreError> {
-        let result = self
-            .execute(&self.st.read_lease, (resource,), "reading a lease")
-            .await?;
-        let rows = result.into_rows_result().map_err(err("reading a lease"))?;
-        rows.maybe_first_row::<LeaseRowCql>()
-            .map_err(err("reading a lease"))
+        self.first_row::<LeaseRowCql>(&self.st.read_lease, (resource,), "reading a lease")
+            .await
     }
 
     async fn acquire_lease(
