@@ -843,22 +843,8 @@ async fn party_requests_across_servers_follow_the_rules() {
 
     let cluster = Cluster::start().await;
     let endpoint = client_endpoint(cluster.server(0));
-    let mut lead = Bot::connect(
-        &endpoint,
-        cluster.server(0).addr(),
-        &cluster.server(0).token("rlead"),
-        "rlead",
-    )
-    .await
-    .expect("leader joins");
-    let mut m = Bot::connect(
-        &endpoint,
-        cluster.server(1).addr(),
-        &cluster.server(1).token("rmem"),
-        "rmem",
-    )
-    .await
-    .expect("member joins");
+    let mut lead = bot_on(&cluster, &endpoint, 0, "rlead").await;
+    let mut m = bot_on(&cluster, &endpoint, 1, "rmem").await;
     let invite = |name: &str| Request::PartyInvite {
         player: name.into(),
     };
@@ -1028,14 +1014,7 @@ async fn a_member_logging_in_elsewhere_is_sent_to_its_leaders_server() {
 
     let cluster = Cluster::start().await;
     let endpoint = client_endpoint(cluster.server(0));
-    let mut lead = Bot::connect(
-        &endpoint,
-        cluster.server(0).addr(),
-        &cluster.server(0).token("alead"),
-        "alead",
-    )
-    .await
-    .expect("leader joins");
+    let mut lead = bot_on(&cluster, &endpoint, 0, "alead").await;
     // The store says both are in one party (e.g. the member's server crashed after it
     // joined); the member logs in on c.
     let party = PartyRecord {
@@ -1049,14 +1028,7 @@ async fn a_member_logging_in_elsewhere_is_sent_to_its_leaders_server() {
         .store
         .write_party(&party, None)
         .expect("write party"));
-    let mut m = Bot::connect(
-        &endpoint,
-        cluster.server(2).addr(),
-        &cluster.server(2).token("amem"),
-        "amem",
-    )
-    .await
-    .expect("member logs in on c");
+    let mut m = bot_on(&cluster, &endpoint, 2, "amem").await;
     let redirect = pump_until(&mut m, "the redirect", |inc| match inc {
         Incoming::Event(ClientEvent::Redirected(r)) => Some(r.clone()),
         _ => None,
