@@ -754,6 +754,44 @@ pub struct Handoffs {
     pub counters: HandoffCounters,
 }
 
+/// A signed `Redirect` to server `to` (`server_id`) at `address` for `player_name`, with a
+/// ticket minted at `now` (Unix seconds).
+pub fn redirect_to(
+    tickets: &Tickets,
+    player_name: &str,
+    to: &str,
+    address: SocketAddr,
+    now: u64,
+) -> ServerMsg {
+    ServerMsg::Redirect(Redirect {
+        address: address.to_string(),
+        ticket: tickets.mint(player_name, to, now),
+    })
+}
+
+/// Sends a session its last frame `msg`; its connection closes after it with `code`
+/// (disconnect cause `cause`), or at once when the frame cannot be queued (outbox full or
+/// gone). Returns whether the frame was queued.
+pub fn send_last_frame(
+    outbox: &mpsc::Sender<Outgoing>,
+    shared: &ConnShared,
+    conn: &dyn Link,
+    msg: &ServerMsg,
+    code: u32,
+    cause: DisconnectCause,
+) -> bool {
+    let queued = encode_frame(msg).ok().is_some_and(|frame| {
+        outbox
+            .try_send(Outgoing::CloseAfter { frame, code, cause })
+            .is_ok()
+    });
+    if !queued {
+        shared.set_cause(cause);
+        conn.close(code, cause.as_str().as_bytes());
+    }
+    queued
+}
+
 impl Handoffs {
     /// Queues a handed-off player (never blocks; wakes [`Handoffs::pushed`]).
     pub fn push(&self, handoff: Handoff) {
@@ -775,26 +813,24 @@ impl Handoffs {
     /// `redirect`, SPEC §2.4); the connection closes after it. Without a target (never
     /// pushed so) the connection is closed. Returns whether the `Redirect` was queued.
     pub fn redirect(&self, handoff: &Handoff, tickets: &Tickets, now: u64) -> bool {
-        let queued = handoff.to.as_ref().is_some_and(|(id, address)| {
-            let msg = ServerMsg::Redirect(Redirect {
-                address: address.to_string(),
-                ticket: tickets.mint(&handoff.player_name, id, now),
-            });
-            encode_frame(&msg).ok().is_some_and(|frame| {
-                handoff
-                    .outbox
-                    .try_send(Outgoing::CloseAfter {
-                        frame,
-                        code: close_code::REJECTED,
-                        cause: DisconnectCause::Redirected,
-                    })
-                    .is_ok()
-            })
-        });
-        if !queued {
-            handoff.shared.set_cause(DisconnectCause::Redirected);
-            handoff.conn.close(close_code::REJECTED, b"redirect");
-        }
+        let queued = match &handoff.to {
+            Some((id, address)) => send_last_frame(
+                &handoff.outbox,
+                &handoff.shared,
+                handoff.conn.as_ref(),
+                &redirect_to(tickets, &handoff.player_name, id, *address, now),
+                close_code::REJECTED,
+                DisconnectCause::Redirected,
+            ),
+            None => {
+                handoff.shared.set_cause(DisconnectCause::Redirected);
+                handoff.conn.close(
+                    close_code::REJECTED,
+                    DisconnectCause::Redirected.as_str().as_bytes(),
+                );
+                false
+            }
+        };
         let counter = if queued {
             &self.counters.redirected
         } else {
@@ -829,30 +865,19 @@ impl Handoffs {
     ) {
         let (msg, cause) = match target {
             Some((id, address)) => (
-                ServerMsg::Redirect(Redirect {
-                    address: address.to_string(),
-                    ticket: tickets.mint(&handoff.player_name, id, now),
-                }),
+                redirect_to(tickets, &handoff.player_name, id, address, now),
                 DisconnectCause::Migrated,
             ),
             None => (ServerMsg::Goaway(goaway.clone()), DisconnectCause::Shutdown),
         };
-        let queued = encode_frame(&msg).ok().is_some_and(|frame| {
-            handoff
-                .outbox
-                .try_send(Outgoing::CloseAfter {
-                    frame,
-                    code: close_code::SHUTDOWN,
-                    cause,
-                })
-                .is_ok()
-        });
-        if !queued {
-            handoff.shared.set_cause(cause);
-            handoff
-                .conn
-                .close(close_code::SHUTDOWN, cause.as_str().as_bytes());
-        }
+        let queued = send_last_frame(
+            &handoff.outbox,
+            &handoff.shared,
+            handoff.conn.as_ref(),
+            &msg,
+            close_code::SHUTDOWN,
+            cause,
+        );
         let (counter, outcome) = match (queued, target) {
             (true, Some(_)) => (&self.counters.redirected, "redirected"),
             _ => (&self.counters.closed, "closed"),

@@ -40,7 +40,7 @@ use zonehost_game::party::MAX_PARTY_SIZE;
 use zonehost_game::{Parties, PartyId};
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
-    close_code, Event, PartyEvent, Redirect, Request, RequestError, Response, ServerMsg,
+    close_code, Event, PartyEvent, Request, RequestError, Response, ServerMsg,
 };
 use zonehost_protocol::token::player_id;
 
@@ -893,22 +893,14 @@ impl Worker {
             );
         }
         self.s.leases.release_ended();
-        let redirect = ServerMsg::Redirect(Redirect {
-            address: address.to_string(),
-            ticket: self.s.tickets.mint(&contact.name, to, unix_secs()),
-        });
-        let Ok(frame) = encode_frame(&redirect) else {
-            return;
-        };
-        let msg = Outgoing::CloseAfter {
-            frame,
-            code: close_code::REJECTED,
-            cause: DisconnectCause::Redirected,
-        };
-        if contact.outbox.try_send(msg).is_err() {
-            contact.shared.set_cause(DisconnectCause::Redirected);
-            contact.conn.close(close_code::REJECTED, b"redirect");
-        }
+        crate::cluster::send_last_frame(
+            &contact.outbox,
+            &contact.shared,
+            contact.conn.as_ref(),
+            &crate::cluster::redirect_to(&self.s.tickets, &contact.name, to, address, unix_secs()),
+            close_code::REJECTED,
+            DisconnectCause::Redirected,
+        );
         Stats::inc(&self.s.stats.party_handoffs);
         tracing::info!(player, to, "party member handed to its leader's server");
     }
