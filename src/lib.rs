@@ -692,13 +692,9 @@ impl Migration {
     /// Releases the leases of the players handed off so far (their final checkpoints are
     /// answered), then sends each a `Redirect` to the least-loaded live peer.
     async fn round(&self) {
-        let taken = self.handoffs.take();
+        let taken = take_released(&self.handoffs, &self.leases).await;
         if taken.is_empty() {
             return;
-        }
-        let leases = self.leases.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || leases.release_ended()).await {
-            tracing::error!(error = %e, "releasing handed-off players' leases failed");
         }
         let now = session::unix_secs();
         let mut parties = self.party_targets.lock().unwrap_or_else(|p| p.into_inner());
@@ -742,20 +738,29 @@ async fn relay_placed(
             () = handoffs.pushed() => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
-        let taken = handoffs.take();
-        if taken.is_empty() {
-            continue;
-        }
-        let l = leases.clone();
-        // The lease goes first: the peer takes it when the ticket logs in.
-        if let Err(e) = tokio::task::spawn_blocking(move || l.release_ended()).await {
-            tracing::error!(error = %e, "releasing placed players' leases failed");
-        }
+        let taken = take_released(&handoffs, &leases).await;
         let now = session::unix_secs();
         for h in &taken {
             handoffs.redirect(h, &tickets, now);
         }
     }
+}
+
+/// Takes the players queued in `handoffs` (their final checkpoints answered) and releases
+/// their leases: the lease goes before the `Redirect`, since the peer takes it when the
+/// ticket logs in.
+async fn take_released(
+    handoffs: &cluster::Handoffs,
+    leases: &Arc<cluster::PlayerLeases>,
+) -> Vec<cluster::Handoff> {
+    let taken = handoffs.take();
+    if !taken.is_empty() {
+        let l = leases.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || l.release_ended()).await {
+            tracing::error!(error = %e, "releasing handed-off players' leases failed");
+        }
+    }
+    taken
 }
 
 /// Sweeps dead runs' grounds ([`cluster::sweep_dead_runs`]) every lease TTL (at least
