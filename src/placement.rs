@@ -163,12 +163,6 @@ impl Placement {
         self.advertise
     }
 
-    /// Whether there is any other server to send players to: a configured peer, or a live
-    /// one found in the `servers` table at the last reading.
-    pub fn has_peers(&self) -> bool {
-        !self.peers.is_empty() || !self.lock().loads.is_empty()
-    }
-
     /// The address clients reach server `id` at: its `[cluster.peers]` entry, else the
     /// address its live load row advertised at the last reading. `None` for this server
     /// and for servers known neither way (or whose row expired).
@@ -535,7 +529,7 @@ mod tests {
         p.update(with("a", 900, Some(4000)), vec![with("b", 500, None)]);
         assert_eq!(p.peer_address("c"), None);
         assert_eq!(p.least_loaded_peer().map(|t| t.0).as_deref(), Some("b"));
-        // A server with no configured peers has some once it has read the table.
+        // A server with no configured peers knows some once it has read the table.
         let alone = Placement::new(
             "a".into(),
             &BTreeMap::new(),
@@ -544,10 +538,10 @@ mod tests {
                 margin_permille: 200,
             },
         );
-        assert!(!alone.has_peers());
+        assert!(alone.peer_loads().is_empty());
         assert_eq!(alone.least_loaded_peer(), None);
         alone.update(with("a", 0, None), vec![with("c", 0, Some(4002))]);
-        assert!(alone.has_peers());
+        assert_eq!(alone.peer_loads().len(), 1);
         assert_eq!(alone.least_loaded_peer(), Some(("c".into(), at(4002))));
     }
 
