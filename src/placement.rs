@@ -170,10 +170,7 @@ impl Placement {
         if id == self.own_id {
             return None;
         }
-        if let Some(a) = self.peers.get(id) {
-            return Some(*a);
-        }
-        self.lock().loads.get(id).and_then(|l| l.address)
+        self.address_in(&self.lock(), id)
     }
 
     fn address_in(&self, st: &State, id: &str) -> Option<SocketAddr> {
