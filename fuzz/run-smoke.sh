@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke-fuzzes every target of this cargo-fuzz project for ${FUZZ_SECONDS:-20} seconds
 # each, starting from the committed seeds, and fails if any target crashes, panics,
-# leaks past the RSS limit or times out. Needs rustup with a nightly toolchain
-# (`rustup toolchain install nightly`); installs cargo-fuzz if missing.
+# leaks past the RSS limit or times out. Uses the nightly toolchain when rustup has one,
+# else stable with RUSTC_BOOTSTRAP=1 (FUZZ_TOOLCHAIN=... picks one); installs cargo-fuzz
+# if missing.
 #
 #   fuzz/run-smoke.sh                      # every target, 20 s each
 #   FUZZ_SECONDS=60 fuzz/run-smoke.sh      # longer
@@ -14,13 +15,26 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-20}"
-toolchain="${FUZZ_TOOLCHAIN:-nightly}"
 rss_mb="${FUZZ_RSS_LIMIT_MB:-2048}"
 
+# cargo-fuzz needs nightly flags (-Z sanitizer, coverage instrumentation). Use the nightly
+# toolchain when it is installed, else the stable one with RUSTC_BOOTSTRAP=1 (which unlocks
+# the same flags; AddressSanitizer's runtime ships with every toolchain).
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+    toolchain="$FUZZ_TOOLCHAIN"
+elif rustup run nightly rustc --version >/dev/null 2>&1; then
+    toolchain=nightly
+else
+    toolchain=stable
+fi
 if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
     echo "error: rustup toolchain '$toolchain' is missing: rustup toolchain install $toolchain" >&2
     exit 2
 fi
+if [ "$toolchain" != nightly ]; then
+    export RUSTC_BOOTSTRAP=1
+fi
+echo "fuzzing with $(rustup run "$toolchain" rustc --version)${RUSTC_BOOTSTRAP:+ (RUSTC_BOOTSTRAP=1)}" >&2
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2
     cargo install cargo-fuzz --locked

@@ -6,6 +6,7 @@
 #   scripts/loadtest.sh                               # 1000 bots, 60 s
 #   PLAYERS=500 DURATION=30 scripts/loadtest.sh
 #   SERVER_ARGS="--snapshot-rate 30" LOADGEN_ARGS="--input-hz 30" scripts/loadtest.sh
+#   STORE=cql scripts/loadtest.sh                     # the CQL backend on a local Cassandra node
 #
 # Only 127.0.0.1 is used. Ports: UDP ${PORT:-24433}, metrics ${METRICS_PORT:-29464}.
 # The server's data directory is a fresh temporary directory, removed at the end.
@@ -25,6 +26,19 @@ cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
 
 # shellcheck source=scripts/lib/server.sh
 . scripts/lib/server.sh
+# STORE=cql: the CQL backend on a local Apache Cassandra node (scripts/cql-node.sh, started
+# here on port ${CQL_PORT:-29342} and stopped at the end), or on SCYLLA_URI when set.
+if [ "${STORE:-embedded}" = cql ]; then
+    if [ -z "${SCYLLA_URI:-}" ]; then
+        export CQL_PORT="${CQL_PORT:-29342}"
+        SCYLLA_URI="$(scripts/cql-node.sh start)"
+        trap 'cleanup_server; scripts/cql-node.sh stop' EXIT
+    fi
+    printf '[store.backend]\nkind = "scylla"\nuri = "%s"\nkeyspace = "zonehost_loadtest_%s"\nreplication_factor = 1\n' \
+        "$SCYLLA_URI" "$(date +%s)" >"$data/cql.toml"
+    "${ZONEHOST_BIN:-target/release/zonehost}" store migrate --config "$data/cql.toml" --data-dir "$data"
+    server_args="--config $data/cql.toml $server_args"
+fi
 # shellcheck disable=SC2086
 start_server $server_args
 

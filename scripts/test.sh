@@ -5,6 +5,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The CQL node (Apache Cassandra, scripts/cql-node.sh) for the suites gated on SCYLLA_URI:
+# the ScyllaDB/CQL store conformance, the three-process cluster test and the CQL crash test.
+# CI must run them (it fails without Java/Maven); a developer without them gets a loud SKIPPED.
+cql_started=0
+stop_cql() {
+    if [ "$cql_started" = 1 ]; then scripts/cql-node.sh stop || true; fi
+}
+trap stop_cql EXIT
+if [ -n "${SCYLLA_URI:-}" ]; then
+    echo "== CQL suites against SCYLLA_URI=$SCYLLA_URI"
+    export ZONEHOST_CQL_REQUIRED=1
+elif [ "${SKIP_CQL:-0}" != 1 ] && scripts/cql-node.sh available; then
+    echo "== starting a local CQL node (Apache Cassandra)"
+    cql_t0=$SECONDS
+    cql_started=1
+    SCYLLA_URI="$(scripts/cql-node.sh start)"
+    export SCYLLA_URI ZONEHOST_CQL_REQUIRED=1
+    echo "== CQL node at $SCYLLA_URI, up in $((SECONDS - cql_t0)) s"
+elif [ "${CI:-}" = true ]; then
+    echo "error: CI needs the CQL node (Java 11/17 and Maven) for the CQL suites" >&2
+    exit 1
+else
+    echo "=================================================================="
+    echo "SKIPPED: the CQL suites (no Java 11/17 or Maven here, or SKIP_CQL=1);"
+    echo "         the embedded-store suites run. See scripts/cql-node.sh."
+    echo "=================================================================="
+fi
+
 echo "== cargo test (workspace, all targets)"
 cargo test --workspace --all-targets --locked
 

@@ -46,7 +46,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the dev certificate, dev signing key and data files. Default `data`.
     pub data_dir: PathBuf,
-    /// HTTP address for `/metrics`, `/healthz`, `/readyz`; empty to disable. Default `127.0.0.1:9464`.
+    /// HTTP address for `/metrics`, `/healthz`, `/readyz`; `"off"` (or empty) to disable.
+    /// Default `127.0.0.1:9464`.
+    #[serde(with = "optional_addr")]
     pub metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain; when unset a dev certificate is created in `data_dir`. Default unset.
     pub cert_file: Option<PathBuf>,
@@ -321,6 +323,37 @@ impl Config {
     }
 }
 
+/// `Option<SocketAddr>` in a config file: an address, or `"off"` / `""` for none (an absent
+/// key keeps the default, so "none" needs a value of its own; it is written back as
+/// `"off"`, so `zonehost config` output reads back the same).
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "off" | "" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|e| {
+                serde::de::Error::custom(format!("{addr:?}: {e} (an address, or \"off\")"))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +365,23 @@ mod tests {
         let text = toml::to_string(&c).expect("serialize");
         let back: Config = toml::from_str(&text).expect("parse");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_in_the_file_and_that_round_trips() {
+        for off in ["\"off\"", "\"\""] {
+            let c: Config = toml::from_str(&format!("metrics_listen = {off}\n")).expect("parse");
+            assert_eq!(c.metrics_listen, None);
+            let back: Config =
+                toml::from_str(&toml::to_string(&c).expect("serialize")).expect("parse");
+            assert_eq!(back.metrics_listen, None);
+        }
+        let c: Config = toml::from_str("metrics_listen = \"127.0.0.1:9999\"\n").expect("parse");
+        assert_eq!(
+            c.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9999)))
+        );
+        assert!(toml::from_str::<Config>("metrics_listen = \"nowhere\"\n").is_err());
     }
 
     #[test]

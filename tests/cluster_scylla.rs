@@ -27,8 +27,9 @@ const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Bound for each phase (server start, drain, a resume).
 const PHASE: Duration = Duration::from_secs(30);
 
-/// Starts `zonehost serve` as server `id` and waits for "zonehost listening".
-fn start(id: &str, config: &Path, data_dir: &Path) -> ServeProcess {
+/// Starts `zonehost serve` as server `id` on `listen` and waits for "zonehost listening".
+fn start(id: &str, listen: SocketAddr, config: &Path, data_dir: &Path) -> ServeProcess {
+    let listen = listen.to_string();
     ServeProcess::start(
         &format!("server {id}"),
         [
@@ -38,6 +39,8 @@ fn start(id: &str, config: &Path, data_dir: &Path) -> ServeProcess {
             data_dir.as_os_str(),
             "--server-id".as_ref(),
             OsStr::new(id),
+            "--listen".as_ref(),
+            OsStr::new(&listen),
         ],
         PHASE,
     )
@@ -109,13 +112,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn three_processes_on_scylla_redirect_drain_and_crash() {
-    let Ok(uri) = std::env::var("SCYLLA_URI") else {
-        eprintln!();
-        eprintln!("==================================================================");
-        eprintln!("SKIPPED: ScyllaDB cluster test (set SCYLLA_URI=127.0.0.1:9042; see");
-        eprintln!("         deploy/docker-compose.cluster.yml)");
-        eprintln!("==================================================================");
-        println!("SKIPPED: ScyllaDB cluster test (set SCYLLA_URI=...)");
+    let Some(uri) = common::cql::cql_uri("CQL cluster test (three server processes)") else {
         return;
     };
     let keyspace = "zonehost_cluster_test";
@@ -135,9 +132,9 @@ fn three_processes_on_scylla_redirect_drain_and_crash() {
     let config = write_config(&dir, &uri, keyspace, &addrs);
     // a first: it creates the dev certificate, token key and ticket key that b and c load
     // from the same data directory.
-    let mut a = start("a", &config, &dir);
-    let mut b = start("b", &config, &dir);
-    let mut c = start("c", &config, &dir);
+    let mut a = start("a", addrs[0], &config, &dir);
+    let mut b = start("b", addrs[1], &config, &dir);
+    let mut c = start("c", addrs[2], &config, &dir);
     let key = zonehost::keys::read_signing_key(&dir.join(zonehost::keys::DEV_SIGNING_KEY_FILE))
         .expect("dev signing key");
     // The keyspace outlives the run: fresh names each time.

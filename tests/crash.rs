@@ -14,6 +14,9 @@
 //! - the restarted server admits every bot at its stored position with the inventory the
 //!   item table gives it, destroys the potions the crash left on the ground of dead
 //!   instances (and nothing else), and drains cleanly (exit 0).
+//!
+//! It runs twice: on the embedded store (redb), and on the CQL backend against the node of
+//! `scripts/cql-node.sh` (`SCYLLA_URI`, a fresh keyspace per run; SKIPPED without it).
 
 mod common;
 
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use common::bot::{Bot, Sample};
 use common::serve::ServeProcess;
 use common::{mint_token, temp_data_dir};
-use zonehost::store::redb::RedbStore;
+use zonehost::config::Config;
 use zonehost::store::{Owner, Store};
 use zonehost_client::{EndpointBuilder, Trust};
 use zonehost_protocol::datagram::InputCmd;
@@ -132,10 +135,12 @@ fn json_field(line: &str, key: &str) -> Option<String> {
     Some(line[start..start + len].to_owned())
 }
 
-fn store_check(data_dir: &Path) -> (Option<i32>, String) {
+fn store_check(data_dir: &Path, config: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_zonehost"))
         .args(["store", "check", "--data-dir"])
         .arg(data_dir)
+        .arg("--config")
+        .arg(config)
         .env_remove("ZONEHOST_CONFIG")
         .output()
         .expect("run zonehost store check");
@@ -147,6 +152,54 @@ fn store_check(data_dir: &Path) -> (Option<i32>, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// The store the server under test uses.
+enum Backend {
+    /// redb in the data directory.
+    Embedded,
+    /// The CQL backend: a fresh keyspace on the node at `uri`.
+    Cql { uri: String, keyspace: String },
+}
+
+impl Backend {
+    /// The CQL backend on a fresh keyspace (created here), or `None` when no node is
+    /// configured (SKIPPED).
+    fn cql() -> Option<Self> {
+        let uri = common::cql::cql_uri("crash test on the CQL backend")?;
+        let keyspace = format!("zonehost_crash_{:x}", common::unix_now() % 0xFFFF_FFFF);
+        let backend = Self::Cql { uri, keyspace };
+        let config = backend.store_config();
+        let zonehost::store::BackendConfig::Scylla(scylla) = &config.backend else {
+            unreachable!("a CQL backend")
+        };
+        eprintln!(
+            "{}",
+            zonehost::store::scylla::migrate(scylla).expect("migrate")
+        );
+        Some(backend)
+    }
+
+    /// The config file's `[store.backend]` section.
+    fn backend_section(&self) -> String {
+        match self {
+            Self::Embedded => String::new(),
+            Self::Cql { uri, keyspace } => format!(
+                "[store.backend]\nkind = \"scylla\"\nuri = \"{uri}\"\nkeyspace = \"{keyspace}\"\nreplication_factor = 1\n"
+            ),
+        }
+    }
+
+    fn store_config(&self) -> zonehost::store::StoreConfig {
+        let text = format!("[store]\n{}", self.backend_section());
+        let config: Config = toml::from_str(&text).expect("store config");
+        config.store
+    }
+
+    /// Opens the store the server used (after it exited or died).
+    fn open(&self, data_dir: &Path) -> Box<dyn Store> {
+        zonehost::store::open(&self.store_config(), data_dir).expect("open the store")
+    }
 }
 
 /// One bot: walks east (10 mm per input, 30 inputs/s: its x never decreases) and cycles
@@ -239,13 +292,14 @@ async fn run_bot(mut bot: Bot, log: Arc<Mutex<BotLog>>) {
     }
 }
 
-fn write_config(dir: &Path) -> PathBuf {
+fn write_config(dir: &Path, backend: &Backend) -> PathBuf {
     let path = dir.join("crash-test.toml");
     let mut f = std::fs::File::create(&path).expect("config file");
     writeln!(
         f,
-        "drain_timeout_ms = 5000\n[store]\ncheckpoint_interval_secs = {}",
-        CHECKPOINT_INTERVAL.as_secs()
+        "drain_timeout_ms = 5000\n[store]\ncheckpoint_interval_secs = {}\n{}",
+        CHECKPOINT_INTERVAL.as_secs(),
+        backend.backend_section()
     )
     .expect("write config");
     path
@@ -253,10 +307,23 @@ fn write_config(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_and_duplicates_nothing() {
+    kill_9_under_load(Backend::Embedded, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_on_the_cql_backend_loses_and_duplicates_nothing() {
+    let Some(backend) = Backend::cql() else {
+        return;
+    };
+    // Paxos rounds on one shared 2-core machine: more time than the embedded run.
+    kill_9_under_load(backend, Duration::from_secs(120)).await;
+}
+
+async fn kill_9_under_load(backend: Backend, budget: Duration) {
     let test_started = Instant::now();
     let dir = temp_data_dir("crash");
     std::fs::create_dir_all(&dir).expect("data dir");
-    let config = write_config(&dir);
+    let config = write_config(&dir, &backend);
     // The server loads this key; the test mints tokens with it.
     let key = zonehost::keys::load_or_create_signing_key(&dir).expect("dev key");
     let mut server = ServerProcess::start(&dir, &config);
@@ -324,7 +391,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     let ops: usize = logs.iter().map(|l| l.ops_confirmed).sum();
 
     // 1. The operator's integrity check.
-    let (code, report) = store_check(&dir);
+    let (code, report) = store_check(&dir, &config);
     assert_eq!(code, Some(0), "store check after kill -9:\n{report}");
 
     // 2. Every confirmed operation's outcome, nothing lost, nothing extra; positions.
@@ -334,7 +401,7 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
     let mut in_flight_landed = 0;
     let mut on_ground = 0u64;
     {
-        let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
+        let store = backend.open(&dir);
         let report = store.check().expect("check");
         assert!(report.is_clean(), "{report}");
         assert_eq!(
@@ -446,20 +513,20 @@ async fn kill_9_under_load_loses_and_duplicates_nothing() {
         bot.client.close().await.expect("bye");
     }
     server.terminate();
-    let (code, report) = store_check(&dir);
+    let (code, report) = store_check(&dir, &config);
     assert_eq!(code, Some(0), "store check after the restart:\n{report}");
     // The restart destroyed what the crash left on the ground of dead instances (as the
     // end of those instances would have), and nothing else.
     {
-        let store = RedbStore::open(&dir.join("store.redb")).expect("open the store");
+        let store = backend.open(&dir);
         let report = store.check().expect("check");
         assert_eq!(report.items_on_ground, 0, "{report}");
         assert_eq!(report.items, 3 * BOTS as u64 - on_ground, "{report}");
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
-        test_started.elapsed() < Duration::from_secs(60),
-        "the crash test must stay under a minute ({:?})",
+        test_started.elapsed() < budget,
+        "the crash test must stay under {budget:?} ({:?})",
         test_started.elapsed()
     );
 }

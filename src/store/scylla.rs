@@ -1182,6 +1182,14 @@ pub fn schema_statements() -> Vec<String> {
         .collect()
 }
 
+/// Whether `e` is a server's refusal of the `tablets` keyspace option (a server without
+/// tablets: Apache Cassandra answers a syntax error "Unknown property 'tablets'", older
+/// ScyllaDB a configuration error naming it).
+fn refuses_tablets_option(e: &ExecutionError) -> bool {
+    matches!(classify(e), DbFailure::Refused)
+        && e.to_string().to_ascii_lowercase().contains("tablets")
+}
+
 /// Creates the keyspace (replication from the config) and every table of the schema,
 /// records the schema version and waits for schema agreement. Idempotent.
 pub fn migrate(config: &ScyllaConfig) -> Result<String, StoreError> {
@@ -1191,15 +1199,30 @@ pub fn migrate(config: &ScyllaConfig) -> Result<String, StoreError> {
     let result = run_on(&rt, async move {
         let s = session(&config, None).await?;
         let ks = &config.keyspace;
-        let create = format!(
+        let replication = format!(
             "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
-             {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}} \
-             AND tablets = {{'enabled': false}}",
+             {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
             config.replication_factor
         );
-        s.query_unpaged(create, ())
+        // ScyllaDB 6+ makes new keyspaces tablet-based, where LWT needs a recent release:
+        // ask for vnodes. Servers that have no tablets (Apache Cassandra, ScyllaDB before
+        // 6.0) refuse the unknown option; they use vnodes anyway, so create it without.
+        let keyspace_kind = match s
+            .query_unpaged(
+                format!("{replication} AND tablets = {{'enabled': false}}"),
+                (),
+            )
             .await
-            .map_err(err("creating the keyspace"))?;
+        {
+            Ok(_) => "vnodes, tablets disabled",
+            Err(e) if refuses_tablets_option(&e) => {
+                s.query_unpaged(replication, ())
+                    .await
+                    .map_err(err("creating the keyspace"))?;
+                "vnodes, the server has no tablets option"
+            }
+            Err(e) => return Err(err("creating the keyspace")(e)),
+        };
         s.use_keyspace(ks.as_str(), false)
             .await
             .map_err(err("using the keyspace"))?;
@@ -1223,7 +1246,8 @@ pub fn migrate(config: &ScyllaConfig) -> Result<String, StoreError> {
             .await
             .map_err(err("awaiting schema agreement"))?;
         Ok(format!(
-            "scylla keyspace {ks} at {} at schema version {SCHEMA_VERSION} ({} statements)",
+            "scylla keyspace {ks} ({keyspace_kind}) at {} at schema version {SCHEMA_VERSION} \
+             ({} statements)",
             config.uri,
             statements.len()
         ))
@@ -2645,26 +2669,39 @@ impl Store for ScyllaStore {
     }
 
     fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError> {
+        // Records of one player keep their batch order (each sees the one before it, as in
+        // the embedded store's transaction); different players are saved concurrently.
+        // Concurrent saves of one player made a stale record's outcome name whichever newer
+        // fence won the race (found on Cassandra by `fencing_refuses_stale_checkpoints`).
         let records = records.to_vec();
         self.run(move |i| async move {
-            let mut tasks = tokio::task::JoinSet::new();
             let n = records.len();
+            let mut by_player: BTreeMap<u64, Vec<(usize, PlayerRecord)>> = BTreeMap::new();
             for (index, r) in records.into_iter().enumerate() {
+                by_player.entry(r.player_id).or_default().push((index, r));
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (_, chain) in by_player {
                 let me = i.clone();
                 let permit = i.limit.clone().acquire_owned().await;
                 tasks.spawn(async move {
                     let _permit = permit;
-                    (index, me.save_one(r).await)
+                    let mut out = Vec::with_capacity(chain.len());
+                    for (index, r) in chain {
+                        out.push((index, me.save_one(r).await));
+                    }
+                    out
                 });
             }
             let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; n];
             let mut first_error = None;
             while let Some(joined) = tasks.join_next().await {
-                let (index, result) = joined.map_err(err("checkpoint"))?;
-                match result {
-                    Ok(o) => outcomes[index] = Some(o),
-                    Err(e) => {
-                        first_error.get_or_insert(e);
+                for (index, result) in joined.map_err(err("checkpoint"))? {
+                    match result {
+                        Ok(o) => outcomes[index] = Some(o),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
             }
@@ -2729,11 +2766,18 @@ impl Store for ScyllaStore {
         self.run(move |i| i.items_of(owner))
     }
 
-    fn dead_ground_items(&self, _epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        // Shared by several servers: a ground of another epoch may be another server's
-        // live instance; the cluster sweeps those whose run lease expired instead
-        // (`crate::cluster::sweep_dead_runs`).
-        Ok(Vec::new())
+    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        // Called only by a server that is alone on the keyspace (not in cluster mode; in a
+        // cluster, grounds of other epochs may be other servers' live instances, and the
+        // cluster sweeps those whose run lease expired instead: `sweep_dead_runs`). A full
+        // scan of the owner index, once at start.
+        Ok(self
+            .ground_items()?
+            .into_iter()
+            .filter(
+                |r| matches!(r.owner, Some(Owner::Ground { instance }) if instance >> 32 < epoch),
+            )
+            .collect())
     }
 
     fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bot;
+pub mod cql;
 pub mod faulty;
 pub mod serve;
 
