@@ -3,8 +3,13 @@
 # Cassandra node of scripts/cql-node.sh, started here), loadgen playing, and the CQL node
 # killed (kill -9) at OUTAGE_AT s and started again OUTAGE_SECONDS later.
 #
-#   scripts/cql-outage-drill.sh                     # 300 bots, 60 s, a 10 s outage at 20 s
-#   PLAYERS=100 DURATION=40 OUTAGE_AT=15 scripts/cql-outage-drill.sh
+#   scripts/cql-outage-drill.sh                     # 300 bots, 100 s, a 10 s outage at 40 s
+#   PLAYERS=100 DURATION=60 RAMP_UP=10 OUTAGE_AT=20 scripts/cql-outage-drill.sh
+#
+# The node is started again OUTAGE_SECONDS after the kill; Cassandra then replays its commit
+# log before CQL answers (10-40 s here), so the store is back some seconds after that: the
+# run must be long enough to see the catch-up (the script reports when the store's errors
+# stopped growing and its operations resumed).
 #
 # While the node is down it also starts a second server against it and expects it to exit
 # non-zero naming the CQL address. It prints the store metrics (errors by op and kind, ops)
@@ -18,9 +23,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 players="${PLAYERS:-300}"
-duration="${DURATION:-60}"
-ramp="${RAMP_UP:-10}"
-outage_at="${OUTAGE_AT:-20}"
+duration="${DURATION:-100}"
+ramp="${RAMP_UP:-30}"
+outage_at="${OUTAGE_AT:-40}"
 outage_seconds="${OUTAGE_SECONDS:-10}"
 port="${PORT:-34433}"
 metrics_port="${METRICS_PORT:-34464}"
@@ -106,22 +111,27 @@ else
 fi
 
 while [ $((SECONDS - down_at)) -lt "$outage_seconds" ]; do sleep 0.2; done
-echo "t=$((SECONDS - t0))s end of the outage: $(store_metrics)"
+echo "t=$((SECONDS - t0))s end of the outage, node starting: $(store_metrics)"
 scripts/cql-node.sh restart >/dev/null
 up_at=$SECONDS
-# Caught up: the store answers again (no new errors over 2 s, and ops moving).
+echo "t=$((SECONDS - t0))s CQL answers again ($((up_at - down_at)) s after the kill): $(store_metrics)"
+# Caught up: no new store errors over 2 s while store operations go on.
 caught_up=""
 prev_errors=-1
+prev_ops=-1
 for _ in $(seq 1 60); do
-    errors=$(store_metrics | sed -n 's/.*store_errors=\([0-9]*\).*/\1/p')
-    if [ "$errors" = "$prev_errors" ]; then
+    line=$(store_metrics)
+    errors=$(echo "$line" | sed -n 's/.*store_errors=\([0-9]*\).*/\1/p')
+    ops=$(echo "$line" | sed -n 's/.*store_ops=\([0-9]*\).*/\1/p')
+    if [ "$errors" = "$prev_errors" ] && [ "${ops:-0}" -gt "$prev_ops" ]; then
         caught_up=$((SECONDS - up_at))
         break
     fi
     prev_errors="$errors"
+    prev_ops="${ops:-0}"
     sleep 2
 done
-echo "t=$((SECONDS - t0))s node back; store errors stopped growing within ${caught_up:-?} s: $(store_metrics)"
+echo "t=$((SECONDS - t0))s store caught up ${caught_up:-(not within 120 s)} s after CQL answered: $(store_metrics)"
 
 status=0
 wait "$loadgen_pid" || status=$?

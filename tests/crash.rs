@@ -315,10 +315,13 @@ async fn kill_9_under_load_on_the_cql_backend_loses_and_duplicates_nothing() {
     let Some(backend) = Backend::cql() else {
         return;
     };
-    // Paxos rounds on one shared 2-core machine: more time than the embedded run.
-    kill_9_under_load(backend, Duration::from_secs(120)).await;
+    // Paxos rounds on one shared 2-core machine: more time than the embedded run (the
+    // bots get a third of the budget for their first operations).
+    kill_9_under_load(backend, Duration::from_secs(150)).await;
 }
 
+/// The test on `backend`: everything must be over within `budget`, the bots' first
+/// operations within a third of it.
 async fn kill_9_under_load(backend: Backend, budget: Duration) {
     let test_started = Instant::now();
     let dir = temp_data_dir("crash");
@@ -363,7 +366,7 @@ async fn kill_9_under_load(backend: Backend, budget: Duration) {
             break;
         }
         assert!(
-            started.elapsed() < PHASE,
+            started.elapsed() < budget / 3,
             "bots too slow: the slowest has {least} confirmed operations\n{}",
             server.log_text()
         );

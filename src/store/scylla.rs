@@ -1148,16 +1148,22 @@ async fn session(config: &ScyllaConfig, keyspace: Option<&str>) -> Result<Sessio
     if let Some(ks) = keyspace {
         builder = builder.use_keyspace(ks, false);
     }
-    builder.build().await.map_err(|e| StoreError::Open {
-        target: config.uri.clone(),
-        reason: format!(
-            "{e}{}",
-            if keyspace.is_some() {
-                " (has the keyspace been created with `zonehost store migrate`?)"
-            } else {
-                ""
-            }
-        ),
+    builder.build().await.map_err(|e| {
+        let text = e.to_string();
+        // The hint only where the server was reached and the keyspace is what failed, not
+        // for an unreachable node (refused, timed out).
+        let hint = keyspace.is_some() && text.to_ascii_lowercase().contains("keyspace");
+        StoreError::Open {
+            target: config.uri.clone(),
+            reason: format!(
+                "{text}{}",
+                if hint {
+                    " (has the keyspace been created with `zonehost store migrate`?)"
+                } else {
+                    ""
+                }
+            ),
+        }
     })
 }
 
