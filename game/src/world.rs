@@ -2305,12 +2305,18 @@ mod tests {
     #[test]
     fn an_input_sequence_out_of_the_window_is_ignored() {
         let (mut w, e) = walker();
-        assert!(!w.queue_input(e, east(u32::MAX)), "u32::MAX is out of the window");
+        assert!(
+            !w.queue_input(e, east(u32::MAX)),
+            "u32::MAX is out of the window"
+        );
         assert!(!w.queue_input(e, east(MAX_INPUT_SEQ_AHEAD + 1)));
         assert!(w.queue_input(e, east(1)));
         w.step();
         assert_eq!(w.last_input(e), Some(1));
-        assert!(w.queue_input(e, east(1 + MAX_INPUT_SEQ_AHEAD)), "the window's edge");
+        assert!(
+            w.queue_input(e, east(1 + MAX_INPUT_SEQ_AHEAD)),
+            "the window's edge"
+        );
         w.step();
         assert_eq!(w.last_input(e), Some(1 + MAX_INPUT_SEQ_AHEAD));
         assert!(w.queue_input(e, east(2 + MAX_INPUT_SEQ_AHEAD)));

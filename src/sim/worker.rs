@@ -2091,8 +2091,7 @@ impl Worker {
         }
         // Work queued right behind the `Join` (a client pipelining requests after its
         // `Hello`) waits while the session loads: it is applied right after the `Welcome`.
-        if (first || self.loading(session)) && self.deferred.len() < self.inbox.work.capacity()
-        {
+        if (first || self.loading(session)) && self.deferred.len() < self.inbox.work.capacity() {
             self.deferred.push(work);
         }
         // Otherwise: the session ended; its work is dropped.
