@@ -2348,6 +2348,36 @@ mod tests {
         assert_eq!(w.last_input(e), Some(4));
     }
 
+    /// The table of SPEC §4.2: `k` new inputs arriving every `k` ticks move at full speed
+    /// up to `k = 4` (15 datagrams a second), at half speed with `k = 8` (7.5 a second).
+    #[test]
+    fn inputs_arriving_k_at_a_time_every_k_ticks_move_as_the_spec_table_says() {
+        for (k, applied_per_second) in [(1, 60), (2, 60), (3, 60), (4, 60), (8, 30)] {
+            let (mut w, e) = walker();
+            let mut seq = 0;
+            let x = |w: &World| w.entities().next().map(|v| v.pos_mm.0).unwrap_or(0);
+            // Settle for two seconds, then measure two more (a whole number of periods).
+            let mut start = 0;
+            for tick in 0..240u32 {
+                if tick == 120 {
+                    start = x(&w);
+                }
+                if tick % k == 0 {
+                    for _ in 0..k {
+                        seq += 1;
+                        w.queue_input(e, east(seq));
+                    }
+                }
+                w.step();
+            }
+            assert_eq!(
+                (x(&w) - start) / 100 / 2,
+                applied_per_second,
+                "{k} inputs every {k} ticks"
+            );
+        }
+    }
+
     #[test]
     fn an_arriving_player_skips_inputs_already_applied_elsewhere() {
         let mut w = World::new(ZoneSpec {
