@@ -133,7 +133,8 @@ pub fn bounded_text(mut reason: String) -> String {
 /// Every message a client sends on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// First message on the control stream; nothing else is accepted before `Welcome`.
+    /// First message on the control stream; requests may follow it at once and are
+    /// answered after `Welcome` (SPEC.md §2.1).
     Hello(Hello),
     /// A request; the server answers with a `Response` of the same id.
     Request {
