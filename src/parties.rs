@@ -745,8 +745,16 @@ impl Worker {
             }
             Ok(next)
         })?;
-        if before.as_ref().is_some_and(|b| b.members.len() >= 2) {
+        if let Some(b) = before.as_ref().filter(|b| b.members.len() >= 2) {
             self.tell(player, PartyEvent::Left { kicked }, None);
+            if after.members.is_empty() {
+                // SPEC §6.4: the member left alone learns that the party is gone,
+                // wherever it plays.
+                for last in b.members.iter().filter(|m| **m != player) {
+                    let event = PartyEvent::dissolved(wire_party(party_id));
+                    self.tell(*last, event, None);
+                }
+            }
         }
         self.changes.push((before, after));
         Ok(())

@@ -1816,3 +1816,45 @@ async fn servers_without_configured_peers_find_each_other_through_the_store() {
     drop((first, second));
     cluster.stop().await;
 }
+
+/// Pumps `bot` until it is told that its party dissolved (`Members` with no members).
+async fn wait_dissolved(bot: &mut common::bot::Bot, what: &str) {
+    pump_until(bot, what, |inc| match inc {
+        Incoming::Event(ClientEvent::Event(Event::Party(PartyEvent::Members {
+            members, ..
+        }))) if members.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Issue 16 (4), cluster mode: when a party of two ends, the member left alone is told
+/// (`Members` with no members, SPEC §6.4), whoever leaves, through the party directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_of_a_dissolved_party_is_told_in_cluster_mode() {
+    use zonehost_protocol::message::Response;
+
+    let cluster = Cluster::start().await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let mut lead = bot_on(&cluster, &endpoint, 0, "dlead").await;
+    let mut m = bot_on(&cluster, &endpoint, 1, "dmem").await;
+    let invite = || Request::PartyInvite {
+        player: "dmem".into(),
+    };
+    // Formed across servers: the member is sent to the leader's server.
+    assert_eq!(lead.request(invite()).await, Ok(Response::Done));
+    wait_invited(&mut m, "the invitation", "dlead").await;
+    let _ = m.client.request(Request::PartyAccept).await.expect("sent");
+    let (mut m, _) = follow_redirect(&mut m, &endpoint, "the redirect to the leader").await;
+    // The member leaves: the leader is told.
+    assert_eq!(m.request(Request::PartyLeave).await, Ok(Response::Done));
+    wait_dissolved(&mut lead, "the party dissolving after the member left").await;
+    // Formed again; the leader leaves: the member is told.
+    assert_eq!(lead.request(invite()).await, Ok(Response::Done));
+    wait_invited(&mut m, "the second invitation", "dlead").await;
+    assert_eq!(m.request(Request::PartyAccept).await, Ok(Response::Done));
+    assert_eq!(lead.request(Request::PartyLeave).await, Ok(Response::Done));
+    wait_dissolved(&mut m, "the party dissolving after the leader left").await;
+    drop((lead, m));
+    cluster.stop().await;
+}

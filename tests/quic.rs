@@ -633,3 +633,300 @@ async fn party_members_on_different_sim_workers_share_the_leaders_instance() {
     }
     server.stop().await;
 }
+
+// ---- Issue 16: SPEC.md and the server agree on every edge ----
+
+/// Reads server messages until `f` has seen what it wants (returns true); panics when
+/// `within` runs out first (a server that waits for more client data fails here).
+async fn read_until(raw: &mut Raw, within: Duration, mut f: impl FnMut(&ServerMsg) -> bool) {
+    let done = tokio::time::timeout(within, async {
+        loop {
+            match raw.next().await {
+                Some(m) if f(&m) => return,
+                Some(_) => {}
+                None => panic!("the control stream ended"),
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "no answer within {within:?}");
+}
+
+fn ping_frame(id: u32) -> Vec<u8> {
+    zonehost_protocol::frame::encode_frame(&ClientMsg::Request {
+        id,
+        body: Request::Ping {
+            client_time_us: u64::from(id),
+        },
+    })
+    .expect("encode")
+    .to_vec()
+}
+
+/// Issue 16 (1): frames that arrive in one chunk are all handled at once: requests
+/// pipelined behind `Hello` in the same write, and several requests in one write after
+/// `Welcome`, each get their `Response` without the client sending anything else.
+#[tokio::test]
+async fn frames_packed_in_one_chunk_are_all_answered_at_once() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    let mut wire = zonehost_protocol::frame::encode_frame(&ClientMsg::Hello(Hello {
+        version: 1,
+        token: server.token("piper"),
+        client: "test".into(),
+    }))
+    .expect("encode")
+    .to_vec();
+    wire.extend(ping_frame(1));
+    wire.extend(ping_frame(2));
+    raw.send_raw(&wire).await;
+    let mut welcomed = false;
+    let mut answered = Vec::new();
+    read_until(&mut raw, Duration::from_secs(2), |m| {
+        match m {
+            ServerMsg::Welcome(_) => welcomed = true,
+            ServerMsg::Response { id, body } => {
+                assert!(welcomed, "a response before the Welcome");
+                assert!(matches!(body, Ok(Response::Pong { .. })), "{body:?}");
+                answered.push(*id);
+            }
+            _ => {}
+        }
+        answered.len() == 2
+    })
+    .await;
+    assert_eq!(answered, [1, 2]);
+    let mut wire = Vec::new();
+    for id in 3..=5 {
+        wire.extend(ping_frame(id));
+    }
+    raw.send_raw(&wire).await;
+    let mut answered = Vec::new();
+    read_until(&mut raw, Duration::from_secs(2), |m| {
+        if let ServerMsg::Response { id, .. } = m {
+            answered.push(*id);
+        }
+        answered.len() == 3
+    })
+    .await;
+    assert_eq!(answered, [3, 4, 5]);
+    server.stop().await;
+}
+
+/// Issue 16 (2): the server does not read datagrams before `Welcome` (SPEC §2.1): inputs
+/// sent before it never move the player and are counted as `not_welcomed`.
+#[tokio::test]
+async fn inputs_sent_before_welcome_are_dropped_and_counted() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    let mut session = ClientSession::new(server.token("eager"), "test");
+    raw.send_raw(&session.hello().expect("hello")).await;
+    for seq in 1..=6u32 {
+        let cmds = vec![InputCmd::new(1000, 0, 0); seq.min(8) as usize];
+        raw.send_datagram(encode_input(seq, 0, &cmds));
+    }
+    while session.welcome().is_none() {
+        let chunk = tokio::time::timeout(WAIT, raw.recv.read_chunk(4096, true))
+            .await
+            .expect("welcome in time")
+            .expect("read")
+            .expect("stream open");
+        session
+            .handle_stream_data(&chunk.bytes, Instant::now())
+            .expect("valid frames");
+    }
+    let stats = &server.server.stats;
+    eventually("six datagrams dropped as not welcomed", || {
+        stats.dropped_count(DropCause::NotWelcomed) == 6
+    })
+    .await;
+    let mut p = Player { raw, session };
+    // A few snapshots later nothing was applied: the ack is 0 and the player stands still.
+    let start_x = p.snapshot_until(|_, _| true).await;
+    let mut seen = 0;
+    let x = p
+        .snapshot_until(|_, _| {
+            seen += 1;
+            seen == 20
+        })
+        .await;
+    assert_eq!(x, start_x, "an input sent before Welcome moved the player");
+    assert_eq!(Stats::get(&stats.inputs_queued), 0);
+    // Sequence 1 is still free: the client's first input after Welcome moves it.
+    p.send_input(InputCmd::new(1000, 0, 0));
+    let x = p.snapshot_until(|s, _| s.highest_acked() >= 1).await;
+    assert_eq!(x - start_x, 100);
+    server.stop().await;
+}
+
+/// Issue 16 (3): a sequence far ahead of what the server applied (here `u32::MAX`) is
+/// ignored (SPEC §4.2), so it cannot make every later input count as already applied.
+#[tokio::test]
+async fn an_input_sequence_far_ahead_is_ignored() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "wrapper").await;
+    let start_x = p.snapshot_until(|_, _| true).await;
+    p.raw
+        .send_datagram(encode_input(u32::MAX, 0, &[InputCmd::new(-1000, 0, 0)]));
+    let mut seen = 0;
+    let x = p
+        .snapshot_until(|_, _| {
+            seen += 1;
+            seen == 10
+        })
+        .await;
+    assert_eq!(x, start_x, "the out-of-window input moved the player");
+    let mut x = start_x;
+    for seq in 1..=5 {
+        p.send_input(InputCmd::new(1000, 0, 0));
+        x = tokio::time::timeout(
+            Duration::from_secs(3),
+            p.snapshot_until(|s, _| s.highest_acked() >= seq),
+        )
+        .await
+        .expect("inputs after the u32::MAX one are applied");
+    }
+    assert_eq!(x - start_x, 500);
+    server.stop().await;
+}
+
+/// Issue 16 (4): when a two-member party ends (leave, kick, the leader leaving), the
+/// remaining player is told: `Members` with no members (SPEC §6.4).
+#[tokio::test]
+async fn the_last_member_of_a_dissolved_party_is_told() {
+    use common::bot::Bot;
+    use zonehost_protocol::message::PartyEvent;
+
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut a = Bot::connect(&endpoint, server.addr(), &server.token("alba"), "alba")
+        .await
+        .expect("alba joins");
+    let mut b = Bot::connect(&endpoint, server.addr(), &server.token("bram"), "bram")
+        .await
+        .expect("bram joins");
+    async fn form(leader: &mut Bot, member: &mut Bot) {
+        let invite = Request::PartyInvite {
+            player: member.name.clone(),
+        };
+        assert_eq!(leader.request(invite).await, Ok(Response::Done));
+        party_event(member, |e| matches!(e, PartyEvent::Invited { .. })).await;
+        assert_eq!(
+            member.request(Request::PartyAccept).await,
+            Ok(Response::Done)
+        );
+        for bot in [leader, member] {
+            party_event(
+                bot,
+                |e| matches!(e, PartyEvent::Members { members, .. } if members.len() == 2),
+            )
+            .await;
+        }
+    }
+    let dissolved =
+        |e: &PartyEvent| matches!(e, PartyEvent::Members { members, .. } if members.is_empty());
+    // The member leaves: the leader is told.
+    form(&mut a, &mut b).await;
+    assert_eq!(b.request(Request::PartyLeave).await, Ok(Response::Done));
+    party_event(&mut b, |e| matches!(e, PartyEvent::Left { kicked: false })).await;
+    party_event(&mut a, dissolved).await;
+    // The leader kicks the member: the leader is told.
+    form(&mut a, &mut b).await;
+    let kick = Request::PartyKick {
+        player: "bram".into(),
+    };
+    assert_eq!(a.request(kick).await, Ok(Response::Done));
+    party_event(&mut b, |e| matches!(e, PartyEvent::Left { kicked: true })).await;
+    party_event(&mut a, dissolved).await;
+    // The leader leaves: the member is told.
+    form(&mut a, &mut b).await;
+    assert_eq!(a.request(Request::PartyLeave).await, Ok(Response::Done));
+    party_event(&mut a, |e| matches!(e, PartyEvent::Left { kicked: false })).await;
+    party_event(&mut b, dissolved).await;
+    server.stop().await;
+}
+
+/// Issue 16 (5): a token over `MAX_TOKEN_LEN` is refused as `InvalidToken`, as SPEC §3.4
+/// rule 1 says (not as a protocol violation).
+#[tokio::test]
+async fn an_oversized_token_is_an_invalid_token() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut raw = Raw::connect(&endpoint, &server).await;
+    // Encoded by hand: `encode_frame` itself refuses the over-long token.
+    let hello = ClientMsg::Hello(Hello {
+        version: 1,
+        token: "A".repeat(zonehost_protocol::message::MAX_TOKEN_LEN + 1),
+        client: "test".into(),
+    });
+    let payload = postcard::to_allocvec(&hello).expect("postcard");
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    raw.send_raw(&frame).await;
+    assert_eq!(expect_reject(&mut raw).await, RejectCode::InvalidToken);
+    server.stop().await;
+}
+
+/// Issue 16 (5): a frame cut short by the client's FIN ends the session as a protocol
+/// violation (SPEC §2.4), not as a normal goodbye.
+#[tokio::test]
+async fn a_truncated_frame_before_fin_is_a_protocol_violation() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "cutter").await;
+    let frame = ping_frame(1);
+    p.raw.send_raw(&frame[..frame.len() - 1]).await;
+    p.raw.send.finish().expect("finish");
+    assert_eq!(
+        p.raw.closed_code().await,
+        Some(u64::from(close_code::PROTOCOL_VIOLATION))
+    );
+    let stats = &server.server.stats;
+    eventually("the violation counted", || {
+        stats.disconnect_count(DisconnectCause::ProtocolViolation) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+/// Issue 16 (5): the zone's layout reaches the client: `GetZone` answers the bounds,
+/// walls and portals of the zone the player is in (SPEC §6.2), so a client can walk into
+/// a portal (portals move a player on contact, game/RULES.md) without guessing.
+#[tokio::test]
+async fn get_zone_tells_where_the_portals_are() {
+    use common::bot::Bot;
+    use zonehost_protocol::message::ZoneRect;
+
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut bot = Bot::connect(&endpoint, server.addr(), &server.token("mapper"), "mapper")
+        .await
+        .expect("joins");
+    let zone = match bot.request(Request::GetZone).await {
+        Ok(Response::Zone(z)) => z,
+        other => panic!("expected Zone, got {other:?}"),
+    };
+    assert_eq!(zone.zone, bot.client.welcome().zone);
+    assert_eq!(
+        (zone.name.as_str(), zone.width_mm, zone.town),
+        ("Emberhold", 40_000, true)
+    );
+    let east = zone
+        .portals
+        .iter()
+        .find(|p| p.target == 2)
+        .expect("the town's portal to zone 2");
+    assert_eq!(
+        east.area,
+        ZoneRect {
+            x0: 38_000,
+            y0: 18_000,
+            x1: 40_000,
+            y1: 22_000
+        }
+    );
+    server.stop().await;
+}

@@ -12,7 +12,7 @@ use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
     ClientMsg, Combat, Event, Goaway, Hello, InventoryEvent, InventoryView, ItemInfo, PartyEvent,
     Reject, RejectCode, Request, RequestError, Response, ServerMsg, TradeEndReason, TradeEvent,
-    TradeOffer, Welcome,
+    TradeOffer, Welcome, ZonePortal, ZoneRect, ZoneView,
 };
 use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
 use zonehost_protocol::token::{sign, Claims};
@@ -164,6 +164,10 @@ fn main() {
             id: 4,
             body: Request::EnterZone,
         },
+        ClientMsg::Request {
+            id: 5,
+            body: Request::GetZone,
+        },
     ]
     .iter()
     .flat_map(frame)
@@ -284,6 +288,33 @@ fn main() {
             id: 7,
             body: Err(RequestError::TradeBusy),
         },
+        ServerMsg::Response {
+            id: 8,
+            body: Ok(Response::Zone(ZoneView {
+                zone: 1,
+                name: "Emberhold".into(),
+                width_mm: 40_000,
+                height_mm: 40_000,
+                spawn_mm: (20_000, 20_000),
+                town: true,
+                walls: vec![ZoneRect {
+                    x0: 10_000,
+                    y0: 10_000,
+                    x1: 12_000,
+                    y1: 10_500,
+                }],
+                portals: vec![ZonePortal {
+                    area: ZoneRect {
+                        x0: 38_000,
+                        y0: 18_000,
+                        x1: 40_000,
+                        y1: 22_000,
+                    },
+                    target: 2,
+                }],
+            })),
+        },
+        ServerMsg::Event(Event::Party(PartyEvent::dissolved(3))),
     ]
     .iter()
     .flat_map(frame)

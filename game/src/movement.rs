@@ -9,6 +9,16 @@ pub const AXIS_MAX: i32 = 1000;
 /// Inputs a player may bank while none arrive (absorbs network jitter without letting a
 /// client move faster than the limit for more than this many extra ticks).
 pub const MAX_BANKED_INPUTS: u32 = 4;
+/// Inputs applied in one tick at most, however many are banked: a full bank is spent over
+/// several ticks, so no tick moves a player more than this many full-speed steps
+/// (`2 × 100` mm, i.e. 12 000 mm/s for one tick) while the average stays capped by the bank.
+pub const MAX_INPUTS_PER_TICK: u32 = 2;
+/// How far ahead of the last applied input a sequence may be (SPEC §4.2): an input whose
+/// sequence exceeds `last applied + MAX_INPUT_SEQ_AHEAD` is ignored. Sequences do not wrap;
+/// without this window one input numbered near `u32::MAX` would make every later input
+/// count as already applied. 65 536 inputs are 18 minutes at 60 Hz, far more than a
+/// connection can lose before its idle timeout.
+pub const MAX_INPUT_SEQ_AHEAD: u32 = 1 << 16;
 /// Button bit: attack (same bit as the protocol's `BUTTON_ATTACK`).
 pub const BUTTON_ATTACK: u16 = 1 << 0;
 /// Inputs that may wait beyond the current budget (0: none). A client whose clock runs fast

@@ -85,6 +85,8 @@ pub enum PartyChange {
         new_leader: Option<u64>,
         /// The party dissolved (one member would remain); that member is party-less now.
         disbanded: bool,
+        /// When it dissolved: the member that remained (now party-less), to be told.
+        last_member: Option<u64>,
     },
 }
 
@@ -264,6 +266,11 @@ impl Parties {
             }
         }
         let disbanded = party.members.len() <= 1;
+        let last_member = if disbanded {
+            party.members.first().copied()
+        } else {
+            None
+        };
         if disbanded {
             for m in &party.members {
                 self.member_of.remove(m);
@@ -277,6 +284,7 @@ impl Parties {
             kicked,
             new_leader,
             disbanded,
+            last_member,
         })
     }
 }
@@ -344,10 +352,16 @@ mod tests {
         assert_eq!(p.kick(3, 4), Err(PartyError::NotLeader));
         assert_eq!(p.kick(2, 2), Err(PartyError::NotMember));
         assert!(p.kick(2, 4).is_ok());
-        let Ok(PartyChange::Left { disbanded, .. }) = p.leave(3) else {
+        let Ok(PartyChange::Left {
+            disbanded,
+            last_member,
+            ..
+        }) = p.leave(3)
+        else {
             panic!("leave");
         };
         assert!(disbanded);
+        assert_eq!(last_member, Some(2), "the member left alone is named");
         assert!(p.party_of(2).is_none() && p.party(party).is_none());
         assert_eq!(p.leave(2), Err(PartyError::NotInParty));
     }

@@ -2,7 +2,8 @@
 //!
 //! # Stages of a step, in order
 //! 1. Tick counter advances; last step's events are cleared.
-//! 2. Players: queued inputs are applied within the input budget (movement with wall
+//! 2. Players: queued inputs are applied within the input budget, at most
+//!    `MAX_INPUTS_PER_TICK` a tick (movement with wall
 //!    collision, facing, the attack button); walking into a portal starts a transfer.
 //! 3. Players: queued requests are resolved in queue order, players in entity order.
 //! 4. Players holding the attack button swing at the nearest monster in their facing
@@ -29,8 +30,8 @@ use crate::items::{
 };
 use crate::monsters::{Behaviour, Element, MonsterKind, MonsterStats, NOVA_RADIUS_MM, NOVA_TICKS};
 use crate::movement::{
-    step_mm, velocity_mms, PlayerInput, BUTTON_ATTACK, MAX_BANKED_INPUTS, MAX_QUEUED_INPUTS,
-    QUEUE_SLACK, TICK_HZ,
+    step_mm, velocity_mms, PlayerInput, BUTTON_ATTACK, MAX_BANKED_INPUTS, MAX_INPUTS_PER_TICK,
+    MAX_INPUT_SEQ_AHEAD, MAX_QUEUED_INPUTS, QUEUE_SLACK, TICK_HZ,
 };
 use crate::rng::GameRng;
 use crate::trade::{Trade, TradeEnd, TradeId};
@@ -607,11 +608,16 @@ impl World {
     }
 
     /// Queues an input for a player. Inputs at or below the last applied or already
-    /// queued sequence are ignored (redundant copies); returns whether it was queued.
+    /// queued sequence are ignored (redundant copies), and so are inputs more than
+    /// [`MAX_INPUT_SEQ_AHEAD`] past the last applied one (sequences do not wrap); returns
+    /// whether it was queued.
     pub fn queue_input(&mut self, entity: EntityId, input: PlayerInput) -> bool {
         let Some(p) = self.players.iter_mut().find(|p| p.id == entity) else {
             return false;
         };
+        if input.seq.saturating_sub(p.last_applied) > MAX_INPUT_SEQ_AHEAD {
+            return false;
+        }
         let newest = p.queue.back().map_or(p.last_applied, |i| i.seq);
         if input.seq <= newest {
             // Out of order but still unapplied: insert in place.
@@ -711,7 +717,7 @@ impl World {
             let start = p.pos;
             let mut applied = 0;
             p.attack_held = false;
-            while p.budget > 0 {
+            while p.budget > 0 && applied < MAX_INPUTS_PER_TICK as i32 {
                 let Some(input) = p.queue.pop_front() else {
                     break;
                 };
@@ -2208,7 +2214,8 @@ mod tests {
         }
 
         /// Whatever a client sends, displacement over n ticks never exceeds
-        /// (n + MAX_BANKED_INPUTS) ticks at full speed, walls or not.
+        /// (n + MAX_BANKED_INPUTS) ticks at full speed, nor in one tick more than
+        /// MAX_INPUTS_PER_TICK full-speed steps, walls or not.
         #[test]
         fn never_faster_than_limit(batches in prop::collection::vec((0usize..10, any::<i16>(), any::<i16>()), 1..100), walls in any::<bool>()) {
             let mut t = ZoneTemplate::open(&zone());
@@ -2228,8 +2235,8 @@ mod tests {
                 let before = w.entities().next().map(|v| v.pos_mm).unwrap_or_default();
                 w.step();
                 let after = w.entities().next().map(|v| v.pos_mm).unwrap_or_default();
-                // Per tick: at most MAX_BANKED_INPUTS inputs, each at most one full-speed step.
-                let max = step * i64::from(MAX_BANKED_INPUTS) + 2;
+                // Per tick: at most MAX_INPUTS_PER_TICK inputs, each at most one full-speed step.
+                let max = step * MAX_INPUTS_PER_TICK as i64 + 2;
                 prop_assert!(dist_sq(before, after) <= max * max);
                 prop_assert!(!in_wall(after, &t.walls));
             }
@@ -2269,6 +2276,104 @@ mod tests {
             assert!(
                 behind as usize <= QUEUE_SLACK,
                 "tick {tick}: {behind} inputs wait"
+            );
+        }
+    }
+
+    fn walker() -> (World, EntityId) {
+        let mut w = World::new(ZoneSpec {
+            id: 1,
+            width_mm: 1_000_000,
+            height_mm: 1_000_000,
+            spawn_mm: (500_000, 500_000),
+        });
+        let e = w.add_player(1);
+        (w, e)
+    }
+
+    fn east(seq: u32) -> PlayerInput {
+        PlayerInput {
+            seq,
+            move_x: 1000,
+            move_y: 0,
+            buttons: 0,
+        }
+    }
+
+    /// Issue 16 (3): a sequence more than `MAX_INPUT_SEQ_AHEAD` past the last applied one
+    /// is ignored; before, `u32::MAX` made every later input count as already applied.
+    #[test]
+    fn an_input_sequence_out_of_the_window_is_ignored() {
+        let (mut w, e) = walker();
+        assert!(
+            !w.queue_input(e, east(u32::MAX)),
+            "u32::MAX is out of the window"
+        );
+        assert!(!w.queue_input(e, east(MAX_INPUT_SEQ_AHEAD + 1)));
+        assert!(w.queue_input(e, east(1)));
+        w.step();
+        assert_eq!(w.last_input(e), Some(1));
+        assert!(
+            w.queue_input(e, east(1 + MAX_INPUT_SEQ_AHEAD)),
+            "the window's edge"
+        );
+        w.step();
+        assert_eq!(w.last_input(e), Some(1 + MAX_INPUT_SEQ_AHEAD));
+        assert!(w.queue_input(e, east(2 + MAX_INPUT_SEQ_AHEAD)));
+        assert_eq!(
+            w.entities().next().map(|v| v.pos_mm),
+            Some((500_200, 500_000))
+        );
+    }
+
+    /// Issue 16 (6): a full bank is spent over several ticks, never more than
+    /// `MAX_INPUTS_PER_TICK` inputs (2 full-speed steps, 200 mm) in one tick.
+    #[test]
+    fn a_full_bank_moves_at_most_two_steps_in_one_tick() {
+        let (mut w, e) = walker();
+        for _ in 0..10 {
+            w.step();
+        }
+        for seq in 1..=4 {
+            assert!(w.queue_input(e, east(seq)));
+        }
+        let x = |w: &World| w.entities().next().map(|v| v.pos_mm.0).unwrap_or(0);
+        let mut moved = Vec::new();
+        for _ in 0..3 {
+            let before = x(&w);
+            w.step();
+            moved.push(x(&w) - before);
+        }
+        assert_eq!(moved, [200, 200, 0], "the bank is spent two steps a tick");
+        assert_eq!(w.last_input(e), Some(4));
+    }
+
+    /// The table of SPEC §4.2: `k` new inputs arriving every `k` ticks move at full speed
+    /// up to `k = 4` (15 datagrams a second), at half speed with `k = 8` (7.5 a second).
+    #[test]
+    fn inputs_arriving_k_at_a_time_every_k_ticks_move_as_the_spec_table_says() {
+        for (k, applied_per_second) in [(1, 60), (2, 60), (3, 60), (4, 60), (8, 30)] {
+            let (mut w, e) = walker();
+            let mut seq = 0;
+            let x = |w: &World| w.entities().next().map(|v| v.pos_mm.0).unwrap_or(0);
+            // Settle for two seconds, then measure two more (a whole number of periods).
+            let mut start = 0;
+            for tick in 0..240u32 {
+                if tick == 120 {
+                    start = x(&w);
+                }
+                if tick % k == 0 {
+                    for _ in 0..k {
+                        seq += 1;
+                        w.queue_input(e, east(seq));
+                    }
+                }
+                w.step();
+            }
+            assert_eq!(
+                (x(&w) - start) / 100 / 2,
+                applied_per_second,
+                "{k} inputs every {k} ticks"
             );
         }
     }

@@ -108,6 +108,10 @@ impl Bounded for ServerMsg {
                 items("Traded.given", given.len())?;
                 items("Traded.received", received.len())
             }
+            ServerMsg::Response {
+                body: Ok(Response::Zone(z)),
+                ..
+            } => text("ZoneView.name", &z.name, MAX_TEXT_LEN),
             ServerMsg::Event(_) | ServerMsg::Response { .. } => Ok(()),
         }
     }
@@ -129,7 +133,8 @@ pub fn bounded_text(mut reason: String) -> String {
 /// Every message a client sends on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// First message on the control stream; nothing else is accepted before `Welcome`.
+    /// First message on the control stream; requests may follow it at once and are
+    /// answered after `Welcome` (SPEC.md §2.1).
     Hello(Hello),
     /// A request; the server answers with a `Response` of the same id.
     Request {
@@ -239,6 +244,9 @@ pub enum Request {
     TradeAccept,
     /// Cancel the trade (before both sides accepted).
     TradeCancel,
+    /// Ask for the current zone's layout (bounds, walls, portals); answered with
+    /// [`Response::Zone`]. Appended in v1 (SPEC.md §1.2).
+    GetZone,
 }
 
 impl Request {
@@ -265,6 +273,7 @@ impl Request {
             Request::TradeGold { .. } => "trade_gold",
             Request::TradeAccept => "trade_accept",
             Request::TradeCancel => "trade_cancel",
+            Request::GetZone => "get_zone",
         }
     }
 
@@ -290,6 +299,7 @@ impl Request {
         "trade_gold",
         "trade_accept",
         "trade_cancel",
+        "get_zone",
     ];
 }
 
@@ -355,6 +365,51 @@ pub enum Response {
     Done,
     /// Answer to [`Request::GetInventory`].
     Inventory(InventoryView),
+    /// Answer to [`Request::GetZone`]. Appended in v1 (SPEC.md §1.2).
+    Zone(ZoneView),
+}
+
+/// A rectangle of a zone, millimetres, half-open: `x0 <= x < x1`, `y0 <= y < y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRect {
+    /// Left edge (inclusive).
+    pub x0: i32,
+    /// Top edge (inclusive).
+    pub y0: i32,
+    /// Right edge (exclusive).
+    pub x1: i32,
+    /// Bottom edge (exclusive).
+    pub y1: i32,
+}
+
+/// A portal: stepping into `area` from outside it moves the player to zone `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZonePortal {
+    /// Where it is.
+    pub area: ZoneRect,
+    /// Destination zone id.
+    pub target: u16,
+}
+
+/// The layout of the zone a player is in (game/RULES.md, *Content*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneView {
+    /// Zone template id (as in `Welcome.zone`).
+    pub zone: u16,
+    /// Display name (at most [`MAX_TEXT_LEN`] bytes).
+    pub name: String,
+    /// Width, millimetres: positions run `0..=width_mm`.
+    pub width_mm: i32,
+    /// Height, millimetres: positions run `0..=height_mm`.
+    pub height_mm: i32,
+    /// Where arrivals appear.
+    pub spawn_mm: (i32, i32),
+    /// Whether it is a town (no monsters; where the dead respawn).
+    pub town: bool,
+    /// Impassable rectangles.
+    pub walls: Vec<ZoneRect>,
+    /// Exits.
+    pub portals: Vec<ZonePortal>,
 }
 
 /// Why a request was refused; nothing changed. The index of each variant is its code.
@@ -630,7 +685,9 @@ pub enum PartyEvent {
         /// Invitee's name.
         by: String,
     },
-    /// Party membership now (sent to every member on each change).
+    /// Party membership now (sent to every member on each change). An empty `members`
+    /// list (and an empty `leader`) means the party dissolved: sent to the member left
+    /// alone when the others left or were kicked ([`PartyEvent::dissolved`]).
     Members {
         /// Party id.
         party: u32,
@@ -644,6 +701,18 @@ pub enum PartyEvent {
         /// Whether you were kicked.
         kicked: bool,
     },
+}
+
+impl PartyEvent {
+    /// The `Members` event that tells the last member that party `party` dissolved: no
+    /// leader, no members (SPEC §6.4).
+    pub fn dissolved(party: u32) -> Self {
+        PartyEvent::Members {
+            party,
+            leader: String::new(),
+            members: Vec::new(),
+        }
+    }
 }
 
 /// Every message the server sends on the control stream.
@@ -992,6 +1061,13 @@ mod tests {
                 },
                 "03 00 00 00 01 03 12",
             ),
+            (
+                ClientMsg::Request {
+                    id: 4,
+                    body: Request::GetZone,
+                },
+                "03 00 00 00 01 04 14",
+            ),
         ];
         for (msg, want) in client {
             let got = hex(&encode_frame(&msg).expect("encode"));
@@ -1089,6 +1165,35 @@ mod tests {
                     resume_token: "r".into(),
                 }),
                 "0e 00 00 00 00 01 05 01 02 3c 3c 00 00 f0 2e 03 01 72",
+            ),
+            (
+                ServerMsg::Response {
+                    id: 4,
+                    body: Ok(Response::Zone(ZoneView {
+                        zone: 1,
+                        name: "T".into(),
+                        width_mm: 1000,
+                        height_mm: 500,
+                        spawn_mm: (10, -10),
+                        town: true,
+                        walls: vec![ZoneRect {
+                            x0: 0,
+                            y0: 0,
+                            x1: 100,
+                            y1: 2,
+                        }],
+                        portals: vec![ZonePortal {
+                            area: ZoneRect {
+                                x0: 1,
+                                y0: 2,
+                                x1: 3,
+                                y1: 4,
+                            },
+                            target: 2,
+                        }],
+                    })),
+                },
+                "1a 00 00 00 02 04 00 03 01 01 54 d0 0f e8 07 14 13 01 01 00 00 c8 01 04 01 02 04 06 08 02",
             ),
         ];
         for (msg, want) in server {
@@ -1216,6 +1321,55 @@ mod tests {
         }
     }
 
+    fn zone_rect() -> impl proptest::strategy::Strategy<Value = ZoneRect> {
+        use proptest::prelude::*;
+        any::<[i32; 4]>().prop_map(|[x0, y0, x1, y1]| ZoneRect { x0, y0, x1, y1 })
+    }
+
+    proptest::proptest! {
+        /// `GetZone` and its answer round-trip; a name over `MAX_TEXT_LEN` is refused by
+        /// the encoder and the decoder.
+        #[test]
+        fn zone_messages_round_trip_and_are_bounded(
+            zone in proptest::prelude::any::<u16>(),
+            name in "[a-zA-Z ]{0,300}",
+            size in proptest::prelude::any::<(i32, i32, i32, i32)>(),
+            town in proptest::prelude::any::<bool>(),
+            walls in proptest::collection::vec(zone_rect(), 0..20),
+            portals in proptest::collection::vec((zone_rect(), proptest::prelude::any::<u16>()), 0..6),
+            id in proptest::prelude::any::<u32>(),
+        ) {
+            let ask = ClientMsg::Request { id, body: Request::GetZone };
+            let f = encode_frame(&ask).expect("encode");
+            proptest::prop_assert_eq!(decode_payload::<ClientMsg>(&f[FRAME_HEADER_LEN..]).expect("decode"), ask);
+            let fits = name.len() <= MAX_TEXT_LEN;
+            let msg = ServerMsg::Response {
+                id,
+                body: Ok(Response::Zone(ZoneView {
+                    zone,
+                    name,
+                    width_mm: size.0,
+                    height_mm: size.1,
+                    spawn_mm: (size.2, size.3),
+                    town,
+                    walls,
+                    portals: portals.into_iter().map(|(area, target)| ZonePortal { area, target }).collect(),
+                })),
+            };
+            match encode_frame(&msg) {
+                Ok(f) => {
+                    proptest::prop_assert!(fits);
+                    proptest::prop_assert_eq!(decode_payload::<ServerMsg>(&f[FRAME_HEADER_LEN..]).expect("decode"), msg);
+                }
+                Err(_) => {
+                    proptest::prop_assert!(!fits);
+                    let payload = postcard::to_allocvec(&msg).expect("postcard");
+                    proptest::prop_assert!(decode_payload::<ServerMsg>(&payload).is_err());
+                }
+            }
+        }
+    }
+
     #[test]
     fn new_variants_are_appended() {
         // Codes other peers already know must not move.
@@ -1227,7 +1381,12 @@ mod tests {
             postcard::to_allocvec(&RequestError::OfferFull).expect("postcard"),
             vec![32]
         );
-        assert_eq!(Request::KINDS.len(), 20);
+        assert_eq!(Request::KINDS.len(), 21);
+        assert_eq!(
+            postcard::to_allocvec(&Request::GetZone).expect("postcard"),
+            vec![20]
+        );
+        assert_eq!(Request::KINDS[20], Request::GetZone.kind());
         assert_eq!(Request::KINDS[14], Request::TradeOpen { with: 0 }.kind());
     }
 }

@@ -11,9 +11,9 @@ use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
     bounded_text, close_code, ClientMsg, Hello, Redirect, Reject, RejectCode, RequestError,
-    ServerMsg,
+    ServerMsg, MAX_TOKEN_LEN,
 };
-use zonehost_protocol::PROTOCOL_VERSION;
+use zonehost_protocol::{DecodeError, PROTOCOL_VERSION};
 
 use crate::cluster::AcquireError;
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
@@ -87,6 +87,9 @@ enum HelloError {
     Lost,
     /// Something other than a valid `Hello` arrived.
     Violation(quinn::SendStream),
+    /// A `Hello` whose token is longer than `MAX_TOKEN_LEN`: an invalid token (SPEC §3.4
+    /// rule 1), not a protocol violation.
+    TokenTooLong(quinn::SendStream),
 }
 
 async fn read_hello(
@@ -107,6 +110,10 @@ async fn read_hello(
                     hello,
                 ))
             }
+            Err(DecodeError::Field {
+                field: "Hello.token",
+                ..
+            }) => return Err(HelloError::TokenTooLong(send)),
             Ok(Some(_)) | Err(_) => return Err(HelloError::Violation(send)),
             Ok(None) => {}
         }
@@ -155,6 +162,10 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             Ok(Err(HelloError::Violation(send))) => {
                 let reason = "the first message must be a valid Hello".to_string();
                 return reject(&ctx, &conn, send, RejectCode::ProtocolViolation, reason).await;
+            }
+            Ok(Err(HelloError::TokenTooLong(send))) => {
+                let reason = format!("the token is longer than {MAX_TOKEN_LEN} bytes");
+                return reject(&ctx, &conn, send, RejectCode::InvalidToken, reason).await;
             }
             Ok(Err(HelloError::Lost)) => {
                 ctx.stats.disconnected(DisconnectCause::ConnectionLost);
@@ -474,6 +485,12 @@ impl DatagramPump {
         stats
             .datagram_bytes_in
             .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // SPEC §2.1: the server does not read datagrams before the session's `Welcome`
+        // (none may be sent before it); they are dropped, not applied later.
+        if !self.shared.is_welcomed() {
+            stats.dropped(DropCause::NotWelcomed);
+            return None;
+        }
         if !self.bucket.try_take(Instant::now()) {
             stats.dropped(DropCause::RateLimited);
             return record_violation(&self.violations, &self.conn, &self.shared);
@@ -505,6 +522,11 @@ impl Pump<'_> {
         let mut seen = QuicSeen::default();
         let conn = self.conn;
         let max_frame_len = self.ctx.max_frame_len;
+        // Frames that arrived in the same chunks as the `Hello` (a pipelining client) are
+        // complete already: handle them now, not when more stream data happens to arrive.
+        if let Some(cause) = self.on_frames(&mut decoder) {
+            return cause;
+        }
         loop {
             tokio::select! {
                 _ = sample.tick() => seen.sample(conn, &self.ctx.stats, &rtt),
@@ -515,6 +537,9 @@ impl Pump<'_> {
                             return cause;
                         }
                     }
+                    // Every complete frame was handled; bytes left over are a frame the
+                    // FIN cut short.
+                    Ok(None) if decoder.buffered() > 0 => return self.close(DisconnectCause::ProtocolViolation, close_code::PROTOCOL_VIOLATION, "truncated frame"),
                     Ok(None) => return self.close(DisconnectCause::ClientBye, close_code::NORMAL, "stream finished"),
                     Err(quinn::ReadError::ConnectionLost(e)) => return self.classify(e),
                     Err(_) => return self.close(DisconnectCause::ProtocolViolation, close_code::PROTOCOL_VIOLATION, "control stream reset"),

@@ -75,12 +75,40 @@ pub(crate) fn game_request(r: &wire::Request) -> Option<Result<game::Request, wi
         W::TradeCancel => game::Request::TradeCancel,
         W::Ping { .. }
         | W::GetInventory
+        | W::GetZone
         | W::PartyInvite { .. }
         | W::PartyAccept
         | W::PartyDecline
         | W::PartyLeave
         | W::PartyKick { .. } => return None,
     }))
+}
+
+/// The layout of a zone as the client sees it (`Response::Zone`, SPEC §6.3).
+pub(crate) fn zone(t: &game::ZoneTemplate) -> wire::ZoneView {
+    let rect = |r: &game::Rect| wire::ZoneRect {
+        x0: r.x0,
+        y0: r.y0,
+        x1: r.x1,
+        y1: r.y1,
+    };
+    wire::ZoneView {
+        zone: t.id,
+        name: wire::bounded_text(t.name.clone()),
+        width_mm: t.width_mm,
+        height_mm: t.height_mm,
+        spawn_mm: t.spawn_mm,
+        town: t.town,
+        walls: t.walls.iter().map(rect).collect(),
+        portals: t
+            .portals
+            .iter()
+            .map(|p| wire::ZonePortal {
+                area: rect(&p.area),
+                target: p.target,
+            })
+            .collect(),
+    }
 }
 
 /// The wire error of a game rejection.

@@ -299,7 +299,8 @@ pub struct Worker {
     /// forwarded there.
     forwarded: HashMap<SessionId, (usize, Instant)>,
     /// Work for sessions unknown here, retried once after the next lifecycle stage (a
-    /// migrant's work can overtake its `Migrate`).
+    /// migrant's work can overtake its `Migrate`), and for as long as its session loads
+    /// (requests pipelined behind a `Hello`).
     deferred: Vec<Work>,
     /// Sessions with a handover pending (stage 5).
     migrating: Vec<SessionId>,
@@ -2088,10 +2089,19 @@ impl Worker {
             }
             return;
         }
-        if first && self.deferred.len() < self.inbox.work.capacity() {
+        // Work queued right behind the `Join` (a client pipelining requests after its
+        // `Hello`) waits while the session loads: it is applied right after the `Welcome`.
+        if (first || self.loading(session)) && self.deferred.len() < self.inbox.work.capacity() {
             self.deferred.push(work);
         }
-        // Otherwise: the session ended or is still loading; its work is dropped as before.
+        // Otherwise: the session ended; its work is dropped.
+    }
+
+    /// Whether `session` is waiting for its player to load from the store.
+    fn loading(&self, session: SessionId) -> bool {
+        self.persist
+            .as_ref()
+            .is_some_and(|p| p.loads.values().any(|l| l.join.session == session))
     }
 
     /// Passes a lifecycle message for a session handed to another worker on to it;
@@ -2593,6 +2603,12 @@ impl Worker {
                     .map(|s| Response::Inventory(wire::inventory(&s)))
                     .ok_or(RequestError::Internal)
             }
+            Request::GetZone => self
+                .sessions
+                .get(&session)
+                .and_then(|i| self.instances.get(i))
+                .map(|inst| Response::Zone(wire::zone(inst.world.template())))
+                .ok_or(RequestError::Internal),
             party_request => match &self.directory {
                 Some(d) => {
                     // The directory answers once the store has decided.
@@ -2683,9 +2699,14 @@ impl Worker {
                 player,
                 kicked,
                 disbanded,
+                last_member,
                 ..
             } => {
                 tell(player, PartyEvent::Left { kicked });
+                if let Some(last) = last_member {
+                    // SPEC §6.4: the member left alone learns that the party is gone.
+                    tell(last, PartyEvent::dissolved(party));
+                }
                 self.set_party_in_worlds(player, None);
                 if disbanded {
                     // The one remaining member is party-less now.
