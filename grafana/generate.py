@@ -596,7 +596,7 @@ def persistence(catalog):
 
 
 def cluster():
-    """Several servers on one store (README "Scaling out"): load placement, ownership
+    """Several servers on one store (docs/cluster.md "Scaling out"): load placement, ownership
     leases, drains by migration, parties across servers and sim workers, trades."""
     return [
         stat("Servers up", f'count(up{{{SEL}}} == 1)', ["zonehost_sessions_active"], w=6),

@@ -67,7 +67,7 @@ pub struct Config {
     pub content_dir: Option<PathBuf>,
     /// Simulation worker threads, each owning a set of zone instances. Default 1.
     pub sim_workers: usize,
-    /// Tokio worker threads for networking. Default 1 (measured best on 2 cores, see README).
+    /// Tokio worker threads for networking. Default 1 (measured best on 2 cores, see docs/performance.md).
     pub net_threads: usize,
     /// Simulation ticks per second. Default 60.
     pub tick_rate_hz: u16,

@@ -32,7 +32,7 @@
 //! the amounts; the sim applies them to both players after the commit and saves both
 //! checkpoints in one batch (one redb transaction: atomic on the embedded store). On
 //! ScyllaDB the two checkpoints are two LWTs: a crash between them can leave one side's
-//! gold change without the other's (documented gap, see README "Persistence").
+//! gold change without the other's (documented gap, see docs/persistence.md).
 
 use serde::{Deserialize, Serialize};
 
