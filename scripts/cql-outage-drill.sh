@@ -66,7 +66,7 @@ replication_factor = 1
 EOF
 "$zonehost" store migrate --config "$work/server.toml" --data-dir "$work/data"
 "$zonehost" serve --config "$work/server.toml" --data-dir "$work/data" \
-    --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" >"$work/server.log" 2>&1 &
+    --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" --log-format json >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
@@ -141,7 +141,7 @@ echo "after the run: $(store_metrics)"
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=""
-grep -c '"level":"WARN"' "$work/server.log" | sed 's/^/server warnings: /'
+echo "server log: $(grep -c '"level":"WARN"' "$work/server.log" || true) warnings, $(grep -c '"level":"ERROR"' "$work/server.log" || true) errors"
 echo
 echo "zonehost store check:"
 check_status=0

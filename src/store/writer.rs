@@ -451,12 +451,41 @@ fn run(store: Box<dyn Store>, rx: Receiver<Msg>, stats: Arc<StoreStats>, max_bat
     tracing::debug!("store worker stopped");
 }
 
+/// Most reads (player loads, item loads) of one run executed at once. A burst of logins
+/// queues a run of them; one after another they cost a database round trip each (on a
+/// ScyllaDB or Cassandra node loaded by a login burst, tens of milliseconds), which made
+/// logins time out behind each other. Reads are independent of each other, and every write
+/// submitted before them has completed when their run starts.
+const READ_PARALLELISM: usize = 8;
+
 fn kind_of(cmd: &StoreCommand) -> u8 {
     match cmd {
         StoreCommand::SavePlayers { .. } => 0,
         StoreCommand::ItemOp { .. } => 1,
+        StoreCommand::LoadPlayer { .. } | StoreCommand::LoadItems { .. } => 3,
         _ => 2,
     }
+}
+
+/// A run of reads, up to [`READ_PARALLELISM`] at once (scoped threads: the store's calls
+/// block their thread).
+fn execute_reads(store: &dyn Store, run: &mut [Envelope], stats: &StoreStats, meters: &Meters) {
+    if run.len() == 1 {
+        for env in run.iter_mut() {
+            execute_one(store, env, stats, meters);
+        }
+        return;
+    }
+    let per_thread = run.len().div_ceil(READ_PARALLELISM);
+    std::thread::scope(|scope| {
+        for chunk in run.chunks_mut(per_thread) {
+            scope.spawn(move || {
+                for env in chunk.iter_mut() {
+                    execute_one(store, env, stats, meters);
+                }
+            });
+        }
+    });
 }
 
 fn execute(store: &dyn Store, batch: &mut Vec<Envelope>, stats: &StoreStats, meters: &Meters) {
@@ -472,6 +501,7 @@ fn execute(store: &dyn Store, batch: &mut Vec<Envelope>, stats: &StoreStats, met
         match kind {
             0 => execute_saves(store, run, stats, meters),
             1 => execute_items(store, run, stats, meters),
+            3 => execute_reads(store, run, stats, meters),
             _ => {
                 for env in run.iter_mut() {
                     execute_one(store, env, stats, meters);
