@@ -120,11 +120,11 @@ pub unsafe extern "C" fn zh_last_error(
         error::with_last_error(|message| {
             // SAFETY: the caller passes NULL or a writable size_t.
             unsafe { write_optional(out_len, message.len()) };
+            if buf.is_null() && buf_len != 0 {
+                return ZH_ERR_NULL_POINTER;
+            }
             if buf_len < message.len() + 1 {
                 return ZH_ERR_BUFFER_TOO_SMALL;
-            }
-            if buf.is_null() {
-                return ZH_ERR_NULL_POINTER;
             }
             // SAFETY: `buf` is not NULL and has `buf_len` > message.len() writable bytes; the
             // message is our own CString, which cannot overlap the caller's buffer.
@@ -846,14 +846,14 @@ unsafe fn copy_text(
 ) -> Result<(), FfiError> {
     // SAFETY: per this function's contract.
     unsafe { write_optional(out_len, text.len()) };
+    if buf.is_null() && buf_len != 0 {
+        return Err(null("buf"));
+    }
     if buf_len < text.len() + 1 {
         return Err(FfiError::new(
             ZH_ERR_BUFFER_TOO_SMALL,
             format!("buffer of {buf_len} bytes; {} needed", text.len() + 1),
         ));
-    }
-    if buf.is_null() {
-        return Err(null("buf"));
     }
     // SAFETY: `buf` has `buf_len` > text.len() writable bytes and cannot overlap our own
     // string.

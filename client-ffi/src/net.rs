@@ -11,7 +11,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,49 @@ pub(crate) enum SendError {
     Stopped,
 }
 
+/// The network thread's start-up result, handed to the creating thread.
+///
+/// A mutex and a condition variable rather than a `std::sync::mpsc` channel: a channel's
+/// blocking receive stores a `std::thread::Thread` handle in a thread-local of the caller's
+/// thread, which a foreign (C) main thread never frees (valgrind reports it).
+#[derive(Debug, Default)]
+struct Ready {
+    result: Mutex<Option<Result<(), String>>>,
+    changed: Condvar,
+}
+
+impl Ready {
+    fn set(&self, result: Result<(), String>) {
+        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(result);
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), String> {
+        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = slot.take() {
+                return result;
+            }
+            slot = self.changed.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Sets the start-up result when dropped without one (the thread ended early), so that the
+/// creating thread never waits forever.
+struct ReadyGuard<'a>(&'a Ready);
+
+impl Drop for ReadyGuard<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.0.result.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(Err("the network thread stopped while starting".into()));
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 /// The queues shared with the network thread.
 #[derive(Debug)]
 struct Outbox {
@@ -108,22 +151,18 @@ impl Net {
             events: ArrayQueue::new(EVENT_QUEUE),
             dropped_datagrams: AtomicU64::new(0),
         });
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
-        let shared = outbox.clone();
+        let ready = Arc::new(Ready::default());
+        let (shared, signal) = (outbox.clone(), ready.clone());
         let thread = std::thread::Builder::new()
             .name("zonehost-net".into())
-            .spawn(move || thread_main(trust, ipv6, rx, shared, ready_tx))
+            .spawn(move || thread_main(trust, ipv6, rx, shared, &signal))
             .map_err(|e| format!("cannot start the network thread: {e}"))?;
         let net = Net {
             commands: Some(tx),
             outbox,
             thread: Some(thread),
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(net),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("the network thread stopped while starting".into()),
-        }
+        ready.wait().map(|()| net)
     }
 
     /// Reserves room for `n` commands: either all of them fit or none is queued.
@@ -176,15 +215,16 @@ fn thread_main(
     ipv6: bool,
     commands: mpsc::Receiver<Command>,
     outbox: Arc<Outbox>,
-    ready: std::sync::mpsc::SyncSender<Result<(), String>>,
+    ready: &Ready,
 ) {
+    let _guard = ReadyGuard(ready);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot start the tokio runtime: {e}")));
+            ready.set(Err(format!("cannot start the tokio runtime: {e}")));
             return;
         }
     };
@@ -197,11 +237,11 @@ fn thread_main(
         let endpoint = match EndpointBuilder::new(trust).bind(bind).build() {
             Ok(ep) => ep.endpoint,
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot create the QUIC endpoint: {e}")));
+                ready.set(Err(format!("cannot create the QUIC endpoint: {e}")));
                 return;
             }
         };
-        let _ = ready.send(Ok(()));
+        ready.set(Ok(()));
         pump(&endpoint, commands, &outbox).await;
         endpoint.close(close_code::NORMAL.into(), b"client freed");
         let _ = tokio::time::timeout(IDLE_WAIT, endpoint.wait_idle()).await;
