@@ -48,4 +48,18 @@ if [ -x fuzz/run-smoke.sh ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzz smoke runs"
   FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run-smoke.sh
 fi
+# ---- C client library (issue 15) ----------------------------------------------------------
+# The committed header client-ffi/include/zonehost.h must be what cbindgen generates, and the
+# C examples must be valgrind-clean: tests/c_client.rs skips its valgrind runs (loudly) when
+# valgrind is missing, so install it here and run them again with valgrind required.
+echo "== C client library: header up to date, C examples under valgrind"
+scripts/ffi-header.sh --check
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "== installing valgrind"
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get install -y valgrind || { $sudo_ apt-get update && $sudo_ apt-get install -y valgrind; }
+fi
+ZONEHOST_VALGRIND_REQUIRED=1 cargo test --locked --test c_client c_programs_are_valgrind_clean
+# ---- end of the C client library block -----------------------------------------------------
+
 echo "== all test suites passed"
