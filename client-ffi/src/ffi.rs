@@ -1,4 +1,4 @@
-//! The exported C functions. Each body runs inside [`call`], which catches panics (none
+//! The exported C functions. Each body runs inside `call`, which catches panics (none
 //! may unwind into foreign frames) and records the message of a failure for
 //! `zh_last_error`.
 //!
