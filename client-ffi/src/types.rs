@@ -535,3 +535,60 @@ pub struct ZhStats {
     /// Requests sent.
     pub requests_sent: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, kind, EntityState};
+
+    #[test]
+    fn item_ids_round_trip() {
+        for id in [0u128, 1, u128::from(u64::MAX) + 7, u128::MAX] {
+            assert_eq!(u128::from(ZhItemId::from(id)), id);
+        }
+    }
+
+    /// The bytes `zh_snapshot_entities` points at (the rkyv archive of a real snapshot)
+    /// decode, at the documented 22-byte stride, to the entities that were encoded.
+    #[test]
+    fn wire_entities_of_a_real_snapshot_decode_to_the_originals() {
+        let entities: Vec<EntityState> = (0..5)
+            .map(|i| EntityState {
+                id: 1000 + i,
+                x_mm: -70_000 + i as i32,
+                y_mm: 123_456,
+                vx_cms: -600,
+                vy_cms: 3,
+                hp: 90,
+                max_hp: 100,
+                kind: kind::MONSTER,
+                flags: 7,
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode_snapshot(9, 1, 2, &[], &entities, &mut out).expect("encode");
+        let (_, body) = decode_snapshot(&out[0]).expect("decode");
+        let slice = body.entities.as_slice();
+        let offset = slice.as_ptr() as usize - out[0].as_ptr() as usize;
+        let raw = &out[0][offset..offset + slice.len() * ZH_WIRE_ENTITY_SIZE];
+        let decoded: Vec<ZhEntity> = raw
+            .chunks_exact(ZH_WIRE_ENTITY_SIZE)
+            .map(|c| ZhWireEntity::decode(c.try_into().expect("22 bytes")))
+            .collect();
+        let want: Vec<ZhEntity> = entities
+            .iter()
+            .map(|e| ZhEntity {
+                id: e.id,
+                x_mm: e.x_mm,
+                y_mm: e.y_mm,
+                vx_cms: e.vx_cms,
+                vy_cms: e.vy_cms,
+                hp: e.hp,
+                max_hp: e.max_hp,
+                kind: e.kind,
+                flags: e.flags,
+            })
+            .collect();
+        assert_eq!(decoded, want);
+    }
+}
