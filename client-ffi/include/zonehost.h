@@ -593,8 +593,9 @@ int32_t zh_connect(ZhClient client);
 // `out_state` must point to a writable `uint32_t`.
 int32_t zh_state(ZhClient client, uint32_t *out_state);
 
-// Says goodbye and closes the connection; returns at once. `zh_poll` returns
-// `ZH_EVENT_DISCONNECTED` when the connection has ended (within about a second). Every
+// Says goodbye and closes the connection (or abandons a connect in progress); returns at
+// once. `zh_poll` returns `ZH_EVENT_DISCONNECTED` when the connection has ended (within
+// about a second: the server's acknowledgement of the goodbye is awaited that long). Every
 // later send returns `ZH_ERR_CLOSED`, and so does a second `zh_close`. Invalidates the
 // pointers of the current event.
 int32_t zh_close(ZhClient client);

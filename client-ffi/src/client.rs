@@ -421,11 +421,17 @@ impl Client {
                 reason,
                 local,
             } => {
-                if self.phase == Phase::Closed {
-                    return None;
+                match self.phase {
+                    Phase::Closed => {}
+                    // While connecting, no connection of this session exists yet: this is
+                    // the end of the one a redirect left (the server closes it after the
+                    // `Redirect`); the new one reports `Connected` or `ConnectFailed`.
+                    Phase::Connecting => {}
+                    _ => {
+                        self.phase = Phase::Closed;
+                        self.push_disconnect(code, &reason, local);
+                    }
                 }
-                self.phase = Phase::Closed;
-                self.push_disconnect(code, &reason, local);
                 None
             }
         }

@@ -262,8 +262,9 @@ pub unsafe extern "C" fn zh_state(client: ZhClient, out_state: *mut u32) -> i32 
     })
 }
 
-/// Says goodbye and closes the connection; returns at once. `zh_poll` returns
-/// `ZH_EVENT_DISCONNECTED` when the connection has ended (within about a second). Every
+/// Says goodbye and closes the connection (or abandons a connect in progress); returns at
+/// once. `zh_poll` returns `ZH_EVENT_DISCONNECTED` when the connection has ended (within
+/// about a second: the server's acknowledgement of the goodbye is awaited that long). Every
 /// later send returns `ZH_ERR_CLOSED`, and so does a second `zh_close`. Invalidates the
 /// pointers of the current event.
 #[no_mangle]

@@ -356,12 +356,32 @@ async fn pump(endpoint: &quinn::Endpoint, mut commands: mpsc::Receiver<Command>,
                 if let Some(l) = live.take() {
                     l.conn.close(close_code::NORMAL.into(), b"redirected");
                 }
-                let event = match connect(endpoint, &address, &server_name).await {
-                    Ok(l) => {
+                // The attempt gives way to a close or to the client being freed (which
+                // would otherwise wait for the connect timeout).
+                let attempt = connect(endpoint, &address, &server_name);
+                tokio::pin!(attempt);
+                let outcome = loop {
+                    tokio::select! {
+                        result = &mut attempt => break Some(result),
+                        command = commands.recv() => match command {
+                            None => return,
+                            Some(Command::Close { .. }) => break None,
+                            // Nothing else is sent before `Connected`.
+                            Some(_) => {}
+                        },
+                    }
+                };
+                let event = match outcome {
+                    Some(Ok(l)) => {
                         live = Some(l);
                         NetEvent::Connected
                     }
-                    Err(e) => NetEvent::ConnectFailed(e),
+                    Some(Err(e)) => NetEvent::ConnectFailed(e),
+                    None => NetEvent::Closed {
+                        code: None,
+                        reason: "closed while connecting".into(),
+                        local: true,
+                    },
                 };
                 if !push_reliable(out, event, &commands).await {
                     return;

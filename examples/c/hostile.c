@@ -159,6 +159,41 @@ static void after_close_offline(void) {
     expect("free", zh_client_free(h), ZH_OK);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A connect that cannot finish (nothing answers on 127.0.0.1:9) gives way to close and free. */
+static void close_and_free_while_connecting(void) {
+    ZhClient h = offline_client();
+    ZhEvent ev;
+    uint32_t state = 99;
+    expect("connect to a silent address", zh_connect(h), ZH_OK);
+    expect("state", zh_state(h, &state), ZH_OK);
+    expect("... is ZH_STATE_CONNECTING", (int)state, ZH_STATE_CONNECTING);
+    expect("send_input while connecting", zh_send_input(h, 0, 0, 0, NULL), ZH_ERR_WRONG_STATE);
+    expect("close while connecting", zh_close(h), ZH_OK);
+    double start = now_s();
+    int disconnected = 0;
+    while (!disconnected && now_s() - start < 5.0) {
+        if (zh_poll(h, &ev) != ZH_OK) break;
+        if (ev.kind == ZH_EVENT_DISCONNECTED) disconnected = 1;
+        else sleep_ms(2);
+    }
+    expect("ZH_EVENT_DISCONNECTED soon after a close while connecting", disconnected, 1);
+    if (disconnected) printf("     reason: %s\n", ev.disconnected.reason.ptr);
+    expect("... locally", ev.disconnected.local, 1);
+    expect("free", zh_client_free(h), ZH_OK);
+
+    h = offline_client();
+    expect("connect to a silent address", zh_connect(h), ZH_OK);
+    start = now_s();
+    expect("free while connecting", zh_client_free(h), ZH_OK);
+    expect("... returns within 2 s", now_s() - start < 2.0, 1);
+}
+
 static void freed_and_unknown_handles(void) {
     ZhEvent ev;
     uint32_t state;
@@ -230,6 +265,7 @@ int main(int argc, char **argv) {
     buffers();
     after_close_offline();
     freed_and_unknown_handles();
+    close_and_free_while_connecting();
     if (argc >= 4) after_close_connected(argv[1], argv[2], argv[3]);
     printf("hostile_failures=%d\n", failures);
     return failures;
