@@ -9,6 +9,10 @@
 //!   `minimal_client`'s against the same server.
 //! * `c_hostile_use_returns_error_codes`: NULL pointers, unknown and freed handles, buffers
 //!   too small, calls after close (`examples/c/hostile.c`), each its error code.
+//! * `c_client_follows_a_redirect`: in a two-server dev cluster, a login on the server that
+//!   does not own the player is redirected to the owner; the C API reports
+//!   `ZH_EVENT_REDIRECTED`, follows it, and the first session ends with close code 4
+//!   (`examples/c/redirect.c`).
 //! * `c_programs_are_valgrind_clean`: both programs under valgrind (with
 //!   `examples/c/valgrind.supp`, two reports inside ring / quinn-udp, explained there).
 //!   Without valgrind it is skipped loudly, unless `ZONEHOST_VALGRIND_REQUIRED=1`: then it
@@ -369,5 +373,78 @@ fn c_programs_are_valgrind_clean() {
             "{out}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two consecutive free UDP ports on 127.0.0.1 (for a dev cluster's fixed ports).
+fn two_free_ports() -> u16 {
+    for _ in 0..50 {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port < u16::MAX && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+#[test]
+fn c_client_follows_a_redirect() {
+    let _serial = serial();
+    let dir = work_dir("redirect");
+    let redirect = compile("redirect", &dir);
+    let data_dir = common::temp_data_dir("c-ffi-cluster");
+    let port = two_free_ports();
+    let listen = format!("127.0.0.1:{port}");
+    let proc = ServeProcess::start(
+        "the dev cluster",
+        [
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--dev-cluster".as_ref(),
+            "2".as_ref(),
+            "--second-login".as_ref(),
+            "take-over".as_ref(),
+            "--metrics-listen".as_ref(),
+            "off".as_ref(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ],
+        PHASE,
+    );
+    let deadline = Instant::now() + PHASE;
+    while proc.log_text().matches("zonehost listening").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "cluster start:\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_zonehost"))
+            .args(["token", "--player", "c_redirect", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run zonehost token");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let args = vec![
+        listen.clone(),
+        format!("127.0.0.1:{}", port + 1),
+        data_dir.join("cert.der").display().to_string(),
+        token(),
+        token(),
+    ];
+    let (code, out) = run(&redirect, &[], &args, &dir);
+    assert_eq!(code, Some(0), "redirect through the C API:\n{out}");
+    assert!(
+        out.contains(&format!("redirected_to={listen} after_welcome=0")),
+        "{out}"
+    );
+    assert!(out.contains("second_redirects=1"), "{out}");
+    assert!(out.contains("first_disconnect_code=4"), "{out}");
+    drop(proc);
+    let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
