@@ -145,6 +145,11 @@
 // (bag first, then worn ones) read with `zh_event_item`.
 #define ZH_RESPONSE_INVENTORY 3
 
+// Answer to `zh_request_get_zone`: `zone`, `zone_name`, `width_mm`, `height_mm`,
+// `spawn_x_mm`, `spawn_y_mm`, `town`, and `wall_count` walls then `portal_count` portals
+// read with `zh_event_rect`.
+#define ZH_RESPONSE_ZONE 4
+
 // Server notice: `text`.
 #define ZH_GAME_NOTICE 1
 
@@ -213,7 +218,7 @@
 #define ZH_GAME_PARTY_DECLINED 21
 
 // Party membership: `value` party id, `text` leader, `name_count` member names read with
-// `zh_event_name`.
+// `zh_event_name`. No leader and no members: the party dissolved.
 #define ZH_GAME_PARTY_MEMBERS 22
 
 // You left the party: `flag` 1 when kicked.
@@ -396,6 +401,24 @@ typedef struct ZhResponse {
   uint32_t level;
   // `ZH_RESPONSE_INVENTORY`: bag plus worn items, read with `zh_event_item`.
   uint32_t item_count;
+  // `ZH_RESPONSE_ZONE`: zone template id.
+  uint32_t zone;
+  // `ZH_RESPONSE_ZONE`: display name.
+  struct ZhStr zone_name;
+  // `ZH_RESPONSE_ZONE`: width, millimetres (positions run 0..=width).
+  int32_t width_mm;
+  // `ZH_RESPONSE_ZONE`: height, millimetres.
+  int32_t height_mm;
+  // `ZH_RESPONSE_ZONE`: where arrivals appear, x.
+  int32_t spawn_x_mm;
+  // `ZH_RESPONSE_ZONE`: where arrivals appear, y.
+  int32_t spawn_y_mm;
+  // `ZH_RESPONSE_ZONE`: 1 for a town (no monsters).
+  uint8_t town;
+  // `ZH_RESPONSE_ZONE`: impassable rectangles (`zh_event_rect` 0..wall_count).
+  uint32_t wall_count;
+  // `ZH_RESPONSE_ZONE`: portals (`zh_event_rect` wall_count..wall_count+portal_count).
+  uint32_t portal_count;
 } ZhResponse;
 
 // One item (affixes are not exposed).
@@ -545,6 +568,21 @@ typedef struct ZhEntity {
   uint8_t flags;
 } ZhEntity;
 
+// A rectangle of a zone, millimetres, half-open (`x0 <= x < x1`, `y0 <= y < y1`): a wall,
+// or a portal's area.
+typedef struct ZhZoneRect {
+  // Left edge (inclusive).
+  int32_t x0;
+  // Top edge (inclusive).
+  int32_t y0;
+  // Right edge (exclusive).
+  int32_t x1;
+  // Bottom edge (exclusive).
+  int32_t y1;
+  // -1 for a wall; for a portal, the zone it leads to.
+  int32_t target;
+} ZhZoneRect;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -690,6 +728,12 @@ int32_t zh_request_enter_zone(ZhClient client, uint32_t *out_id);
 // See `zh_request_ping`.
 int32_t zh_request_get_inventory(ZhClient client, uint32_t *out_id);
 
+// Requests the current zone's layout (`ZH_RESPONSE_ZONE`).
+//
+// # Safety
+// See `zh_request_ping`.
+int32_t zh_request_get_zone(ZhClient client, uint32_t *out_id);
+
 // Invites `player` (NUL-terminated name) into your party.
 //
 // # Safety
@@ -798,6 +842,13 @@ int32_t zh_wire_entity_read(const struct ZhWireEntity *entity, struct ZhEntity *
 // # Safety
 // `out_item` must point to a writable `ZhItem`.
 int32_t zh_event_item(ZhClient client, size_t index, struct ZhItem *out_item);
+
+// Copies rectangle `index` of the current event (a `ZH_RESPONSE_ZONE`: `wall_count` walls,
+// then `portal_count` portals) into `out_rect`.
+//
+// # Safety
+// `out_rect` must point to a writable `ZhZoneRect`.
+int32_t zh_event_rect(ZhClient client, size_t index, struct ZhZoneRect *out_rect);
 
 // Points `out_name` at name `index` of the current event (`ZH_GAME_PARTY_MEMBERS`;
 // `name_count` says how many); the string is valid until the next `zh_poll`.

@@ -11,6 +11,7 @@ use zonehost_client::{Trust, MAX_REDIRECTS};
 use zonehost_protocol::datagram::InputCmd;
 use zonehost_protocol::message::{
     close_code, Combat, Event, InventoryEvent, ItemInfo, PartyEvent, Request, Response, TradeEvent,
+    ZoneRect,
 };
 use zonehost_protocol::session::SessionState;
 use zonehost_protocol::snapshot::{decode_snapshot, ArchivedEntityState};
@@ -82,6 +83,7 @@ struct Current {
     texts: Vec<CString>,
     items: Vec<ZhItem>,
     names: Vec<CString>,
+    rects: Vec<ZhZoneRect>,
 }
 
 /// One client.
@@ -296,6 +298,19 @@ impl Client {
             FfiError::new(
                 ZH_ERR_NOT_FOUND,
                 format!("item {index} of an event with {}", self.current.items.len()),
+            )
+        })
+    }
+
+    /// Rectangle `index` of the current event (a zone response's walls, then portals).
+    pub(crate) fn event_rect(&self, index: usize) -> Result<ZhZoneRect, FfiError> {
+        self.current.rects.get(index).copied().ok_or_else(|| {
+            FfiError::new(
+                ZH_ERR_NOT_FOUND,
+                format!(
+                    "rectangle {index} of an event with {}",
+                    self.current.rects.len()
+                ),
             )
         })
     }
@@ -575,6 +590,30 @@ impl Client {
                             .chain(view.equipment.iter().map(|(s, i)| item(i, (*s).into())))
                             .collect();
                         response.item_count = count(self.current.items.len());
+                    }
+                    Ok(Response::Zone(z)) => {
+                        response.kind = ZH_RESPONSE_ZONE;
+                        response.zone = z.zone.into();
+                        response.zone_name = self.text(&z.name);
+                        response.width_mm = z.width_mm;
+                        response.height_mm = z.height_mm;
+                        (response.spawn_x_mm, response.spawn_y_mm) = z.spawn_mm;
+                        response.town = u8::from(z.town);
+                        let rect = |r: &ZoneRect, target: i32| ZhZoneRect {
+                            x0: r.x0,
+                            y0: r.y0,
+                            x1: r.x1,
+                            y1: r.y1,
+                            target,
+                        };
+                        self.current.rects = z
+                            .walls
+                            .iter()
+                            .map(|w| rect(w, -1))
+                            .chain(z.portals.iter().map(|p| rect(&p.area, p.target.into())))
+                            .collect();
+                        response.wall_count = count(z.walls.len());
+                        response.portal_count = count(z.portals.len());
                     }
                     Err(e) => {
                         response.kind = ZH_RESPONSE_ERROR;

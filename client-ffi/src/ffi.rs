@@ -481,6 +481,15 @@ pub unsafe extern "C" fn zh_request_get_inventory(client: ZhClient, out_id: *mut
     request(client, Request::GetInventory, out_id)
 }
 
+/// Requests the current zone's layout (`ZH_RESPONSE_ZONE`).
+///
+/// # Safety
+/// See `zh_request_ping`.
+#[no_mangle]
+pub unsafe extern "C" fn zh_request_get_zone(client: ZhClient, out_id: *mut u32) -> i32 {
+    request(client, Request::GetZone, out_id)
+}
+
 /// Invites `player` (NUL-terminated name) into your party.
 ///
 /// # Safety
@@ -725,6 +734,26 @@ pub unsafe extern "C" fn zh_event_item(
         let item = with_client(client, |c| c.event_item(index))?;
         // SAFETY: checked non-NULL; the caller passes a writable ZhItem.
         unsafe { write_out(out_item, item) };
+        Ok(())
+    })
+}
+
+/// Copies rectangle `index` of the current event (a `ZH_RESPONSE_ZONE`: `wall_count` walls,
+/// then `portal_count` portals) into `out_rect`.
+///
+/// # Safety
+/// `out_rect` must point to a writable `ZhZoneRect`.
+#[no_mangle]
+pub unsafe extern "C" fn zh_event_rect(
+    client: ZhClient,
+    index: usize,
+    out_rect: *mut ZhZoneRect,
+) -> i32 {
+    call(|| {
+        check_out(out_rect, "out_rect")?;
+        let rect = with_client(client, |c| c.event_rect(index))?;
+        // SAFETY: checked non-NULL; the caller passes a writable ZhZoneRect.
+        unsafe { write_out(out_rect, rect) };
         Ok(())
     })
 }

@@ -82,6 +82,10 @@ pub const ZH_RESPONSE_PONG: u32 = 2;
 /// Answer to `zh_request_get_inventory`: `gold`, `level`, `xp`, and `item_count` items
 /// (bag first, then worn ones) read with `zh_event_item`.
 pub const ZH_RESPONSE_INVENTORY: u32 = 3;
+/// Answer to `zh_request_get_zone`: `zone`, `zone_name`, `width_mm`, `height_mm`,
+/// `spawn_x_mm`, `spawn_y_mm`, `town`, and `wall_count` walls then `portal_count` portals
+/// read with `zh_event_rect`.
+pub const ZH_RESPONSE_ZONE: u32 = 4;
 
 // ---- game event kinds (ZhGameEvent.kind) ----------------------------------------------------
 
@@ -132,7 +136,7 @@ pub const ZH_GAME_PARTY_INVITED: u32 = 20;
 /// Your invite was declined: `text` invitee.
 pub const ZH_GAME_PARTY_DECLINED: u32 = 21;
 /// Party membership: `value` party id, `text` leader, `name_count` member names read with
-/// `zh_event_name`.
+/// `zh_event_name`. No leader and no members: the party dissolved.
 pub const ZH_GAME_PARTY_MEMBERS: u32 = 22;
 /// You left the party: `flag` 1 when kicked.
 pub const ZH_GAME_PARTY_LEFT: u32 = 23;
@@ -348,6 +352,41 @@ pub struct ZhResponse {
     pub level: u32,
     /// `ZH_RESPONSE_INVENTORY`: bag plus worn items, read with `zh_event_item`.
     pub item_count: u32,
+    /// `ZH_RESPONSE_ZONE`: zone template id.
+    pub zone: u32,
+    /// `ZH_RESPONSE_ZONE`: display name.
+    pub zone_name: ZhStr,
+    /// `ZH_RESPONSE_ZONE`: width, millimetres (positions run 0..=width).
+    pub width_mm: i32,
+    /// `ZH_RESPONSE_ZONE`: height, millimetres.
+    pub height_mm: i32,
+    /// `ZH_RESPONSE_ZONE`: where arrivals appear, x.
+    pub spawn_x_mm: i32,
+    /// `ZH_RESPONSE_ZONE`: where arrivals appear, y.
+    pub spawn_y_mm: i32,
+    /// `ZH_RESPONSE_ZONE`: 1 for a town (no monsters).
+    pub town: u8,
+    /// `ZH_RESPONSE_ZONE`: impassable rectangles (`zh_event_rect` 0..wall_count).
+    pub wall_count: u32,
+    /// `ZH_RESPONSE_ZONE`: portals (`zh_event_rect` wall_count..wall_count+portal_count).
+    pub portal_count: u32,
+}
+
+/// A rectangle of a zone, millimetres, half-open (`x0 <= x < x1`, `y0 <= y < y1`): a wall,
+/// or a portal's area.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZhZoneRect {
+    /// Left edge (inclusive).
+    pub x0: i32,
+    /// Top edge (inclusive).
+    pub y0: i32,
+    /// Right edge (exclusive).
+    pub x1: i32,
+    /// Bottom edge (exclusive).
+    pub y1: i32,
+    /// -1 for a wall; for a portal, the zone it leads to.
+    pub target: i32,
 }
 
 /// `ZH_EVENT_GAME`: one reliable world event; which fields mean what depends on `kind`

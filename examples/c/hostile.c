@@ -94,6 +94,7 @@ static void null_pointers(void) {
     expect("wire_entity_read(NULL, &e)", zh_wire_entity_read(NULL, &e), ZH_ERR_NULL_POINTER);
     expect("event_item(0, NULL)", zh_event_item(h, 0, NULL), ZH_ERR_NULL_POINTER);
     expect("event_name(0, NULL)", zh_event_name(h, 0, NULL), ZH_ERR_NULL_POINTER);
+    expect("event_rect(0, NULL)", zh_event_rect(h, 0, NULL), ZH_ERR_NULL_POINTER);
     expect("request_party_invite(NULL name)", zh_request_party_invite(h, NULL, NULL), ZH_ERR_NULL_POINTER);
     expect("request_party_kick(NULL name)", zh_request_party_kick(h, NULL, NULL), ZH_ERR_NULL_POINTER);
     expect("resume_token(NULL buf, 8)", zh_resume_token(h, NULL, 8, NULL), ZH_ERR_NULL_POINTER);
@@ -103,6 +104,8 @@ static void null_pointers(void) {
     expect("snapshot_entity without a snapshot", zh_snapshot_entity(h, 0, &e), ZH_ERR_NOT_FOUND);
     expect("event_item without items", zh_event_item(h, 0, &item), ZH_ERR_NOT_FOUND);
     expect("event_name without names", zh_event_name(h, 3, &name), ZH_ERR_NOT_FOUND);
+    ZhZoneRect rect;
+    expect("event_rect without rectangles", zh_event_rect(h, 0, &rect), ZH_ERR_NOT_FOUND);
     expect("send_input before connecting", zh_send_input(h, 0, 0, 0, NULL), ZH_ERR_WRONG_STATE);
     expect("request_ping before connecting", zh_request_ping(h, 1, NULL), ZH_ERR_WRONG_STATE);
     expect("send_input axis out of range", zh_send_input(h, 1001, 0, 0, NULL), ZH_ERR_INVALID_ARGUMENT);

@@ -122,6 +122,17 @@ static void on_response(ZhClient client, Game *g, const ZhResponse *r) {
         if (g->item_step > 0 && g->item_step < 4) g->item_step = -1;
         return;
     }
+    if (r->kind == ZH_RESPONSE_ZONE) {
+        uint32_t exits = 0;
+        for (uint32_t i = 0; i < r->portal_count; i++) {
+            ZhZoneRect rect;
+            CHECK(zh_event_rect(client, r->wall_count + i, &rect));
+            if (rect.target >= 0) exits++;
+        }
+        printf("zone %u \"%s\": %d x %d m, %u walls, %u portals\n", r->zone, r->zone_name.ptr,
+               r->width_mm / 1000, r->height_mm / 1000, r->wall_count, exits);
+        return;
+    }
     if (r->kind == ZH_RESPONSE_INVENTORY && g->item_step == 1) {
         printf("inventory: %u items, %llu gold, level %u\n", r->item_count,
                (unsigned long long)r->gold, r->level);
@@ -258,6 +269,7 @@ int main(int argc, char **argv) {
     }
 
     /* Stand still and do the item round trip: inventory, drop a potion, pick it up. */
+    CHECK(zh_request_get_zone(client, NULL));
     CHECK(zh_request_get_inventory(client, NULL));
     g.item_step = 1;
     double next = now_s();
