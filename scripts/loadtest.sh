@@ -22,7 +22,9 @@ server_args="${SERVER_ARGS:-}"
 loadgen_args="${LOADGEN_ARGS:-}"
 report="${REPORT:-target/loadtest-report.json}"
 
-cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
+if [ -z "${ZONEHOST_BIN:-}" ] || [ -z "${LOADGEN_BIN:-}" ]; then
+    cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
+fi
 
 # shellcheck source=scripts/lib/server.sh
 . scripts/lib/server.sh
