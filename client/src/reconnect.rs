@@ -440,8 +440,9 @@ impl ReconnectingClient {
         &self.policy
     }
 
-    /// Sends an input on the current connection; `Ok(None)` while reconnecting (the input
-    /// is dropped: movement is not replayed across a reconnection). A send that fails
+    /// Sends an input on the current connection; `Ok(None)` while reconnecting or after a
+    /// `Goaway` (the input is dropped: movement is not replayed across a reconnection). A
+    /// send that fails
     /// because the connection was lost starts the reconnection.
     pub fn send_input(&mut self, cmd: InputCmd) -> Result<Option<u32>, ReconnectError> {
         self.send_input_at(cmd, Instant::now())
@@ -454,7 +455,7 @@ impl ReconnectingClient {
         cmd: InputCmd,
         due: Instant,
     ) -> Result<Option<u32>, ReconnectError> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.client.as_mut().filter(|_| self.goaway_after.is_none()) else {
             return self.idle_result();
         };
         match client.send_input_at(cmd, due) {
@@ -463,10 +464,11 @@ impl ReconnectingClient {
         }
     }
 
-    /// Sends a request on the current connection; `Ok(None)` while reconnecting (not
-    /// sent: the application decides whether to send it again after the recovery).
+    /// Sends a request on the current connection; `Ok(None)` while reconnecting or after
+    /// a `Goaway` (not sent: the application decides whether to send it again after the
+    /// recovery).
     pub async fn request(&mut self, request: Request) -> Result<Option<u32>, ReconnectError> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.client.as_mut().filter(|_| self.goaway_after.is_none()) else {
             return self.idle_result();
         };
         match client.request(request).await {
