@@ -47,7 +47,7 @@ pub use endpoint::{
 };
 pub use impair::{Direction, Impairment};
 pub use reconnect::{
-    recover, ReconnectError, ReconnectPolicy, ReconnectStats, ReconnectingClient, Recovered,
+    recover, Loss, ReconnectError, ReconnectPolicy, ReconnectStats, ReconnectingClient, Recovered,
     Target, TokenProvider, Update,
 };
 pub use trust::Trust;

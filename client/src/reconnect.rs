@@ -253,6 +253,19 @@ pub struct Target {
     pub client_name: String,
 }
 
+/// A lost connection, as [`recover`] needs to know it.
+#[derive(Debug)]
+pub struct Loss {
+    /// When the loss was noticed (the deadline counts from here).
+    pub at: Instant,
+    /// Why the connection ended.
+    pub error: ClientError,
+    /// Wait before the first attempt (what a `Goaway` asked for; zero otherwise).
+    pub wait: Duration,
+    /// The last `Welcome.resume_token`, tried first.
+    pub resume_token: Option<String>,
+}
+
 /// A session back after a loss.
 #[derive(Debug)]
 pub struct Recovered {
@@ -264,25 +277,27 @@ pub struct Recovered {
     pub attempts: u32,
 }
 
-/// Gets a session back after a loss noticed at `lost_at`: waits `first_wait` (what a
-/// `Goaway` asked for), then tries `resume_token` (if any) and, once the server refuses
-/// it ([`resume_refused`]), fresh logins with tokens from `tokens`; failed attempts are
+/// Gets a session back after `loss`: waits `loss.wait` (what a `Goaway` asked for), then
+/// tries `loss.resume_token` (if any) and, once the server refuses it
+/// ([`resume_refused`]), fresh logins with tokens from `tokens`; failed attempts are
 /// retried after [`ReconnectPolicy::backoff`] until [`ReconnectPolicy::deadline`] after
 /// the loss. `on_attempt(n, reason)` is called as attempt `n` starts, `reason` being why
 /// the connection or the previous attempt failed.
 ///
 /// This is the loop [`ReconnectingClient`] runs; the load generator calls it directly.
-#[allow(clippy::too_many_arguments)]
 pub async fn recover(
     target: &Target,
     tokens: &dyn TokenProvider,
     policy: &ReconnectPolicy,
-    mut resume_token: Option<String>,
-    lost_at: Instant,
-    first_wait: Duration,
-    loss: ClientError,
+    loss: Loss,
     mut on_attempt: impl FnMut(u32, &str) + Send,
 ) -> Result<Recovered, ReconnectError> {
+    let Loss {
+        at: lost_at,
+        error: loss,
+        wait: first_wait,
+        mut resume_token,
+    } = loss;
     let give_up_at = lost_at + policy.deadline;
     let random_state = std::collections::hash_map::RandomState::new();
     let mut next_try = lost_at + first_wait;
@@ -592,18 +607,15 @@ impl ReconnectingClient {
             self.resume_token.take(),
         );
         let recovery = Box::pin(async move {
-            recover(
-                &target,
-                &*tokens,
-                &policy,
-                resume,
-                lost_at,
-                wait,
+            let loss = Loss {
+                at: lost_at,
                 error,
-                move |n, reason| {
-                    let _ = tx.send((n, reason.to_owned()));
-                },
-            )
+                wait,
+                resume_token: resume,
+            };
+            recover(&target, &*tokens, &policy, loss, move |n, reason| {
+                let _ = tx.send((n, reason.to_owned()));
+            })
             .await
         });
         self.recovery = Some((lost_at, recovery));

@@ -12,7 +12,7 @@ use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
 use zonehost_client::reconnect::loss_is_recoverable;
 use zonehost_client::{
-    recover, Client, ClientError, Incoming, ReconnectError, ReconnectPolicy, Target,
+    recover, Client, ClientError, Incoming, Loss, ReconnectError, ReconnectPolicy, Target,
 };
 use zonehost_protocol::message::{Combat, Event, InventoryEvent};
 use zonehost_protocol::snapshot::decode_snapshot;
@@ -284,16 +284,15 @@ pub(crate) async fn run_bot(
                 let resume = Some(client.welcome().resume_token.clone());
                 drop(client);
                 let attempts = &live.reconnect_attempts;
-                let recovery = recover(
-                    &target,
-                    &tokens,
-                    &policy,
-                    resume,
-                    lost_at.into_std(),
-                    goaway_wait,
+                let loss = Loss {
+                    at: lost_at.into_std(),
                     error,
-                    |_, _| Live::add(attempts, 1),
-                );
+                    wait: goaway_wait,
+                    resume_token: resume,
+                };
+                let recovery = recover(&target, &tokens, &policy, loss, |_, _| {
+                    Live::add(attempts, 1);
+                });
                 match tokio::time::timeout_at(settings.end_at, recovery).await {
                     // The run ended first: not a failure.
                     Err(_) => break,
@@ -384,6 +383,7 @@ fn count_game_event(live: &Live, brain: &Brain, ev: &Event) {
 }
 
 /// The input/request/receive loop of one session.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     client: &mut Client,
     brain: &mut Brain,
