@@ -15,6 +15,12 @@
 #   PROFILE=debug scripts/crash-drill.sh                 # debug binaries (no release build)
 #
 # Only 127.0.0.1; every wait is bounded. Port UDP ${PORT:-25433}.
+#
+# Measured 2026-12-07 (release, 2 shared cores, bots and server on one machine):
+#   kill -9 at 25 s, restart 2 s later: 300/300 bots back (300 rejoined, 0 failed), time to
+#   recover p50 225 ms, p99 926 ms, max 1084 ms after the restart; store check exit 0.
+#   SIGTERM drain, restart 2 s after it exited: 300/300 back, 0 failed; p99 ~3.0 s after the
+#   restart (bots retry during the downtime: 1.5 s attempt timeout, backoff up to 1 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
