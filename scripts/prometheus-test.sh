@@ -602,8 +602,9 @@ check live "$PROM"
 # SIGTERM while bots play: every connected bot must get a Goaway, and the process must exit 0
 # well within the 30 s that k8s/systemd/compose allow.
 log "SIGTERM under load: every bot gets Goaway, the server drains and exits 0 within 25 s"
+# --recover-deadline 0s: a bot's loss is final here (no reconnection to a server that is gone).
 "$LOADGEN_BIN" --scenario smoke --players "$PLAYERS" --duration 60s --ramp-up 2s --slo "failures=0" \
-  --server "127.0.0.1:$QUIC_PORT" --cert "$DATA/cert.der" --token-key "$DATA/dev-signing.key" \
+  --recover-deadline 0s --server "127.0.0.1:$QUIC_PORT" --cert "$DATA/cert.der" --token-key "$DATA/dev-signing.key" \
   --report "$WORK/drain.json" >"$WORK/drain.log" 2>&1 &
 LOADGEN_PID=$!
 check wait-value "$PROM" 'sum(zonehost_sessions_active{job="zonehost"})' "$((PLAYERS * 3 / 4))" 30 \

@@ -39,6 +39,11 @@ cargo test --workspace --all-targets --locked
 echo "== doc tests"
 cargo test --workspace --doc --locked
 
+if [ "${SKIP_CRASH_DRILL:-0}" != 1 ]; then
+  echo "== crash drill, short form (20 bots, kill -9, restart, store check; under 60 s)"
+  PROFILE=debug PLAYERS=20 DURATION=15 KILL_AT=6 RAMP_UP=2 scripts/crash-drill.sh
+fi
+
 if [ -x scripts/prometheus-test.sh ] && [ "${SKIP_PROMETHEUS_TEST:-0}" != 1 ]; then
   echo "== real Prometheus test"
   scripts/prometheus-test.sh

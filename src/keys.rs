@@ -16,6 +16,10 @@ pub const DEV_CERT_FILE: &str = "cert.der";
 pub const DEV_KEY_FILE: &str = "key.der";
 /// File name of the dev token-signing key: the 32-byte Ed25519 secret seed.
 pub const DEV_SIGNING_KEY_FILE: &str = "dev-signing.key";
+/// File name of the QUIC stateless-reset secret in the data directory.
+pub const RESET_KEY_FILE: &str = "stateless-reset.key";
+/// Length of the stateless-reset secret, bytes.
+pub const RESET_KEY_LEN: usize = 64;
 /// Key id of the dev signing key in tokens.
 pub const DEV_KEY_ID: u32 = 0;
 
@@ -203,6 +207,34 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// The QUIC stateless-reset secret: `file` when given (it must exist and hold
+/// [`RESET_KEY_LEN`] bytes: a cluster distributes one file to every server), else
+/// `data_dir/`[`RESET_KEY_FILE`], created with random bytes on first use and reused by
+/// every later run, so that a restarted server resets the connections of its previous run.
+pub fn load_reset_secret(
+    file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<[u8; RESET_KEY_LEN], KeyError> {
+    let path = match file {
+        Some(path) => path.to_path_buf(),
+        None => {
+            fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+            let path = data_dir.join(RESET_KEY_FILE);
+            if !path.exists() {
+                let mut secret = [0u8; RESET_KEY_LEN];
+                getrandom::fill(&mut secret).map_err(|e| KeyError::Generate(e.to_string()))?;
+                write_private(&path, &secret)?;
+            }
+            path
+        }
+    };
+    let bytes = fs::read(&path).map_err(io_err(&path))?;
+    bytes.as_slice().try_into().map_err(|_| KeyError::Invalid {
+        path,
+        reason: format!("expected {RESET_KEY_LEN} bytes, found {}", bytes.len()),
+    })
+}
+
 /// Parses a verifying key from hex.
 pub fn parse_verifying_key(hex_key: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&parse_hex32(hex_key)?).ok()
@@ -230,6 +262,32 @@ mod tests {
             load_or_create_signing_key(&dir),
             Err(KeyError::Invalid { .. })
         ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reset_secret_survives_a_restart_and_a_given_file_is_checked() {
+        let dir = std::env::temp_dir().join(format!("zh-reset-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let a = load_reset_secret(None, &dir).expect("create");
+        let b = load_reset_secret(None, &dir).expect("reuse");
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; RESET_KEY_LEN]);
+        let shared = dir.join("cluster-reset.key");
+        assert!(matches!(
+            load_reset_secret(Some(&shared), &dir),
+            Err(KeyError::Io { .. })
+        ));
+        fs::write(&shared, [7u8; 10]).expect("write");
+        assert!(matches!(
+            load_reset_secret(Some(&shared), &dir),
+            Err(KeyError::Invalid { .. })
+        ));
+        fs::write(&shared, [7u8; RESET_KEY_LEN]).expect("write");
+        assert_eq!(
+            load_reset_secret(Some(&shared), &dir).expect("shared"),
+            [7u8; RESET_KEY_LEN]
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -373,8 +373,12 @@ pub async fn start_with(
         config.udp_recv_buffer,
         config.udp_send_buffer,
     )?;
+    let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        net::endpoint_config(
+            &reset_secret,
+            Duration::from_micros(config.reset_min_interval_us),
+        ),
         Some(server_config),
         socket,
         Arc::new(quinn::TokioRuntime),

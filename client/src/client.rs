@@ -72,6 +72,9 @@ pub enum ClientError {
     /// More than [`MAX_REDIRECTS`] redirects in a row.
     #[error("more than {MAX_REDIRECTS} redirects in a row (last to {0})")]
     TooManyRedirects(SocketAddr),
+    /// The application's token provider had no token for a login.
+    #[error("token provider: {0}")]
+    Token(String),
     /// `connect` did not complete in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

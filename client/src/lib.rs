@@ -11,6 +11,10 @@
 //! * [`Client`]: connect and authenticate (`Hello` → `Welcome` or [`ClientError::Rejected`]),
 //!   send inputs and requests, receive [`Incoming`] events and snapshots, say `Bye`.
 //!
+//! * [`ReconnectingClient`]: a [`Client`] that reconnects by itself after a lost
+//!   connection (resume first, then a fresh login through a [`TokenProvider`]), under a
+//!   [`ReconnectPolicy`] (backoff, jitter, deadline, off switch).
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), zonehost_client::ClientError> {
 //! use zonehost_client::{Client, EndpointBuilder, Incoming, Trust};
@@ -30,6 +34,7 @@
 mod client;
 mod endpoint;
 pub mod impair;
+pub mod reconnect;
 pub mod trust;
 
 pub use client::{
@@ -41,5 +46,9 @@ pub use endpoint::{
     DEFAULT_KEEP_ALIVE, DEFAULT_SOCKET_BUFFER,
 };
 pub use impair::{Direction, Impairment};
+pub use reconnect::{
+    recover, Loss, ReconnectError, ReconnectPolicy, ReconnectStats, ReconnectingClient, Recovered,
+    Target, TokenProvider, Update,
+};
 pub use trust::Trust;
 pub use zonehost_protocol::session::SnapshotInfo;

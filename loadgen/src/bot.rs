@@ -10,7 +10,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
-use zonehost_client::{Client, ClientError, Incoming};
+use zonehost_client::reconnect::loss_is_recoverable;
+use zonehost_client::{
+    recover, Client, ClientError, Incoming, Loss, ReconnectError, ReconnectPolicy, Target,
+};
 use zonehost_protocol::message::{Combat, Event, InventoryEvent};
 use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::ClientEvent;
@@ -37,6 +40,8 @@ pub(crate) struct BotSettings {
     pub(crate) server_name: String,
     pub(crate) input_hz: u32,
     pub(crate) connect_timeout: Duration,
+    /// Get a lost session back within this deadline (`None`: a loss fails the bot).
+    pub(crate) recover_deadline: Option<Duration>,
     pub(crate) seed: u64,
     pub(crate) end_at: Instant,
     pub(crate) atlas: Arc<Atlas>,
@@ -83,6 +88,12 @@ enum Stop {
     Churn,
     /// A draining cluster server handed the player to a peer: reconnect there.
     Redirected(zonehost_protocol::message::Redirect),
+    /// The connection was lost in a way a reconnection may repair (recovery on).
+    Lost {
+        error: ClientError,
+        /// What a `Goaway` before the loss asked to wait.
+        goaway_wait: Duration,
+    },
     Failed(String, String),
 }
 
@@ -125,6 +136,7 @@ pub(crate) fn failure_kind(phase: &str, e: &ClientError) -> String {
         ClientError::Read(_) | ClientError::Write(_) => "control stream error".into(),
         ClientError::Datagram(_) => "datagram send error".into(),
         ClientError::Connect(_) => "connect refused locally".into(),
+        ClientError::Token(_) => "no token".into(),
         ClientError::Config(_) | ClientError::File { .. } | ClientError::Io(_) => {
             "local error".into()
         }
@@ -163,43 +175,55 @@ pub(crate) async fn run_bot(
     let mut token = plan.token.clone();
     let mut server = plan.server;
     let mut samples = Samples::default();
+    let client_name = format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION"));
+    // A session got back after a loss, and when the loss was noticed.
+    let mut recovered: Option<(Client, Instant)> = None;
     loop {
         let now = Instant::now();
         if now >= settings.end_at {
             break;
         }
-        let budget = settings.connect_timeout.min(settings.end_at - now);
-        let phase = if summary.sessions == 0 {
-            "connect"
-        } else {
-            "reconnect"
-        };
-        let connected = Client::connect_timeout(
-            &endpoint,
-            server,
-            &settings.server_name,
-            &token,
-            &format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
-            budget,
-        )
-        .await;
-        let mut client = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                let mut kind = failure_kind(phase, &e);
-                if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout {
-                    kind = format!("{phase}: not finished at the end of the run");
-                }
-                live.fail(kind, e.to_string());
-                summary.failed = true;
-                break;
+        let (mut client, recovering) = match recovered.take() {
+            Some((client, lost_at)) => (client, Some(lost_at)),
+            None => {
+                let budget = settings.connect_timeout.min(settings.end_at - now);
+                let phase = if summary.sessions == 0 {
+                    "connect"
+                } else {
+                    "reconnect"
+                };
+                let connected = Client::connect_timeout(
+                    &endpoint,
+                    server,
+                    &settings.server_name,
+                    &token,
+                    &client_name,
+                    budget,
+                )
+                .await;
+                let client = match connected {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let mut kind = failure_kind(phase, &e);
+                        if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout
+                        {
+                            kind = format!("{phase}: not finished at the end of the run");
+                        }
+                        live.fail(kind, e.to_string());
+                        summary.failed = true;
+                        break;
+                    }
+                };
+                samples.add(&live, Metric::Connect, Instant::now() - now);
+                (client, None)
             }
         };
         let welcomed = Instant::now();
-        samples.add(&live, Metric::Connect, welcomed - now);
         summary.connected = true;
         summary.sessions += 1;
-        Live::add(&live.connects, 1);
+        if recovering.is_none() {
+            Live::add(&live.connects, 1);
+        }
         if summary.sessions == 1 {
             Live::add(&live.connected_total, 1);
         }
@@ -220,6 +244,7 @@ pub(crate) async fn run_bot(
             &mut samples,
             &mut summary,
             churn_at,
+            recovering,
         )
         .await;
         let stopped = Instant::now().min(settings.end_at);
@@ -240,6 +265,61 @@ pub(crate) async fn run_bot(
             Stop::End => {
                 let _ = tokio::time::timeout(CLOSE_BOUND, client.close()).await;
                 break;
+            }
+            Stop::Lost { error, goaway_wait } => {
+                Live::add(&live.disconnections, 1);
+                let lost_at = Instant::now();
+                let policy = ReconnectPolicy {
+                    deadline: settings.recover_deadline.unwrap_or_default(),
+                    ..ReconnectPolicy::default()
+                };
+                let target = Target {
+                    endpoint: endpoint.clone(),
+                    addr: server,
+                    server_name: settings.server_name.clone(),
+                    client_name: client_name.clone(),
+                };
+                let (source, seed, index) = (settings.tokens.clone(), settings.seed, plan.index);
+                let tokens = move || fresh_token(&source, seed, index).map_err(|e| e.to_string());
+                let resume = Some(client.welcome().resume_token.clone());
+                drop(client);
+                let attempts = &live.reconnect_attempts;
+                let loss = Loss {
+                    at: lost_at.into_std(),
+                    error,
+                    wait: goaway_wait,
+                    resume_token: resume,
+                };
+                let recovery = recover(&target, &tokens, &policy, loss, |_, _| {
+                    Live::add(attempts, 1);
+                });
+                match tokio::time::timeout_at(settings.end_at, recovery).await {
+                    // The run ended first: not a failure.
+                    Err(_) => break,
+                    Ok(Ok(back)) => {
+                        Live::add(
+                            if back.resumed {
+                                &live.resumed
+                            } else {
+                                &live.rejoined
+                            },
+                            1,
+                        );
+                        recovered = Some((back.client, lost_at));
+                    }
+                    Ok(Err(e)) => {
+                        let kind = match &e {
+                            ReconnectError::GaveUp { .. } => {
+                                "recover: not back within the deadline".to_owned()
+                            }
+                            ReconnectError::Fatal(c) => failure_kind("recover", c),
+                            _ => "recover: failed".to_owned(),
+                        };
+                        live.fail(kind, e.to_string());
+                        summary.failed = true;
+                        break;
+                    }
+                }
             }
             Stop::Redirected(r) => match r.address.parse::<SocketAddr>() {
                 Ok(to) => {
@@ -303,6 +383,7 @@ fn count_game_event(live: &Live, brain: &Brain, ev: &Event) {
 }
 
 /// The input/request/receive loop of one session.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     client: &mut Client,
     brain: &mut Brain,
@@ -311,7 +392,21 @@ async fn drive(
     samples: &mut Samples,
     summary: &mut BotSummary,
     churn_at: Option<Instant>,
+    mut recovering: Option<Instant>,
 ) -> Stop {
+    let recovery_on = settings.recover_deadline.is_some();
+    let mut goaway_wait = None::<Duration>;
+    // A loss the bot may recover from, else a failure.
+    let lost = |e: ClientError, goaway_wait: Option<Duration>| {
+        if recovery_on && loss_is_recoverable(&e, goaway_wait.is_some()) {
+            Stop::Lost {
+                error: e,
+                goaway_wait: goaway_wait.unwrap_or_default(),
+            }
+        } else {
+            Stop::Failed(failure_kind("run", &e), e.to_string())
+        }
+    };
     let period = Duration::from_secs_f64(1.0 / f64::from(settings.input_hz));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -347,6 +442,10 @@ async fn drive(
                     Live::add(&live.skipped_ticks, u64::from(skipped));
                 }
                 next_due = Some(scheduled + period);
+                // After a `Goaway` the session is closed: wait for the server's close.
+                if goaway_wait.is_some() {
+                    continue;
+                }
                 if sends_inputs {
                     samples.add(live, Metric::SendLag, now - scheduled);
                     let seq = client.session().next_input_seq();
@@ -363,7 +462,7 @@ async fn drive(
                         }
                         Err(e) => {
                             Live::add(&live.send_errors, 1);
-                            break Stop::Failed(failure_kind("run", &e), e.to_string());
+                            break lost(e, goaway_wait);
                         }
                     }
                 }
@@ -375,7 +474,7 @@ async fn drive(
                             Live::add(&live.requests, 1);
                             brain.request_sent(id, metric, item, now);
                         }
-                        Ok(Err(e)) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
+                        Ok(Err(e)) => break lost(e, goaway_wait),
                         Err(_) => {
                             break Stop::Failed(
                                 "run: request write timed out".into(),
@@ -407,6 +506,9 @@ async fn drive(
                             samples.add(live, Metric::SnapshotGap, now - prev);
                         }
                         last_snapshot_at = Some(now);
+                        if let Some(lost_at) = recovering.take() {
+                            samples.add(live, Metric::Recover, now - lost_at);
+                        }
                     } else if info.stale && !info.other_instance {
                         // Overtaken by a newer tick: arrived, but too late to be of use.
                         Live::add(&live.late_snapshots, 1);
@@ -454,10 +556,14 @@ async fn drive(
                 }
                 Ok(Incoming::Event(ClientEvent::Redirected(r))) => break Stop::Redirected(r),
                 Ok(Incoming::Event(ClientEvent::Goaway(g))) => {
-                    break Stop::Failed("run: goaway".into(), format!("server going away: {}", g.reason));
+                    if !recovery_on {
+                        break Stop::Failed("run: goaway".into(), format!("server going away: {}", g.reason));
+                    }
+                    // The server closes next; come back after the delay it asks for.
+                    goaway_wait = Some(Duration::from_millis(g.reconnect_after_ms.into()));
                 }
                 Ok(Incoming::Event(_)) => Live::add(&live.events, 1),
-                Err(e) => break Stop::Failed(failure_kind("run", &e), e.to_string()),
+                Err(e) => break lost(e, goaway_wait),
             },
         }
     };

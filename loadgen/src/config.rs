@@ -44,6 +44,11 @@ pub struct Config {
     pub seed: u64,
     /// Bound on connect + authentication per bot.
     pub connect_timeout: Duration,
+    /// A bot whose connection is lost (reset, idle timeout, `Goaway` and close) gets its
+    /// session back (resume, else a fresh login) with `zonehost_client::recover`, and
+    /// fails only when it is not back within this deadline; `None`: the loss fails the
+    /// bot. Default 30 s.
+    pub recover_deadline: Option<Duration>,
     /// Fail the run when the action-latency p99 exceeds this.
     pub max_p99: Option<Duration>,
     /// Fail the run when snapshots received / expected falls below this ratio (0..=1).
@@ -106,6 +111,7 @@ impl Config {
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             seed: 1,
             connect_timeout: Duration::from_secs(10),
+            recover_deadline: Some(Duration::from_secs(30)),
             max_p99: None,
             min_snapshot_ratio: None,
             progress: false,

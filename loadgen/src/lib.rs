@@ -55,8 +55,8 @@ pub use behaviour::{Behaviour, Mix, MAX_PARTY};
 pub use config::{parse_duration, parse_range, Config, TokenSource};
 pub use report::{
     compare, decode_hist, encode_hist, encode_hist_compact, merge, Bandwidth, BotCounts,
-    FailureCount, GameCounts, InputCounts, Percentiles, Report, RequestCounts, RunInfo,
-    SnapshotCounts,
+    FailureCount, GameCounts, InputCounts, Percentiles, RecoveryCounts, Report, RequestCounts,
+    RunInfo, SnapshotCounts,
 };
 pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};
@@ -156,6 +156,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         server_name: config.server_name.clone(),
         input_hz: config.input_hz,
         connect_timeout: config.connect_timeout,
+        recover_deadline: config.recover_deadline,
         seed: config.seed,
         end_at: start + config.duration,
         atlas: Arc::new(atlas),
@@ -385,6 +386,12 @@ fn build_report(
             zone_changes: Live::get(&live.zone_changes),
             loot_picked_up: Live::get(&live.loot_picked_up),
             events: Live::get(&live.events),
+        },
+        recovery: RecoveryCounts {
+            disconnections: Live::get(&live.disconnections),
+            attempts: Live::get(&live.reconnect_attempts),
+            resumed: Live::get(&live.resumed),
+            rejoined: Live::get(&live.rejoined),
         },
         actions: Live::get(&live.actions),
         events: Live::get(&live.events),

@@ -170,6 +170,10 @@ struct RunArgs {
     /// Bound on connect + authentication per bot.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// A bot whose connection is lost reconnects (resume, else a fresh login) and fails
+    /// only when it is not back within this deadline; 0s: a loss fails the bot.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    recover_deadline: Duration,
     /// Print a progress line every second even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
@@ -295,6 +299,7 @@ impl RunArgs {
         c.socket_buffer = self.socket_buffer;
         c.content_dir = self.content.clone();
         c.connect_timeout = self.connect_timeout;
+        c.recover_deadline = (!self.recover_deadline.is_zero()).then_some(self.recover_deadline);
         c.max_p99 = match self.max_p99_ms {
             Some(ms) => Some(
                 Duration::try_from_secs_f64(ms / 1000.0).context("--max-p99-ms must be >= 0")?,

@@ -220,6 +220,27 @@ pub struct GameCounts {
     pub events: u64,
 }
 
+/// Connections lost during the run and how the bots got back (time to recover is the
+/// `recover` latency histogram).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecoveryCounts {
+    /// Connections lost (reset, idle timeout, server close after `Goaway`...).
+    pub disconnections: u64,
+    /// Reconnection attempts.
+    pub attempts: u64,
+    /// Sessions got back by their resume token.
+    pub resumed: u64,
+    /// Sessions got back by a fresh login (the server refused the resume).
+    pub rejoined: u64,
+}
+
+impl RecoveryCounts {
+    /// Sessions got back, either way.
+    pub fn reconnections(&self) -> u64 {
+        self.resumed + self.rejoined
+    }
+}
+
 /// The run parameters echoed into the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -288,6 +309,9 @@ pub struct Report {
     /// Game outcomes.
     #[serde(default)]
     pub game: GameCounts,
+    /// Lost connections and recoveries.
+    #[serde(default)]
+    pub recovery: RecoveryCounts,
     /// Actions completed (moves acknowledged, requests answered successfully).
     #[serde(default)]
     pub actions: u64,
@@ -431,6 +455,18 @@ impl fmt::Display for Report {
             "bots: {} planned, {} connected, {} failed; {} logins, {} kills, {} deaths, {} zone changes, {} loot picked up",
             b.planned, b.connected, b.failed, self.game.logins, self.game.kills, self.game.deaths, self.game.zone_changes, self.game.loot_picked_up
         );
+        let rc = &self.recovery;
+        if rc.disconnections > 0 {
+            let _ = writeln!(
+                s,
+                "recovery: {} disconnections, {} reconnections ({} resumed, {} rejoined), {} attempts",
+                rc.disconnections,
+                rc.reconnections(),
+                rc.resumed,
+                rc.rejoined,
+                rc.attempts
+            );
+        }
         let i = &self.inputs;
         let _ = writeln!(
             s,
@@ -596,6 +632,10 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         m.game.zone_changes += r.game.zone_changes;
         m.game.loot_picked_up += r.game.loot_picked_up;
         m.game.events += r.game.events;
+        m.recovery.disconnections += r.recovery.disconnections;
+        m.recovery.attempts += r.recovery.attempts;
+        m.recovery.resumed += r.recovery.resumed;
+        m.recovery.rejoined += r.recovery.rejoined;
         m.actions += r.actions;
         m.events += r.events;
         m.responses += r.responses;
@@ -879,6 +919,7 @@ pub(crate) mod tests {
             requests: RequestCounts::default(),
             bandwidth: Bandwidth::new(1000, 2000, 10.0),
             game: GameCounts::default(),
+            recovery: RecoveryCounts::default(),
             actions: samples.len() as u64,
             events: 0,
             responses: 0,

@@ -65,11 +65,14 @@ pub enum Metric {
     TradeAccept,
     /// `TradeCancel` → its response.
     TradeCancel,
+    /// Time to recover: a bot's connection lost → the first snapshot of the session it
+    /// got back (resume or fresh login).
+    Recover,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 18] = [
         Metric::Move,
         Metric::Connect,
         Metric::Attack,
@@ -87,6 +90,7 @@ impl Metric {
         Metric::TradeOffer,
         Metric::TradeAccept,
         Metric::TradeCancel,
+        Metric::Recover,
     ];
 
     /// The report key.
@@ -109,6 +113,7 @@ impl Metric {
             Metric::TradeOffer => "trade_offer",
             Metric::TradeAccept => "trade_accept",
             Metric::TradeCancel => "trade_cancel",
+            Metric::Recover => "recover",
         }
     }
 
@@ -121,7 +126,7 @@ impl Metric {
     pub fn is_action(self) -> bool {
         !matches!(
             self,
-            Metric::SnapshotGap | Metric::SendLag | Metric::AttackLog
+            Metric::SnapshotGap | Metric::SendLag | Metric::AttackLog | Metric::Recover
         )
     }
 
@@ -251,6 +256,10 @@ pub(crate) struct Live {
     pub(crate) deaths: AtomicU64,
     pub(crate) zone_changes: AtomicU64,
     pub(crate) loot_picked_up: AtomicU64,
+    pub(crate) disconnections: AtomicU64,
+    pub(crate) reconnect_attempts: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) rejoined: AtomicU64,
     hists: Mutex<Hists>,
     failures: Mutex<BTreeMap<String, FailureCount>>,
     rejections: Mutex<BTreeMap<String, u64>>,
@@ -286,6 +295,10 @@ impl Live {
             deaths: z(),
             zone_changes: z(),
             loot_picked_up: z(),
+            disconnections: z(),
+            reconnect_attempts: z(),
+            resumed: z(),
+            rejoined: z(),
             hists: Mutex::new(Hists {
                 total: set(),
                 window: set(),

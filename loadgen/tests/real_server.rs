@@ -16,7 +16,12 @@ struct Running {
 }
 
 async fn start_server() -> Running {
-    let dir = std::env::temp_dir().join(format!("zonehost-loadgen-real-{}", std::process::id()));
+    start_server_tagged("real").await
+}
+
+/// A server in its own data directory (`tag` keeps concurrent tests apart).
+async fn start_server_tagged(tag: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("zonehost-loadgen-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let base = 25_000 + (std::process::id() % 900) as u16;
     for port in base..base + 50 {
@@ -102,5 +107,69 @@ async fn every_behaviour_against_the_real_server() {
     );
     let _ = s.stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), s.server.wait()).await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Issue 18: the server drains (SIGTERM's path: `Goaway`, close) and starts again on the
+/// same port and data directory; every bot comes back (a fresh login: the new run does not
+/// know the old resume tokens), the report counts the losses and recoveries and has a
+/// time-to-recover histogram, and no bot fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_come_back_after_a_drain_and_restart() {
+    let s = start_server_tagged("comeback").await;
+    let addr = s.server.local_addr;
+    let key = s.server.dev_signing_key.clone().expect("dev key");
+    let tokens = TokenSource::SigningKey {
+        key: Box::new(key),
+        key_id: 0,
+        audience: "dev".into(),
+        ttl: Duration::from_secs(600),
+    };
+    let mut c = Config::new(
+        addr,
+        Trust::Certificate(s.server.certificate.clone()),
+        tokens,
+    );
+    const BOTS: u64 = 12;
+    c.players = BOTS as usize;
+    c.duration = Duration::from_secs(12);
+    c.ramp_up = Duration::from_secs(1);
+    c.input_hz = 30;
+    c.sockets = 2;
+    c.socket_buffer = 1 << 20;
+    c.seed = 5;
+    c.mix = Mix::parse("mover=1,looter=1").expect("mix");
+    c.recover_deadline = Some(Duration::from_secs(8));
+    let run = tokio::spawn(tokio::time::timeout(Duration::from_secs(60), run(c)));
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = s.stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), s.server.wait())
+        .await
+        .expect("drained");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = zonehost::config::Config {
+        listen: addr,
+        data_dir: s.dir.clone(),
+        metrics_listen: None,
+        ..zonehost::config::Config::default()
+    };
+    let (stop, rx) = oneshot::channel::<()>();
+    let restarted = zonehost::start(config, async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("restarts on the same port");
+
+    let report = run.await.expect("task").expect("bounded").expect("run");
+    println!("{report}");
+    let recovered = report.latency.get("recover").map_or(0, |p| p.count);
+    assert_eq!(report.bots.failed, 0, "{report}");
+    assert_eq!(report.recovery.disconnections, BOTS, "{report}");
+    assert_eq!(report.recovery.reconnections(), BOTS, "{report}");
+    assert_eq!(report.recovery.rejoined, BOTS, "{report}");
+    assert_eq!(recovered, BOTS, "a time to recover per bot: {report}");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), restarted.wait()).await;
     let _ = std::fs::remove_dir_all(&s.dir);
 }

@@ -82,6 +82,32 @@ pub fn bind_udp(
     Ok((socket.into(), granted))
 }
 
+/// The endpoint configuration of a server whose stateless-reset secret is `secret`
+/// (see [`crate::keys::load_reset_secret`]): reset tokens are an HMAC of the connection
+/// id under it, and connection ids are generated (and recognised) with a key derived
+/// from it. Both survive a restart, so a restarted server recognises the connection ids
+/// of its previous run as its own and answers their packets with a stateless reset
+/// (quinn drops packets whose connection id it does not recognise, without a reset).
+pub fn endpoint_config(
+    secret: &[u8; crate::keys::RESET_KEY_LEN],
+    min_reset_interval: Duration,
+) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let reset = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    // A separate key for connection ids, so the reset key is never used for two purposes.
+    let tag = hmac::sign(&reset, b"zonehost connection id key");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+    config
+        .cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        })
+        .min_reset_interval(min_reset_interval);
+    config
+}
+
 /// Builds the quinn server configuration.
 pub fn server_config(
     config: &Config,
