@@ -124,8 +124,9 @@ saved_caches_directory: $RUN_DIR/saved_caches
 hints_directory: $RUN_DIR/hints
 cdc_raw_directory: $RUN_DIR/cdc_raw
 commitlog_sync: group
-commitlog_sync_group_window: 10ms
+commitlog_sync_group_window: 2ms
 commitlog_segment_size: 8MiB
+paxos_variant: v2
 auto_snapshot: false
 snapshot_before_compaction: false
 authenticator: AllowAllAuthenticator
