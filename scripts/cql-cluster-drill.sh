@@ -7,8 +7,8 @@
 #   2. t = DRAIN_AT s: SIGTERM server c (drain by migration: its players are redirected to a);
 #   3. the run ends, a drains, and `zonehost store check` runs against the keyspace.
 #
-#   scripts/cql-cluster-drill.sh                      # 300 bots, 60 s
-#   PLAYERS=100 DURATION=40 KILL_AT=15 DRAIN_AT=25 scripts/cql-cluster-drill.sh
+#   scripts/cql-cluster-drill.sh                      # 300 bots, 100 s, kill at 30 s, drain at 80 s
+#   PLAYERS=100 DURATION=60 KILL_AT=15 DRAIN_AT=50 LEASE_TTL=15 scripts/cql-cluster-drill.sh
 #
 # Prints players per server before and after each fault, loadgen's table and failures, and
 # the store check. Exit status: 0 when the store check passes and loadgen exits 0; 3 when
@@ -19,11 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 players="${PLAYERS:-300}"
-duration="${DURATION:-60}"
-ramp="${RAMP_UP:-10}"
-kill_at="${KILL_AT:-25}"
-drain_at="${DRAIN_AT:-40}"
-lease_ttl="${LEASE_TTL:-5}"
+duration="${DURATION:-100}"
+ramp="${RAMP_UP:-20}"
+kill_at="${KILL_AT:-30}"
+drain_at="${DRAIN_AT:-80}"
+lease_ttl="${LEASE_TTL:-30}"
 port="${PORT:-33433}"
 metrics_port="${METRICS_PORT:-33464}"
 loadgen_args="${LOADGEN_ARGS:---mix mover=30,fighter=25,looter=20,party=15,hopper=10 --spread-parties}"

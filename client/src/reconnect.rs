@@ -247,10 +247,26 @@ pub struct Target {
     pub endpoint: quinn::Endpoint,
     /// The server.
     pub addr: SocketAddr,
+    /// Other servers of the same cluster, tried in turn after `addr` (attempt 1 goes to
+    /// `addr`, attempt 2 to the first of these, and so on, round): a server that crashed
+    /// and does not come back is replaced by a peer, which admits the player once the dead
+    /// server's lease has expired. Empty for a single server.
+    pub fallbacks: Vec<SocketAddr>,
     /// TLS server name.
     pub server_name: String,
     /// Client name sent in `Hello`.
     pub client_name: String,
+}
+
+impl Target {
+    /// The server attempt `attempt` (from 1) goes to: `addr`, then each fallback in turn.
+    pub fn addr_for(&self, attempt: u32) -> SocketAddr {
+        let n = self.fallbacks.len() + 1;
+        match (attempt.saturating_sub(1) as usize) % n {
+            0 => self.addr,
+            i => self.fallbacks[i - 1],
+        }
+    }
 }
 
 /// A lost connection, as [`recover`] needs to know it.
@@ -325,7 +341,7 @@ pub async fn recover(
             Ok(token) => {
                 Client::connect_timeout(
                     &target.endpoint,
-                    target.addr,
+                    target.addr_for(attempts),
                     &target.server_name,
                     &token,
                     &target.client_name,
@@ -419,6 +435,7 @@ impl ReconnectingClient {
             target: Target {
                 endpoint: endpoint.clone(),
                 addr,
+                fallbacks: Vec::new(),
                 server_name: server_name.to_owned(),
                 client_name: client_name.to_owned(),
             },
@@ -637,6 +654,36 @@ impl ReconnectingClient {
 mod tests {
     use super::*;
     use zonehost_protocol::message::Reject;
+
+    #[test]
+    fn attempts_go_to_the_server_then_each_fallback_in_turn() {
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        let c: SocketAddr = "127.0.0.1:3".parse().expect("addr");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let endpoint = rt.block_on(async {
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint")
+        });
+        let mut t = Target {
+            endpoint,
+            addr: a,
+            fallbacks: Vec::new(),
+            server_name: "localhost".into(),
+            client_name: "test".into(),
+        };
+        assert_eq!(
+            (1..=3).map(|i| t.addr_for(i)).collect::<Vec<_>>(),
+            vec![a, a, a]
+        );
+        t.fallbacks = vec![b, c];
+        assert_eq!(
+            (1..=7).map(|i| t.addr_for(i)).collect::<Vec<_>>(),
+            vec![a, b, c, a, b, c, a]
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_jitter_only_shortens() {

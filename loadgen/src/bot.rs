@@ -52,6 +52,8 @@ pub(crate) struct BotSettings {
     pub(crate) party_stay: (Duration, Duration),
     pub(crate) party_trade_every: Option<Duration>,
     pub(crate) tokens: TokenSource,
+    /// Every server of the run (a recovering bot tries the others when its own is gone).
+    pub(crate) servers: Vec<SocketAddr>,
 }
 
 /// What one bot is.
@@ -276,6 +278,14 @@ pub(crate) async fn run_bot(
                 let target = Target {
                     endpoint: endpoint.clone(),
                     addr: server,
+                    // A crashed server of a cluster that does not come back: its peers
+                    // take the player once its lease has expired.
+                    fallbacks: settings
+                        .servers
+                        .iter()
+                        .copied()
+                        .filter(|s| *s != server)
+                        .collect(),
                     server_name: settings.server_name.clone(),
                     client_name: client_name.clone(),
                 };

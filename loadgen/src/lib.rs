@@ -167,6 +167,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         party_stay: config.party_stay,
         party_trade_every: config.party_trade_every,
         tokens: config.tokens.clone(),
+        servers: servers.clone(),
     });
     let mut bots = JoinSet::new();
     let n = config.players as u32;
