@@ -668,15 +668,13 @@ pub enum Anomaly {
 }
 
 impl Anomaly {
-    /// Whether this is a stale owner-index entry ([`Anomaly::DuplicateOwner`],
-    /// [`Anomaly::DanglingIndexEntry`]) rather than a fault. The ScyllaDB backend writes an
-    /// item's row and its index entries separately (the index entry of a new owner before
-    /// the row's conditional write, the old owner's removed after it), so a process killed
-    /// between the two leaves one behind; the embedded store writes them in one transaction
-    /// and never does. Every reader of the index checks the item row, so a stale entry
-    /// neither gives an item to a second owner nor hides it: it is reported, and does not
-    /// fail the check. A *missing* entry (an item its owner's index does not list) is a
-    /// fault: that item would be invisible to its owner.
+    /// Whether this is an extra owner-index entry ([`Anomaly::DuplicateOwner`],
+    /// [`Anomaly::DanglingIndexEntry`]): what a process killed between an item's write and
+    /// its index update leaves behind on a backend that writes them apart (see
+    /// [`IntegrityReport::index_written_apart`]). Every reader of the index checks the item
+    /// row, so such an entry neither gives an item to a second owner nor hides it. A
+    /// *missing* entry (an item its owner's index does not list) is always a fault: that
+    /// item would be invisible to its owner.
     pub fn is_leftover(&self) -> bool {
         matches!(
             self,
@@ -761,18 +759,29 @@ pub struct IntegrityReport {
     pub leases: u64,
     /// Problems found; empty when the store is consistent.
     pub anomalies: Vec<Anomaly>,
+    /// The backend writes an item's row and its owner-index entries apart (ScyllaDB: the
+    /// new owner's entry before the row's conditional write, the old owner's removed after
+    /// it), so a killed process leaves extra entries ([`Anomaly::is_leftover`]): they are
+    /// listed and do not fail the check. The embedded store writes both in one
+    /// transaction, where an extra entry is a fault.
+    pub index_written_apart: bool,
 }
 
 impl IntegrityReport {
-    /// Whether no fault was found: every anomaly, if any, is a stale index entry
-    /// ([`Anomaly::is_leftover`]).
+    /// Whether no fault was found (see [`IntegrityReport::faults`]).
     pub fn is_clean(&self) -> bool {
-        self.anomalies.iter().all(Anomaly::is_leftover)
+        self.faults().next().is_none()
     }
 
-    /// The anomalies that are faults (not stale index entries).
+    /// Whether `a` is a stale entry this backend's write model explains, not a fault.
+    fn is_stale(&self, a: &Anomaly) -> bool {
+        self.index_written_apart && a.is_leftover()
+    }
+
+    /// The anomalies that are faults: all of them, except the extra index entries of a
+    /// backend that writes its index apart ([`IntegrityReport::index_written_apart`]).
     pub fn faults(&self) -> impl Iterator<Item = &Anomaly> {
-        self.anomalies.iter().filter(|a| !a.is_leftover())
+        self.anomalies.iter().filter(|a| !self.is_stale(a))
     }
 }
 
@@ -794,7 +803,7 @@ impl fmt::Display for IntegrityReport {
         writeln!(f, "  index entries    {}", self.index_entries)?;
         writeln!(f, "  item ops logged  {}", self.ops)?;
         writeln!(f, "  leases           {}", self.leases)?;
-        let leftovers: Vec<&Anomaly> = self.anomalies.iter().filter(|a| a.is_leftover()).collect();
+        let leftovers: Vec<&Anomaly> = self.anomalies.iter().filter(|a| self.is_stale(a)).collect();
         if !leftovers.is_empty() {
             writeln!(
                 f,
@@ -1350,6 +1359,12 @@ mod tests {
             owner: Owner::Player(1),
             also: vec![Owner::Player(2)],
         });
+        // The embedded store writes its index in the item's transaction: a fault.
+        let text = r.to_string();
+        assert!(!r.is_clean(), "{text}");
+        assert!(text.contains("FAILED: 1"), "{text}");
+        // A backend that writes it apart (ScyllaDB): a stale entry, listed, not a fault.
+        r.index_written_apart = true;
         let text = r.to_string();
         assert!(r.is_clean(), "a stale index entry is not a fault");
         assert!(text.contains("stale index entries 1"), "{text}");

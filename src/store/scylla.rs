@@ -1887,6 +1887,7 @@ impl Inner {
     async fn check(&self) -> Result<IntegrityReport, StoreError> {
         let mut report = IntegrityReport {
             backend: "scylla".into(),
+            index_written_apart: true,
             ..Default::default()
         };
         let mut anomalies = Vec::new();
