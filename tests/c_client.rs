@@ -107,22 +107,8 @@ impl Server {
             format!("tick_rate_hz = {tick_rate_hz}\nsnapshot_rate_hz = {tick_rate_hz}\n"),
         )
         .expect("config");
-        let proc = ServeProcess::start(
-            "the server",
-            [
-                "--listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
-                "--metrics-listen".as_ref(),
-                "off".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--data-dir".as_ref(),
-                data_dir.as_os_str(),
-            ],
-            PHASE,
-        );
-        let addr = json_field(&proc.listening, "addr")
-            .unwrap_or_else(|| panic!("no address in {}", proc.listening));
+        let proc = ServeProcess::start_on_loopback("the server", &config, &data_dir, PHASE);
+        let addr = proc.listening_addr().to_string();
         Self {
             _proc: proc,
             addr,
@@ -159,13 +145,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
-}
-
-/// The string value of `"key":"..."` in a JSON log line.
-fn json_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
 }
 
 /// Runs `program ARGS` to completion (killed after [`RUN_LIMIT`]); returns the exit code

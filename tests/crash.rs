@@ -91,24 +91,8 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data_dir: &Path, config: &Path) -> Self {
-        let proc = ServeProcess::start(
-            "the server",
-            [
-                "--listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
-                "--metrics-listen".as_ref(),
-                "off".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--data-dir".as_ref(),
-                data_dir.as_os_str(),
-            ],
-            PHASE,
-        );
-        let line = &proc.listening;
-        let addr = json_field(line, "addr")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line}"));
+        let proc = ServeProcess::start_on_loopback("the server", config, data_dir, PHASE);
+        let addr = proc.listening_addr();
         Self { proc, addr }
     }
 
@@ -126,13 +110,6 @@ impl ServerProcess {
         self.proc.sigterm();
         self.proc.wait_exit();
     }
-}
-
-/// The string value of `"key":"..."` in a JSON log line.
-fn json_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_owned())
 }
 
 fn store_check(data_dir: &Path, config: &Path) -> (Option<i32>, String) {

@@ -3,6 +3,8 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +72,32 @@ impl ServeProcess {
         p
     }
 
+    /// Starts `zonehost serve` on an ephemeral UDP port of 127.0.0.1 with `config` and
+    /// `data_dir`, metrics off (see [`ServeProcess::start`]).
+    pub fn start_on_loopback(name: &str, config: &Path, data_dir: &Path, phase: Duration) -> Self {
+        Self::start(
+            name,
+            [
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--metrics-listen".as_ref(),
+                "off".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--data-dir".as_ref(),
+                data_dir.as_os_str(),
+            ],
+            phase,
+        )
+    }
+
+    /// The UDP address its "zonehost listening" line names; panics without one.
+    pub fn listening_addr(&self) -> SocketAddr {
+        json_field(&self.listening, "addr")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no address in {}", self.name, self.listening))
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         self.log
@@ -119,4 +147,11 @@ impl Drop for ServeProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The string value of `"key":"..."` in a JSON log line.
+pub fn json_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_owned())
 }
