@@ -7,7 +7,8 @@
 # reconnections, time to recover: loss → first snapshot after it) and exits non-zero when
 # a bot failed, the check failed, or the bots' p99 return is later than MAX_RECOVER_P99_MS
 # after the restart. No item operation the server confirmed may be lost: the store check
-# verifies every item is owned exactly once (tests/crash.rs checks each confirmed operation).
+# verifies every item is owned exactly once, and `zonehost store verify-ops` checks the
+# bots' log of confirmed operations (loadgen --ops-log) against the store.
 #
 #   scripts/crash-drill.sh                              # 300 bots, 45 s, kill -9 at 25 s
 #   PLAYERS=20 DURATION=15 KILL_AT=6 scripts/crash-drill.sh    # the short form (< 60 s)
@@ -74,7 +75,8 @@ started=$(date +%s.%N)
 
 "$bin/loadgen" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
     --server "127.0.0.1:$port" --cert "$data/cert.der" --token-key "$data/dev-signing.key" \
-    --recover-deadline "$deadline" --report "$report" ${LOADGEN_ARGS:-} &
+    --recover-deadline "$deadline" --report "$report" --ops-log "$data/ops.jsonl" \
+    ${LOADGEN_ARGS:-} &
 loadgen_pid=$!
 
 sleep "$kill_at"
@@ -100,15 +102,18 @@ server_pid=""
 check=0
 "$bin/zonehost" store check --data-dir "$data" >&2 || check=$?
 echo "[crash-drill] store check exit $check" >&2
+verify=0
+"$bin/zonehost" store verify-ops --ops-log "$data/ops.jsonl" --data-dir "$data" >&2 || verify=$?
+echo "[crash-drill] store verify-ops exit $verify" >&2
 
 # A drained server's clients notice the loss at the drain, a killed one's only at the
 # restart (its stateless reset): the time after the restart is the time to recover less
 # the downtime for a drain, the time to recover itself for a kill.
 if [ "$signal" = KILL ]; then offset_ms=0; else offset_ms=$(echo "($restarted - $killed) * 1000" | bc); fi
-python3 - "$report" "$max_p99_ms" "$check" "$status" "$offset_ms" <<'EOF'
+python3 - "$report" "$max_p99_ms" "$check" "$status" "$offset_ms" "$verify" <<'EOF'
 import json, sys
 report, max_p99_ms, check, status = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-offset_ms = float(sys.argv[5])
+offset_ms, verify = float(sys.argv[5]), int(sys.argv[6])
 r = json.load(open(report))
 rc = r.get("recovery", {})
 ttr = r.get("latency", {}).get("recover", {})
@@ -122,7 +127,8 @@ print(f"[crash-drill] time to recover (loss -> first snapshot), ms: p50 {p('p50_
 after_restart = max(0.0, p("p99_us") - offset_ms)
 print(f"[crash-drill] p99 back in play {after_restart:.0f} ms after the restart (limit {max_p99_ms:.0f} ms)")
 print(f"[crash-drill] failures: {r.get('failures', {})}")
-ok = (bots["failed"] == 0 and check == 0
+print(f"[crash-drill] confirmed-operation records: {r.get('ops_log', {}).get('records', 0)}")
+ok = (bots["failed"] == 0 and check == 0 and verify == 0
       and rc.get("resumed", 0) + rc.get("rejoined", 0) >= rc.get("disconnections", 0)
       and after_restart <= max_p99_ms)
 print(f"[crash-drill] {'PASS' if ok else 'FAIL'} (loadgen exit {status})")

@@ -50,6 +50,17 @@ enum StoreCommand {
     /// Integrity check: every item owned exactly once, every record readable. Exits 1 on
     /// any anomaly, 2 when the store cannot be opened or read (e.g. locked by a server).
     Check(StoreArgs),
+    /// Check a log of confirmed item operations (`loadgen --ops-log`) against the store:
+    /// every item the server confirmed in (or out of) a player's inventory must be there
+    /// (or not), unless an unanswered operation came after. Exits 1 when one is lost, 2
+    /// when the store or the log cannot be read.
+    VerifyOps {
+        /// The log (JSON lines).
+        #[arg(long)]
+        ops_log: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +135,24 @@ fn store_command(command: StoreCommand) -> Result<()> {
                     std::process::exit(2);
                 });
             println!("{report}");
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        StoreCommand::VerifyOps { ops_log, store } => {
+            let report = std::fs::File::open(&ops_log)
+                .with_context(|| format!("opening {}", ops_log.display()))
+                .and_then(|log| {
+                    let store = store.open()?;
+                    zonehost::store::confirmed::verify(store.as_ref(), std::io::BufReader::new(log))
+                        .context("checking the confirmed operations")
+                })
+                .unwrap_or_else(|e| {
+                    eprintln!("zonehost store verify-ops: {e:#}");
+                    std::process::exit(2);
+                });
+            print!("{report}");
             if !report.is_clean() {
                 std::process::exit(1);
             }

@@ -22,6 +22,7 @@ use crate::behaviour::Behaviour;
 use crate::brain::{Brain, BrainSettings};
 use crate::config::TokenSource;
 use crate::nav::Atlas;
+use crate::opslog::{ItemLedger, OpsLog};
 use crate::stats::{Live, Metric, Samples};
 use crate::tokens::{bot_name, fresh_token};
 
@@ -54,6 +55,8 @@ pub(crate) struct BotSettings {
     pub(crate) tokens: TokenSource,
     /// Every server of the run (a recovering bot tries the others when its own is gone).
     pub(crate) servers: Vec<SocketAddr>,
+    /// The confirmed-operations log, when the run writes one.
+    pub(crate) ops_log: Option<Arc<OpsLog>>,
 }
 
 /// What one bot is.
@@ -235,6 +238,10 @@ pub(crate) async fn run_bot(
             samples.add(&live, metric, d);
             Live::add(&live.zone_changes, 1);
         }
+        let mut ledger = settings
+            .ops_log
+            .is_some()
+            .then(|| ItemLedger::new(client.welcome().player_id));
         let rate = f64::from(client.welcome().snapshot_rate_hz);
         let churn_at = (plan.behaviour == Behaviour::Churner)
             .then(|| welcomed + uniform(&mut rng, settings.churn_session));
@@ -247,8 +254,13 @@ pub(crate) async fn run_bot(
             &mut summary,
             churn_at,
             recovering,
+            ledger.as_mut(),
         )
         .await;
+        if let (Some(l), Some(log)) = (ledger.as_mut(), &settings.ops_log) {
+            l.session_ended(Instant::now());
+            log.write(&l.take());
+        }
         let stopped = Instant::now().min(settings.end_at);
         summary.expected_snapshots += rate * (stopped - welcomed).as_secs_f64();
         summary.connected_secs += (stopped - welcomed).as_secs_f64();
@@ -371,6 +383,13 @@ pub(crate) async fn run_bot(
     summary
 }
 
+/// Writes a ledger's new records to the run's log.
+fn record(ledger: &mut ItemLedger, settings: &BotSettings) {
+    if let (true, Some(log)) = (ledger.has_records(), &settings.ops_log) {
+        log.write(&ledger.take());
+    }
+}
+
 /// Adds what a reliable event says about the game to the counters, before `brain` sees
 /// it (a pick-up is looted loot while the brain still remembers the drop).
 fn count_game_event(live: &Live, brain: &Brain, ev: &Event) {
@@ -403,6 +422,7 @@ async fn drive(
     summary: &mut BotSummary,
     churn_at: Option<Instant>,
     mut recovering: Option<Instant>,
+    mut ledger: Option<&mut ItemLedger>,
 ) -> Stop {
     let recovery_on = settings.recover_deadline.is_some();
     let mut goaway_wait = None::<Duration>;
@@ -483,6 +503,9 @@ async fn drive(
                         Ok(Ok(id)) => {
                             Live::add(&live.requests, 1);
                             brain.request_sent(id, metric, item, now);
+                            if let Some(l) = ledger.as_deref_mut() {
+                                l.request_sent(id, metric, item);
+                            }
                         }
                         Ok(Err(e)) => break lost(e, goaway_wait),
                         Err(_) => {
@@ -550,6 +573,10 @@ async fn drive(
                 }
                 Ok(Incoming::Event(ClientEvent::Response { id, body, latency })) => {
                     Live::add(&live.responses, 1);
+                    if let Some(l) = ledger.as_deref_mut() {
+                        l.response(id, body.is_ok(), Instant::now());
+                        record(l, settings);
+                    }
                     if let Some(metric) = brain.on_response(id, &body, Instant::now()) {
                         match &body {
                             Ok(_) => samples.add(live, metric, latency),
@@ -559,6 +586,10 @@ async fn drive(
                 }
                 Ok(Incoming::Event(ClientEvent::Event(ev))) => {
                     Live::add(&live.events, 1);
+                    if let Some(l) = ledger.as_deref_mut() {
+                        l.event(&ev, Instant::now());
+                        record(l, settings);
+                    }
                     count_game_event(live, brain, &ev);
                     if let Some((metric, d)) = brain.on_event(&ev, Instant::now()) {
                         samples.add(live, metric, d);

@@ -49,6 +49,9 @@ pub struct Config {
     /// fails only when it is not back within this deadline; `None`: the loss fails the
     /// bot. Default 30 s.
     pub recover_deadline: Option<Duration>,
+    /// Write what the server confirmed about every item a bot touched to this file (JSON
+    /// lines), for `zonehost store verify-ops` after the run; `None`: no log.
+    pub ops_log: Option<std::path::PathBuf>,
     /// Fail the run when the action-latency p99 exceeds this.
     pub max_p99: Option<Duration>,
     /// Fail the run when snapshots received / expected falls below this ratio (0..=1).
@@ -112,6 +115,7 @@ impl Config {
             seed: 1,
             connect_timeout: Duration::from_secs(10),
             recover_deadline: Some(Duration::from_secs(30)),
+            ops_log: None,
             max_p99: None,
             min_snapshot_ratio: None,
             progress: false,

@@ -34,6 +34,7 @@ mod brain;
 mod config;
 pub mod html;
 mod nav;
+mod opslog;
 mod report;
 pub mod scenario;
 pub mod slo;
@@ -55,14 +56,15 @@ pub use behaviour::{Behaviour, Mix, MAX_PARTY};
 pub use config::{parse_duration, parse_range, Config, TokenSource};
 pub use report::{
     compare, decode_hist, encode_hist, encode_hist_compact, merge, Bandwidth, BotCounts,
-    FailureCount, GameCounts, InputCounts, Percentiles, RecoveryCounts, Report, RequestCounts,
-    RunInfo, SnapshotCounts,
+    FailureCount, GameCounts, InputCounts, OpsLogCounts, Percentiles, RecoveryCounts, Report,
+    RequestCounts, RunInfo, SnapshotCounts,
 };
 pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};
 
 use behaviour::PartyRole;
 use bot::{run_bot, BotPlan, BotSettings, BotSummary};
+use opslog::OpsLog;
 use stats::{progress_line, sample_second, Counters, Live};
 
 /// How long the endpoints get to deliver the bots' last packets after the run.
@@ -152,7 +154,17 @@ pub async fn run(config: Config) -> Result<Report, Error> {
     let live = Arc::new(Live::new());
     let start = Instant::now();
     let servers = config.servers();
+    let ops_log = match &config.ops_log {
+        Some(path) => Some(Arc::new(OpsLog::create(path, start).map_err(|source| {
+            Error::File {
+                path: path.clone(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
     let settings = Arc::new(BotSettings {
+        ops_log,
         server_name: config.server_name.clone(),
         input_hz: config.input_hz,
         connect_timeout: config.connect_timeout,
@@ -267,8 +279,15 @@ pub async fn run(config: Config) -> Result<Report, Error> {
     for b in &behaviours {
         *counts.entry(b.name().to_string()).or_insert(0) += 1;
     }
+    let ops_log = settings.ops_log.as_deref();
+    if let Some(log) = ops_log {
+        log.flush().map_err(|source| Error::File {
+            path: config.ops_log.clone().unwrap_or_default(),
+            source,
+        })?;
+    }
     Ok(build_report(
-        &config, &live, &summaries, elapsed, series, counts,
+        &config, &live, &summaries, elapsed, series, counts, ops_log,
     ))
 }
 
@@ -279,6 +298,7 @@ fn build_report(
     elapsed: Duration,
     timeseries: Vec<Second>,
     behaviours: BTreeMap<String, u64>,
+    ops_log: Option<&OpsLog>,
 ) -> Report {
     let latency: BTreeMap<String, Percentiles> = {
         let mut h = live.hists();
@@ -394,6 +414,10 @@ fn build_report(
             resumed: Live::get(&live.resumed),
             rejoined: Live::get(&live.rejoined),
         },
+        ops_log: ops_log.map_or_else(OpsLogCounts::default, |l| OpsLogCounts {
+            records: l.records(),
+            write_errors: l.write_errors(),
+        }),
         actions: Live::get(&live.actions),
         events: Live::get(&live.events),
         responses: Live::get(&live.responses),

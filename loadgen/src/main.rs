@@ -174,6 +174,10 @@ struct RunArgs {
     /// only when it is not back within this deadline; 0s: a loss fails the bot.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     recover_deadline: Duration,
+    /// Write what the server confirmed about every item a bot touched (JSON lines; check
+    /// it against the store with `zonehost store verify-ops --ops-log FILE`).
+    #[arg(long)]
+    ops_log: Option<PathBuf>,
     /// Print a progress line every second even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
@@ -300,6 +304,7 @@ impl RunArgs {
         c.content_dir = self.content.clone();
         c.connect_timeout = self.connect_timeout;
         c.recover_deadline = (!self.recover_deadline.is_zero()).then_some(self.recover_deadline);
+        c.ops_log = self.ops_log.clone();
         c.max_p99 = match self.max_p99_ms {
             Some(ms) => Some(
                 Duration::try_from_secs_f64(ms / 1000.0).context("--max-p99-ms must be >= 0")?,

@@ -241,6 +241,16 @@ impl RecoveryCounts {
     }
 }
 
+/// The confirmed-operations log (`--ops-log`), when one was written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OpsLogCounts {
+    /// Records written.
+    pub records: u64,
+    /// Records that could not be written (the run then fails: a drill cannot be checked
+    /// against an incomplete log).
+    pub write_errors: u64,
+}
+
 /// The run parameters echoed into the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -312,6 +322,9 @@ pub struct Report {
     /// Lost connections and recoveries.
     #[serde(default)]
     pub recovery: RecoveryCounts,
+    /// The confirmed-operations log.
+    #[serde(default)]
+    pub ops_log: OpsLogCounts,
     /// Actions completed (moves acknowledged, requests answered successfully).
     #[serde(default)]
     pub actions: u64,
@@ -358,6 +371,12 @@ impl Report {
         }
         if self.inputs.sent > 0 && self.inputs.acked == 0 {
             v.push("no input was acknowledged".into());
+        }
+        if self.ops_log.write_errors > 0 {
+            v.push(format!(
+                "{} confirmed-operation records could not be written",
+                self.ops_log.write_errors
+            ));
         }
         for slo in &self.run.slo {
             if let Some(why) = slo.check(self) {
@@ -465,6 +484,13 @@ impl fmt::Display for Report {
                 rc.resumed,
                 rc.rejoined,
                 rc.attempts
+            );
+        }
+        if self.ops_log.records + self.ops_log.write_errors > 0 {
+            let _ = writeln!(
+                s,
+                "ops log: {} confirmed-operation records, {} write errors",
+                self.ops_log.records, self.ops_log.write_errors
             );
         }
         let i = &self.inputs;
@@ -636,6 +662,8 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         m.recovery.attempts += r.recovery.attempts;
         m.recovery.resumed += r.recovery.resumed;
         m.recovery.rejoined += r.recovery.rejoined;
+        m.ops_log.records += r.ops_log.records;
+        m.ops_log.write_errors += r.ops_log.write_errors;
         m.actions += r.actions;
         m.events += r.events;
         m.responses += r.responses;
@@ -920,6 +948,7 @@ pub(crate) mod tests {
             bandwidth: Bandwidth::new(1000, 2000, 10.0),
             game: GameCounts::default(),
             recovery: RecoveryCounts::default(),
+            ops_log: OpsLogCounts::default(),
             actions: samples.len() as u64,
             events: 0,
             responses: 0,

@@ -45,6 +45,7 @@
 //!   migrated on load (see [`record`]).
 
 pub mod cache;
+pub mod confirmed;
 pub mod record;
 pub mod redb;
 pub mod scylla;
