@@ -4,10 +4,12 @@
 //! commands (never blocks: a full queue is refused with [`SubmitError::Full`] and counted)
 //! and, at the start of each tick, [`StoreHandle::drain_replies`] collects the answers that
 //! arrived since (never blocks either). The store worker is one thread that owns the
-//! [`Store`]; it takes everything queued (up to `max_batch` commands), executes runs of
-//! consecutive saves as one `save_players` call and runs of consecutive item operations as
-//! one `apply_item_ops` call (one transaction, one fsync: group commit), keeping the
-//! submission order between runs so a load sees every save submitted before it.
+//! [`Store`]; it takes everything queued (up to `max_batch` commands) and executes it in
+//! waves (see `plan_waves`): commands that concern the same player, item or owner keep
+//! their submission order (a load sees every save of its player submitted before it),
+//! independent ones share a wave. A wave's saves go as one `save_players` call and its item
+//! operations as one `apply_item_ops` call (one transaction, one fsync: group commit), its
+//! reads several at once; on a database backend the three groups run side by side.
 //!
 //! Every command gets exactly one reply, on the queue of the handle that submitted it.
 //! Each handle bounds its commands in flight (`replies_capacity`), so its reply queue is
@@ -371,9 +373,12 @@ impl StoreWorker {
         let stats = Arc::new(StoreStats::default());
         let worker_stats = stats.clone();
         let max_batch = config.max_batch.max(1);
+        // The embedded store commits one write transaction at a time: overlapping its
+        // calls would only add threads.
+        let overlap = !matches!(config.backend, super::BackendConfig::Embedded { .. });
         let thread = std::thread::Builder::new()
             .name("zonehost-store".into())
-            .spawn(move || run(store, rx, worker_stats, max_batch))?;
+            .spawn(move || run(store, rx, worker_stats, max_batch, overlap))?;
         Ok(Self {
             tx,
             stats,
@@ -421,7 +426,13 @@ impl Drop for StoreWorker {
     }
 }
 
-fn run(store: Box<dyn Store>, rx: Receiver<Msg>, stats: Arc<StoreStats>, max_batch: usize) {
+fn run(
+    store: Box<dyn Store>,
+    rx: Receiver<Msg>,
+    stats: Arc<StoreStats>,
+    max_batch: usize,
+    overlap: bool,
+) {
     let meters = Meters::new();
     let mut batch: Vec<Envelope> = Vec::with_capacity(max_batch);
     loop {
@@ -442,7 +453,7 @@ fn run(store: Box<dyn Store>, rx: Receiver<Msg>, stats: Arc<StoreStats>, max_bat
                 .queue_depth
                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            execute(store.as_ref(), &mut batch, &stats, &meters);
+            execute(store.as_ref(), &mut batch, &stats, &meters, overlap);
         }
         if stop {
             break;
@@ -451,26 +462,102 @@ fn run(store: Box<dyn Store>, rx: Receiver<Msg>, stats: Arc<StoreStats>, max_bat
     tracing::debug!("store worker stopped");
 }
 
-/// Most reads (player loads, item loads) of one run executed at once. A burst of logins
-/// queues a run of them; one after another they cost a database round trip each (on a
+/// Most reads (player loads, item loads) of one group executed at once. A burst of logins
+/// queues many of them; one after another they cost a database round trip each (on a
 /// ScyllaDB or Cassandra node loaded by a login burst, tens of milliseconds), which made
-/// logins time out behind each other. Reads are independent of each other, and every write
-/// submitted before them has completed when their run starts.
+/// logins time out behind each other.
 const READ_PARALLELISM: usize = 8;
 
-fn kind_of(cmd: &StoreCommand) -> u8 {
-    match cmd {
-        StoreCommand::SavePlayers { .. } => 0,
-        StoreCommand::ItemOp { .. } => 1,
-        StoreCommand::LoadPlayer { .. } | StoreCommand::LoadItems { .. } => 3,
-        _ => 2,
+/// What a command must stay ordered with: commands that share a key run in submission
+/// order; commands that share none are independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    /// A player: its checkpoints, its loads, and the item operations on its inventory.
+    Player(u64),
+    /// An item.
+    Item(u128),
+    /// Any other owner (a zone instance's ground, a trade's escrow).
+    Owner(Owner),
+}
+
+fn owner_key(o: Owner) -> Key {
+    match o {
+        Owner::Player(p) => Key::Player(p),
+        other => Key::Owner(other),
     }
 }
 
-/// A run of reads, up to [`READ_PARALLELISM`] at once (scoped threads: the store's calls
+/// The keys of a command; `None`: it is ordered with everything (a trade touches two
+/// players and their items through several steps; a barrier waits for all before it).
+fn keys_of(cmd: &StoreCommand, out: &mut Vec<Key>) -> bool {
+    out.clear();
+    match cmd {
+        StoreCommand::SavePlayers { records, .. } => {
+            out.extend(records.iter().map(|r| Key::Player(r.player_id)));
+        }
+        StoreCommand::ItemOp { op, .. } => {
+            out.push(Key::Item(op.item_id));
+            match op.kind {
+                super::ItemOpKind::Create { owner, .. } => out.push(owner_key(owner)),
+                super::ItemOpKind::Transfer { from, to } => {
+                    out.push(owner_key(from));
+                    out.push(owner_key(to));
+                }
+                super::ItemOpKind::Destroy { from } => out.push(owner_key(from)),
+            }
+        }
+        StoreCommand::LoadPlayer { player_id, .. } => out.push(Key::Player(*player_id)),
+        StoreCommand::LoadItems { owner, .. } => out.push(owner_key(*owner)),
+        StoreCommand::Trade { .. } | StoreCommand::Barrier { .. } => return false,
+    }
+    true
+}
+
+/// Assigns each command of a batch to a wave: a command goes one wave after the latest
+/// earlier command it shares a key with (so those stay in submission order), a trade or a
+/// barrier one wave after everything before it and before everything after it. Waves run
+/// one after another; within a wave nothing depends on anything else, so its saves go as
+/// one `save_players` call, its item operations as one `apply_item_ops` call, its reads up
+/// to [`READ_PARALLELISM`] at once, all of them side by side.
+fn plan_waves(cmds: &[&StoreCommand]) -> Vec<usize> {
+    let mut last: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
+    let mut keys = Vec::new();
+    // Every command from here on comes after this wave (set by a trade or a barrier).
+    let mut floor = 0usize;
+    let mut top = 0usize;
+    let mut waves = Vec::with_capacity(cmds.len());
+    for (i, cmd) in cmds.iter().enumerate() {
+        let wave = if keys_of(cmd, &mut keys) {
+            let after = keys.iter().filter_map(|k| last.get(k)).max();
+            let w = after.map_or(floor, |&w| (w + 1).max(floor));
+            for k in &keys {
+                last.insert(*k, w);
+            }
+            w
+        } else {
+            let w = if i == 0 { 0 } else { top + 1 };
+            floor = w + 1;
+            w
+        };
+        top = top.max(wave);
+        waves.push(wave);
+    }
+    waves
+}
+
+/// The commands of one wave, grouped by how they execute.
+#[derive(Default)]
+struct Wave {
+    saves: Vec<Envelope>,
+    items: Vec<Envelope>,
+    reads: Vec<Envelope>,
+    others: Vec<Envelope>,
+}
+
+/// A group of reads, up to [`READ_PARALLELISM`] at once (scoped threads: the store's calls
 /// block their thread).
 fn execute_reads(store: &dyn Store, run: &mut [Envelope], stats: &StoreStats, meters: &Meters) {
-    if run.len() == 1 {
+    if run.len() <= 1 {
         for env in run.iter_mut() {
             execute_one(store, env, stats, meters);
         }
@@ -488,29 +575,74 @@ fn execute_reads(store: &dyn Store, run: &mut [Envelope], stats: &StoreStats, me
     });
 }
 
-fn execute(store: &dyn Store, batch: &mut Vec<Envelope>, stats: &StoreStats, meters: &Meters) {
-    let mut rest: &mut [Envelope] = batch.as_mut_slice();
-    while let Some(first) = rest.first() {
-        let kind = kind_of(&first.cmd);
-        let run_len = if kind == 2 {
-            1
-        } else {
-            rest.iter().take_while(|e| kind_of(&e.cmd) == kind).count()
-        };
-        let (run, tail) = rest.split_at_mut(run_len);
-        match kind {
-            0 => execute_saves(store, run, stats, meters),
-            1 => execute_items(store, run, stats, meters),
-            3 => execute_reads(store, run, stats, meters),
-            _ => {
-                for env in run.iter_mut() {
-                    execute_one(store, env, stats, meters);
-                }
-            }
-        }
-        rest = tail;
+fn execute_wave(
+    store: &dyn Store,
+    w: &mut Wave,
+    stats: &StoreStats,
+    meters: &Meters,
+    overlap: bool,
+) {
+    for env in w.others.iter_mut() {
+        execute_one(store, env, stats, meters);
     }
-    batch.clear();
+    let groups = [
+        !w.saves.is_empty(),
+        !w.items.is_empty(),
+        !w.reads.is_empty(),
+    ];
+    if overlap && groups.iter().filter(|g| **g).count() > 1 {
+        // A database serves independent statements side by side; one round trip each
+        // instead of one after another.
+        let Wave {
+            saves,
+            items,
+            reads,
+            ..
+        } = w;
+        std::thread::scope(|scope| {
+            if !saves.is_empty() {
+                scope.spawn(|| execute_saves(store, saves, stats, meters));
+            }
+            if !items.is_empty() {
+                scope.spawn(|| execute_items(store, items, stats, meters));
+            }
+            execute_reads(store, reads, stats, meters);
+        });
+        return;
+    }
+    if !w.saves.is_empty() {
+        execute_saves(store, &mut w.saves, stats, meters);
+    }
+    if !w.items.is_empty() {
+        execute_items(store, &mut w.items, stats, meters);
+    }
+    execute_reads(store, &mut w.reads, stats, meters);
+}
+
+fn execute(
+    store: &dyn Store,
+    batch: &mut Vec<Envelope>,
+    stats: &StoreStats,
+    meters: &Meters,
+    overlap: bool,
+) {
+    let plan = plan_waves(&batch.iter().map(|e| &e.cmd).collect::<Vec<_>>());
+    let count = plan.iter().max().map_or(0, |m| m + 1);
+    let mut waves: Vec<Wave> = (0..count).map(|_| Wave::default()).collect();
+    for (env, w) in batch.drain(..).zip(plan) {
+        let wave = &mut waves[w];
+        match env.cmd {
+            StoreCommand::SavePlayers { .. } => wave.saves.push(env),
+            StoreCommand::ItemOp { .. } => wave.items.push(env),
+            StoreCommand::LoadPlayer { .. } | StoreCommand::LoadItems { .. } => {
+                wave.reads.push(env)
+            }
+            StoreCommand::Trade { .. } | StoreCommand::Barrier { .. } => wave.others.push(env),
+        }
+    }
+    for wave in &mut waves {
+        execute_wave(store, wave, stats, meters, overlap);
+    }
 }
 
 fn finish(env: &Envelope, reply: StoreReply, failed: bool, stats: &StoreStats, meters: &Meters) {
@@ -855,6 +987,149 @@ mod tests {
             .expect("room again");
         assert_eq!(worker.stats().refused_full.load(Ordering::Relaxed), 1);
         drop(worker);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    fn save(p: u64) -> StoreCommand {
+        let mut rec = PlayerRecord::new("w");
+        rec.player_id = p;
+        StoreCommand::SavePlayers {
+            token: p,
+            records: vec![rec],
+        }
+    }
+
+    fn item_op(item: u128, from: Owner, to: Owner) -> StoreCommand {
+        StoreCommand::ItemOp {
+            token: 0,
+            op: ItemOp {
+                op_id: item,
+                item_id: item,
+                kind: ItemOpKind::Transfer { from, to },
+            },
+        }
+    }
+
+    fn load(p: u64) -> StoreCommand {
+        StoreCommand::LoadPlayer {
+            token: 0,
+            player_id: p,
+        }
+    }
+
+    fn waves(cmds: &[StoreCommand]) -> Vec<usize> {
+        plan_waves(&cmds.iter().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn independent_commands_share_a_wave_dependent_ones_keep_their_order() {
+        let ground = Owner::Ground { instance: 5 };
+        let cmds = [
+            save(1),
+            load(2),
+            item_op(10, Owner::Player(3), ground),
+            // Player 1 again: after its save.
+            load(1),
+            // Item 10 again: after its first operation; player 4 is new.
+            item_op(10, ground, Owner::Player(4)),
+            save(2),
+            save(5),
+        ];
+        assert_eq!(waves(&cmds), vec![0, 0, 0, 1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn trades_and_barriers_stand_between_everything() {
+        let cmds = [
+            save(1),
+            load(1),
+            StoreCommand::Barrier { token: 0 },
+            save(2),
+            StoreCommand::Trade {
+                token: 0,
+                manifest: TradeRecord {
+                    trade_id: 1,
+                    players: [1, 2],
+                    legs: Vec::new(),
+                    gold: [0, 0],
+                    state: super::super::TradeState::Open,
+                    settled: false,
+                    opened_at_ms: 0,
+                },
+            },
+            load(3),
+        ];
+        assert_eq!(waves(&cmds), vec![0, 1, 2, 3, 4, 5]);
+        let first = [StoreCommand::Barrier { token: 0 }, save(1), save(2)];
+        assert_eq!(waves(&first), vec![0, 1, 1]);
+    }
+
+    #[test]
+    fn overlapped_waves_give_the_outcomes_of_submission_order() {
+        let path = temp_path("overlap");
+        let store = RedbStore::open(&path).expect("open");
+        let replies = Arc::new(ReplyQueue {
+            queue: ArrayQueue::new(64),
+            in_flight: AtomicUsize::new(0),
+        });
+        let env = |cmd| Envelope {
+            cmd,
+            replies: replies.clone(),
+            submitted: Instant::now(),
+        };
+        let mut rec = PlayerRecord::new("overlap");
+        rec.epoch = 1;
+        rec.seq = 1;
+        let pid = rec.player_id;
+        let create = |item: u128| StoreCommand::ItemOp {
+            token: item as u64,
+            op: ItemOp {
+                op_id: item,
+                item_id: item,
+                kind: ItemOpKind::Create {
+                    owner: Owner::Player(pid),
+                    data: vec![1],
+                },
+            },
+        };
+        let mut batch = vec![
+            env(StoreCommand::SavePlayers {
+                token: 1,
+                records: vec![rec.clone()],
+            }),
+            env(create(20)),
+            env(StoreCommand::LoadItems {
+                token: 2,
+                owner: Owner::Player(pid),
+            }),
+            env(create(21)),
+            env(StoreCommand::LoadPlayer {
+                token: 3,
+                player_id: pid,
+            }),
+        ];
+        let stats = StoreStats::default();
+        execute(&store, &mut batch, &stats, &Meters::new(), true);
+        let mut got = Vec::new();
+        while let Some(r) = replies.queue.pop() {
+            got.push(r);
+        }
+        assert_eq!(got.len(), 5);
+        // The load of the player's items saw the creation submitted before it, not the one
+        // after it.
+        let items = got.iter().find_map(|r| match r {
+            StoreReply::Items {
+                token: 2,
+                result: Ok(items),
+                ..
+            } => Some(items.iter().map(|i| i.item_id).collect::<Vec<_>>()),
+            _ => None,
+        });
+        assert_eq!(items, Some(vec![20]));
+        let loaded = got.iter().any(
+            |r| matches!(r, StoreReply::Loaded { token: 3, result: Ok(Some(r)), .. } if r.fence() == rec.fence()),
+        );
+        assert!(loaded, "{got:?}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
