@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::geom::{in_wall, Rect, LOS_STEP_MM};
 use crate::monsters::MonsterKind;
-use crate::world::ZoneSpec;
+use crate::zone::ZoneSpec;
 
 /// Largest accepted zone side in millimetres (1 km).
 pub const MAX_ZONE_MM: i32 = 1_000_000;

@@ -38,8 +38,8 @@ use crate::trade::{Trade, TradeEnd, TradeId};
 
 mod trading;
 
-/// Entity id, unique within one instance.
-pub type EntityId = u32;
+pub use crate::entity::{EntityId, EntityKind, EntityView, GroundView, FLAG_DEAD, FLAG_LEAVING};
+pub use crate::zone::ZoneSpec;
 
 /// Requests a player may have pending; more are refused with [`QueueError::QueueFull`].
 pub const MAX_QUEUED_REQUESTS: usize = 8;
@@ -70,67 +70,6 @@ pub const RETURN_TIMEOUT_TICKS: u32 = 10 * TICK_HZ;
 pub const RANGED_THRESHOLD_MM: i32 = 3000;
 /// Minor healing potions in a new character's bag.
 pub const STARTER_POTIONS: usize = 2;
-
-/// What an entity is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntityKind {
-    /// A player character.
-    Player,
-    /// A monster; `flags` carries its [`MonsterKind`] code.
-    Monster,
-    /// An item lying on the ground; `flags` carries rarity and category.
-    GroundItem,
-}
-
-impl EntityKind {
-    /// The protocol's entity kind code (`zonehost_protocol::snapshot::kind`).
-    pub fn wire_code(self) -> u8 {
-        match self {
-            EntityKind::Player => 1,
-            EntityKind::Monster => 2,
-            EntityKind::GroundItem => 3,
-        }
-    }
-}
-
-/// Static description of a zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneSpec {
-    /// Zone template id.
-    pub id: u16,
-    /// Width in millimetres (x runs 0..width).
-    pub width_mm: i32,
-    /// Height in millimetres (y runs 0..height).
-    pub height_mm: i32,
-    /// Where players appear, in millimetres.
-    pub spawn_mm: (i32, i32),
-}
-
-/// Player [`EntityView::flags`] bit: dead.
-pub const FLAG_DEAD: u8 = 1;
-/// Player [`EntityView::flags`] bit: leaving the zone.
-pub const FLAG_LEAVING: u8 = 2;
-
-/// Read-only view of an entity for snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntityView {
-    /// Entity id.
-    pub id: EntityId,
-    /// Kind.
-    pub kind: EntityKind,
-    /// Position in millimetres.
-    pub pos_mm: (i32, i32),
-    /// Velocity in millimetres per second during the last tick.
-    pub vel_mms: (i32, i32),
-    /// Current hit points (0 for ground items).
-    pub hp: u16,
-    /// Maximum hit points (0 for ground items).
-    pub max_hp: u16,
-    /// Kind-specific: players [`FLAG_DEAD`] | [`FLAG_LEAVING`]; monsters the
-    /// [`MonsterKind`] code; ground items `rarity | category << 2` (category 0 weapon,
-    /// 1 armour, 2 potion).
-    pub flags: u8,
-}
 
 /// Why [`World::add_player_with_state`] refused a player.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -270,19 +209,6 @@ struct Ground {
     owner: Option<u64>,
     free_at: u32,
     expire_at: u32,
-}
-
-/// A ground item as seen by the server (for item tooltips and audits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroundView<'a> {
-    /// Ground entity id.
-    pub id: EntityId,
-    /// The item.
-    pub item: &'a Item,
-    /// Where.
-    pub pos_mm: (i32, i32),
-    /// Who may pick it up now (`None` = anyone).
-    pub owner: Option<u64>,
 }
 
 /// One zone instance's live state.
