@@ -2,6 +2,7 @@
 //! determinism and the input window.
 
 use super::*;
+use crate::content::tests::MINI;
 use crate::content::{Content, Portal, SpawnGroup};
 use crate::geom::Rect;
 use crate::items::{EquipSlot, Rarity};
@@ -793,4 +794,35 @@ fn an_arriving_player_skips_inputs_already_applied_elsewhere() {
         Some((50_100, 50_000)),
         "only input 101 moves"
     );
+}
+
+// Content templates build working worlds (here rather than in content.rs, which sits
+// beneath the world).
+
+#[test]
+fn builtin_monsters_spawn_outside_walls() {
+    let c = Content::builtin().expect("builtin content");
+    for z in c.zones() {
+        let w = World::from_template(z, 1);
+        let expected: u32 = z.spawns.iter().map(|g| u32::from(g.count)).sum();
+        assert_eq!(w.monster_count() as u32, expected);
+        for e in w.entities() {
+            assert!(!in_wall(e.pos_mm, &z.walls), "zone {} {:?}", z.id, e);
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn mutated_zone_never_panics(cut in 0usize..400, junk in "[\\[\\]=0-9a-z\"\n ,-]{0,12}") {
+        let at = MINI.char_indices().map(|(i, _)| i).nth(cut % MINI.len()).unwrap_or(0);
+        let text = format!("{}{}{}", &MINI[..at], junk, &MINI[at..]);
+        if let Ok(z) = ZoneTemplate::from_toml(&text) {
+            let mut w = World::from_template(&z, 3);
+            w.add_player(1);
+            for _ in 0..30 {
+                w.step();
+            }
+        }
+    }
 }
