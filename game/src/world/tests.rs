@@ -4,7 +4,7 @@
 use super::*;
 use crate::content::tests::MINI;
 use crate::content::{Content, Portal, SpawnGroup};
-use crate::geom::Rect;
+use crate::geom::{dist_sq, Rect};
 use crate::items::{EquipSlot, Rarity};
 use crate::movement::MAX_SPEED_MMS;
 use proptest::prelude::*;
