@@ -6,23 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::MAX_PLAYER_NAME_LEN;
+use crate::limits::MAX_PLAYER_NAME_LEN;
 use crate::DecodeError;
 
-/// Longest accepted token text, in bytes.
-pub const MAX_TOKEN_LEN: usize = 1024;
-/// Longest accepted free-text field (client name, reasons), in bytes.
-pub const MAX_TEXT_LEN: usize = 256;
-
-/// Longest `Redirect.address` in bytes (`host:port`).
-pub const MAX_ADDRESS_LEN: usize = 128;
-
-/// Most members a party event may list (the party size limit of the game rules).
-pub const MAX_PARTY_MEMBERS: usize = 4;
-
-/// Most items one side of a trade may offer (the game's `TRADE_MAX_ITEMS`); bounds every
-/// item list of a trade event.
-pub const MAX_TRADE_ITEMS: usize = 8;
+pub use crate::limits::{
+    MAX_ADDRESS_LEN, MAX_PARTY_MEMBERS, MAX_TEXT_LEN, MAX_TOKEN_LEN, MAX_TRADE_ITEMS,
+};
 
 fn items(field: &'static str, len: usize) -> Result<(), DecodeError> {
     if len > MAX_TRADE_ITEMS {
