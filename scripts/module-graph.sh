@@ -11,6 +11,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 src="$root/scripts/module-graph/main.rs"
 out="${CARGO_TARGET_DIR:-$root/target}/module-graph"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 if [ "${1:-}" = --self-test ]; then
     rustc --edition 2021 --test -o "$out/module-graph-test" "$src"
     exec "$out/module-graph-test" -q
