@@ -19,10 +19,11 @@
 //! Usage: `module-graph [--enforce] [CRATE_DIR...]`. Without a directory: every crate of the
 //! workspace in the current directory (the root package and `[workspace] members`). Prints the
 //! circles of each crate root with the references that close them; with `--enforce`, exits 1
-//! when any crate given has a circle.
+//! when any crate given has a circle. A directory without a crate root is an error (exit 2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -807,6 +808,44 @@ fn workspace_crates(dir: &Path) -> Vec<PathBuf> {
     crates
 }
 
+/// Reports the circles of every crate in `dirs` to `out`; returns the crates that have one
+/// and the directories that are no crate (no root file: a typo such as `src` for `.`).
+fn report(dirs: &[PathBuf], out: &mut impl Write) -> io::Result<(Vec<String>, Vec<String>)> {
+    let mut with_circles = Vec::new();
+    let mut not_crates = Vec::new();
+    for dir in dirs {
+        if crate_roots(dir).is_empty() {
+            not_crates.push(dir.display().to_string());
+            continue;
+        }
+        let (circles, warnings) = crate_circles(dir);
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        let name = dir.display();
+        if circles.is_empty() {
+            writeln!(out, "{name}: no import circle")?;
+            continue;
+        }
+        writeln!(out, "{name}: {} import circle(s)", circles.len())?;
+        for (k, c) in circles.iter().enumerate() {
+            let files: Vec<String> = c.files.iter().map(|f| f.display().to_string()).collect();
+            writeln!(
+                out,
+                "  circle {}: {} files: {}",
+                k + 1,
+                files.len(),
+                files.join(" ")
+            )?;
+            for l in &c.links {
+                writeln!(out, "    {l}")?;
+            }
+        }
+        with_circles.push(name.to_string());
+    }
+    Ok((with_circles, not_crates))
+}
+
 fn main() -> ExitCode {
     let mut enforce = false;
     let mut dirs = Vec::new();
@@ -823,31 +862,19 @@ fn main() -> ExitCode {
     if dirs.is_empty() {
         dirs = workspace_crates(Path::new("."));
     }
-    let mut failed = Vec::new();
-    for dir in &dirs {
-        let (circles, warnings) = crate_circles(dir);
-        for w in warnings {
-            eprintln!("warning: {w}");
+    let (failed, not_crates) = match report(&dirs, &mut io::stdout().lock()) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-        let name = dir.display();
-        if circles.is_empty() {
-            println!("{name}: no import circle");
-            continue;
-        }
-        println!("{name}: {} import circle(s)", circles.len());
-        for (k, c) in circles.iter().enumerate() {
-            let files: Vec<String> = c.files.iter().map(|f| f.display().to_string()).collect();
-            println!(
-                "  circle {}: {} files: {}",
-                k + 1,
-                files.len(),
-                files.join(" ")
-            );
-            for l in &c.links {
-                println!("    {l}");
-            }
-        }
-        failed.push(name.to_string());
+    };
+    if !not_crates.is_empty() {
+        eprintln!(
+            "error: no crate root (src/lib.rs, src/main.rs, src/bin, tests, benches, examples) in {}",
+            not_crates.join(", ")
+        );
+        return ExitCode::from(2);
     }
     if enforce && !failed.is_empty() {
         eprintln!(
@@ -900,6 +927,23 @@ mod tests {
         let (circles, warnings) = crate_circles(&fixture("clean"));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(circles.is_empty(), "{circles:#?}");
+    }
+
+    #[test]
+    fn the_report_names_the_crates_with_circles() {
+        let mut out = Vec::new();
+        let dirs = [
+            fixture("clean"),
+            fixture("circle"),
+            fixture("no-such-crate"),
+        ];
+        let (failed, not_crates) = report(&dirs, &mut out).expect("in memory");
+        assert_eq!(failed, [fixture("circle").display().to_string()]);
+        assert_eq!(not_crates, [fixture("no-such-crate").display().to_string()]);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("clean: no import circle"), "{text}");
+        assert!(text.contains("circle: 2 import circle(s)"), "{text}");
+        assert!(text.contains("a.rs:1 -> "), "{text}");
     }
 
     #[test]
