@@ -1,10 +1,10 @@
 //! What goes into a world besides movement ([`Request`]) and what comes out of a step
 //! ([`Event`]).
 
+use crate::entity::EntityId;
 use crate::items::{EquipSlot, Item, ItemId};
 use crate::monsters::MonsterKind;
 use crate::trade::{TradeEnd, TradeId, TradeManifest, TradeView};
-use crate::world::EntityId;
 
 /// A player's request, queued with [`crate::World::queue_request`] and resolved during the
 /// next [`crate::World::step`]; its result is reported as [`Event::RequestDone`].

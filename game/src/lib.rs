@@ -22,6 +22,7 @@
 pub mod character;
 pub mod combat;
 pub mod content;
+mod entity;
 pub mod events;
 pub mod geom;
 mod hash;
@@ -33,9 +34,11 @@ pub mod party;
 mod rng;
 pub mod trade;
 pub mod world;
+mod zone;
 
 pub use character::{PlayerState, PlayerStats};
 pub use content::{Content, ContentError, Portal, SpawnGroup, ZoneTemplate};
+pub use entity::{EntityId, EntityKind, EntityView, GroundView};
 pub use events::{Event, InventoryChange, QueueError, Reject, Request, TransferCause};
 pub use geom::Rect;
 pub use inventory::{Equipment, Inventory, BAG_SLOTS};
@@ -47,4 +50,5 @@ pub use trade::{
     Offer, TradeEnd, TradeId, TradeManifest, TradeSide, TradeView, Undelivered, TRADE_MAX_ITEMS,
     TRADE_RANGE_MM,
 };
-pub use world::{EntityId, EntityKind, EntityView, GroundView, ImportError, World, ZoneSpec};
+pub use world::{ImportError, World};
+pub use zone::ZoneSpec;

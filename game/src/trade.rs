@@ -9,8 +9,8 @@
 //! what the other offered; aborted, each side gets its own offer back. Nothing is ever
 //! in two places: a reserved item is only in the trade.
 
+use crate::entity::EntityId;
 use crate::items::{Item, ItemId};
-use crate::world::EntityId;
 
 /// Largest distance between the two players to open a trade and to accept it, in mm.
 pub const TRADE_RANGE_MM: i32 = 5000;

@@ -15,6 +15,7 @@ pub mod channel;
 pub mod datagram;
 pub mod error;
 pub mod frame;
+mod limits;
 pub mod message;
 pub mod session;
 pub mod snapshot;

@@ -11,14 +11,14 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::message::MAX_TOKEN_LEN;
+use crate::limits::MAX_TOKEN_LEN;
+
+pub use crate::limits::MAX_PLAYER_NAME_LEN;
 
 /// Domain-separation prefix of the signed bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"zonehost-token-v1\0";
 /// Claims format version.
 pub const CLAIMS_VERSION: u8 = 1;
-/// Longest player name, in bytes.
-pub const MAX_PLAYER_NAME_LEN: usize = 32;
 const SIGNATURE_LEN: usize = 64;
 
 /// What a token asserts.
