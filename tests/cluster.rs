@@ -16,7 +16,9 @@ use zonehost::config::{Config, SecondLogin};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::{ItemOp, ItemOpKind, ItemRecord, Owner, Store};
 use zonehost::telemetry::{DisconnectCause, Stats};
-use zonehost_client::{Client, Incoming};
+use zonehost_client::{
+    Client, Incoming, ReconnectPolicy, ReconnectingClient, TokenProvider, Update,
+};
 use zonehost_protocol::message::{close_code, Event, PartyEvent, RejectCode, Request, ServerMsg};
 use zonehost_protocol::ClientEvent;
 
@@ -571,6 +573,88 @@ async fn a_drain_moves_everyone_to_the_peers_with_their_items() {
     }
     let report = cluster.store.check().expect("check");
     assert!(report.is_clean(), "{report}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_follows_a_drain_redirect_and_resumes_on_the_peer() {
+    let mut cluster = Cluster::start_with(|i, config| {
+        no_load_redirects(i, config);
+        config.cluster.player_lease_ttl_secs = 10;
+    })
+    .await;
+    let endpoint = client_endpoint(cluster.server(0));
+    let (a_addr, peers) = (
+        cluster.server(0).addr(),
+        [cluster.server(1).addr(), cluster.server(2).addr()],
+    );
+    eventually("three live load rows", WAIT, || {
+        cluster
+            .store
+            .server_loads(zonehost::sim::persist::unix_millis())
+            .is_ok_and(|rows| rows.len() == 3)
+    })
+    .await;
+    let token = cluster.server(0).token("follower");
+    let tokens: Arc<dyn TokenProvider> = Arc::new(move || Ok(token.clone()));
+    let mut client = ReconnectingClient::connect(
+        &endpoint,
+        a_addr,
+        "localhost",
+        "test",
+        tokens,
+        ReconnectPolicy::default(),
+    )
+    .await
+    .expect("joins a");
+    let first = client
+        .client()
+        .map(|c| c.welcome().player_id)
+        .expect("connected");
+    eventually("the first checkpoint", WAIT, || {
+        fence(cluster.store.as_ref(), "follower").is_some()
+    })
+    .await;
+
+    let a = cluster.servers[0].take().expect("a runs");
+    let drain = tokio::spawn(a.stop_keeping_data());
+    let mut seen = Vec::new();
+    let resumed = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Ok(Update::Resumed { welcome, .. }) => break welcome,
+                Ok(Update::Rejoined { .. }) => panic!("rejoined instead of resuming: {seen:?}"),
+                Ok(Update::Incoming(Incoming::Snapshot(..))) => {}
+                Ok(other) => seen.push(format!("{other:?}")),
+                Err(e) => panic!("gave up: {e}; seen {seen:?}"),
+            }
+        }
+    })
+    .await
+    .expect("resumed on a peer in time");
+    assert_eq!(resumed.player_id, first, "the same player");
+    assert!(
+        seen.iter().any(|u| u.contains("Redirected")),
+        "the application saw the redirect: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|u| u.contains("Goaway")),
+        "a drain by migration sends no Goaway: {seen:?}"
+    );
+    let now_at = client.target().addr;
+    assert!(peers.contains(&now_at), "plays on a peer, not {now_at}");
+    assert_eq!(
+        client.target().fallbacks.first(),
+        Some(&a_addr),
+        "the drained server is a fallback"
+    );
+    let stats = client.stats();
+    assert_eq!((stats.redirects, stats.resumed, stats.rejoined), (1, 1, 0));
+    tokio::time::timeout(WAIT, drain)
+        .await
+        .expect("a drains in time")
+        .expect("drain task");
+    let _ = client.close().await;
     cluster.stop().await;
 }
 

@@ -375,7 +375,7 @@ impl Client {
 }
 
 /// Resolves a redirect's `host:port` to its first address.
-async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
+pub(crate) async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
     let bad = |reason: String| ClientError::BadRedirect {
         address: address.to_owned(),
         reason,

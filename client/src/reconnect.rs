@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zonehost_protocol::datagram::InputCmd;
-use zonehost_protocol::message::{close_code, RejectCode, Request, Welcome};
+use zonehost_protocol::message::{close_code, Goaway, Redirect, RejectCode, Request, Welcome};
 use zonehost_protocol::ClientEvent;
 
 use crate::client::{Client, ClientError, Incoming};
@@ -179,6 +179,10 @@ pub struct ReconnectStats {
     pub resumed: u64,
     /// Recoveries by a fresh login.
     pub rejoined: u64,
+    /// `Redirect`s followed after the `Welcome` (a cluster server handing the player to a
+    /// peer); each ends as a recovery too (`Resumed` with the redirect's ticket, else
+    /// `Rejoined`).
+    pub redirects: u64,
 }
 
 /// Whether a lost connection may be reconnected: resets, timeouts, transport errors and
@@ -259,6 +263,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The player now plays on `addr` (a redirect, or a recovery that landed on a
+    /// fallback): it becomes the first server to try, the previous one a fallback.
+    pub fn now_at(&mut self, addr: SocketAddr) {
+        if addr == self.addr {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.addr, addr);
+        self.fallbacks.retain(|a| *a != addr && *a != previous);
+        self.fallbacks.insert(0, previous);
+    }
+
     /// The server attempt `attempt` (from 1) goes to: `addr`, then each fallback in turn.
     pub fn addr_for(&self, attempt: u32) -> SocketAddr {
         let n = self.fallbacks.len() + 1;
@@ -431,14 +446,17 @@ impl ReconnectingClient {
         let client = Client::connect(endpoint, addr, server_name, &token, client_name)
             .await
             .map_err(ReconnectError::Login)?;
+        let mut target = Target {
+            endpoint: endpoint.clone(),
+            addr,
+            fallbacks: Vec::new(),
+            server_name: server_name.to_owned(),
+            client_name: client_name.to_owned(),
+        };
+        // Redirected during the login: the player plays where it landed.
+        target.now_at(client.connection().remote_address());
         Ok(Self {
-            target: Target {
-                endpoint: endpoint.clone(),
-                addr,
-                fallbacks: Vec::new(),
-                server_name: server_name.to_owned(),
-                client_name: client_name.to_owned(),
-            },
+            target,
             tokens,
             policy,
             resume_token: Some(client.welcome().resume_token.clone()),
@@ -462,7 +480,13 @@ impl ReconnectingClient {
         self.client.as_mut()
     }
 
-    /// Counters of losses, attempts and recoveries.
+    /// Where the client plays and what it falls back to (a followed redirect or a
+    /// recovery on a fallback moves it).
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Counters of losses, attempts, recoveries and redirects.
     pub fn stats(&self) -> ReconnectStats {
         self.stats
     }
@@ -535,6 +559,12 @@ impl ReconnectingClient {
                             Some(Duration::from_millis(g.reconnect_after_ms.into()));
                         return Ok(Update::Incoming(Incoming::Event(ClientEvent::Goaway(g))));
                     }
+                    Ok(Incoming::Event(ClientEvent::Redirected(r))) if self.policy.enabled => {
+                        self.on_redirect(r.clone());
+                        return Ok(Update::Incoming(Incoming::Event(ClientEvent::Redirected(
+                            r,
+                        ))));
+                    }
                     Ok(incoming) => return Ok(Update::Incoming(incoming)),
                     Err(e) => {
                         self.on_loss(e)?;
@@ -573,6 +603,7 @@ impl ReconnectingClient {
                 }) => {
                     let welcome = client.welcome().clone();
                     self.resume_token = Some(welcome.resume_token.clone());
+                    self.target.now_at(client.connection().remote_address());
                     if self.policy.resync {
                         if let Err(e) = client.request(Request::GetInventory).await {
                             tracing::debug!(%e, "resync request failed");
@@ -603,6 +634,46 @@ impl ReconnectingClient {
                 }
             }
         }
+    }
+
+    /// Follows a `Redirect` received after the `Welcome`: the player now plays on the
+    /// server it names, which takes its ticket as a resume token (a fresh login when it
+    /// refuses it); the server that sent it stays among the fallbacks.
+    fn on_redirect(&mut self, r: Redirect) {
+        // The sending server closes this connection; nothing more comes on it.
+        self.client = None;
+        self.goaway_after = None;
+        self.resume_token = None;
+        self.stats.redirects += 1;
+        let lost_at = Instant::now();
+        tracing::info!(to = %r.address, "redirected; following");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mut target, tokens, policy) = (
+            self.target.clone(),
+            self.tokens.clone(),
+            self.policy.clone(),
+        );
+        let recovery = Box::pin(async move {
+            let to = crate::client::resolve(&r.address)
+                .await
+                .map_err(ReconnectError::Fatal)?;
+            target.now_at(to);
+            let loss = Loss {
+                at: lost_at,
+                error: ClientError::Goaway(Goaway {
+                    reason: format!("redirected to {}", r.address),
+                    reconnect_after_ms: 0,
+                }),
+                wait: Duration::ZERO,
+                resume_token: Some(r.ticket),
+            };
+            recover(&target, &*tokens, &policy, loss, move |n, reason| {
+                let _ = tx.send((n, reason.to_owned()));
+            })
+            .await
+        });
+        self.recovery = Some((lost_at, recovery));
+        self.attempts_rx = Some(rx);
     }
 
     /// Records a loss: a recovery starts, or the error is final.
