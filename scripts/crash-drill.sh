@@ -36,6 +36,9 @@ profile="${PROFILE:-release}"
 max_p99_ms="${MAX_RECOVER_P99_MS:-3000}"
 deadline="${RECOVER_DEADLINE:-20s}"
 report="${REPORT:-target/crash-drill-report.json}"
+# Real play: fights (potions used), loot picked up and dropped, parties trading, churn.
+mix="${MIX:-fighter=30,looter=30,party=25,churner=10,mover=5}"
+trade_every="${TRADE_EVERY:-10s}"
 
 if [ "$profile" = release ]; then
     cargo build --release --locked -p zonehost -p zonehost-loadgen >&2
@@ -53,6 +56,7 @@ cleanup() {
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill -KILL "$server_pid" 2>/dev/null || true
     fi
+    cp "$data/server.log" "${report%.json}-server.log" 2>/dev/null || true
     rm -rf "$data"
 }
 trap cleanup EXIT
@@ -75,6 +79,7 @@ started=$(date +%s.%N)
 
 "$bin/loadgen" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
     --server "127.0.0.1:$port" --cert "$data/cert.der" --token-key "$data/dev-signing.key" \
+    --mix "$mix" --party-trade-every "$trade_every" \
     --recover-deadline "$deadline" --report "$report" --ops-log "$data/ops.jsonl" \
     ${LOADGEN_ARGS:-} &
 loadgen_pid=$!

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
-use zonehost_client::reconnect::loss_is_recoverable;
+use zonehost_client::reconnect::{attempt_is_fatal, loss_is_recoverable};
 use zonehost_client::{
     recover, Client, ClientError, Incoming, Loss, ReconnectError, ReconnectPolicy, Target,
 };
@@ -208,6 +208,36 @@ pub(crate) async fn run_bot(
                 .await;
                 let client = match connected {
                     Ok(c) => c,
+                    // A churner coming back to a server that is down (crashed, draining,
+                    // restarting) recovers like a bot whose connection was lost. (A connect
+                    // cut short by the end of the run is no loss.)
+                    Err(e)
+                        if summary.sessions > 0
+                            && settings.recover_deadline.is_some()
+                            && !attempt_is_fatal(&e)
+                            && budget == settings.connect_timeout =>
+                    {
+                        Live::add(&live.disconnections, 1);
+                        let loss = Loss {
+                            at: now.into_std(),
+                            error: e,
+                            wait: Duration::ZERO,
+                            resume_token: None,
+                        };
+                        match recover_session(&endpoint, server, &settings, &live, plan.index, loss)
+                            .await
+                        {
+                            Ok(Some(back)) => {
+                                recovered = Some(back);
+                                continue;
+                            }
+                            Ok(None) => break,
+                            Err(()) => {
+                                summary.failed = true;
+                                break;
+                            }
+                        }
+                    }
                     Err(e) => {
                         let mut kind = failure_kind(phase, &e);
                         if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout
@@ -282,62 +312,18 @@ pub(crate) async fn run_bot(
             }
             Stop::Lost { error, goaway_wait } => {
                 Live::add(&live.disconnections, 1);
-                let lost_at = Instant::now();
-                let policy = ReconnectPolicy {
-                    deadline: settings.recover_deadline.unwrap_or_default(),
-                    ..ReconnectPolicy::default()
-                };
-                let target = Target {
-                    endpoint: endpoint.clone(),
-                    addr: server,
-                    // A crashed server of a cluster that does not come back: its peers
-                    // take the player once its lease has expired.
-                    fallbacks: settings
-                        .servers
-                        .iter()
-                        .copied()
-                        .filter(|s| *s != server)
-                        .collect(),
-                    server_name: settings.server_name.clone(),
-                    client_name: client_name.clone(),
-                };
-                let (source, seed, index) = (settings.tokens.clone(), settings.seed, plan.index);
-                let tokens = move || fresh_token(&source, seed, index).map_err(|e| e.to_string());
                 let resume = Some(client.welcome().resume_token.clone());
                 drop(client);
-                let attempts = &live.reconnect_attempts;
                 let loss = Loss {
-                    at: lost_at.into_std(),
+                    at: Instant::now().into_std(),
                     error,
                     wait: goaway_wait,
                     resume_token: resume,
                 };
-                let recovery = recover(&target, &tokens, &policy, loss, |_, _| {
-                    Live::add(attempts, 1);
-                });
-                match tokio::time::timeout_at(settings.end_at, recovery).await {
-                    // The run ended first: not a failure.
-                    Err(_) => break,
-                    Ok(Ok(back)) => {
-                        Live::add(
-                            if back.resumed {
-                                &live.resumed
-                            } else {
-                                &live.rejoined
-                            },
-                            1,
-                        );
-                        recovered = Some((back.client, lost_at));
-                    }
-                    Ok(Err(e)) => {
-                        let kind = match &e {
-                            ReconnectError::GaveUp { .. } => {
-                                "recover: not back within the deadline".to_owned()
-                            }
-                            ReconnectError::Fatal(c) => failure_kind("recover", c),
-                            _ => "recover: failed".to_owned(),
-                        };
-                        live.fail(kind, e.to_string());
+                match recover_session(&endpoint, server, &settings, &live, plan.index, loss).await {
+                    Ok(Some(back)) => recovered = Some(back),
+                    Ok(None) => break,
+                    Err(()) => {
                         summary.failed = true;
                         break;
                     }
@@ -381,6 +367,68 @@ pub(crate) async fn run_bot(
     }
     samples.flush(&live);
     summary
+}
+
+/// Gets a lost session back (`zonehost_client::recover`: resume, else a fresh login,
+/// trying the run's other servers in turn): `Ok(None)` when the run ended first,
+/// `Err(())` once the failure is recorded.
+async fn recover_session(
+    endpoint: &quinn::Endpoint,
+    server: SocketAddr,
+    settings: &BotSettings,
+    live: &Live,
+    index: usize,
+    loss: Loss,
+) -> Result<Option<(Client, Instant)>, ()> {
+    let lost_at = Instant::from_std(loss.at);
+    let policy = ReconnectPolicy {
+        deadline: settings.recover_deadline.unwrap_or_default(),
+        ..ReconnectPolicy::default()
+    };
+    let target = Target {
+        endpoint: endpoint.clone(),
+        addr: server,
+        // A crashed server of a cluster that does not come back: its peers take the
+        // player once its lease has expired.
+        fallbacks: settings
+            .servers
+            .iter()
+            .copied()
+            .filter(|s| *s != server)
+            .collect(),
+        server_name: settings.server_name.clone(),
+        client_name: format!("zonehost-loadgen/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let (source, seed) = (settings.tokens.clone(), settings.seed);
+    let tokens = move || fresh_token(&source, seed, index).map_err(|e| e.to_string());
+    let attempts = &live.reconnect_attempts;
+    let recovery = recover(&target, &tokens, &policy, loss, |_, _| {
+        Live::add(attempts, 1);
+    });
+    match tokio::time::timeout_at(settings.end_at, recovery).await {
+        // The run ended first: not a failure.
+        Err(_) => Ok(None),
+        Ok(Ok(back)) => {
+            Live::add(
+                if back.resumed {
+                    &live.resumed
+                } else {
+                    &live.rejoined
+                },
+                1,
+            );
+            Ok(Some((back.client, lost_at)))
+        }
+        Ok(Err(e)) => {
+            let kind = match &e {
+                ReconnectError::GaveUp { .. } => "recover: not back within the deadline".to_owned(),
+                ReconnectError::Fatal(c) => failure_kind("recover", c),
+                _ => "recover: failed".to_owned(),
+            };
+            live.fail(kind, e.to_string());
+            Err(())
+        }
+    }
 }
 
 /// Writes a ledger's new records to the run's log.
