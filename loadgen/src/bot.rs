@@ -238,6 +238,15 @@ pub(crate) async fn run_bot(
                             }
                         }
                     }
+                    // A churner's reconnect still in progress when the run ended: not a
+                    // failure (the bot ran out of run, not the server out of answers),
+                    // counted apart.
+                    Err(ClientError::Timeout(_))
+                        if summary.sessions > 0 && budget < settings.connect_timeout =>
+                    {
+                        Live::add(&live.cut_at_end, 1);
+                        break;
+                    }
                     Err(e) => {
                         let mut kind = failure_kind(phase, &e);
                         if matches!(e, ClientError::Timeout(_)) && budget < settings.connect_timeout

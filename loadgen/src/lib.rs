@@ -370,6 +370,7 @@ fn build_report(
             planned: config.players as u64,
             connected: bots.iter().filter(|b| b.connected).count() as u64,
             failed: bots.iter().filter(|b| b.failed).count() as u64,
+            cut_at_end: Live::get(&live.cut_at_end),
         },
         inputs: InputCounts {
             sent: Live::get(&live.inputs),

@@ -115,6 +115,10 @@ pub struct BotCounts {
     pub connected: u64,
     /// Bots that failed (connect error, reject, disconnect before the end).
     pub failed: u64,
+    /// Reconnects (a churner's next session) still in progress when the run ended: not
+    /// failures.
+    #[serde(default)]
+    pub cut_at_end: u64,
 }
 
 /// Input counters.
@@ -474,6 +478,13 @@ impl fmt::Display for Report {
             "bots: {} planned, {} connected, {} failed; {} logins, {} kills, {} deaths, {} zone changes, {} loot picked up",
             b.planned, b.connected, b.failed, self.game.logins, self.game.kills, self.game.deaths, self.game.zone_changes, self.game.loot_picked_up
         );
+        if b.cut_at_end > 0 {
+            let _ = writeln!(
+                s,
+                "bots: {} reconnects still in progress at the end of the run (not failures)",
+                b.cut_at_end
+            );
+        }
         let rc = &self.recovery;
         if rc.disconnections > 0 {
             let _ = writeln!(
@@ -624,6 +635,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         m.bots.planned += r.bots.planned;
         m.bots.connected += r.bots.connected;
         m.bots.failed += r.bots.failed;
+        m.bots.cut_at_end += r.bots.cut_at_end;
         m.inputs.sent += r.inputs.sent;
         m.inputs.acked += r.inputs.acked;
         m.inputs.skipped_ticks += r.inputs.skipped_ticks;
@@ -927,6 +939,7 @@ pub(crate) mod tests {
                 planned: 1,
                 connected: 1,
                 failed: 0,
+                cut_at_end: 0,
             },
             inputs: InputCounts {
                 sent: samples.len() as u64,

@@ -233,6 +233,8 @@ pub struct FailureCount {
 pub(crate) struct Live {
     pub(crate) connected_now: AtomicU64,
     pub(crate) connected_total: AtomicU64,
+    /// Reconnects still in progress when the run ended.
+    pub(crate) cut_at_end: AtomicU64,
     pub(crate) connects: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) inputs: AtomicU64,
@@ -272,6 +274,7 @@ impl Live {
         Self {
             connected_now: z(),
             connected_total: z(),
+            cut_at_end: z(),
             connects: z(),
             failed: z(),
             inputs: z(),
