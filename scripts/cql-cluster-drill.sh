@@ -11,7 +11,8 @@
 #   PLAYERS=100 DURATION=60 KILL_AT=15 DRAIN_AT=50 LEASE_TTL=15 scripts/cql-cluster-drill.sh
 #
 # Prints players per server before and after each fault, loadgen's table and failures, and
-# the store check. Exit status: 0 when the store check passes and loadgen exits 0; 3 when
+# the store check and `zonehost store verify-ops` on the bots' log of confirmed item
+# operations. Exit status: 0 when both pass and loadgen exits 0; 3 when
 # the check finds faults; loadgen's status otherwise.
 # Only 127.0.0.1 is used. Ports: UDP ${PORT:-33433}..+2, metrics ${METRICS_PORT:-33464}..+2,
 # CQL ${CQL_PORT:-29142} when the script starts its own node. Bounded: every wait has a limit.
@@ -114,7 +115,7 @@ t0=$SECONDS
 "$loadgen" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
     --server "127.0.0.1:$port" --server "127.0.0.1:$((port + 1))" --server "127.0.0.1:$((port + 2))" \
     --cert "$work/data/cert.der" --token-key "$work/data/dev-signing.key" \
-    --report "$report" $loadgen_args >"$work/loadgen.out" 2>&1 &
+    --report "$report" --ops-log "$work/ops.jsonl" $loadgen_args >"$work/loadgen.out" 2>&1 &
 loadgen_pid=$!
 
 sleep_until() { local at="$1"; while [ $((SECONDS - t0)) -lt "$at" ]; do sleep 0.2; done; }
@@ -144,6 +145,10 @@ echo
 echo "zonehost store check:"
 check_status=0
 "$zonehost" store check --config "$work/cluster.toml" --data-dir "$work/data" || check_status=$?
+echo "zonehost store verify-ops (the bots' confirmed item operations):"
+verify_status=0
+"$zonehost" store verify-ops --ops-log "$work/ops.jsonl" --config "$work/cluster.toml" \
+    --data-dir "$work/data" || verify_status=$?
 echo "JSON report: $report"
-if [ "$check_status" -ne 0 ]; then exit 3; fi
+if [ "$check_status" -ne 0 ] || [ "$verify_status" -ne 0 ]; then exit 3; fi
 exit "$status"

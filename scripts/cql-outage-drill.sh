@@ -88,7 +88,7 @@ store_metrics() { # the store counters, one line
 t0=$SECONDS
 "$loadgen" --players "$players" --duration "${duration}s" --ramp-up "${ramp}s" \
     --server "127.0.0.1:$port" --cert "$work/data/cert.der" --token-key "$work/data/dev-signing.key" \
-    --report "$report" $loadgen_args >"$work/loadgen.out" 2>&1 &
+    --report "$report" --ops-log "$work/ops.jsonl" $loadgen_args >"$work/loadgen.out" 2>&1 &
 loadgen_pid=$!
 sleep_until() { local at="$1"; while [ $((SECONDS - t0)) -lt "$at" ]; do sleep 0.2; done; }
 
@@ -146,7 +146,11 @@ echo
 echo "zonehost store check:"
 check_status=0
 "$zonehost" store check --config "$work/server.toml" --data-dir "$work/data" || check_status=$?
+echo "zonehost store verify-ops (the bots' confirmed item operations):"
+verify_status=0
+"$zonehost" store verify-ops --ops-log "$work/ops.jsonl" --config "$work/server.toml" \
+    --data-dir "$work/data" || verify_status=$?
 echo "JSON report: $report"
 failed=$(sed -n 's/.*"failed": *\([0-9]*\).*/\1/p' "$report" | head -1)
-echo "failed bots: ${failed:-?}, loadgen exit $status, store check exit $check_status, second server refused: $refused"
-[ "$check_status" -eq 0 ] && [ "${failed:-1}" = 0 ] && [ "$refused" = 1 ]
+echo "failed bots: ${failed:-?}, loadgen exit $status, store check exit $check_status, verify-ops exit $verify_status, second server refused: $refused"
+[ "$check_status" -eq 0 ] && [ "$verify_status" -eq 0 ] && [ "${failed:-1}" = 0 ] && [ "$refused" = 1 ]
