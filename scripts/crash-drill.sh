@@ -17,11 +17,12 @@
 #
 # Only 127.0.0.1; every wait is bounded. Port UDP ${PORT:-25433}.
 #
-# Measured 2026-12-07 (release, 2 shared cores, bots and server on one machine):
-#   kill -9 at 25 s, restart 2 s later: 300/300 bots back (300 rejoined, 0 failed), time to
-#   recover p50 225 ms, p99 926 ms, max 1084 ms after the restart; store check exit 0.
-#   SIGTERM drain, restart 2 s after it exited: 300/300 back, 0 failed; p99 ~3.0 s after the
-#   restart (bots retry during the downtime: 1.5 s attempt timeout, backoff up to 1 s).
+# Measured 2026-12-07 03:14-03:20 UTC (release, 300 bots of real play, server and bots on
+# one shared 2-core machine; docs/performance.md):
+#   kill -9 at 25 s, restart 2 s later: 300/300 back, 0 failed; time to recover p50 72 ms,
+#   p99 1161 ms after the restart; store check exit 0; verify-ops: 756 records, 0 lost.
+#   SIGTERM drain, restart 2 s after it exited: 300/300 back, 0 failed; p99 back in play
+#   1357 ms after the restart; store check exit 0; verify-ops: 833 records, 0 lost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
