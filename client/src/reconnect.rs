@@ -187,8 +187,9 @@ pub struct ReconnectStats {
 
 /// Whether a lost connection may be reconnected: resets, timeouts, transport errors and
 /// the server closes `SHUTDOWN`, `INTERNAL` and `SLOW_READER` may; a `NORMAL` close may
-/// only after a `Goaway` (`after_goaway`); `TAKEN_OVER`, `ABUSE`, `PROTOCOL_VIOLATION`,
-/// `REJECTED`, a local close and protocol errors may not.
+/// only after a `Goaway` (`after_goaway`), a `REJECTED` close only when its reason is
+/// `redirected` (a handoff whose `Redirect` was not read first); `TAKEN_OVER`, `ABUSE`,
+/// `PROTOCOL_VIOLATION`, other `REJECTED` closes, a local close and protocol errors may not.
 pub fn loss_is_recoverable(error: &ClientError, after_goaway: bool) -> bool {
     use quinn::{ReadError, SendDatagramError, WriteError};
     let conn = match error {
@@ -215,6 +216,9 @@ pub fn loss_is_recoverable(error: &ClientError, after_goaway: bool) -> bool {
             .iter()
             .any(|c| u64::from(*c) == code)
                 || (after_goaway && code == u64::from(close_code::NORMAL))
+                // A cluster server moved the player and its `Redirect` was not read
+                // before the close: any server of the cluster directs it again.
+                || (code == u64::from(close_code::REJECTED) && &close.reason[..] == b"redirected")
         }
         _ => false,
     }
@@ -793,6 +797,14 @@ mod tests {
         assert!(loss_is_recoverable(&app(close_code::NORMAL), true));
         assert!(!loss_is_recoverable(&app(close_code::TAKEN_OVER), true));
         assert!(!loss_is_recoverable(&app(close_code::ABUSE), false));
+        assert!(!loss_is_recoverable(&app(close_code::REJECTED), false));
+        let redirected = ClientError::Connection(quinn::ConnectionError::ApplicationClosed(
+            quinn::ApplicationClose {
+                error_code: close_code::REJECTED.into(),
+                reason: bytes::Bytes::from_static(b"redirected"),
+            },
+        ));
+        assert!(loss_is_recoverable(&redirected, false));
         assert!(!loss_is_recoverable(
             &ClientError::Connection(quinn::ConnectionError::LocallyClosed),
             true

@@ -440,6 +440,22 @@ async fn recover_session(
     }
 }
 
+/// After a failed send on a closed connection: a `Redirect` the server sent before it
+/// closed (a cluster handoff) that this bot has not read yet, if any. Reads what is
+/// buffered, bounded in time and count; the session is over either way.
+async fn unread_redirect(client: &mut Client) -> Option<zonehost_protocol::message::Redirect> {
+    const BOUND: Duration = Duration::from_millis(200);
+    let until = Instant::now() + BOUND;
+    for _ in 0..1024 {
+        match tokio::time::timeout_at(until, client.next_event()).await {
+            Ok(Ok(Incoming::Event(ClientEvent::Redirected(r)))) => return Some(r),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Writes a ledger's new records to the run's log.
 fn record(ledger: &mut ItemLedger, settings: &BotSettings) {
     if let (true, Some(log)) = (ledger.has_records(), &settings.ops_log) {
@@ -549,6 +565,9 @@ async fn drive(
                         }
                         Err(e) => {
                             Live::add(&live.send_errors, 1);
+                            if let Some(r) = unread_redirect(client).await {
+                                break Stop::Redirected(r);
+                            }
                             break lost(e, goaway_wait);
                         }
                     }
@@ -564,7 +583,12 @@ async fn drive(
                                 l.request_sent(id, metric, item);
                             }
                         }
-                        Ok(Err(e)) => break lost(e, goaway_wait),
+                        Ok(Err(e)) => {
+                            if let Some(r) = unread_redirect(client).await {
+                                break Stop::Redirected(r);
+                            }
+                            break lost(e, goaway_wait);
+                        }
                         Err(_) => {
                             break Stop::Failed(
                                 "run: request write timed out".into(),
