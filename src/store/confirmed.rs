@@ -115,7 +115,7 @@ pub struct OpsReport {
     pub in_doubt: u64,
     /// A torn last line was skipped.
     pub torn_last_line: bool,
-    /// Facts the store does not show (at most [`LISTED`] listed, see `mismatch_count`).
+    /// Facts the store does not show (at most 20 listed, see `mismatch_count`).
     pub mismatches: Vec<Mismatch>,
     /// Every mismatch.
     pub mismatch_count: u64,
