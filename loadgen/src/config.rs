@@ -9,7 +9,7 @@ use zonehost_client::{Impairment, TransportOptions, Trust, DEFAULT_SOCKET_BUFFER
 
 use crate::behaviour::{Behaviour, Mix};
 use crate::slo::Slo;
-use crate::Error;
+use crate::error::Error;
 
 /// Everything a load run needs.
 #[derive(Debug, Clone)]
