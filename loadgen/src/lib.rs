@@ -33,6 +33,7 @@ mod bot;
 mod brain;
 mod config;
 mod error;
+mod hist;
 pub mod html;
 mod nav;
 mod opslog;
@@ -55,10 +56,10 @@ use zonehost_client::{EndpointBuilder, Impairment};
 pub use behaviour::{Behaviour, Mix, MAX_PARTY};
 pub use config::{parse_duration, parse_range, Config, TokenSource};
 pub use error::Error;
+pub use hist::{decode_hist, encode_hist, encode_hist_compact};
 pub use report::{
-    compare, decode_hist, encode_hist, encode_hist_compact, merge, Bandwidth, BotCounts,
-    FailureCount, GameCounts, InputCounts, OpsLogCounts, Percentiles, RecoveryCounts, Report,
-    RequestCounts, RunInfo, SnapshotCounts,
+    compare, merge, Bandwidth, BotCounts, FailureCount, GameCounts, InputCounts, OpsLogCounts,
+    Percentiles, RecoveryCounts, Report, RequestCounts, RunInfo, SnapshotCounts,
 };
 pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};
