@@ -3,6 +3,7 @@
 
 use super::tests_support::{settings, welcome};
 use super::*;
+use zonehost_protocol::message::{Combat, InventoryEvent, PartyEvent};
 use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, EntityState, PlayerAck};
 
 /// As if the bag had been read already (an empty bag), so the next request is about
