@@ -202,10 +202,7 @@ impl Hists {
             if let Err(e) = self.total[i].add(&self.window[i]) {
                 tracing::warn!(error = %e, metric = m.name(), "histogram add failed");
             }
-            out.insert(
-                m.name().to_string(),
-                encode_hist_compact(&self.window[i]),
-            );
+            out.insert(m.name().to_string(), encode_hist_compact(&self.window[i]));
             self.window[i].reset();
         }
         out
