@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 echo "== import circles between files (scripts/module-graph.sh; crates still with circles: issue 14)"
 scripts/module-graph.sh --self-test >/dev/null
-scripts/module-graph.sh --enforce game protocol client
+scripts/module-graph.sh --enforce game protocol client loadgen client-ffi
 
 # The CQL node (Apache Cassandra, scripts/cql-node.sh) for the suites gated on SCYLLA_URI:
 # the ScyllaDB/CQL store conformance, the three-process cluster test and the CQL crash test.

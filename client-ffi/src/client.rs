@@ -17,6 +17,7 @@ use zonehost_protocol::session::SessionState;
 use zonehost_protocol::snapshot::{decode_snapshot, ArchivedEntityState};
 use zonehost_protocol::{ClientEvent, ClientSession};
 
+use crate::cstr::cstring;
 use crate::error::FfiError;
 use crate::net::{Command, Net, NetEvent, SendError};
 use crate::types::*;
@@ -895,9 +896,4 @@ fn id_item(id: u128, slot: i32) -> ZhItem {
         slot,
         ..ZhItem::default()
     }
-}
-
-/// A C string of `text`, NUL bytes (which C cannot represent) replaced by `?`.
-pub(crate) fn cstring(text: &str) -> CString {
-    CString::new(text.replace('\0', "?")).unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::ffi::CString;
 
-use crate::client::cstring;
+use crate::cstr::cstring;
 use crate::types::ZH_ERR_IO;
 
 /// A failed call: its `ZH_ERR_*` code and what went wrong.

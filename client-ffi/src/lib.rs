@@ -20,6 +20,7 @@
 //!   the next `zh_poll`, `zh_close` or `zh_client_free` on the same client.
 
 mod client;
+mod cstr;
 mod error;
 pub mod ffi;
 mod net;

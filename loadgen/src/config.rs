@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 use zonehost_client::{Impairment, TransportOptions, Trust, DEFAULT_SOCKET_BUFFER};
 
 use crate::behaviour::{Behaviour, Mix};
+use crate::error::Error;
 use crate::slo::Slo;
-use crate::Error;
 
 /// Everything a load run needs.
 #[derive(Debug, Clone)]

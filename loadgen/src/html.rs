@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{decode_hist, human_bits, Report};
+use crate::hist::decode_hist;
+use crate::report::{human_bits, Report};
 use crate::stats::Metric;
 
 const COLORS: [&str; 6] = [
@@ -153,7 +154,7 @@ fn requests_p99(r: &Report) -> Vec<(f64, f64)> {
     r.timeseries
         .iter()
         .filter_map(|sec| {
-            let mut all = crate::stats::histogram();
+            let mut all = crate::hist::histogram();
             for m in Metric::ALL {
                 if m.is_action() && !matches!(m, Metric::Move | Metric::Connect) {
                     if let Some(h) = sec.hists.get(m.name()).and_then(|t| decode_hist(t).ok()) {

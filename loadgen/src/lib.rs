@@ -32,6 +32,8 @@ mod behaviour;
 mod bot;
 mod brain;
 mod config;
+mod error;
+mod hist;
 pub mod html;
 mod nav;
 mod opslog;
@@ -44,20 +46,20 @@ mod wander;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use zonehost_client::{ClientError, EndpointBuilder, Impairment};
+use zonehost_client::{EndpointBuilder, Impairment};
 
 pub use behaviour::{Behaviour, Mix, MAX_PARTY};
 pub use config::{parse_duration, parse_range, Config, TokenSource};
+pub use error::Error;
+pub use hist::{decode_hist, encode_hist, encode_hist_compact};
 pub use report::{
-    compare, decode_hist, encode_hist, encode_hist_compact, merge, Bandwidth, BotCounts,
-    FailureCount, GameCounts, InputCounts, OpsLogCounts, Percentiles, RecoveryCounts, Report,
-    RequestCounts, RunInfo, SnapshotCounts,
+    compare, merge, Bandwidth, BotCounts, FailureCount, GameCounts, InputCounts, OpsLogCounts,
+    Percentiles, RecoveryCounts, Report, RequestCounts, RunInfo, SnapshotCounts,
 };
 pub use stats::{Metric, Second};
 pub use tokens::{bot_name, mint};
@@ -69,29 +71,6 @@ use stats::{progress_line, sample_second, Counters, Live};
 
 /// How long the endpoints get to deliver the bots' last packets after the run.
 const DRAIN_BOUND: Duration = Duration::from_secs(2);
-
-/// Why a run could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An invalid setting.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Tokens could not be obtained.
-    #[error("tokens: {0}")]
-    Token(String),
-    /// The client library failed (TLS configuration, socket).
-    #[error(transparent)]
-    Client(#[from] ClientError),
-}
 
 /// Describes an impairment for the report (`up 50ms±10ms loss 2%; down ...`).
 pub fn describe_impairment(i: &Impairment) -> String {

@@ -4,59 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use hdrhistogram::serialization::{
-    Deserializer, Serializer as _, V2DeflateSerializer, V2Serializer,
-};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::hist::{decode_hist, encode_hist, encode_hist_compact};
 use crate::slo::Slo;
 pub use crate::stats::FailureCount;
 use crate::stats::{Metric, Second};
-
-/// Serializes a histogram (V2, base64 standard alphabet, padded).
-pub fn encode_hist(h: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    match V2Serializer::new().serialize(h, &mut bytes) {
-        Ok(_) => STANDARD.encode(&bytes),
-        Err(e) => {
-            tracing::warn!(error = %e, "histogram serialization failed");
-            String::new()
-        }
-    }
-}
-
-/// Serializes a histogram compactly (V2 with deflate, base64): the per-second series,
-/// where a soak run has thousands. [`decode_hist`] reads both forms.
-pub fn encode_hist_compact(h: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
-        Ok(_) => STANDARD.encode(&bytes),
-        Err(e) => {
-            tracing::warn!(error = %e, "histogram serialization failed");
-            String::new()
-        }
-    }
-}
-
-/// Reads a histogram written by [`encode_hist`] or [`encode_hist_compact`].
-pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
-    if text.is_empty() {
-        return Ok(crate::stats::histogram());
-    }
-    let bytes = STANDARD
-        .decode(text)
-        .map_err(|e| format!("histogram base64: {e}"))?;
-    let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("histogram: {e}"))?;
-    // Same bounds as ours, so adding never fails on range.
-    let mut out = crate::stats::histogram();
-    out.add(&h).map_err(|e| format!("histogram range: {e}"))?;
-    Ok(out)
-}
 
 /// Percentiles of one histogram, in microseconds, plus the histogram itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -857,7 +811,7 @@ pub(crate) mod tests {
 
     #[test]
     fn compact_form_round_trips_and_is_smaller() {
-        let mut h = crate::stats::histogram();
+        let mut h = crate::hist::histogram();
         for v in 1..=3000u64 {
             h.record(15_000 + (v * 7919) % 5000).expect("record");
         }
@@ -872,7 +826,7 @@ pub(crate) mod tests {
 
     #[test]
     fn percentiles_round_trip_through_base64() {
-        let mut h = crate::stats::histogram();
+        let mut h = crate::hist::histogram();
         for v in 1..=1000u64 {
             h.record(v * 10).expect("record");
         }
@@ -881,13 +835,13 @@ pub(crate) mod tests {
         assert!((4990..=5010).contains(&p.p50_us), "{}", p.p50_us);
         assert!((9890..=9910).contains(&p.p99_us), "{}", p.p99_us);
         assert_eq!(p.histogram().expect("decode"), h);
-        let empty = Percentiles::of(&crate::stats::histogram());
+        let empty = Percentiles::of(&crate::hist::histogram());
         assert_eq!((empty.count, empty.p99_us, empty.max_us), (0, 0, 0));
         assert!(decode_hist("not base64!").is_err());
     }
 
     pub(crate) fn report_of(samples: &[u64], seconds: &[(u32, &[u64])]) -> Report {
-        let mut h = crate::stats::histogram();
+        let mut h = crate::hist::histogram();
         for s in samples {
             h.record(*s).expect("record");
         }
@@ -895,7 +849,7 @@ pub(crate) mod tests {
         let timeseries = seconds
             .iter()
             .map(|(t, v)| {
-                let mut w = crate::stats::histogram();
+                let mut w = crate::hist::histogram();
                 for s in *v {
                     w.record(*s).expect("record");
                 }
@@ -932,8 +886,8 @@ pub(crate) mod tests {
                 merged_from: Vec::new(),
             },
             action_latency: p.clone(),
-            connect_time: Percentiles::of(&crate::stats::histogram()),
-            send_lag: Percentiles::of(&crate::stats::histogram()),
+            connect_time: Percentiles::of(&crate::hist::histogram()),
+            send_lag: Percentiles::of(&crate::hist::histogram()),
             latency: BTreeMap::from([("move".to_string(), p)]),
             bots: BotCounts {
                 planned: 1,
@@ -980,7 +934,7 @@ pub(crate) mod tests {
             let ra = report_of(&a, &[(1, &a[..a.len() / 2]), (2, &a[a.len() / 2..])]);
             let rb = report_of(&b, &[(2, &b[..b.len() / 2]), (3, &b[b.len() / 2..])]);
             let m = merge(&[("a".into(), ra), ("b".into(), rb)]).expect("merge");
-            let mut union = crate::stats::histogram();
+            let mut union = crate::hist::histogram();
             for s in a.iter().chain(&b) {
                 union.record(*s).expect("record");
             }

@@ -49,7 +49,7 @@ use zonehost_client::Direction;
 
 use crate::behaviour::{Behaviour, Mix};
 use crate::config::{parse_duration, parse_range, Config};
-use crate::Error;
+use crate::error::Error;
 
 /// The built-in scenarios, by name.
 pub const BUILTIN: &[(&str, &str)] = &[

@@ -9,14 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// Largest value a histogram records exactly, in microseconds (one hour); larger values
-/// are recorded as this.
-pub(crate) const HIST_MAX_US: u64 = 3_600_000_000;
-
-/// A histogram of microseconds with 3 significant digits.
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
-}
+use crate::hist::{encode_hist_compact, histogram, HIST_MAX_US};
 
 /// Microseconds of `d`, at least 1, at most [`HIST_MAX_US`].
 pub(crate) fn micros(d: Duration) -> u64 {
@@ -209,10 +202,7 @@ impl Hists {
             if let Err(e) = self.total[i].add(&self.window[i]) {
                 tracing::warn!(error = %e, metric = m.name(), "histogram add failed");
             }
-            out.insert(
-                m.name().to_string(),
-                crate::report::encode_hist_compact(&self.window[i]),
-            );
+            out.insert(m.name().to_string(), encode_hist_compact(&self.window[i]));
             self.window[i].reset();
         }
         out

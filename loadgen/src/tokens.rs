@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use zonehost_protocol::token::{sign, valid_player_name, Claims, CLAIMS_VERSION};
 
 use crate::config::TokenSource;
-use crate::Error;
+use crate::error::Error;
 
 /// Player name of bot `index` in a run with `seed`.
 pub fn bot_name(seed: u64, index: usize) -> String {
