@@ -333,6 +333,10 @@ pub fn sweep_dead_runs(
 /// below 2^63 for ScyllaDB's `bigint`).
 pub const MAX_LEASE_EPOCH: u64 = 1 << 31;
 
+/// Most player-lease renewals of one round in flight at once (blocking store calls, one
+/// scoped thread each).
+const RENEW_PARALLELISM: usize = 16;
+
 /// The checkpoint fence epoch of a player leased at `lease_epoch` by a server run with
 /// run epoch `run_epoch`: `lease_epoch << 32 | (run_epoch mod 2^32)`. `None` when the lease
 /// epoch does not fit (see [`MAX_LEASE_EPOCH`]).
@@ -569,8 +573,8 @@ impl PlayerLeases {
             .filter(|(_, h)| !h.lost && !h.sessions.is_empty())
             .map(|(&id, h)| (id, h.lease.clone()))
             .collect();
-        for (player_id, lease) in work {
-            match self.store.renew_lease(&lease, self.ttl, now_ms) {
+        for (player_id, lease, renewal) in self.renew_all(work, now_ms) {
+            match renewal {
                 Ok(renewed) => {
                     self.counters.renewed.fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = self.lock().get_mut(&player_id) {
@@ -587,6 +591,34 @@ impl PlayerLeases {
                 }
             }
         }
+    }
+
+    /// Renews `work`, up to [`RENEW_PARALLELISM`] at once: one after another, a few hundred
+    /// renewals (a conditional write each, a Paxos round on a CQL store) outlasted the
+    /// renewal interval on a busy database, and leases expired under their players.
+    fn renew_all(
+        &self,
+        work: Vec<(u64, Lease)>,
+        now_ms: u64,
+    ) -> Vec<(u64, Lease, Result<Lease, LeaseError>)> {
+        let renew = |(id, lease): &(u64, Lease)| {
+            let r = self.store.renew_lease(lease, self.ttl, now_ms);
+            (*id, lease.clone(), r)
+        };
+        if work.len() <= 2 {
+            return work.iter().map(renew).collect();
+        }
+        let per_thread = work.len().div_ceil(RENEW_PARALLELISM);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(renew).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
     }
 
     /// Marks the lease of `player_id` (at `epoch`) lost and closes its sessions.

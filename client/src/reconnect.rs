@@ -188,8 +188,10 @@ pub struct ReconnectStats {
 /// Whether a lost connection may be reconnected: resets, timeouts, transport errors and
 /// the server closes `SHUTDOWN`, `INTERNAL` and `SLOW_READER` may; a `NORMAL` close may
 /// only after a `Goaway` (`after_goaway`), a `REJECTED` close only when its reason is
-/// `redirected` (a handoff whose `Redirect` was not read first); `TAKEN_OVER`, `ABUSE`,
-/// `PROTOCOL_VIOLATION`, other `REJECTED` closes, a local close and protocol errors may not.
+/// `redirected` (a handoff whose `Redirect` was not read first), a `TAKEN_OVER` close only
+/// when its reason is `lease_lost` (a cluster server lost the player's lease, no other
+/// session took it); other `TAKEN_OVER` and `REJECTED` closes, `ABUSE`,
+/// `PROTOCOL_VIOLATION`, a local close and protocol errors may not.
 pub fn loss_is_recoverable(error: &ClientError, after_goaway: bool) -> bool {
     use quinn::{ReadError, SendDatagramError, WriteError};
     let conn = match error {
@@ -219,6 +221,9 @@ pub fn loss_is_recoverable(error: &ClientError, after_goaway: bool) -> bool {
                 // A cluster server moved the player and its `Redirect` was not read
                 // before the close: any server of the cluster directs it again.
                 || (code == u64::from(close_code::REJECTED) && &close.reason[..] == b"redirected")
+                // A cluster server that lost the player's lease (its renewal did not land
+                // in time): not another session of the player; the cluster takes it back.
+                || (code == u64::from(close_code::TAKEN_OVER) && &close.reason[..] == b"lease_lost")
         }
         _ => false,
     }
@@ -805,6 +810,13 @@ mod tests {
             },
         ));
         assert!(loss_is_recoverable(&redirected, false));
+        let lease_lost = ClientError::Connection(quinn::ConnectionError::ApplicationClosed(
+            quinn::ApplicationClose {
+                error_code: close_code::TAKEN_OVER.into(),
+                reason: bytes::Bytes::from_static(b"lease_lost"),
+            },
+        ));
+        assert!(loss_is_recoverable(&lease_lost, false));
         assert!(!loss_is_recoverable(
             &ClientError::Connection(quinn::ConnectionError::LocallyClosed),
             true
