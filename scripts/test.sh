@@ -51,7 +51,7 @@ if [ "$cql_started" = 1 ]; then
 fi
 
 if [ "${SKIP_CRASH_DRILL:-0}" != 1 ]; then
-  echo "== crash drill, short form (20 bots, kill -9, restart, store check; under 60 s)"
+  echo "== crash drill, short form (20 bots of real play, kill -9, restart, store check, verify-ops; under 60 s)"
   PROFILE=debug PLAYERS=20 DURATION=15 KILL_AT=6 RAMP_UP=2 scripts/crash-drill.sh
 fi
 
