@@ -193,7 +193,9 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
 </style></head><body><h1>{t}</h1>"#,
         t = esc(&title)
     );
-    let verdict = if r.passed() {
+    let verdict = if r.passed() && r.run.slo.is_empty() {
+        "<span>NO OBJECTIVES</span>: none given, no latency was judged".to_string()
+    } else if r.passed() {
         r#"<span class="pass">PASS</span>"#.to_string()
     } else {
         format!(
@@ -423,7 +425,11 @@ mod tests {
             let outside_xmlns = page.replace("http://www.w3.org/2000/svg", "");
             assert!(!outside_xmlns.contains(remote), "no {remote}");
         }
-        assert!(page.contains("PASS"));
+        assert!(page.contains("NO OBJECTIVES"), "none were given");
+        let mut judged = r.clone();
+        judged.run.slo = crate::slo::parse("p99<100ms").expect("slo");
+        judged.evaluate();
+        assert!(render(&judged).contains(r#"<span class="pass">PASS</span>"#));
     }
 
     #[test]

@@ -307,6 +307,20 @@ impl Report {
         self.passed && self.violations.is_empty()
     }
 
+    /// The verdict in one word: `FAIL` when a criterion failed, `PASS` when objectives were
+    /// given and all held, `NO OBJECTIVES` when none were given (only the built-in checks
+    /// ran: no bot failed, inputs were acknowledged): a run without objectives proves
+    /// nothing about latency and must not read as a pass.
+    pub fn verdict(&self) -> &'static str {
+        if !self.passed() {
+            "FAIL"
+        } else if self.run.slo.is_empty() {
+            "NO OBJECTIVES"
+        } else {
+            "PASS"
+        }
+    }
+
     /// The report as pretty JSON.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
@@ -528,10 +542,20 @@ impl fmt::Display for Report {
                 let _ = writeln!(s, "  {:>6}  {kind}  (e.g. {})", c.count, c.example);
             }
         }
-        if self.passed() {
-            let _ = write!(s, "result: PASS");
-        } else {
-            let _ = write!(s, "result: FAIL: {}", self.violations.join("; "));
+        match self.verdict() {
+            "FAIL" => {
+                let _ = write!(s, "result: FAIL: {}", self.violations.join("; "));
+            }
+            "PASS" => {
+                let _ = write!(s, "result: PASS ({} objectives)", self.run.slo.len());
+            }
+            v => {
+                let _ = write!(
+                    s,
+                    "result: {v}: none given (--scenario or --slo), so no latency was judged; \
+                     no bot failed"
+                );
+            }
         }
         f.write_str(&s)
     }
@@ -795,12 +819,7 @@ pub fn compare(a: &Report, b: &Report) -> String {
         b.bandwidth.down_bps_per_bot,
         "bps",
     );
-    let _ = write!(
-        s,
-        "result: A {} | B {}",
-        if a.passed() { "PASS" } else { "FAIL" },
-        if b.passed() { "PASS" } else { "FAIL" }
-    );
+    let _ = write!(s, "result: A {} | B {}", a.verdict(), b.verdict());
     s
 }
 
@@ -975,6 +994,25 @@ pub(crate) mod tests {
         let text = compare(&a, &b);
         assert!(text.contains("move p99"), "{text}");
         assert!(text.contains("+100.0%"), "{text}");
-        assert!(text.contains("result: A PASS | B PASS"), "{text}");
+        assert!(
+            text.contains("result: A NO OBJECTIVES | B NO OBJECTIVES"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_run_without_objectives_is_no_pass() {
+        let mut r = report_of(&[1000; 10], &[]);
+        r.evaluate();
+        assert!(r.passed(), "nothing failed");
+        assert_eq!(r.verdict(), "NO OBJECTIVES");
+        assert!(r.to_string().contains("result: NO OBJECTIVES"), "{r}");
+        r.run.slo = crate::slo::parse("p99<100ms").expect("slo");
+        r.evaluate();
+        assert_eq!(r.verdict(), "PASS");
+        assert!(r.to_string().contains("result: PASS (1 objectives)"), "{r}");
+        r.run.slo = crate::slo::parse("p99<100us").expect("slo");
+        r.evaluate();
+        assert_eq!(r.verdict(), "FAIL");
     }
 }
