@@ -138,6 +138,86 @@ pub fn line_chart(title: &str, unit: &str, series: &[Series]) -> String {
     s
 }
 
+/// Whether a chart would show anything: some series has a point above zero.
+fn has_data(series: &[Series]) -> bool {
+    series.iter().any(|(_, p)| p.iter().any(|q| q.1 > 0.0))
+}
+
+/// Quantiles of the percentile-distribution plot: up to 99.999 %.
+const DIST_QUANTILES: [f64; 16] = [
+    0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.97, 0.99, 0.995, 0.997, 0.999, 0.9995, 0.9997, 0.9999,
+    0.99995, 0.99999,
+];
+
+/// Position of quantile `q` on the distribution plot's axis: `log10(1 / (1 - q))`, so 90 %,
+/// 99 %, 99.9 % are evenly spaced (the usual HDR histogram plot).
+fn nines(q: f64) -> f64 {
+    (1.0 / (1.0 - q).max(1e-9)).log10()
+}
+
+/// A latency percentile-distribution plot of one action's whole-run histogram, inline SVG:
+/// latency (ms) against percentile, the tail stretched (see [`nines`]). Quantiles beyond
+/// what the sample count can tell (`1 - 1/count`) are left out. `None` without samples.
+fn distribution_chart(action: &str, h: &hdrhistogram::Histogram<u64>) -> Option<String> {
+    if h.is_empty() {
+        return None;
+    }
+    let deepest = 1.0 - 1.0 / h.len() as f64;
+    let mut pts: Vec<(f64, f64)> = DIST_QUANTILES
+        .iter()
+        .filter(|&&q| q <= deepest)
+        .map(|&q| (nines(q), h.value_at_quantile(q) as f64 / 1000.0))
+        .collect();
+    pts.push((nines(deepest), h.max() as f64 / 1000.0));
+    let xmax = pts.iter().map(|p| p.0).fold(1.0f64, f64::max).ceil();
+    let ymax = nice_max(pts.iter().map(|p| p.1).fold(0.0f64, f64::max));
+    let (w, h_px) = (W / 2.0 - 8.0, H * 0.8);
+    let (pw, ph) = (w - PAD_L - PAD_R, h_px - PAD_T - PAD_B);
+    let x = |v: f64| PAD_L + v / xmax * pw;
+    let y = |v: f64| PAD_T + ph - (v / ymax).min(1.0) * ph;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h_px}" width="{w}" height="{h_px}" role="img" style="display:inline-block"><title>{t} latency by percentile</title><text x="{PAD_L}" y="18" class="ct">{t}: latency by percentile (ms)</text>"#,
+        t = esc(action)
+    );
+    for i in 0..=4 {
+        let v = ymax * f64::from(i) / 4.0;
+        let yy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{PAD_L}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" class="ax" text-anchor="end">{}</text>"##,
+            w - PAD_R,
+            PAD_L - 6.0,
+            yy + 4.0,
+            fmt_tick(v)
+        );
+    }
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+        .take(xmax as usize + 1)
+    {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="ax" text-anchor="middle">{label}</text>"#,
+            x(i as f64),
+            h_px - PAD_B + 16.0
+        );
+    }
+    let d: Vec<String> = pts
+        .iter()
+        .map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b)))
+        .collect();
+    let _ = write!(
+        s,
+        r#"<polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"/></svg>"#,
+        COLORS[0],
+        d.join(" ")
+    );
+    Some(s)
+}
+
 /// Per-second quantiles of a metric from the time series, in milliseconds.
 fn quantile_series(r: &Report, metric: Metric, q: f64) -> Vec<(f64, f64)> {
     r.timeseries
@@ -309,21 +389,46 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
     }
     s.push_str("</table>");
 
+    let mut dists = String::new();
+    for m in Metric::ALL {
+        if !m.is_action() {
+            continue;
+        }
+        let h = r
+            .latency
+            .get(m.name())
+            .and_then(|p| decode_hist(&p.hdr_v2_base64).ok());
+        if let Some(chart) = h.as_ref().and_then(|h| distribution_chart(m.name(), h)) {
+            dists.push_str(&chart);
+        }
+    }
+    if !dists.is_empty() {
+        s.push_str("<h2>Latency distribution by action</h2>");
+        s.push_str(&dists);
+    }
+
     s.push_str("<h2>Over time</h2>");
-    s.push_str(&line_chart(
+    // Charts with no data are left out, and so are the series without points.
+    let mut chart = |title: &str, unit: &str, series: Vec<Series>| {
+        let series: Vec<Series> = series.into_iter().filter(|(_, p)| !p.is_empty()).collect();
+        if has_data(&series) {
+            s.push_str(&line_chart(title, unit, &series));
+        }
+    };
+    chart(
         "Move latency percentiles",
         "ms",
-        &[
+        vec![
             ("p50".into(), quantile_series(r, Metric::Move, 0.5)),
             ("p90".into(), quantile_series(r, Metric::Move, 0.9)),
             ("p99".into(), quantile_series(r, Metric::Move, 0.99)),
             ("max".into(), quantile_series(r, Metric::Move, 1.0)),
         ],
-    ));
-    s.push_str(&line_chart(
+    );
+    chart(
         "Request latency p99",
         "ms",
-        &[
+        vec![
             ("all requests".into(), requests_p99(r)),
             ("attack".into(), quantile_series(r, Metric::Attack, 0.99)),
             (
@@ -335,35 +440,35 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
                 quantile_series(r, Metric::EnterZone, 0.99),
             ),
         ],
-    ));
+    );
     let per_sec = |f: fn(&crate::stats::Second) -> u64| -> Vec<(f64, f64)> {
         r.timeseries
             .iter()
             .map(|x| (f64::from(x.t), f(x) as f64))
             .collect()
     };
-    s.push_str(&line_chart(
+    chart(
         "Connected players",
         "bots",
-        &[
+        vec![
             ("connected".into(), per_sec(|x| x.connected)),
             ("logins/s".into(), per_sec(|x| x.connects)),
         ],
-    ));
-    s.push_str(&line_chart(
+    );
+    chart(
         "Throughput",
         "per second",
-        &[
+        vec![
             ("actions".into(), per_sec(|x| x.actions)),
             ("inputs".into(), per_sec(|x| x.inputs)),
             ("snapshots".into(), per_sec(|x| x.snapshots)),
             ("refused".into(), per_sec(|x| x.rejected)),
         ],
-    ));
-    s.push_str(&line_chart(
+    );
+    chart(
         "Bandwidth, all bots",
         "kbit/s",
-        &[
+        vec![
             (
                 "up".into(),
                 r.timeseries
@@ -379,7 +484,7 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
                     .collect(),
             ),
         ],
-    ));
+    );
 
     if !r.requests.rejected_by.is_empty() {
         s.push_str("<h2>Refused requests</h2><table><tr><th>action:reason</th><th>count</th></tr>");
@@ -430,6 +535,37 @@ mod tests {
         judged.run.slo = crate::slo::parse("p99<100ms").expect("slo");
         judged.evaluate();
         assert!(render(&judged).contains(r#"<span class="pass">PASS</span>"#));
+    }
+
+    #[test]
+    fn a_distribution_per_action_and_no_chart_without_data() {
+        let r = crate::report::tests::report_of(
+            &[1000, 2000, 3000, 90_000],
+            &[(1, &[1000]), (2, &[2000, 50_000])],
+        );
+        let page = render(&r);
+        assert!(page.contains("Latency distribution by action"));
+        assert!(
+            page.contains("move: latency by percentile"),
+            "move has samples"
+        );
+        assert!(
+            !page.contains("attack: latency by percentile"),
+            "attack has none"
+        );
+        assert!(
+            !page.contains("Request latency p99"),
+            "no request was measured: no chart"
+        );
+        // 4 samples: the deepest quantile shown is 75 %, the tail point is the max (90 ms).
+        let h = decode_hist(&r.latency["move"].hdr_v2_base64).expect("hist");
+        let chart = distribution_chart("move", &h).expect("chart");
+        assert!(
+            !chart.contains("99.9%"),
+            "no percentile the samples cannot tell"
+        );
+        assert!(distribution_chart("x", &crate::hist::histogram()).is_none());
+        assert!((nines(0.99) - 2.0).abs() < 1e-9);
     }
 
     #[test]
