@@ -5,10 +5,12 @@
 //! ```text
 //! slo     = term *("," term)
 //! term    = lhs op value
-//! lhs     = [metric "."] stat | counter
+//! lhs     = [metric "."] stat | "actions." stat | counter
 //! stat    = "p50" | "p90" | "p99" | "p99.9" | "p999" | "max" | "mean"
 //! metric  = move | connect | attack | attack_log | pick_up | use_item | equip | drop
 //!         | enter_zone | party | inventory | snapshot_gap | send_lag        (default: move)
+//! actions = every player action with samples (move and the requests; not connect): the
+//!           worst of them must hold
 //! counter = "failures"          bots that failed (connect errors, lost connections)
 //!         | "rejections"        requests the server refused, any reason
 //!         | "rejected:" Reason  requests refused with that RequestError variant (e.g. rejected:Internal)
@@ -19,7 +21,7 @@
 //! value   = number [unit]       latency units: us, ms (default), s; "%" for ratios
 //! ```
 //!
-//! Examples: `p99<100ms`, `attack_log.p99<=250ms`, `failures=0`, `rejected:Internal=0`,
+//! Examples: `p99<100ms`, `actions.p99<100ms`, `attack_log.p99<=250ms`, `failures=0`, `rejected:Internal=0`,
 //! `snapshot_ratio>=0.95`, `enter_zone.max<2s`.
 
 use std::fmt;
@@ -64,6 +66,12 @@ pub enum Subject {
     Latency {
         /// Which histogram.
         metric: Metric,
+        /// `p50` ... `p99.9`, `max`, `mean`.
+        stat: String,
+    },
+    /// A latency statistic of every player action with samples (move and the requests,
+    /// not connect), microseconds: the worst one is compared.
+    EveryAction {
         /// `p50` ... `p99.9`, `max`, `mean`.
         stat: String,
     },
@@ -132,7 +140,7 @@ fn parse_term(term: &str) -> Result<Slo, String> {
     };
     let subject = parse_subject(lhs).map_err(|e| format!("{term:?}: {e}"))?;
     let value = match &subject {
-        Subject::Latency { .. } => parse_latency_us(value),
+        Subject::Latency { .. } | Subject::EveryAction { .. } => parse_latency_us(value),
         Subject::SnapshotRatio => match value.strip_suffix('%') {
             Some(p) => p
                 .parse::<f64>()
@@ -167,6 +175,17 @@ fn parse_subject(lhs: &str) -> Result<Subject, String> {
             return Err("rejected: needs a reason (a RequestError variant name)".into());
         }
         return Ok(Subject::Rejected(reason.to_string()));
+    }
+    if let Some(stat) = lhs.strip_prefix("actions.") {
+        if !STATS.contains(&stat) {
+            return Err(format!(
+                "unknown statistic {stat:?} (stats: {})",
+                STATS.join(", ")
+            ));
+        }
+        return Ok(Subject::EveryAction {
+            stat: stat.to_string(),
+        });
     }
     let (metric, stat) = match lhs.split_once('.') {
         Some((m, s)) if Metric::from_name(m).is_some() => (Metric::from_name(m), s),
@@ -232,6 +251,12 @@ mod tests {
         assert_eq!(s[3].subject, Subject::Rejected("Internal".into()));
         assert!((s[4].value - 0.95).abs() < 1e-12);
         assert_eq!(s[5].value, 2_000_000.0);
+        let every = parse("actions.p99<100ms").expect("every action");
+        assert_eq!(
+            every[0].subject,
+            Subject::EveryAction { stat: "p99".into() }
+        );
+        assert_eq!(every[0].value, 100_000.0);
     }
 
     #[test]
@@ -244,6 +269,8 @@ mod tests {
             "p99<1h",
             "rejected:<1",
             "failures<x",
+            "actions.p98<1ms",
+            "actions<1ms",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
