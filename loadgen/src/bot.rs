@@ -525,6 +525,10 @@ async fn drive(
         let s = client.connection().stats();
         (s.udp_tx.bytes, s.udp_rx.bytes)
     };
+    let (mut txp_seen, mut rxp_seen) = {
+        let s = client.connection().stats();
+        (s.udp_tx.datagrams, s.udp_rx.datagrams)
+    };
     let stop_at = churn_at.map_or(settings.end_at, |c| c.min(settings.end_at));
     let end = tokio::time::sleep_until(stop_at);
     tokio::pin!(end);
@@ -606,6 +610,9 @@ async fn drive(
                     Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
                     Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
                     (tx_seen, rx_seen) = (s.udp_tx.bytes, s.udp_rx.bytes);
+                    Live::add(&live.packets_up, s.udp_tx.datagrams.saturating_sub(txp_seen));
+                    Live::add(&live.packets_down, s.udp_rx.datagrams.saturating_sub(rxp_seen));
+                    (txp_seen, rxp_seen) = (s.udp_tx.datagrams, s.udp_rx.datagrams);
                     stats_at = now + STATS_EVERY;
                 }
             }
@@ -692,6 +699,14 @@ async fn drive(
     let s = client.connection().stats();
     Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
     Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
+    Live::add(
+        &live.packets_up,
+        s.udp_tx.datagrams.saturating_sub(txp_seen),
+    );
+    Live::add(
+        &live.packets_down,
+        s.udp_rx.datagrams.saturating_sub(rxp_seen),
+    );
     samples.flush(live);
     stop
 }

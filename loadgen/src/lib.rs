@@ -312,13 +312,6 @@ fn build_report(
     }
     let up = Live::get(&live.bytes_up);
     let down = Live::get(&live.bytes_down);
-    let per = |b: u64| {
-        if bot_seconds > 0.0 {
-            b as f64 * 8.0 / bot_seconds
-        } else {
-            0.0
-        }
-    };
     let mut report = Report {
         run: RunInfo {
             server: config
@@ -373,13 +366,8 @@ fn build_report(
             rejected: Live::get(&live.rejected),
             rejected_by: live.rejections(),
         },
-        bandwidth: Bandwidth {
-            up_bytes: up,
-            down_bytes: down,
-            bot_seconds,
-            up_bps_per_bot: per(up),
-            down_bps_per_bot: per(down),
-        },
+        bandwidth: Bandwidth::new(up, down, bot_seconds)
+            .with_packets(Live::get(&live.packets_up), Live::get(&live.packets_down)),
         game: GameCounts {
             logins: Live::get(&live.connects),
             kills: Live::get(&live.kills),

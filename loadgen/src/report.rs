@@ -126,10 +126,36 @@ pub struct Bandwidth {
     pub up_bps_per_bot: f64,
     /// `down_bytes × 8 / bot_seconds`: bits per second received per connected bot.
     pub down_bps_per_bot: f64,
+    /// UDP packets sent by all bots (QUIC packets coalesced in one datagram count once).
+    #[serde(default)]
+    pub up_packets: u64,
+    /// UDP packets received by all bots.
+    #[serde(default)]
+    pub down_packets: u64,
+    /// `up_packets / bot_seconds`: packets per second sent per connected bot.
+    #[serde(default)]
+    pub up_pps_per_bot: f64,
+    /// `down_packets / bot_seconds`: packets per second received per connected bot.
+    #[serde(default)]
+    pub down_pps_per_bot: f64,
 }
 
 impl Bandwidth {
-    fn new(up_bytes: u64, down_bytes: u64, bot_seconds: f64) -> Self {
+    /// With UDP packet counts: `(up, down)`.
+    pub(crate) fn with_packets(mut self, up: u64, down: u64) -> Self {
+        let per = |n: u64| {
+            if self.bot_seconds > 0.0 {
+                n as f64 / self.bot_seconds
+            } else {
+                0.0
+            }
+        };
+        (self.up_pps_per_bot, self.down_pps_per_bot) = (per(up), per(down));
+        (self.up_packets, self.down_packets) = (up, down);
+        self
+    }
+
+    pub(crate) fn new(up_bytes: u64, down_bytes: u64, bot_seconds: f64) -> Self {
         let per = |b: u64| {
             if bot_seconds > 0.0 {
                 b as f64 * 8.0 / bot_seconds
@@ -143,6 +169,7 @@ impl Bandwidth {
             bot_seconds,
             up_bps_per_bot: per(up_bytes),
             down_bps_per_bot: per(down_bytes),
+            ..Self::default()
         }
     }
 }
@@ -526,6 +553,13 @@ impl fmt::Display for Report {
             bw.up_bytes,
             bw.down_bytes
         );
+        if bw.up_packets + bw.down_packets > 0 {
+            let _ = writeln!(
+                s,
+                "UDP packets per bot: up {:.1}/s, down {:.1}/s ({} sent, {} received in total)",
+                bw.up_pps_per_bot, bw.down_pps_per_bot, bw.up_packets, bw.down_packets
+            );
+        }
         let period_us = 1e6 / f64::from(r.input_hz.max(1));
         if self.send_lag.p99_us as f64 > period_us || i.skipped_ticks * 100 > i.sent {
             let _ = writeln!(
@@ -641,6 +675,10 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
             m.bandwidth.up_bytes + r.bandwidth.up_bytes,
             m.bandwidth.down_bytes + r.bandwidth.down_bytes,
             m.bandwidth.bot_seconds + r.bandwidth.bot_seconds,
+        )
+        .with_packets(
+            m.bandwidth.up_packets + r.bandwidth.up_packets,
+            m.bandwidth.down_packets + r.bandwidth.down_packets,
         );
         m.game.logins += r.game.logins;
         m.game.kills += r.game.kills;
@@ -985,6 +1023,27 @@ pub(crate) mod tests {
         let back = Report::from_json(&a.to_json().expect("json")).expect("parse");
         assert_eq!(back, a);
         assert!(merge(&[]).is_err());
+    }
+
+    #[test]
+    fn packets_per_bot_second_and_merge_adds_them() {
+        let mut a = report_of(&[1000; 10], &[]);
+        a.bandwidth = Bandwidth::new(1000, 2000, 10.0).with_packets(100, 300);
+        assert_eq!(
+            (a.bandwidth.up_pps_per_bot, a.bandwidth.down_pps_per_bot),
+            (10.0, 30.0)
+        );
+        assert!(
+            a.to_string()
+                .contains("UDP packets per bot: up 10.0/s, down 30.0/s"),
+            "{a}"
+        );
+        let m = merge(&[("a".into(), a.clone()), ("b".into(), a)]).expect("merge");
+        assert_eq!(
+            (m.bandwidth.up_packets, m.bandwidth.down_packets),
+            (200, 600)
+        );
+        assert_eq!(m.bandwidth.up_pps_per_bot, 10.0);
     }
 
     #[test]

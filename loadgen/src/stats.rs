@@ -244,6 +244,9 @@ pub(crate) struct Live {
     pub(crate) backfilled: AtomicU64,
     pub(crate) bytes_up: AtomicU64,
     pub(crate) bytes_down: AtomicU64,
+    /// UDP packets sent and received (quinn's connection stats).
+    pub(crate) packets_up: AtomicU64,
+    pub(crate) packets_down: AtomicU64,
     pub(crate) kills: AtomicU64,
     pub(crate) deaths: AtomicU64,
     pub(crate) zone_changes: AtomicU64,
@@ -284,6 +287,8 @@ impl Live {
             backfilled: z(),
             bytes_up: z(),
             bytes_down: z(),
+            packets_up: z(),
+            packets_down: z(),
             kills: z(),
             deaths: z(),
             zone_changes: z(),
