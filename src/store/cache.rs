@@ -557,6 +557,9 @@ mod tests {
         fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
             Ok(Vec::new())
         }
+        fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
+            crate::store::trade::run(self, manifest)
+        }
         fn acquire_lease(
             &self,
             _: &str,

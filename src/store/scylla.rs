@@ -2822,6 +2822,11 @@ impl Store for ScyllaStore {
         })
     }
 
+    fn run_trade(&self, manifest: &TradeRecord) -> Result<super::TradeOutcome, StoreError> {
+        // No multi-row transactions: one conditional write per step (see `trade`).
+        super::trade::run(self, manifest)
+    }
+
     fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
         self.run(move |i| async move { i.ground_items().await })
     }

@@ -71,18 +71,7 @@ pub fn op_id(trade_id: u64, item_id: u128, step: Step) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
-/// How a trade ended in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TradeOutcome {
-    /// Every item is with its recipient; the gold amounts apply.
-    Committed,
-    /// Every escrowed item is back with its giver; no gold moves.
-    Aborted {
-        /// Items whose escrow was refused, with their owner then (`None`: no such item or
-        /// destroyed). Empty when the trade had been aborted by someone else (recovery).
-        refused: Vec<(u128, Option<Owner>)>,
-    },
-}
+pub use super::types::TradeOutcome;
 
 /// The writes a trade needs, so the same protocol runs over any [`Store`] (one write per
 /// step) or inside one embedded transaction.
