@@ -28,7 +28,7 @@
 //!   lexicographically. A save is written only if its fence is greater than the stored
 //!   one; otherwise it is refused as [`SaveOutcome::Stale`] and nothing changes. A server
 //!   takes `epoch` from a lease it holds (a new holder gets a greater epoch, see
-//!   [`Store::acquire_lease`]) and bumps `seq` per checkpoint, so a stale server can never
+//!   [`Store::acquire_lease`](crate::store::LeaseStore::acquire_lease)) and bumps `seq` per checkpoint, so a stale server can never
 //!   overwrite newer state. A refusal whose `stored` fence equals the record's own fence
 //!   is a retry of a save that already landed.
 //! - **Items.** The item row is the single source of truth of its owner. Operations are
@@ -48,6 +48,7 @@ pub mod cache;
 pub mod config;
 pub mod confirmed;
 pub mod error;
+pub mod forward;
 pub mod integrity;
 pub mod ops;
 pub mod record;
@@ -66,6 +67,10 @@ use std::time::Duration;
 
 pub use config::{BackendConfig, StoreConfig};
 pub use error::{DbFailure, ErrorSource, LeaseError, StoreError};
+pub use forward::{
+    Forward, ForwardCheck, ForwardItems, ForwardLeases, ForwardMail, ForwardParties,
+    ForwardPlayers, ForwardTrades,
+};
 pub use integrity::{Anomaly, IntegrityReport};
 pub use ops::{check, migrate, open, open_cached, show_player};
 pub use rules::{check_invitation, check_party_version, mail_id, pending_invitation};
@@ -75,12 +80,9 @@ pub use types::{
     TradeState,
 };
 
-/// The storage interface every backend implements. All methods are blocking; they are
-/// called from the store worker's thread and from operator tools, never from a tick.
-pub trait Store: Send + Sync + fmt::Debug {
-    /// Backend name for logs and reports (`embedded`, `scylla`).
-    fn backend(&self) -> &'static str;
-
+/// Player checkpoints: load and fenced save. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardPlayers`].
+pub trait PlayerStore {
     /// Loads a player's record, migrating an older layout. `Ok(None)`: never saved.
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError>;
 
@@ -88,7 +90,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// record, in order. Durable when it returns `Ok`. On `Err` some records may have been
     /// saved; retrying the batch is safe (fencing refuses what already landed).
     fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError>;
+}
 
+/// Items: exactly-once operations and reads by id, owner or ground. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardItems`].
+pub trait ItemStore {
     /// Applies one item operation exactly once (see [`ItemOp`]); durable when it returns.
     fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError>;
 
@@ -124,12 +130,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// sweep of dead runs' grounds looks at (see [`crate::cluster::sweep_dead_runs`]). A
     /// full index scan on ScyllaDB: call it rarely.
     fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError>;
+}
 
-    /// Checks integrity: every live item owned exactly once, index consistent with the
-    /// item rows, every record decodable, no item in the escrow of a settled or unknown
-    /// trade. Reads everything: an operator tool.
-    fn check(&self) -> Result<IntegrityReport, StoreError>;
-
+/// Trades: the rows of the trade protocol and whole trades. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardTrades`].
+pub trait TradeStore {
     /// Writes a trade's row (manifest, state [`TradeState::Open`], not settled) unless a
     /// row with its id exists (conditional). Returns the stored row: the new one, or the
     /// existing one when it has the same manifest (a retry). A different manifest under
@@ -162,7 +167,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// per step). Required, not a default calling [`trade::run`], so that this trait and
     /// the trade protocol do not import each other.
     fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError>;
+}
 
+/// Leases and the servers' published loads. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardLeases`].
+pub trait LeaseStore {
     /// Acquires `resource` for `holder` for `ttl` from `now_ms`. Free (never held,
     /// released or expired): a new lease with an epoch greater than any before. Held by
     /// `holder` already: extended, same epoch. Held by another: [`LeaseError::Held`].
@@ -192,7 +201,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The unexpired lease on `resource` at `now_ms`, if any (who holds a player).
     fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
+}
 
+/// Parties, their membership index and invitations. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardParties`].
+pub trait PartyStore {
     /// A party, if it exists.
     fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError>;
 
@@ -209,7 +222,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// invitation to it, in the same write.
     fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError>;
 
-    /// [`Store::write_party`] that also records `invitation` (its invitee listed in
+    /// [`Store::write_party`](crate::store::PartyStore::write_party) that also records `invitation` (its invitee listed in
     /// `party.invites`, not in `party.members`, expiring after `now_ms`; else
     /// [`StoreError::Invalid`]) in the invitation index, replacing the invitee's earlier
     /// invitation: on the embedded store in the same transaction; on ScyllaDB before the
@@ -226,7 +239,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The invitation of `player_id` pending at `now_ms`: unexpired, and its party still
     /// lists the player as invited (not as a member).
     fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError>;
+}
 
+/// Mailboxes between servers. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardMail`].
+pub trait MailStore {
     /// Queues `body` for `server`; returns the mail's id.
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError>;
 
@@ -235,4 +252,51 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes mails of `server` (read and handled). Unknown ids are ignored.
     fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError>;
+}
+
+/// What operator tools read: the backend's name and the integrity check. Part of [`Store`]; a wrapper that changes nothing here forwards it with
+/// [`ForwardCheck`].
+pub trait CheckStore {
+    /// Backend name for logs and reports (`embedded`, `scylla`).
+    fn backend(&self) -> &'static str;
+
+    /// Checks integrity: every live item owned exactly once, index consistent with the
+    /// item rows, every record decodable, no item in the escrow of a settled or unknown
+    /// trade. Reads everything: an operator tool.
+    fn check(&self) -> Result<IntegrityReport, StoreError>;
+}
+
+/// The storage interface every backend implements. All methods are blocking; they are
+/// called from the store worker's thread and from operator tools, never from a tick.
+///
+/// It is the union of the per-domain traits, implemented for every type that implements
+/// them all: a backend implements each; a wrapper implements the domains it changes and
+/// forwards the others to its inner store (see [`forward`]).
+pub trait Store:
+    PlayerStore
+    + ItemStore
+    + TradeStore
+    + LeaseStore
+    + PartyStore
+    + MailStore
+    + CheckStore
+    + Send
+    + Sync
+    + fmt::Debug
+{
+}
+
+impl<T> Store for T where
+    T: PlayerStore
+        + ItemStore
+        + TradeStore
+        + LeaseStore
+        + PartyStore
+        + MailStore
+        + CheckStore
+        + Send
+        + Sync
+        + fmt::Debug
+        + ?Sized
+{
 }

@@ -4,7 +4,7 @@
 use super::error::StoreError;
 use super::types::{Invitation, PartyRecord};
 
-/// Checks the version rule of [`Store::write_party`](super::Store::write_party).
+/// Checks the version rule of [`Store::write_party`](crate::store::PartyStore::write_party).
 pub fn check_party_version(party: &PartyRecord, expected: Option<u64>) -> Result<(), StoreError> {
     let want = expected.map_or(Some(1), |v| v.checked_add(1));
     if Some(party.version) != want {
@@ -23,7 +23,7 @@ pub fn check_party_version(party: &PartyRecord, expected: Option<u64>) -> Result
     Ok(())
 }
 
-/// Checks the rules of [`Store::write_party_invite`](super::Store::write_party_invite) besides the version.
+/// Checks the rules of [`Store::write_party_invite`](crate::store::PartyStore::write_party_invite) besides the version.
 pub fn check_invitation(
     party: &PartyRecord,
     invitation: &Invitation,

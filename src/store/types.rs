@@ -120,7 +120,7 @@ pub enum Owner {
     /// A player's inventory (equipped or not: slots live in the player's game state).
     Player(u64),
     /// Lying on the ground of a zone instance. Ground items of an instance that no longer
-    /// exists are swept with `Destroy { from: Ground { .. } }` (see [`Store::items_of`](super::Store::items_of)).
+    /// exists are swept with `Destroy { from: Ground { .. } }` (see [`Store::items_of`](crate::store::ItemStore::items_of)).
     Ground {
         /// Zone instance id.
         instance: u64,
@@ -278,7 +278,7 @@ pub struct Lease {
 }
 
 /// A party as the store keeps it: the truth of membership whichever servers its members
-/// play on. Every write goes through [`Store::write_party`](super::Store::write_party), a compare-and-set on
+/// play on. Every write goes through [`Store::write_party`](crate::store::PartyStore::write_party), a compare-and-set on
 /// `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartyRecord {
@@ -297,7 +297,7 @@ pub struct PartyRecord {
 
 /// A pending party invitation (cluster mode): `invitee` is invited to `party_id` until
 /// `expires_at_ms`. Kept in the store's invitation index, one per invitee (a newer
-/// invitation replaces an older one), written by [`Store::write_party_invite`](super::Store::write_party_invite) with the
+/// invitation replaces an older one), written by [`Store::write_party_invite`](crate::store::PartyStore::write_party_invite) with the
 /// party itself; valid only while the party lists the invitee in
 /// [`PartyRecord::invites`] and not in its members, and until it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,7 +322,7 @@ pub struct Mail {
 }
 
 /// Where a trade stands in the store. Only `Open` may change, once, by a conditional
-/// write ([`Store::decide_trade`](super::Store::decide_trade)): that single write is the trade's commit point.
+/// write ([`Store::decide_trade`](crate::store::TradeStore::decide_trade)): that single write is the trade's commit point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TradeState {
     /// Manifest written; items may be (partly) in escrow; nothing decided.

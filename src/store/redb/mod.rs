@@ -46,9 +46,10 @@ use ::redb::{
 use super::record::{self, decode_row, encode_row};
 use super::trade::{self, TradeOutcome};
 use super::{
-    check_invitation, check_party_version, mail_id, pending_invitation, Anomaly, Fence,
-    IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail, Owner,
-    PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord, TradeState,
+    check_invitation, check_party_version, mail_id, pending_invitation, Anomaly, CheckStore, Fence,
+    IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, ItemStore, Lease, LeaseError,
+    LeaseStore, Mail, MailStore, Owner, PartyRecord, PartyStore, PlayerRecord, PlayerStore,
+    SaveOutcome, ServerLoad, StoreError, TradeRecord, TradeState, TradeStore,
 };
 use tables::*;
 
@@ -218,7 +219,7 @@ impl RedbStore {
     }
 
     /// Operator and test tool: adds an owner-index entry without touching the item row
-    /// (plants the anomaly [`Store::check`] must find).
+    /// (plants the anomaly [`Store::check`](crate::store::CheckStore::check) must find).
     pub fn insert_raw_index_entry(&self, owner: Owner, item_id: u128) -> Result<(), StoreError> {
         let txn = self.begin()?;
         {
@@ -273,11 +274,7 @@ impl RedbStore {
     }
 }
 
-impl Store for RedbStore {
-    fn backend(&self) -> &'static str {
-        "embedded"
-    }
-
+impl PlayerStore for RedbStore {
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let players = txn.open_table(PLAYERS)?;
@@ -324,7 +321,9 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(outcomes)
     }
+}
 
+impl ItemStore for RedbStore {
     fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
         let mut results = self.apply_item_ops(std::slice::from_ref(op))?;
         results.pop().unwrap_or(Err(StoreError::Closed))
@@ -413,131 +412,9 @@ impl Store for RedbStore {
         out.extend(self.items_of(Owner::Ground { instance: u64::MAX })?);
         Ok(out)
     }
+}
 
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        let txn = self.db.begin_read()?;
-        let mut report = IntegrityReport {
-            backend: self.backend().into(),
-            ..Default::default()
-        };
-        let players = txn.open_table(PLAYERS)?;
-        for entry in players.iter()? {
-            let (k, v) = entry?;
-            report.players += 1;
-            let player_id = k.value();
-            if let Err(StoreError::Corrupt { reason, .. }) = record::decode(player_id, v.value()) {
-                report
-                    .anomalies
-                    .push(Anomaly::CorruptPlayer { player_id, reason });
-            }
-        }
-        let items = txn.open_table(ITEMS)?;
-        let mut owner_of: HashMap<u128, Owner> = HashMap::new();
-        for entry in items.iter()? {
-            let (k, v) = entry?;
-            let item_id = k.value();
-            match decode_row::<ItemRow>(v.value()) {
-                Err(reason) => report
-                    .anomalies
-                    .push(Anomaly::CorruptItem { item_id, reason }),
-                Ok(row) => match row.owner {
-                    None => report.destroyed_items += 1,
-                    Some(owner) => {
-                        report.items += 1;
-                        match owner {
-                            Owner::Player(_) => report.items_on_players += 1,
-                            Owner::Ground { .. } => report.items_on_ground += 1,
-                            Owner::Trade { .. } => report.items_in_escrow += 1,
-                        }
-                        owner_of.insert(item_id, owner);
-                    }
-                },
-            }
-        }
-        let index = txn.open_table(OWNER_INDEX)?;
-        let mut listed: BTreeMap<u128, Vec<Owner>> = BTreeMap::new();
-        let mut owners = std::collections::HashSet::new();
-        for entry in index.iter()? {
-            let (k, _) = entry?;
-            let (kind, id, item_id) = k.value();
-            report.index_entries += 1;
-            let Some(owner) = owner_from_key(kind, id) else {
-                report.anomalies.push(Anomaly::CorruptItem {
-                    item_id,
-                    reason: format!("index entry with unknown owner kind {kind}"),
-                });
-                continue;
-            };
-            listed.entry(item_id).or_default().push(owner);
-        }
-        for (&item_id, &owner) in &owner_of {
-            owners.insert(owner);
-            let others: Vec<Owner> = listed
-                .get(&item_id)
-                .map(|l| l.iter().copied().filter(|o| *o != owner).collect())
-                .unwrap_or_default();
-            let present = listed.get(&item_id).is_some_and(|l| l.contains(&owner));
-            if !present {
-                report
-                    .anomalies
-                    .push(Anomaly::MissingIndexEntry { item_id, owner });
-            }
-            if !others.is_empty() {
-                report.anomalies.push(Anomaly::DuplicateOwner {
-                    item_id,
-                    owner,
-                    also: others,
-                });
-            }
-        }
-        for (item_id, owners_listed) in &listed {
-            if !owner_of.contains_key(item_id) {
-                for &owner in owners_listed {
-                    report.anomalies.push(Anomaly::DanglingIndexEntry {
-                        item_id: *item_id,
-                        owner,
-                    });
-                }
-            }
-        }
-        // Escrow: an item held by a trade must belong to an unsettled trade.
-        let mut unsettled = std::collections::HashSet::new();
-        let mut corrupt = std::collections::HashSet::new();
-        for entry in txn.open_table(TRADES)?.iter()? {
-            let (k, v) = entry?;
-            let trade_id = k.value();
-            report.trades += 1;
-            match decode_row::<TradeRecord>(v.value()) {
-                Ok(row) if !row.settled => {
-                    report.trades_unsettled += 1;
-                    unsettled.insert(trade_id);
-                }
-                Ok(_) => {}
-                Err(reason) => {
-                    corrupt.insert(trade_id);
-                    report
-                        .anomalies
-                        .push(Anomaly::CorruptTrade { trade_id, reason });
-                }
-            }
-        }
-        for (&item_id, &owner) in &owner_of {
-            if let Owner::Trade { trade } = owner {
-                // A corrupt row is reported as such, not as stranded escrow too.
-                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
-                    report
-                        .anomalies
-                        .push(Anomaly::StrandedEscrow { item_id, trade });
-                }
-            }
-        }
-        report.owners = owners.len() as u64;
-        report.ops = txn.open_table(ITEM_OPS)?.len()?;
-        report.leases = txn.open_table(LEASES)?.len()?;
-        report.anomalies.sort_by_key(|a| format!("{a}"));
-        Ok(report)
-    }
-
+impl TradeStore for RedbStore {
     fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
         trade::validate(trade)?;
         let txn = self.begin()?;
@@ -612,7 +489,9 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(outcome)
     }
+}
 
+impl LeaseStore for RedbStore {
     fn acquire_lease(
         &self,
         resource: &str,
@@ -749,6 +628,57 @@ impl Store for RedbStore {
         }))
     }
 
+    fn publish_load(
+        &self,
+        load: &ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(SERVERS)?;
+            let mut expired = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                // An undecodable row is dropped too: it would be skipped on read anyway.
+                let dead =
+                    decode_row::<ServerRow>(v.value()).map_or(true, |r| r.expires_at_ms <= now_ms);
+                if dead && k.value() != load.server_id {
+                    expired.push(k.value().to_owned());
+                }
+            }
+            for k in expired {
+                table.remove(k.as_str())?;
+            }
+            let row = ServerRow {
+                load: load.clone(),
+                expires_at_ms: now_ms.saturating_add(ttl_ms(ttl)),
+            };
+            table.insert(load.server_id.as_str(), encode_row(&row)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SERVERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            match decode_row::<ServerRow>(v.value()) {
+                Ok(r) if r.expires_at_ms > now_ms => out.push(r.load),
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(server = k.value(), %reason, "servers row does not decode; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PartyStore for RedbStore {
     fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PARTIES)?;
@@ -810,7 +740,9 @@ impl Store for RedbStore {
             .transpose()?;
         Ok(pending_invitation(entry, party.as_ref(), now_ms))
     }
+}
 
+impl MailStore for RedbStore {
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
         let id = mail_id(now_ms);
         let txn = self.begin()?;
@@ -850,53 +782,134 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(())
     }
+}
 
-    fn publish_load(
-        &self,
-        load: &ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let txn = self.begin()?;
-        {
-            let mut table = txn.open_table(SERVERS)?;
-            let mut expired = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                // An undecodable row is dropped too: it would be skipped on read anyway.
-                let dead =
-                    decode_row::<ServerRow>(v.value()).map_or(true, |r| r.expires_at_ms <= now_ms);
-                if dead && k.value() != load.server_id {
-                    expired.push(k.value().to_owned());
-                }
-            }
-            for k in expired {
-                table.remove(k.as_str())?;
-            }
-            let row = ServerRow {
-                load: load.clone(),
-                expires_at_ms: now_ms.saturating_add(ttl_ms(ttl)),
-            };
-            table.insert(load.server_id.as_str(), encode_row(&row)?.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+impl CheckStore for RedbStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
     }
 
-    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+    fn check(&self) -> Result<IntegrityReport, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(SERVERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
+        let mut report = IntegrityReport {
+            backend: self.backend().into(),
+            ..Default::default()
+        };
+        let players = txn.open_table(PLAYERS)?;
+        for entry in players.iter()? {
             let (k, v) = entry?;
-            match decode_row::<ServerRow>(v.value()) {
-                Ok(r) if r.expires_at_ms > now_ms => out.push(r.load),
-                Ok(_) => {}
-                Err(reason) => {
-                    tracing::warn!(server = k.value(), %reason, "servers row does not decode; skipped")
+            report.players += 1;
+            let player_id = k.value();
+            if let Err(StoreError::Corrupt { reason, .. }) = record::decode(player_id, v.value()) {
+                report
+                    .anomalies
+                    .push(Anomaly::CorruptPlayer { player_id, reason });
+            }
+        }
+        let items = txn.open_table(ITEMS)?;
+        let mut owner_of: HashMap<u128, Owner> = HashMap::new();
+        for entry in items.iter()? {
+            let (k, v) = entry?;
+            let item_id = k.value();
+            match decode_row::<ItemRow>(v.value()) {
+                Err(reason) => report
+                    .anomalies
+                    .push(Anomaly::CorruptItem { item_id, reason }),
+                Ok(row) => match row.owner {
+                    None => report.destroyed_items += 1,
+                    Some(owner) => {
+                        report.items += 1;
+                        match owner {
+                            Owner::Player(_) => report.items_on_players += 1,
+                            Owner::Ground { .. } => report.items_on_ground += 1,
+                            Owner::Trade { .. } => report.items_in_escrow += 1,
+                        }
+                        owner_of.insert(item_id, owner);
+                    }
+                },
+            }
+        }
+        let index = txn.open_table(OWNER_INDEX)?;
+        let mut listed: BTreeMap<u128, Vec<Owner>> = BTreeMap::new();
+        let mut owners = std::collections::HashSet::new();
+        for entry in index.iter()? {
+            let (k, _) = entry?;
+            let (kind, id, item_id) = k.value();
+            report.index_entries += 1;
+            let Some(owner) = owner_from_key(kind, id) else {
+                report.anomalies.push(Anomaly::CorruptItem {
+                    item_id,
+                    reason: format!("index entry with unknown owner kind {kind}"),
+                });
+                continue;
+            };
+            listed.entry(item_id).or_default().push(owner);
+        }
+        for (&item_id, &owner) in &owner_of {
+            owners.insert(owner);
+            let others: Vec<Owner> = listed
+                .get(&item_id)
+                .map(|l| l.iter().copied().filter(|o| *o != owner).collect())
+                .unwrap_or_default();
+            let present = listed.get(&item_id).is_some_and(|l| l.contains(&owner));
+            if !present {
+                report
+                    .anomalies
+                    .push(Anomaly::MissingIndexEntry { item_id, owner });
+            }
+            if !others.is_empty() {
+                report.anomalies.push(Anomaly::DuplicateOwner {
+                    item_id,
+                    owner,
+                    also: others,
+                });
+            }
+        }
+        for (item_id, owners_listed) in &listed {
+            if !owner_of.contains_key(item_id) {
+                for &owner in owners_listed {
+                    report.anomalies.push(Anomaly::DanglingIndexEntry {
+                        item_id: *item_id,
+                        owner,
+                    });
                 }
             }
         }
-        Ok(out)
+        // Escrow: an item held by a trade must belong to an unsettled trade.
+        let mut unsettled = std::collections::HashSet::new();
+        let mut corrupt = std::collections::HashSet::new();
+        for entry in txn.open_table(TRADES)?.iter()? {
+            let (k, v) = entry?;
+            let trade_id = k.value();
+            report.trades += 1;
+            match decode_row::<TradeRecord>(v.value()) {
+                Ok(row) if !row.settled => {
+                    report.trades_unsettled += 1;
+                    unsettled.insert(trade_id);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    corrupt.insert(trade_id);
+                    report
+                        .anomalies
+                        .push(Anomaly::CorruptTrade { trade_id, reason });
+                }
+            }
+        }
+        for (&item_id, &owner) in &owner_of {
+            if let Owner::Trade { trade } = owner {
+                // A corrupt row is reported as such, not as stranded escrow too.
+                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
+                    report
+                        .anomalies
+                        .push(Anomaly::StrandedEscrow { item_id, trade });
+                }
+            }
+        }
+        report.owners = owners.len() as u64;
+        report.ops = txn.open_table(ITEM_OPS)?.len()?;
+        report.leases = txn.open_table(LEASES)?.len()?;
+        report.anomalies.sort_by_key(|a| format!("{a}"));
+        Ok(report)
     }
 }

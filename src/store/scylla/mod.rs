@@ -22,7 +22,7 @@
 //! id / fence.
 //!
 //! Parties: one row per party in `parties`, written only by LWTs conditional on its
-//! `version` (compare-and-set, see [`Store::write_party`]); the `party_of` index is written
+//! `version` (compare-and-set, see [`Store::write_party`](crate::store::PartyStore::write_party)); the `party_of` index is written
 //! for added members *before* that LWT and cleared (conditionally) for removed members
 //! after it, and every read of it is checked against the party row, so a failure between
 //! the two never makes a player a member of a party that does not list it. The invitation
@@ -68,9 +68,9 @@ pub use conn::{classify, may_have_applied};
 pub use schema::{migrate, schema_statements, SCHEMA_CQL, SCHEMA_VERSION};
 
 use super::{
-    Fence, IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail,
-    Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord,
-    TradeState,
+    CheckStore, Fence, IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, ItemStore,
+    Lease, LeaseError, LeaseStore, Mail, MailStore, Owner, PartyRecord, PartyStore, PlayerRecord,
+    PlayerStore, SaveOutcome, ServerLoad, StoreError, TradeRecord, TradeState, TradeStore,
 };
 use conn::{
     blob16, err, from_blob16, i64_of, id_from_cql, id_to_cql, msg, run_on, runtime, session, Inner,
@@ -218,7 +218,7 @@ impl ScyllaStore {
     }
 
     /// Operator and test tool: adds an owner-index entry without touching the item row
-    /// (plants the anomaly [`Store::check`] must find).
+    /// (plants the anomaly [`Store::check`](crate::store::CheckStore::check) must find).
     pub fn insert_raw_index_entry(&self, owner: Owner, item_id: u128) -> Result<(), StoreError> {
         self.run(move |i| async move {
             i.session
@@ -238,11 +238,7 @@ impl Drop for ScyllaStore {
     }
 }
 
-impl Store for ScyllaStore {
-    fn backend(&self) -> &'static str {
-        "scylla"
-    }
-
+impl PlayerStore for ScyllaStore {
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
         self.run(move |i| async move { i.load_player(player_id).await })
     }
@@ -293,7 +289,9 @@ impl Store for ScyllaStore {
                 .collect()
         })
     }
+}
 
+impl ItemStore for ScyllaStore {
     fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
         let op = op.clone();
         self.run(move |i| async move { i.apply_item_op(op).await })
@@ -359,6 +357,12 @@ impl Store for ScyllaStore {
             .collect())
     }
 
+    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
+        self.run(move |i| async move { i.ground_items().await })
+    }
+}
+
+impl TradeStore for ScyllaStore {
     fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
         let trade = trade.clone();
         self.run(move |i| async move { i.put_trade(trade).await })
@@ -398,15 +402,9 @@ impl Store for ScyllaStore {
         // No multi-row transactions: one conditional write per step (see `trade`).
         super::trade::run(self, manifest)
     }
+}
 
-    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
-        self.run(move |i| async move { i.ground_items().await })
-    }
-
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        self.run(move |i| async move { i.check().await })
-    }
-
+impl LeaseStore for ScyllaStore {
     fn acquire_lease(
         &self,
         resource: &str,
@@ -451,103 +449,6 @@ impl Store for ScyllaStore {
                     _ => None,
                 }),
             )
-        })
-    }
-
-    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
-        self.run(move |i| async move { i.read_party(party_id).await })
-    }
-
-    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-        self.run(move |i| async move { i.party_of(player_id).await })
-    }
-
-    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
-        super::check_party_version(party, expected)?;
-        let party = party.clone();
-        self.run(move |i| async move { i.write_party(party, expected, None).await })
-    }
-
-    fn write_party_invite(
-        &self,
-        party: &PartyRecord,
-        expected: Option<u64>,
-        invitation: &Invitation,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        super::check_party_version(party, expected)?;
-        super::check_invitation(party, invitation, now_ms)?;
-        // The cell outlives the invitation (rounded up) by the leases' grace: readers
-        // check `expires_at_ms`, the TTL only reclaims the row.
-        let life_secs = invitation
-            .expires_at_ms
-            .saturating_sub(now_ms)
-            .div_ceil(1000);
-        let cell_ttl = life_secs.saturating_add(1 + LEASE_TTL_GRACE_SECS);
-        let cell_ttl = i32::try_from(cell_ttl).map_err(|_| StoreError::Invalid {
-            reason: format!("invitation ttl {cell_ttl} s out of range"),
-        })?;
-        let party = party.clone();
-        let invitation = *invitation;
-        self.run(move |i| async move {
-            i.write_party(party, expected, Some((invitation, cell_ttl)))
-                .await
-        })
-    }
-
-    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
-        self.run(move |i| async move { i.invitation_of(player_id, now_ms).await })
-    }
-
-    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
-        let id = super::mail_id(now_ms);
-        let (server, body) = (server.to_owned(), body.to_vec());
-        self.run(move |i| async move {
-            i.execute(
-                &i.st.mail.post_mail,
-                (server, blob16(id), body),
-                "posting mail",
-            )
-            .await?;
-            Ok(id)
-        })
-    }
-
-    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
-        let server = server.to_owned();
-        let limit = i32::try_from(max).unwrap_or(i32::MAX);
-        self.run(move |i| async move {
-            let result = i
-                .execute(&i.st.mail.read_mail, (server, limit), "reading mail")
-                .await?;
-            let rows = result.into_rows_result().map_err(err("reading mail"))?;
-            let mut out = Vec::new();
-            for row in rows.rows::<MailCql>().map_err(err("reading mail"))? {
-                let row = row.map_err(err("reading mail"))?;
-                let Some(id) = row.mail_id.as_deref().and_then(from_blob16) else {
-                    continue;
-                };
-                out.push(Mail {
-                    id,
-                    body: row.body.unwrap_or_default(),
-                });
-            }
-            Ok(out)
-        })
-    }
-
-    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
-        let (server, ids) = (server.to_owned(), ids.to_vec());
-        self.run(move |i| async move {
-            for id in ids {
-                i.execute(
-                    &i.st.mail.delete_mail,
-                    (server.clone(), blob16(id)),
-                    "deleting mail",
-                )
-                .await?;
-            }
-            Ok(())
         })
     }
 
@@ -630,5 +531,116 @@ impl Store for ScyllaStore {
             out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
             Ok(out)
         })
+    }
+}
+
+impl PartyStore for ScyllaStore {
+    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
+        self.run(move |i| async move { i.read_party(party_id).await })
+    }
+
+    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
+        self.run(move |i| async move { i.party_of(player_id).await })
+    }
+
+    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
+        super::check_party_version(party, expected)?;
+        let party = party.clone();
+        self.run(move |i| async move { i.write_party(party, expected, None).await })
+    }
+
+    fn write_party_invite(
+        &self,
+        party: &PartyRecord,
+        expected: Option<u64>,
+        invitation: &Invitation,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        super::check_party_version(party, expected)?;
+        super::check_invitation(party, invitation, now_ms)?;
+        // The cell outlives the invitation (rounded up) by the leases' grace: readers
+        // check `expires_at_ms`, the TTL only reclaims the row.
+        let life_secs = invitation
+            .expires_at_ms
+            .saturating_sub(now_ms)
+            .div_ceil(1000);
+        let cell_ttl = life_secs.saturating_add(1 + LEASE_TTL_GRACE_SECS);
+        let cell_ttl = i32::try_from(cell_ttl).map_err(|_| StoreError::Invalid {
+            reason: format!("invitation ttl {cell_ttl} s out of range"),
+        })?;
+        let party = party.clone();
+        let invitation = *invitation;
+        self.run(move |i| async move {
+            i.write_party(party, expected, Some((invitation, cell_ttl)))
+                .await
+        })
+    }
+
+    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
+        self.run(move |i| async move { i.invitation_of(player_id, now_ms).await })
+    }
+}
+
+impl MailStore for ScyllaStore {
+    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
+        let id = super::mail_id(now_ms);
+        let (server, body) = (server.to_owned(), body.to_vec());
+        self.run(move |i| async move {
+            i.execute(
+                &i.st.mail.post_mail,
+                (server, blob16(id), body),
+                "posting mail",
+            )
+            .await?;
+            Ok(id)
+        })
+    }
+
+    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
+        let server = server.to_owned();
+        let limit = i32::try_from(max).unwrap_or(i32::MAX);
+        self.run(move |i| async move {
+            let result = i
+                .execute(&i.st.mail.read_mail, (server, limit), "reading mail")
+                .await?;
+            let rows = result.into_rows_result().map_err(err("reading mail"))?;
+            let mut out = Vec::new();
+            for row in rows.rows::<MailCql>().map_err(err("reading mail"))? {
+                let row = row.map_err(err("reading mail"))?;
+                let Some(id) = row.mail_id.as_deref().and_then(from_blob16) else {
+                    continue;
+                };
+                out.push(Mail {
+                    id,
+                    body: row.body.unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
+        let (server, ids) = (server.to_owned(), ids.to_vec());
+        self.run(move |i| async move {
+            for id in ids {
+                i.execute(
+                    &i.st.mail.delete_mail,
+                    (server.clone(), blob16(id)),
+                    "deleting mail",
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl CheckStore for ScyllaStore {
+    fn backend(&self) -> &'static str {
+        "scylla"
+    }
+
+    fn check(&self) -> Result<IntegrityReport, StoreError> {
+        self.run(move |i| async move { i.check().await })
     }
 }
