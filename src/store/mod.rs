@@ -13,6 +13,17 @@
 //!   worker drains at the start of its tick with [`writer::StoreHandle::drain_replies`],
 //!   which never blocks.
 //!
+//! # Files
+//! - This file: the per-domain traits ([`PlayerStore`], [`ItemStore`], [`TradeStore`],
+//!   [`LeaseStore`], [`PartyStore`], [`MailStore`], [`CheckStore`]), their union [`Store`],
+//!   and re-exports of everything below at `store::Name`.
+//! - [`types`] (domain types), [`error`] (errors), [`config`] (`[store]`), [`integrity`]
+//!   (the check's report), [`rules`] (party and mail rules every backend applies),
+//!   [`ops`] (opening a backend and the operator commands), [`forward`] (wrappers forward
+//!   the domains they leave alone).
+//! - Backends [`redb`] and [`scylla`] (one file per domain), the [`cache`], the write-behind
+//!   [`writer`], the [`trade`] protocol, the [`record`] codec, [`confirmed`] (`store verify-ops`).
+//!
 //! # Why the trait is synchronous
 //! The sim threads never call a store: only the store worker does, on a thread of its own.
 //! redb is synchronous (a write transaction blocks on `fsync`), so a synchronous trait is
