@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput};
 use zonehost::store::redb::RedbStore;
 use zonehost::store::writer::{StoreCommand, StoreReply, StoreWorker};
-use zonehost::store::{ItemOp, ItemOpKind, Owner, PlayerRecord, Store, StoreConfig};
+use zonehost::store::{ItemOp, ItemOpKind, Owner, PlayerRecord, StoreConfig};
+use zonehost::store::{ItemStore, PlayerStore};
 
 struct TempDir(PathBuf);
 

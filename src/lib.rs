@@ -200,7 +200,7 @@ pub fn take_epoch(store: &dyn Store, config: &store::StoreConfig) -> Result<u64,
 }
 
 /// Destroys the items a crash left on the ground of earlier runs' instances (see
-/// [`Store::dead_ground_items`]), as the end of those instances would have. Failures are
+/// [`Store::dead_ground_items`](crate::store::ItemStore::dead_ground_items)), as the end of those instances would have. Failures are
 /// logged, never fatal: the items stay where they are and the next start tries again.
 pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
     let items = match store.dead_ground_items(epoch) {

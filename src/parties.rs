@@ -8,8 +8,8 @@
 //!   ([`PartyCall`], a bounded queue: the tick never waits) and it answers them on the
 //!   player's outbox once the store has decided;
 //! - it tells players about changes: local players directly, players another server holds
-//!   (the player lease names it, [`Store::lease_of`]) through that server's mailbox in the
-//!   store ([`Store::post_mail`]), which every directory polls a few times a second (one
+//!   (the player lease names it, [`Store::lease_of`](crate::store::LeaseStore::lease_of)) through that server's mailbox in the
+//!   store ([`Store::post_mail`](crate::store::MailStore::post_mail)), which every directory polls a few times a second (one
 //!   read per server, not per player);
 //! - it mirrors the parties of its players into the sim's party registry (the workers
 //!   read it for shared instances and XP sharing) and moves members into their leader's
@@ -18,9 +18,9 @@
 //!   server is saved, its lease released, and it is sent `Redirect{address, ticket}` to the
 //!   leader's server (SPEC §2.2), where it enters the leader's instance;
 //! - invitations are durable: written with the party into the store's invitation index
-//!   ([`Store::write_party_invite`], expiring after `[cluster] party_invite_ttl_secs`), so
+//!   ([`Store::write_party_invite`](crate::store::PartyStore::write_party_invite), expiring after `[cluster] party_invite_ttl_secs`), so
 //!   an invitee answers on whichever server it plays now, and is told of a pending
-//!   invitation again when it logs in or resumes ([`Store::invitation_of`]);
+//!   invitation again when it logs in or resumes ([`Store::invitation_of`](crate::store::PartyStore::invitation_of));
 //! - members no server holds are pruned: every party with a local member is watched
 //!   (`Absences`); a member of it without a live player lease for the absence grace (the
 //!   session resume grace plus the lease TTL: a crashed server's player that did not come

@@ -442,6 +442,7 @@ pub fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LeaseStore;
 
     fn load(id: &str, busy: u32, players: u32) -> ServerLoad {
         ServerLoad {

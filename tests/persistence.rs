@@ -20,6 +20,7 @@ use common::faulty::FaultyStore;
 use common::{client_endpoint, temp_data_dir, TestServer, WAIT};
 use zonehost::store::record::{self, RECORD_VERSION};
 use zonehost::store::redb::RedbStore;
+use zonehost::store::{CheckStore, ItemStore, PlayerStore};
 use zonehost::store::{Fence, ItemOp, ItemOpKind, ItemOutcome, Owner, PlayerRecord, Store};
 use zonehost_protocol::message::{RejectCode, Request, Response};
 use zonehost_protocol::token::player_id;

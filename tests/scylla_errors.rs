@@ -39,8 +39,9 @@ use scylla_proxy::{
 };
 use zonehost::store::scylla::{ScyllaConfig, ScyllaStore};
 use zonehost::store::{
-    DbFailure, Invitation, ItemOp, ItemOpKind, ItemOutcome, Owner, PartyRecord, Store, StoreError,
+    DbFailure, Invitation, ItemOp, ItemOpKind, ItemOutcome, Owner, PartyRecord, StoreError,
 };
+use zonehost::store::{ItemStore, PartyStore, PlayerStore};
 
 // ---------------------------------------------------------------------------------------
 // Prepared metadata from the statement text

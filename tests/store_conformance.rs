@@ -32,6 +32,7 @@ use zonehost::store::{
     Anomaly, Fence, Invitation, ItemOp, ItemOpKind, ItemOutcome, LeaseError, Owner, PartyRecord,
     PlayerRecord, SaveOutcome, Store, StoreConfig, StoreError, TradeLeg, TradeRecord, TradeState,
 };
+use zonehost::store::{CheckStore, ItemStore, PartyStore, PlayerStore, TradeStore};
 
 // ---------------------------------------------------------------------------------------
 // Harness

@@ -16,7 +16,8 @@ use common::faulty::FaultyStore;
 use common::{client_endpoint, temp_data_dir, TestServer, WAIT};
 use zonehost::config::Config;
 use zonehost::store::redb::RedbStore;
-use zonehost::store::{Owner, Store};
+use zonehost::store::Owner;
+use zonehost::store::{CheckStore, ItemStore};
 use zonehost::StartOptions;
 use zonehost_protocol::message::{
     Event, InventoryEvent, InventoryView, PartyEvent, Request, RequestError, Response,

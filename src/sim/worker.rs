@@ -3295,7 +3295,7 @@ mod tests {
 
     #[test]
     fn a_handover_waits_for_the_players_item_operations_in_flight() {
-        use crate::store::{Owner as StoreOwner, Store};
+        use crate::store::{ItemStore, Owner as StoreOwner};
 
         let (mut t, stored) = Two::on_redb("migrate");
         // Each is loaded and admitted (the store answers in the background); stop right at

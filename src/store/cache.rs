@@ -21,11 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::trade::TradeOutcome;
 use super::{
-    record, IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError, Mail,
-    Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError, TradeRecord,
-    TradeState,
+    record, Forward, ForwardCheck, ForwardItems, ForwardLeases, ForwardMail, ForwardParties,
+    ForwardPlayers, ForwardTrades, PlayerRecord, PlayerStore, SaveOutcome, Store, StoreError,
 };
 
 /// Hit and miss counters of the player cache.
@@ -157,11 +155,7 @@ impl<S: Store> CachedStore<S> {
     }
 }
 
-impl<S: Store> Store for CachedStore<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
+impl<S: Store> PlayerStore for CachedStore<S> {
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
         if let Some(hit) = self.cache.get(player_id) {
             return Ok(Some(PlayerRecord::clone(&hit)));
@@ -199,280 +193,37 @@ impl<S: Store> Store for CachedStore<S> {
         }
         Ok(outcomes)
     }
+}
 
-    fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
-        self.inner.apply_item_op(op)
-    }
-
-    fn apply_item_ops(
-        &self,
-        ops: &[ItemOp],
-    ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
-        self.inner.apply_item_ops(ops)
-    }
-
-    fn item(&self, item_id: u128) -> Result<Option<ItemRecord>, StoreError> {
-        self.inner.item(item_id)
-    }
-
-    fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
-        self.inner.items_of(owner)
-    }
-
-    fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        self.inner.dead_ground_items(epoch)
-    }
-
-    fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
-        self.inner.ground_items()
-    }
-
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        self.inner.check()
-    }
-
-    fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
-        self.inner.put_trade(trade)
-    }
-
-    fn decide_trade(
-        &self,
-        trade_id: u64,
-        decision: TradeState,
-    ) -> Result<Option<TradeState>, StoreError> {
-        self.inner.decide_trade(trade_id, decision)
-    }
-
-    fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
-        self.inner.settle_trade(trade_id)
-    }
-
-    fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
-        self.inner.trade(trade_id)
-    }
-
-    fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
-        self.inner.unsettled_trades()
-    }
-
-    fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
-        self.inner.run_trade(manifest)
-    }
-
-    fn acquire_lease(
-        &self,
-        resource: &str,
-        holder: &str,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<Lease, LeaseError> {
-        self.inner.acquire_lease(resource, holder, ttl, now_ms)
-    }
-
-    fn renew_lease(&self, lease: &Lease, ttl: Duration, now_ms: u64) -> Result<Lease, LeaseError> {
-        self.inner.renew_lease(lease, ttl, now_ms)
-    }
-
-    fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.inner.release_lease(lease)
-    }
-
-    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-        self.inner.lease_of(resource, now_ms)
-    }
-
-    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
-        self.inner.load_party(party_id)
-    }
-
-    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-        self.inner.party_of(player_id)
-    }
-
-    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
-        self.inner.write_party(party, expected)
-    }
-
-    fn write_party_invite(
-        &self,
-        party: &PartyRecord,
-        expected: Option<u64>,
-        invitation: &Invitation,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .write_party_invite(party, expected, invitation, now_ms)
-    }
-
-    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
-        self.inner.invitation_of(player_id, now_ms)
-    }
-
-    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
-        self.inner.post_mail(server, body, now_ms)
-    }
-
-    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
-        self.inner.read_mail(server, max)
-    }
-
-    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
-        self.inner.delete_mail(server, ids)
-    }
-
-    fn publish_load(
-        &self,
-        load: &ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.publish_load(load, ttl, now_ms)
-    }
-
-    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
-        self.inner.server_loads(now_ms)
+impl<S: Store> Forward for CachedStore<S> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.inner
     }
 }
 
+impl<S: Store> ForwardItems for CachedStore<S> {}
+impl<S: Store> ForwardTrades for CachedStore<S> {}
+impl<S: Store> ForwardLeases for CachedStore<S> {}
+impl<S: Store> ForwardParties for CachedStore<S> {}
+impl<S: Store> ForwardMail for CachedStore<S> {}
+impl<S: Store> ForwardCheck for CachedStore<S> {}
+
 macro_rules! forward_store {
     ($ptr:ident) => {
-        impl<T: Store + ?Sized> Store for $ptr<T> {
-            fn backend(&self) -> &'static str {
-                (**self).backend()
-            }
-            fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
-                (**self).load_player(player_id)
-            }
-            fn save_players(
-                &self,
-                records: &[PlayerRecord],
-            ) -> Result<Vec<SaveOutcome>, StoreError> {
-                (**self).save_players(records)
-            }
-            fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
-                (**self).apply_item_op(op)
-            }
-            fn apply_item_ops(
-                &self,
-                ops: &[ItemOp],
-            ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
-                (**self).apply_item_ops(ops)
-            }
-            fn item(&self, item_id: u128) -> Result<Option<ItemRecord>, StoreError> {
-                (**self).item(item_id)
-            }
-            fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
-                (**self).items_of(owner)
-            }
-            fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
-                (**self).dead_ground_items(epoch)
-            }
-            fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
-                (**self).ground_items()
-            }
-            fn check(&self) -> Result<IntegrityReport, StoreError> {
-                (**self).check()
-            }
-            fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
-                (**self).put_trade(trade)
-            }
-            fn decide_trade(
-                &self,
-                trade_id: u64,
-                decision: TradeState,
-            ) -> Result<Option<TradeState>, StoreError> {
-                (**self).decide_trade(trade_id, decision)
-            }
-            fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
-                (**self).settle_trade(trade_id)
-            }
-            fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
-                (**self).trade(trade_id)
-            }
-            fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
-                (**self).unsettled_trades()
-            }
-            fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
-                (**self).run_trade(manifest)
-            }
-            fn acquire_lease(
-                &self,
-                resource: &str,
-                holder: &str,
-                ttl: Duration,
-                now_ms: u64,
-            ) -> Result<Lease, LeaseError> {
-                (**self).acquire_lease(resource, holder, ttl, now_ms)
-            }
-            fn renew_lease(
-                &self,
-                lease: &Lease,
-                ttl: Duration,
-                now_ms: u64,
-            ) -> Result<Lease, LeaseError> {
-                (**self).renew_lease(lease, ttl, now_ms)
-            }
-            fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
-                (**self).release_lease(lease)
-            }
-            fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-                (**self).lease_of(resource, now_ms)
-            }
-            fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
-                (**self).load_party(party_id)
-            }
-            fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-                (**self).party_of(player_id)
-            }
-            fn write_party(
-                &self,
-                party: &PartyRecord,
-                expected: Option<u64>,
-            ) -> Result<bool, StoreError> {
-                (**self).write_party(party, expected)
-            }
-            fn write_party_invite(
-                &self,
-                party: &PartyRecord,
-                expected: Option<u64>,
-                invitation: &Invitation,
-                now_ms: u64,
-            ) -> Result<bool, StoreError> {
-                (**self).write_party_invite(party, expected, invitation, now_ms)
-            }
-            fn invitation_of(
-                &self,
-                player_id: u64,
-                now_ms: u64,
-            ) -> Result<Option<Invitation>, StoreError> {
-                (**self).invitation_of(player_id, now_ms)
-            }
-            fn post_mail(
-                &self,
-                server: &str,
-                body: &[u8],
-                now_ms: u64,
-            ) -> Result<u128, StoreError> {
-                (**self).post_mail(server, body, now_ms)
-            }
-            fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
-                (**self).read_mail(server, max)
-            }
-            fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
-                (**self).delete_mail(server, ids)
-            }
-            fn publish_load(
-                &self,
-                load: &ServerLoad,
-                ttl: Duration,
-                now_ms: u64,
-            ) -> Result<(), StoreError> {
-                (**self).publish_load(load, ttl, now_ms)
-            }
-            fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
-                (**self).server_loads(now_ms)
+        impl<T: Store + ?Sized> Forward for $ptr<T> {
+            type Inner = T;
+            fn inner(&self) -> &T {
+                self
             }
         }
+        impl<T: Store + ?Sized> ForwardPlayers for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardItems for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardTrades for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardLeases for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardParties for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardMail for $ptr<T> {}
+        impl<T: Store + ?Sized> ForwardCheck for $ptr<T> {}
     };
 }
 
@@ -484,7 +235,11 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::Fence;
+    use crate::store::{CheckStore, ItemStore, LeaseStore, MailStore, PartyStore, TradeStore};
+    use crate::store::{
+        Fence, IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, Lease, LeaseError,
+        Mail, Owner, PartyRecord, ServerLoad, TradeOutcome, TradeRecord, TradeState,
+    };
 
     /// A store that counts loads and answers from a map, to observe the cache.
     #[derive(Debug, Default)]
@@ -493,10 +248,7 @@ mod tests {
         saved: Mutex<std::collections::HashMap<u64, PlayerRecord>>,
     }
 
-    impl Store for Counting {
-        fn backend(&self) -> &'static str {
-            "counting"
-        }
+    impl PlayerStore for Counting {
         fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
             self.loads.fetch_add(1, Ordering::Relaxed);
             Ok(self
@@ -524,6 +276,8 @@ mod tests {
                 })
                 .collect())
         }
+    }
+    impl ItemStore for Counting {
         fn apply_item_op(&self, _: &ItemOp) -> Result<ItemOutcome, StoreError> {
             Err(StoreError::Closed)
         }
@@ -539,9 +293,8 @@ mod tests {
         fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
             Ok(Vec::new())
         }
-        fn check(&self) -> Result<IntegrityReport, StoreError> {
-            Ok(IntegrityReport::default())
-        }
+    }
+    impl TradeStore for Counting {
         fn put_trade(&self, _: &TradeRecord) -> Result<TradeRecord, StoreError> {
             Err(StoreError::Closed)
         }
@@ -557,6 +310,11 @@ mod tests {
         fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
             Ok(Vec::new())
         }
+        fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
+            crate::store::trade::run(self, manifest)
+        }
+    }
+    impl LeaseStore for Counting {
         fn acquire_lease(
             &self,
             _: &str,
@@ -575,6 +333,14 @@ mod tests {
         fn lease_of(&self, _: &str, _: u64) -> Result<Option<Lease>, StoreError> {
             Err(StoreError::Closed)
         }
+        fn publish_load(&self, _: &ServerLoad, _: Duration, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::Closed)
+        }
+        fn server_loads(&self, _: u64) -> Result<Vec<ServerLoad>, StoreError> {
+            Err(StoreError::Closed)
+        }
+    }
+    impl PartyStore for Counting {
         fn load_party(&self, _: u64) -> Result<Option<PartyRecord>, StoreError> {
             Err(StoreError::Closed)
         }
@@ -596,6 +362,8 @@ mod tests {
         fn invitation_of(&self, _: u64, _: u64) -> Result<Option<Invitation>, StoreError> {
             Err(StoreError::Closed)
         }
+    }
+    impl MailStore for Counting {
         fn post_mail(&self, _: &str, _: &[u8], _: u64) -> Result<u128, StoreError> {
             Err(StoreError::Closed)
         }
@@ -605,11 +373,13 @@ mod tests {
         fn delete_mail(&self, _: &str, _: &[u128]) -> Result<(), StoreError> {
             Err(StoreError::Closed)
         }
-        fn publish_load(&self, _: &ServerLoad, _: Duration, _: u64) -> Result<(), StoreError> {
-            Err(StoreError::Closed)
+    }
+    impl CheckStore for Counting {
+        fn backend(&self) -> &'static str {
+            "counting"
         }
-        fn server_loads(&self, _: u64) -> Result<Vec<ServerLoad>, StoreError> {
-            Err(StoreError::Closed)
+        fn check(&self) -> Result<IntegrityReport, StoreError> {
+            Ok(IntegrityReport::default())
         }
     }
 

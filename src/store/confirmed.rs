@@ -283,7 +283,7 @@ pub fn verify(store: &dyn Store, log: impl BufRead) -> Result<OpsReport, VerifyE
 mod tests {
     use super::*;
     use crate::store::redb::RedbStore;
-    use crate::store::{ItemOp, ItemOpKind};
+    use crate::store::{ItemOp, ItemOpKind, ItemStore};
 
     /// Removes its directory when dropped.
     struct TempDir(std::path::PathBuf);

@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PlayerRecord, StoreError};
 
-/// The record layout version written by this build.
-pub const RECORD_VERSION: u16 = 2;
+pub use super::types::RECORD_VERSION;
 /// The oldest layout this build can migrate from.
 pub const OLDEST_RECORD_VERSION: u16 = 1;
 

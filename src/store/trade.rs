@@ -18,7 +18,7 @@
 //! Every item op of a trade has a deterministic op id ([`op_id`]: trade, item, step), so
 //! re-running a trade or its recovery replays recorded outcomes (exactly-once) instead of
 //! moving anything twice. The embedded store runs all four steps in one redb write
-//! transaction ([`super::Store::run_trade`]), so there escrow is never seen half done.
+//! transaction ([`super::Store::run_trade`](crate::store::TradeStore::run_trade)), so there escrow is never seen half done.
 //!
 //! **Recovery** ([`recover`]): every unsettled trade is resolved by its row: committed ->
 //! deliver, open (older than a grace period, so a live server's trade is not raced) ->
@@ -71,35 +71,24 @@ pub fn op_id(trade_id: u64, item_id: u128, step: Step) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
-/// How a trade ended in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TradeOutcome {
-    /// Every item is with its recipient; the gold amounts apply.
-    Committed,
-    /// Every escrowed item is back with its giver; no gold moves.
-    Aborted {
-        /// Items whose escrow was refused, with their owner then (`None`: no such item or
-        /// destroyed). Empty when the trade had been aborted by someone else (recovery).
-        refused: Vec<(u128, Option<Owner>)>,
-    },
-}
+pub use super::types::TradeOutcome;
 
 /// The writes a trade needs, so the same protocol runs over any [`Store`] (one write per
 /// step) or inside one embedded transaction.
 pub trait TradeSteps {
-    /// [`Store::put_trade`].
+    /// [`Store::put_trade`](crate::store::TradeStore::put_trade).
     fn put(&mut self, trade: &TradeRecord) -> Result<TradeRecord, StoreError>;
-    /// [`Store::apply_item_ops`].
+    /// [`Store::apply_item_ops`](crate::store::ItemStore::apply_item_ops).
     #[allow(clippy::type_complexity)]
     fn apply(&mut self, ops: &[ItemOp])
         -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError>;
-    /// [`Store::decide_trade`].
+    /// [`Store::decide_trade`](crate::store::TradeStore::decide_trade).
     fn decide(
         &mut self,
         trade_id: u64,
         decision: TradeState,
     ) -> Result<Option<TradeState>, StoreError>;
-    /// [`Store::settle_trade`].
+    /// [`Store::settle_trade`](crate::store::TradeStore::settle_trade).
     fn settle(&mut self, trade_id: u64) -> Result<(), StoreError>;
 }
 

@@ -3,14 +3,13 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use zonehost::store::redb::RedbStore;
 use zonehost::store::trade::TradeOutcome;
 use zonehost::store::{
-    IntegrityReport, Invitation, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError,
-    Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
-    TradeRecord, TradeState,
+    Forward, ForwardCheck, ForwardLeases, ForwardMail, ForwardParties, ItemOp, ItemOpKind,
+    ItemOutcome, ItemRecord, ItemStore, Owner, PlayerRecord, PlayerStore, SaveOutcome, StoreError,
+    TradeRecord, TradeState, TradeStore,
 };
 
 /// Forwards to `inner`; fails what its fields say with an injected I/O error.
@@ -56,13 +55,11 @@ fn is_drop(op: &ItemOp) -> bool {
     )
 }
 
-impl Store for FaultyStore {
-    fn backend(&self) -> &'static str {
-        "faulty"
-    }
+impl PlayerStore for FaultyStore {
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
         self.inner.load_player(player_id)
     }
+
     fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError> {
         let failing = self
             .fail_saves
@@ -73,12 +70,16 @@ impl Store for FaultyStore {
         }
         self.inner.save_players(records)
     }
+}
+
+impl ItemStore for FaultyStore {
     fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
         if self.fail_drops && is_drop(op) {
             return Err(injected());
         }
         self.inner.apply_item_op(op)
     }
+
     #[allow(clippy::type_complexity)]
     fn apply_item_ops(
         &self,
@@ -89,24 +90,29 @@ impl Store for FaultyStore {
         }
         self.inner.apply_item_ops(ops)
     }
+
     fn item(&self, item_id: u128) -> Result<Option<ItemRecord>, StoreError> {
         self.inner.item(item_id)
     }
+
     fn items_of(&self, owner: Owner) -> Result<Vec<ItemRecord>, StoreError> {
         self.inner.items_of(owner)
     }
+
     fn dead_ground_items(&self, epoch: u64) -> Result<Vec<ItemRecord>, StoreError> {
         self.inner.dead_ground_items(epoch)
     }
+
     fn ground_items(&self) -> Result<Vec<ItemRecord>, StoreError> {
         self.inner.ground_items()
     }
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        self.inner.check()
-    }
+}
+
+impl TradeStore for FaultyStore {
     fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
         self.inner.put_trade(trade)
     }
+
     fn decide_trade(
         &self,
         trade_id: u64,
@@ -114,79 +120,35 @@ impl Store for FaultyStore {
     ) -> Result<Option<TradeState>, StoreError> {
         self.inner.decide_trade(trade_id, decision)
     }
+
     fn settle_trade(&self, trade_id: u64) -> Result<(), StoreError> {
         self.inner.settle_trade(trade_id)
     }
+
     fn trade(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
         self.inner.trade(trade_id)
     }
+
     fn unsettled_trades(&self) -> Result<Vec<TradeRecord>, StoreError> {
         self.inner.unsettled_trades()
     }
+
     fn run_trade(&self, manifest: &TradeRecord) -> Result<TradeOutcome, StoreError> {
         if self.fail_trades {
             return Err(injected());
         }
         self.inner.run_trade(manifest)
     }
-    fn acquire_lease(
-        &self,
-        resource: &str,
-        holder: &str,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<Lease, LeaseError> {
-        self.inner.acquire_lease(resource, holder, ttl, now_ms)
-    }
-    fn renew_lease(&self, lease: &Lease, ttl: Duration, now_ms: u64) -> Result<Lease, LeaseError> {
-        self.inner.renew_lease(lease, ttl, now_ms)
-    }
-    fn release_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.inner.release_lease(lease)
-    }
-    fn publish_load(
-        &self,
-        load: &ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.publish_load(load, ttl, now_ms)
-    }
-    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
-        self.inner.server_loads(now_ms)
-    }
-    fn lease_of(&self, resource: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-        self.inner.lease_of(resource, now_ms)
-    }
-    fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
-        self.inner.load_party(party_id)
-    }
-    fn party_of(&self, player_id: u64) -> Result<Option<u64>, StoreError> {
-        self.inner.party_of(player_id)
-    }
-    fn write_party(&self, party: &PartyRecord, expected: Option<u64>) -> Result<bool, StoreError> {
-        self.inner.write_party(party, expected)
-    }
-    fn write_party_invite(
-        &self,
-        party: &PartyRecord,
-        expected: Option<u64>,
-        invitation: &Invitation,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .write_party_invite(party, expected, invitation, now_ms)
-    }
-    fn invitation_of(&self, player_id: u64, now_ms: u64) -> Result<Option<Invitation>, StoreError> {
-        self.inner.invitation_of(player_id, now_ms)
-    }
-    fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
-        self.inner.post_mail(server, body, now_ms)
-    }
-    fn read_mail(&self, server: &str, max: usize) -> Result<Vec<Mail>, StoreError> {
-        self.inner.read_mail(server, max)
-    }
-    fn delete_mail(&self, server: &str, ids: &[u128]) -> Result<(), StoreError> {
-        self.inner.delete_mail(server, ids)
+}
+
+impl Forward for FaultyStore {
+    type Inner = RedbStore;
+    fn inner(&self) -> &RedbStore {
+        &self.inner
     }
 }
+
+impl ForwardLeases for FaultyStore {}
+impl ForwardParties for FaultyStore {}
+impl ForwardMail for FaultyStore {}
+impl ForwardCheck for FaultyStore {}

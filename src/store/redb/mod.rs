@@ -29,362 +29,38 @@
 //!   replaced by the invitee's next invitation).
 //! - `mailbox`: `(server, mail id) -> body`: messages between servers.
 
+mod tables;
+
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, WriteTransaction,
+    WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 
 use super::record::{self, decode_row, encode_row};
-use super::trade::{self, TradeOutcome, TradeSteps};
+use super::trade::{self, TradeOutcome};
 use super::{
-    check_invitation, check_party_version, mail_id, pending_invitation, Anomaly, Fence,
-    IntegrityReport, Invitation, ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Lease, LeaseError,
-    Mail, Owner, PartyRecord, PlayerRecord, SaveOutcome, ServerLoad, Store, StoreError,
-    TradeRecord, TradeState,
+    check_invitation, check_party_version, mail_id, pending_invitation, Anomaly, CheckStore, Fence,
+    IntegrityReport, Invitation, ItemOp, ItemOutcome, ItemRecord, ItemStore, Lease, LeaseError,
+    LeaseStore, Mail, MailStore, Owner, PartyRecord, PartyStore, PlayerRecord, PlayerStore,
+    SaveOutcome, ServerLoad, StoreError, TradeRecord, TradeState, TradeStore,
 };
+use tables::*;
 
 /// Schema version of the embedded file written by this build.
 pub const SCHEMA_VERSION: u64 = 1;
-
-const TRADES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("trades");
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-const PLAYERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("players");
-const FENCES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("player_fences");
-const SERVERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("servers");
-const ITEMS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("items");
-const OWNER_INDEX: TableDefinition<'_, (u8, u64, u128), ()> =
-    TableDefinition::new("items_by_owner");
-const ITEM_OPS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("item_ops");
-const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
-const PARTIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("parties");
-const PARTY_OF: TableDefinition<'_, u64, u64> = TableDefinition::new("party_of");
-const PARTY_INVITES: TableDefinition<'_, u64, (u64, u64)> = TableDefinition::new("party_invites");
-const MAILBOX: TableDefinition<'_, (&str, u128), &[u8]> = TableDefinition::new("mailbox");
-
-macro_rules! from_redb {
-    ($($ty:ident => $ctx:literal,)*) => {$(
-        impl From<::redb::$ty> for StoreError {
-            fn from(e: ::redb::$ty) -> Self {
-                StoreError::Embedded { context: $ctx, source: Arc::new(::redb::Error::from(e)) }
-            }
-        }
-    )*};
-}
-
-from_redb! {
-    StorageError => "storage",
-    TableError => "table",
-    TransactionError => "transaction",
-    CommitError => "commit",
-    DatabaseError => "database",
-    SetDurabilityError => "durability",
-}
-
-/// An item row as stored (the item id is the key).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ItemRow {
-    pub(crate) owner: Option<Owner>,
-    pub(crate) data: Vec<u8>,
-    pub(crate) last_op: u128,
-}
-
-/// An op-log entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct OpRow {
-    pub(crate) op: ItemOp,
-    pub(crate) outcome: ItemOutcome,
-}
-
-/// A `servers` row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ServerRow {
-    load: ServerLoad,
-    expires_at_ms: u64,
-}
-
-/// A lease row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LeaseRow {
-    holder: Option<String>,
-    epoch: u64,
-    expires_at_ms: u64,
-}
-
-fn decode_party(party_id: u64, bytes: &[u8]) -> Result<PartyRecord, StoreError> {
-    decode_row(bytes).map_err(|reason| StoreError::Invalid {
-        reason: format!("party {party_id:016x}: {reason}"),
-    })
-}
-
-fn owner_key(owner: Owner) -> (u8, u64) {
-    match owner {
-        Owner::Player(id) => (1, id),
-        Owner::Ground { instance } => (2, instance),
-        Owner::Trade { trade } => (3, trade),
-    }
-}
-
-fn owner_from_key(kind: u8, id: u64) -> Option<Owner> {
-    match kind {
-        1 => Some(Owner::Player(id)),
-        2 => Some(Owner::Ground { instance: id }),
-        3 => Some(Owner::Trade { trade: id }),
-        _ => None,
-    }
-}
-
-fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// The embedded store.
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
-}
-
-struct ItemTables<'t> {
-    items: Table<'t, u128, &'static [u8]>,
-    index: Table<'t, (u8, u64, u128), ()>,
-    ops: Table<'t, u128, &'static [u8]>,
-}
-
-impl ItemTables<'_> {
-    fn open(txn: &WriteTransaction) -> Result<ItemTables<'_>, StoreError> {
-        Ok(ItemTables {
-            items: txn.open_table(ITEMS)?,
-            index: txn.open_table(OWNER_INDEX)?,
-            ops: txn.open_table(ITEM_OPS)?,
-        })
-    }
-
-    fn read_item(&self, item_id: u128) -> Result<Option<ItemRow>, StoreError> {
-        match self.items.get(item_id)? {
-            None => Ok(None),
-            Some(g) => decode_row(g.value())
-                .map(Some)
-                .map_err(|reason| StoreError::CorruptItem { item_id, reason }),
-        }
-    }
-
-    fn write_item(&mut self, item_id: u128, row: &ItemRow) -> Result<(), StoreError> {
-        self.items.insert(item_id, encode_row(row)?.as_slice())?;
-        Ok(())
-    }
-
-    fn index_insert(&mut self, owner: Owner, item_id: u128) -> Result<(), StoreError> {
-        let (k, id) = owner_key(owner);
-        self.index.insert((k, id, item_id), ())?;
-        Ok(())
-    }
-
-    fn index_remove(&mut self, owner: Owner, item_id: u128) -> Result<(), StoreError> {
-        let (k, id) = owner_key(owner);
-        self.index.remove((k, id, item_id))?;
-        Ok(())
-    }
-
-    /// Applies one op inside the open transaction. A per-op error leaves no write behind.
-    fn apply(&mut self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
-        if let Some(prev) = self.ops.get(op.op_id)? {
-            let prev: OpRow =
-                decode_row(prev.value()).map_err(|reason| StoreError::CorruptItem {
-                    item_id: op.item_id,
-                    reason: format!("op log entry {:032x}: {reason}", op.op_id),
-                })?;
-            if prev.op != *op {
-                return Err(StoreError::OpConflict { op_id: op.op_id });
-            }
-            return Ok(prev.outcome);
-        }
-        let item_id = op.item_id;
-        let current = self.read_item(item_id)?;
-        let outcome = match (&op.kind, current) {
-            (ItemOpKind::Create { .. }, Some(_)) => ItemOutcome::AlreadyExists { item_id },
-            (ItemOpKind::Create { owner, data }, None) => {
-                let row = ItemRow {
-                    owner: Some(*owner),
-                    data: data.clone(),
-                    last_op: op.op_id,
-                };
-                self.write_item(item_id, &row)?;
-                self.index_insert(*owner, item_id)?;
-                ItemOutcome::Created {
-                    item_id,
-                    owner: *owner,
-                }
-            }
-            (ItemOpKind::Transfer { from, to }, Some(mut row)) if row.owner == Some(*from) => {
-                row.owner = Some(*to);
-                row.last_op = op.op_id;
-                self.write_item(item_id, &row)?;
-                self.index_remove(*from, item_id)?;
-                self.index_insert(*to, item_id)?;
-                ItemOutcome::Transferred {
-                    item_id,
-                    from: *from,
-                    to: *to,
-                }
-            }
-            (ItemOpKind::Destroy { from }, Some(mut row)) if row.owner == Some(*from) => {
-                row.owner = None;
-                row.last_op = op.op_id;
-                self.write_item(item_id, &row)?;
-                self.index_remove(*from, item_id)?;
-                ItemOutcome::Destroyed {
-                    item_id,
-                    from: *from,
-                }
-            }
-            (ItemOpKind::Transfer { .. } | ItemOpKind::Destroy { .. }, row) => {
-                ItemOutcome::OwnerMismatch {
-                    item_id,
-                    actual: row.and_then(|r| r.owner),
-                }
-            }
-        };
-        let entry = OpRow {
-            op: op.clone(),
-            outcome,
-        };
-        self.ops.insert(op.op_id, encode_row(&entry)?.as_slice())?;
-        Ok(outcome)
-    }
-}
-
-/// Trade rows inside an open write transaction.
-struct TradeTable<'t> {
-    table: Table<'t, u64, &'static [u8]>,
-}
-
-impl TradeTable<'_> {
-    fn open(txn: &WriteTransaction) -> Result<TradeTable<'_>, StoreError> {
-        Ok(TradeTable {
-            table: txn.open_table(TRADES)?,
-        })
-    }
-
-    fn read(&self, trade_id: u64) -> Result<Option<TradeRecord>, StoreError> {
-        match self.table.get(trade_id)? {
-            None => Ok(None),
-            Some(g) => decode_row(g.value())
-                .map(Some)
-                .map_err(|reason| StoreError::Trade {
-                    trade_id,
-                    reason: format!("corrupt row: {reason}"),
-                }),
-        }
-    }
-
-    fn write(&mut self, trade: &TradeRecord) -> Result<(), StoreError> {
-        self.table
-            .insert(trade.trade_id, encode_row(trade)?.as_slice())?;
-        Ok(())
-    }
-
-    fn put(&mut self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
-        match self.read(trade.trade_id)? {
-            Some(stored) if stored.same_manifest(trade) => Ok(stored),
-            Some(_) => Err(StoreError::Trade {
-                trade_id: trade.trade_id,
-                reason: "the id is taken by a different trade".into(),
-            }),
-            None => {
-                let fresh = TradeRecord {
-                    state: TradeState::Open,
-                    settled: false,
-                    ..trade.clone()
-                };
-                self.write(&fresh)?;
-                Ok(fresh)
-            }
-        }
-    }
-
-    fn decide(
-        &mut self,
-        trade_id: u64,
-        decision: TradeState,
-    ) -> Result<Option<TradeState>, StoreError> {
-        if decision == TradeState::Open {
-            return Err(StoreError::Trade {
-                trade_id,
-                reason: "a decision is committed or aborted".into(),
-            });
-        }
-        let Some(mut row) = self.read(trade_id)? else {
-            return Ok(None);
-        };
-        if row.state == TradeState::Open {
-            row.state = decision;
-            self.write(&row)?;
-        }
-        Ok(Some(row.state))
-    }
-
-    fn settle(&mut self, trade_id: u64) -> Result<(), StoreError> {
-        match self.read(trade_id)? {
-            Some(row) if row.state != TradeState::Open => {
-                if !row.settled {
-                    self.write(&TradeRecord {
-                        settled: true,
-                        ..row
-                    })?;
-                }
-                Ok(())
-            }
-            Some(_) => Err(StoreError::Trade {
-                trade_id,
-                reason: "an open trade cannot be settled".into(),
-            }),
-            None => Err(StoreError::Trade {
-                trade_id,
-                reason: "no such trade".into(),
-            }),
-        }
-    }
-}
-
-/// A whole trade inside one write transaction.
-struct TxnSteps<'t> {
-    items: ItemTables<'t>,
-    trades: TradeTable<'t>,
-}
-
-impl TradeSteps for TxnSteps<'_> {
-    fn put(&mut self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
-        self.trades.put(trade)
-    }
-    fn apply(
-        &mut self,
-        ops: &[ItemOp],
-    ) -> Result<Vec<Result<ItemOutcome, StoreError>>, StoreError> {
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            match self.items.apply(op) {
-                Err(e @ StoreError::Embedded { .. }) => return Err(e),
-                r => out.push(r),
-            }
-        }
-        Ok(out)
-    }
-    fn decide(
-        &mut self,
-        trade_id: u64,
-        decision: TradeState,
-    ) -> Result<Option<TradeState>, StoreError> {
-        self.trades.decide(trade_id, decision)
-    }
-    fn settle(&mut self, trade_id: u64) -> Result<(), StoreError> {
-        self.trades.settle(trade_id)
-    }
 }
 
 impl RedbStore {
@@ -543,7 +219,7 @@ impl RedbStore {
     }
 
     /// Operator and test tool: adds an owner-index entry without touching the item row
-    /// (plants the anomaly [`Store::check`] must find).
+    /// (plants the anomaly [`Store::check`](crate::store::CheckStore::check) must find).
     pub fn insert_raw_index_entry(&self, owner: Owner, item_id: u128) -> Result<(), StoreError> {
         let txn = self.begin()?;
         {
@@ -598,11 +274,7 @@ impl RedbStore {
     }
 }
 
-impl Store for RedbStore {
-    fn backend(&self) -> &'static str {
-        "embedded"
-    }
-
+impl PlayerStore for RedbStore {
     fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let players = txn.open_table(PLAYERS)?;
@@ -649,7 +321,9 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(outcomes)
     }
+}
 
+impl ItemStore for RedbStore {
     fn apply_item_op(&self, op: &ItemOp) -> Result<ItemOutcome, StoreError> {
         let mut results = self.apply_item_ops(std::slice::from_ref(op))?;
         results.pop().unwrap_or(Err(StoreError::Closed))
@@ -738,131 +412,9 @@ impl Store for RedbStore {
         out.extend(self.items_of(Owner::Ground { instance: u64::MAX })?);
         Ok(out)
     }
+}
 
-    fn check(&self) -> Result<IntegrityReport, StoreError> {
-        let txn = self.db.begin_read()?;
-        let mut report = IntegrityReport {
-            backend: self.backend().into(),
-            ..Default::default()
-        };
-        let players = txn.open_table(PLAYERS)?;
-        for entry in players.iter()? {
-            let (k, v) = entry?;
-            report.players += 1;
-            let player_id = k.value();
-            if let Err(StoreError::Corrupt { reason, .. }) = record::decode(player_id, v.value()) {
-                report
-                    .anomalies
-                    .push(Anomaly::CorruptPlayer { player_id, reason });
-            }
-        }
-        let items = txn.open_table(ITEMS)?;
-        let mut owner_of: HashMap<u128, Owner> = HashMap::new();
-        for entry in items.iter()? {
-            let (k, v) = entry?;
-            let item_id = k.value();
-            match decode_row::<ItemRow>(v.value()) {
-                Err(reason) => report
-                    .anomalies
-                    .push(Anomaly::CorruptItem { item_id, reason }),
-                Ok(row) => match row.owner {
-                    None => report.destroyed_items += 1,
-                    Some(owner) => {
-                        report.items += 1;
-                        match owner {
-                            Owner::Player(_) => report.items_on_players += 1,
-                            Owner::Ground { .. } => report.items_on_ground += 1,
-                            Owner::Trade { .. } => report.items_in_escrow += 1,
-                        }
-                        owner_of.insert(item_id, owner);
-                    }
-                },
-            }
-        }
-        let index = txn.open_table(OWNER_INDEX)?;
-        let mut listed: BTreeMap<u128, Vec<Owner>> = BTreeMap::new();
-        let mut owners = std::collections::HashSet::new();
-        for entry in index.iter()? {
-            let (k, _) = entry?;
-            let (kind, id, item_id) = k.value();
-            report.index_entries += 1;
-            let Some(owner) = owner_from_key(kind, id) else {
-                report.anomalies.push(Anomaly::CorruptItem {
-                    item_id,
-                    reason: format!("index entry with unknown owner kind {kind}"),
-                });
-                continue;
-            };
-            listed.entry(item_id).or_default().push(owner);
-        }
-        for (&item_id, &owner) in &owner_of {
-            owners.insert(owner);
-            let others: Vec<Owner> = listed
-                .get(&item_id)
-                .map(|l| l.iter().copied().filter(|o| *o != owner).collect())
-                .unwrap_or_default();
-            let present = listed.get(&item_id).is_some_and(|l| l.contains(&owner));
-            if !present {
-                report
-                    .anomalies
-                    .push(Anomaly::MissingIndexEntry { item_id, owner });
-            }
-            if !others.is_empty() {
-                report.anomalies.push(Anomaly::DuplicateOwner {
-                    item_id,
-                    owner,
-                    also: others,
-                });
-            }
-        }
-        for (item_id, owners_listed) in &listed {
-            if !owner_of.contains_key(item_id) {
-                for &owner in owners_listed {
-                    report.anomalies.push(Anomaly::DanglingIndexEntry {
-                        item_id: *item_id,
-                        owner,
-                    });
-                }
-            }
-        }
-        // Escrow: an item held by a trade must belong to an unsettled trade.
-        let mut unsettled = std::collections::HashSet::new();
-        let mut corrupt = std::collections::HashSet::new();
-        for entry in txn.open_table(TRADES)?.iter()? {
-            let (k, v) = entry?;
-            let trade_id = k.value();
-            report.trades += 1;
-            match decode_row::<TradeRecord>(v.value()) {
-                Ok(row) if !row.settled => {
-                    report.trades_unsettled += 1;
-                    unsettled.insert(trade_id);
-                }
-                Ok(_) => {}
-                Err(reason) => {
-                    corrupt.insert(trade_id);
-                    report
-                        .anomalies
-                        .push(Anomaly::CorruptTrade { trade_id, reason });
-                }
-            }
-        }
-        for (&item_id, &owner) in &owner_of {
-            if let Owner::Trade { trade } = owner {
-                // A corrupt row is reported as such, not as stranded escrow too.
-                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
-                    report
-                        .anomalies
-                        .push(Anomaly::StrandedEscrow { item_id, trade });
-                }
-            }
-        }
-        report.owners = owners.len() as u64;
-        report.ops = txn.open_table(ITEM_OPS)?.len()?;
-        report.leases = txn.open_table(LEASES)?.len()?;
-        report.anomalies.sort_by_key(|a| format!("{a}"));
-        Ok(report)
-    }
-
+impl TradeStore for RedbStore {
     fn put_trade(&self, trade: &TradeRecord) -> Result<TradeRecord, StoreError> {
         trade::validate(trade)?;
         let txn = self.begin()?;
@@ -937,7 +489,9 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(outcome)
     }
+}
 
+impl LeaseStore for RedbStore {
     fn acquire_lease(
         &self,
         resource: &str,
@@ -1074,6 +628,57 @@ impl Store for RedbStore {
         }))
     }
 
+    fn publish_load(
+        &self,
+        load: &ServerLoad,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(SERVERS)?;
+            let mut expired = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                // An undecodable row is dropped too: it would be skipped on read anyway.
+                let dead =
+                    decode_row::<ServerRow>(v.value()).map_or(true, |r| r.expires_at_ms <= now_ms);
+                if dead && k.value() != load.server_id {
+                    expired.push(k.value().to_owned());
+                }
+            }
+            for k in expired {
+                table.remove(k.as_str())?;
+            }
+            let row = ServerRow {
+                load: load.clone(),
+                expires_at_ms: now_ms.saturating_add(ttl_ms(ttl)),
+            };
+            table.insert(load.server_id.as_str(), encode_row(&row)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SERVERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            match decode_row::<ServerRow>(v.value()) {
+                Ok(r) if r.expires_at_ms > now_ms => out.push(r.load),
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(server = k.value(), %reason, "servers row does not decode; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PartyStore for RedbStore {
     fn load_party(&self, party_id: u64) -> Result<Option<PartyRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PARTIES)?;
@@ -1135,7 +740,9 @@ impl Store for RedbStore {
             .transpose()?;
         Ok(pending_invitation(entry, party.as_ref(), now_ms))
     }
+}
 
+impl MailStore for RedbStore {
     fn post_mail(&self, server: &str, body: &[u8], now_ms: u64) -> Result<u128, StoreError> {
         let id = mail_id(now_ms);
         let txn = self.begin()?;
@@ -1175,195 +782,134 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(())
     }
-
-    fn publish_load(
-        &self,
-        load: &ServerLoad,
-        ttl: Duration,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let txn = self.begin()?;
-        {
-            let mut table = txn.open_table(SERVERS)?;
-            let mut expired = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                // An undecodable row is dropped too: it would be skipped on read anyway.
-                let dead =
-                    decode_row::<ServerRow>(v.value()).map_or(true, |r| r.expires_at_ms <= now_ms);
-                if dead && k.value() != load.server_id {
-                    expired.push(k.value().to_owned());
-                }
-            }
-            for k in expired {
-                table.remove(k.as_str())?;
-            }
-            let row = ServerRow {
-                load: load.clone(),
-                expires_at_ms: now_ms.saturating_add(ttl_ms(ttl)),
-            };
-            table.insert(load.server_id.as_str(), encode_row(&row)?.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn server_loads(&self, now_ms: u64) -> Result<Vec<ServerLoad>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SERVERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            match decode_row::<ServerRow>(v.value()) {
-                Ok(r) if r.expires_at_ms > now_ms => out.push(r.load),
-                Ok(_) => {}
-                Err(reason) => {
-                    tracing::warn!(server = k.value(), %reason, "servers row does not decode; skipped")
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_store(tag: &str) -> (RedbStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "zonehost-redb-unit-{tag}-{}-{:x}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let path = dir.join("store.redb");
-        (RedbStore::open(&path).expect("open"), dir)
+impl CheckStore for RedbStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
     }
 
-    fn rand_suffix() -> u64 {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    }
-
-    #[test]
-    fn reopen_keeps_schema_version_and_refuses_newer_files() {
-        let (store, dir) = temp_store("schema");
-        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
-        let path = store.path().to_owned();
-        {
-            let txn = store.begin().expect("txn");
-            txn.open_table(META)
-                .expect("meta")
-                .insert("schema_version", SCHEMA_VERSION + 1)
-                .expect("insert");
-            txn.commit().expect("commit");
-        }
-        drop(store);
-        match RedbStore::open(&path) {
-            Err(StoreError::Open { reason, .. }) => assert!(reason.contains("newer"), "{reason}"),
-            other => panic!("expected Open error, got {other:?}"),
-        }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn a_corrupt_item_row_fails_only_its_own_op_in_a_batch() {
-        let (store, dir) = temp_store("corrupt-item");
-        {
-            let txn = store.begin().expect("txn");
-            txn.open_table(ITEMS)
-                .expect("items")
-                .insert(7u128, &[9u8, 9, 9][..])
-                .expect("insert");
-            txn.commit().expect("commit");
-        }
-        let ops = [
-            ItemOp {
-                op_id: 1,
-                item_id: 7,
-                kind: ItemOpKind::Destroy {
-                    from: Owner::Player(1),
-                },
-            },
-            ItemOp {
-                op_id: 2,
-                item_id: 8,
-                kind: ItemOpKind::Create {
-                    owner: Owner::Player(1),
-                    data: vec![],
-                },
-            },
-        ];
-        let results = store.apply_item_ops(&ops).expect("batch");
-        assert!(matches!(
-            results[0],
-            Err(StoreError::CorruptItem { item_id: 7, .. })
-        ));
-        assert!(matches!(results[1], Ok(ItemOutcome::Created { .. })));
-        let report = store.check().expect("check");
-        assert!(report
-            .anomalies
-            .iter()
-            .any(|a| matches!(a, Anomaly::CorruptItem { item_id: 7, .. })));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn dead_grounds_are_those_of_earlier_epochs() {
-        let (store, dir) = temp_store("dead-grounds");
-        let old_ground = Owner::Ground {
-            instance: (2 << 32) | 5,
+    fn check(&self) -> Result<IntegrityReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut report = IntegrityReport {
+            backend: self.backend().into(),
+            ..Default::default()
         };
-        let live_ground = Owner::Ground {
-            instance: (3 << 32) | 1,
-        };
-        for (id, owner) in [
-            (1u128, old_ground),
-            (2, live_ground),
-            (3, Owner::Player(2 << 32)),
-            (4, old_ground),
-        ] {
-            let op = ItemOp {
-                op_id: id | (1 << 100),
-                item_id: id,
-                kind: ItemOpKind::Create {
-                    owner,
-                    data: vec![],
+        let players = txn.open_table(PLAYERS)?;
+        for entry in players.iter()? {
+            let (k, v) = entry?;
+            report.players += 1;
+            let player_id = k.value();
+            if let Err(StoreError::Corrupt { reason, .. }) = record::decode(player_id, v.value()) {
+                report
+                    .anomalies
+                    .push(Anomaly::CorruptPlayer { player_id, reason });
+            }
+        }
+        let items = txn.open_table(ITEMS)?;
+        let mut owner_of: HashMap<u128, Owner> = HashMap::new();
+        for entry in items.iter()? {
+            let (k, v) = entry?;
+            let item_id = k.value();
+            match decode_row::<ItemRow>(v.value()) {
+                Err(reason) => report
+                    .anomalies
+                    .push(Anomaly::CorruptItem { item_id, reason }),
+                Ok(row) => match row.owner {
+                    None => report.destroyed_items += 1,
+                    Some(owner) => {
+                        report.items += 1;
+                        match owner {
+                            Owner::Player(_) => report.items_on_players += 1,
+                            Owner::Ground { .. } => report.items_on_ground += 1,
+                            Owner::Trade { .. } => report.items_in_escrow += 1,
+                        }
+                        owner_of.insert(item_id, owner);
+                    }
                 },
+            }
+        }
+        let index = txn.open_table(OWNER_INDEX)?;
+        let mut listed: BTreeMap<u128, Vec<Owner>> = BTreeMap::new();
+        let mut owners = std::collections::HashSet::new();
+        for entry in index.iter()? {
+            let (k, _) = entry?;
+            let (kind, id, item_id) = k.value();
+            report.index_entries += 1;
+            let Some(owner) = owner_from_key(kind, id) else {
+                report.anomalies.push(Anomaly::CorruptItem {
+                    item_id,
+                    reason: format!("index entry with unknown owner kind {kind}"),
+                });
+                continue;
             };
-            store.apply_item_op(&op).expect("create");
+            listed.entry(item_id).or_default().push(owner);
         }
-        // Item 4 was picked up since: its old index entry is gone with the transfer.
-        store
-            .apply_item_op(&ItemOp {
-                op_id: 99,
-                item_id: 4,
-                kind: ItemOpKind::Transfer {
-                    from: old_ground,
-                    to: Owner::Player(7),
-                },
-            })
-            .expect("transfer");
-        let dead: Vec<u128> = store
-            .dead_ground_items(3)
-            .expect("dead grounds")
-            .iter()
-            .map(|r| r.item_id)
-            .collect();
-        assert_eq!(dead, vec![1]);
-        assert!(store.dead_ground_items(2).expect("none").is_empty());
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn owner_keys_round_trip() {
-        for o in [Owner::Player(5), Owner::Ground { instance: 9 }] {
-            let (k, id) = owner_key(o);
-            assert_eq!(owner_from_key(k, id), Some(o));
+        for (&item_id, &owner) in &owner_of {
+            owners.insert(owner);
+            let others: Vec<Owner> = listed
+                .get(&item_id)
+                .map(|l| l.iter().copied().filter(|o| *o != owner).collect())
+                .unwrap_or_default();
+            let present = listed.get(&item_id).is_some_and(|l| l.contains(&owner));
+            if !present {
+                report
+                    .anomalies
+                    .push(Anomaly::MissingIndexEntry { item_id, owner });
+            }
+            if !others.is_empty() {
+                report.anomalies.push(Anomaly::DuplicateOwner {
+                    item_id,
+                    owner,
+                    also: others,
+                });
+            }
         }
-        assert_eq!(owner_from_key(0, 1), None);
+        for (item_id, owners_listed) in &listed {
+            if !owner_of.contains_key(item_id) {
+                for &owner in owners_listed {
+                    report.anomalies.push(Anomaly::DanglingIndexEntry {
+                        item_id: *item_id,
+                        owner,
+                    });
+                }
+            }
+        }
+        // Escrow: an item held by a trade must belong to an unsettled trade.
+        let mut unsettled = std::collections::HashSet::new();
+        let mut corrupt = std::collections::HashSet::new();
+        for entry in txn.open_table(TRADES)?.iter()? {
+            let (k, v) = entry?;
+            let trade_id = k.value();
+            report.trades += 1;
+            match decode_row::<TradeRecord>(v.value()) {
+                Ok(row) if !row.settled => {
+                    report.trades_unsettled += 1;
+                    unsettled.insert(trade_id);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    corrupt.insert(trade_id);
+                    report
+                        .anomalies
+                        .push(Anomaly::CorruptTrade { trade_id, reason });
+                }
+            }
+        }
+        for (&item_id, &owner) in &owner_of {
+            if let Owner::Trade { trade } = owner {
+                // A corrupt row is reported as such, not as stranded escrow too.
+                if !unsettled.contains(&trade) && !corrupt.contains(&trade) {
+                    report
+                        .anomalies
+                        .push(Anomaly::StrandedEscrow { item_id, trade });
+                }
+            }
+        }
+        report.owners = owners.len() as u64;
+        report.ops = txn.open_table(ITEM_OPS)?.len()?;
+        report.leases = txn.open_table(LEASES)?.len()?;
+        report.anomalies.sort_by_key(|a| format!("{a}"));
+        Ok(report)
     }
 }
