@@ -43,17 +43,33 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 impl Player {
     fn send_input(&mut self, cmd: InputCmd) {
         let d = self.session.send_input(cmd, Instant::now()).expect("input");
+        self.last_input = Some(d.clone());
         self.raw.send_datagram(d);
     }
 
-    /// Reads snapshots until one satisfies `f`; returns its own-entity x.
+    /// Reads snapshots until one satisfies `f` (at most [`WAIT`]); returns its own-entity
+    /// x. The last input datagram is sent again every 250 ms meanwhile, as a real client
+    /// keeps sending: one lost datagram must not stall the test.
     async fn snapshot_until(&mut self, mut f: impl FnMut(&ClientSession, i32) -> bool) -> i32 {
         let entity = self
             .session
             .welcome()
             .map(|w| w.entity_id)
             .expect("welcomed");
+        let deadline = Instant::now() + WAIT;
+        let mut resend_at = Instant::now() + Duration::from_millis(250);
         loop {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no snapshot met the condition within {WAIT:?}"
+            );
+            if now >= resend_at {
+                if let Some(d) = self.last_input.clone() {
+                    self.raw.send_datagram(d);
+                }
+                resend_at = now + Duration::from_millis(250);
+            }
             let d = self.raw.read_datagram().await;
             self.session
                 .handle_datagram(&d, Instant::now())
@@ -742,7 +758,11 @@ async fn inputs_sent_before_welcome_are_dropped_and_counted() {
         stats.dropped_count(DropCause::NotWelcomed) == 6
     })
     .await;
-    let mut p = Player { raw, session };
+    let mut p = Player {
+        raw,
+        session,
+        last_input: None,
+    };
     // A few snapshots later nothing was applied: the ack is 0 and the player stands still.
     let start_x = p.snapshot_until(|_, _| true).await;
     let mut seen = 0;

@@ -326,6 +326,9 @@ impl Drop for Relay {
 pub struct Player {
     pub raw: Raw,
     pub session: zonehost_protocol::ClientSession,
+    /// The last input datagram sent (sent again while a test waits for its effect: a
+    /// datagram may be lost, and the server ignores a sequence number it has seen).
+    pub last_input: Option<Bytes>,
 }
 
 impl Player {
@@ -358,6 +361,10 @@ impl Player {
             session.poll_event(),
             Some(ClientEvent::Welcome(_))
         ));
-        Self { raw, session }
+        Self {
+            raw,
+            session,
+            last_input: None,
+        }
     }
 }
