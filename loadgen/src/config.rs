@@ -52,6 +52,9 @@ pub struct Config {
     /// Write what the server confirmed about every item a bot touched to this file (JSON
     /// lines), for `zonehost store verify-ops` after the run; `None`: no log.
     pub ops_log: Option<std::path::PathBuf>,
+    /// The server's metrics address (`metrics_listen`): its CPU and memory over the window
+    /// from the end of the ramp-up to the end of the run go into the report.
+    pub server_metrics: Option<SocketAddr>,
     /// Fail the run when the action-latency p99 exceeds this.
     pub max_p99: Option<Duration>,
     /// Fail the run when snapshots received / expected falls below this ratio (0..=1).
@@ -116,6 +119,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             recover_deadline: Some(Duration::from_secs(30)),
             ops_log: None,
+            server_metrics: None,
             max_p99: None,
             min_snapshot_ratio: None,
             progress: false,

@@ -341,6 +341,20 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
             r.snapshots.late
         ),
     );
+    if let Some(c) = &r.server_cost {
+        kv(
+            "server cost",
+            format!(
+                "{:.1} % of a core, {:.1} MiB with {} players over {:.0} s: {:.3} % of a core and {:.1} KiB per player",
+                c.cpu_percent,
+                c.rss_bytes as f64 / (1024.0 * 1024.0),
+                c.players,
+                c.window_s,
+                c.cpu_percent_per_player,
+                c.rss_kib_per_player
+            ),
+        );
+    }
     kv(
         "bandwidth per bot",
         format!(

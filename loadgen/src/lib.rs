@@ -39,6 +39,7 @@ mod nav;
 mod opslog;
 mod report;
 pub mod scenario;
+pub mod server_metrics;
 pub mod slo;
 mod stats;
 mod tokens;
@@ -160,6 +161,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         tokens: config.tokens.clone(),
         servers: servers.clone(),
     });
+    let server_cost = config.server_metrics.map(|addr| {
+        tokio::spawn(server_metrics::measure(
+            addr,
+            start + config.ramp_up.min(config.duration / 2),
+            settings.end_at,
+        ))
+    });
     let mut bots = JoinSet::new();
     let n = config.players as u32;
     for (index, token) in tokens.into_iter().enumerate() {
@@ -258,6 +266,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
     for b in &behaviours {
         *counts.entry(b.name().to_string()).or_insert(0) += 1;
     }
+    let server_cost = match server_cost {
+        Some(task) => Some(match task.await {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }),
+        None => None,
+    };
     let ops_log = settings.ops_log.as_deref();
     if let Some(log) = ops_log {
         log.flush().map_err(|source| Error::File {
@@ -265,9 +280,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
             source,
         })?;
     }
-    Ok(build_report(
-        &config, &live, &summaries, elapsed, series, counts, ops_log,
-    ))
+    let mut report = build_report(&config, &live, &summaries, elapsed, series, counts, ops_log);
+    match server_cost {
+        Some(Ok(c)) => report.server_cost = Some(c),
+        Some(Err(e)) => report.server_cost_error = Some(e),
+        None => {}
+    }
+    Ok(report)
 }
 
 fn build_report(
@@ -382,6 +401,8 @@ fn build_report(
             resumed: Live::get(&live.resumed),
             rejoined: Live::get(&live.rejoined),
         },
+        server_cost: None,
+        server_cost_error: None,
         ops_log: ops_log.map_or_else(OpsLogCounts::default, |l| OpsLogCounts {
             records: l.records(),
             write_errors: l.write_errors(),

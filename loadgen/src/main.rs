@@ -178,6 +178,10 @@ struct RunArgs {
     /// it against the store with `zonehost store verify-ops --ops-log FILE`).
     #[arg(long)]
     ops_log: Option<PathBuf>,
+    /// The server's metrics address (e.g. 127.0.0.1:9100): the report gets its CPU and
+    /// resident memory per player over the window after the ramp-up.
+    #[arg(long)]
+    server_metrics: Option<SocketAddr>,
     /// Print a progress line every second even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
@@ -305,6 +309,7 @@ impl RunArgs {
         c.connect_timeout = self.connect_timeout;
         c.recover_deadline = (!self.recover_deadline.is_zero()).then_some(self.recover_deadline);
         c.ops_log = self.ops_log.clone();
+        c.server_metrics = self.server_metrics;
         c.max_p99 = match self.max_p99_ms {
             Some(ms) => Some(
                 Duration::try_from_secs_f64(ms / 1000.0).context("--max-p99-ms must be >= 0")?,

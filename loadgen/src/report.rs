@@ -310,6 +310,12 @@ pub struct Report {
     /// The confirmed-operations log.
     #[serde(default)]
     pub ops_log: OpsLogCounts,
+    /// The server's CPU and memory over the window (`--server-metrics`).
+    #[serde(default)]
+    pub server_cost: Option<crate::server_metrics::ServerCost>,
+    /// Why the server's cost could not be read, when asked for.
+    #[serde(default)]
+    pub server_cost_error: Option<String>,
     /// Actions completed (moves acknowledged, requests answered successfully).
     #[serde(default)]
     pub actions: u64,
@@ -491,6 +497,22 @@ impl fmt::Display for Report {
                 rc.rejoined,
                 rc.attempts
             );
+        }
+        if let Some(c) = &self.server_cost {
+            let _ = writeln!(
+                s,
+                "server (http://{}/metrics, over {:.0} s): CPU {:.1} % of a core, RSS {:.1} MiB with {} players: {:.3} % of a core and {:.1} KiB per player",
+                c.metrics,
+                c.window_s,
+                c.cpu_percent,
+                c.rss_bytes as f64 / (1024.0 * 1024.0),
+                c.players,
+                c.cpu_percent_per_player,
+                c.rss_kib_per_player
+            );
+        }
+        if let Some(e) = &self.server_cost_error {
+            let _ = writeln!(s, "server cost: not measured ({e})");
         }
         if self.ops_log.records + self.ops_log.write_errors > 0 {
             let _ = writeln!(
@@ -973,6 +995,8 @@ pub(crate) mod tests {
             game: GameCounts::default(),
             recovery: RecoveryCounts::default(),
             ops_log: OpsLogCounts::default(),
+            server_cost: None,
+            server_cost_error: None,
             actions: samples.len() as u64,
             events: 0,
             responses: 0,
