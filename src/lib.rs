@@ -13,6 +13,7 @@ pub mod net;
 pub mod ops;
 pub mod parties;
 pub mod placement;
+pub mod process_stats;
 pub mod session;
 pub mod sim;
 pub mod store;
