@@ -356,7 +356,7 @@ def server_view(base, since, what):
         r = prom.query(f'histogram_quantile(0.99, sum by (le) (increase({name}_bucket{{job="zonehost"}}[{span}s])))')
         out[name] = float(r[0]["value"][1]) * 1000 if r else float("nan")
     info(f"{what}: server p99 snapshot round trip {out['zonehost_snapshot_round_trip_seconds']:.0f} ms, "
-         f"p99 input age {out['zonehost_input_age_seconds']:.1f} ms (last {span} s; 1000 ms is the top bucket)")
+         f"p99 input age {out['zonehost_input_age_seconds']:.1f} ms (last {span} s; 5000 ms is the top bucket)")
 
 def table(work, out):
     rows = load_results(work)

@@ -706,6 +706,7 @@ pub const BYTES_BUCKETS: &[f64] = &[64.0, 128.0, 256.0, 512.0, 768.0, 1024.0, 11
 /// Bucket bounds of every `_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 impl Stats {
