@@ -38,6 +38,10 @@ SCALE="${DRILL_SCALE:-10}"
 SLACK="${DRILL_SLACK:-20}"
 OVERLOAD_PLAYERS="${DRILL_OVERLOAD_PLAYERS:-800}"
 BUILD_TIMEOUT="${DRILL_BUILD_TIMEOUT:-2400}"
+# On a build machine shared with others' compilers, DRILL_NICE=-10 (root) runs the server
+# ahead of them, so that the drill measures the alerts, not the neighbours (a starved sim
+# thread really does run late and skip ticks, and the tick alerts then rightly fire).
+NICE="${DRILL_NICE:-0}"
 
 log() { printf '[alert-drill] %s\n' "$*" >&2; }
 fail() {
@@ -50,6 +54,7 @@ SERVER_PID=""
 PROM_PID=""
 LOADGEN_PID=""
 JUNK_PID=""
+WATCH=""
 
 stop_pid() { # stop_pid PID NAME: SIGCONT (it may be stopped), SIGTERM, wait up to 20 s, SIGKILL
   local pid="$1" name="$2" i
@@ -71,6 +76,7 @@ stop_pid() { # stop_pid PID NAME: SIGCONT (it may be stopped), SIGTERM, wait up 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_pid "$WATCH" watcher
   stop_pid "$JUNK_PID" junk-sender
   stop_pid "$LOADGEN_PID" loadgen
   stop_pid "$SERVER_PID" zonehost
@@ -427,7 +433,7 @@ promtool check rules "$WORK/prom-config/alerts.yml" >"$WORK/promtool.log" 2>&1 |
 
 start_server() {
   # The drill's scrape interval is 1 s: a 3 s linger shows the drain to Prometheus.
-  RUST_LOG="${RUST_LOG:-info}" "$SERVER_BIN" serve --listen "127.0.0.1:$QUIC_PORT" --data-dir "$DATA" \
+  RUST_LOG="${RUST_LOG:-info}" nice -n "$NICE" "$SERVER_BIN" serve --listen "127.0.0.1:$QUIC_PORT" --data-dir "$DATA" \
     --metrics-listen "127.0.0.1:$METRICS_PORT" --drain-linger-ms 3000 --log-format human \
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
@@ -492,6 +498,7 @@ wait "$LOADGEN_PID" || true
 LOADGEN_PID=""
 ended
 wait "$WATCH" || fail "normal load"
+WATCH=""
 drill felt "$WORK/normal.json" 0
 drill server-view "$PROM" "$T0" normal
 
@@ -507,6 +514,7 @@ wait "$LOADGEN_PID" || true
 LOADGEN_PID=""
 ended
 wait "$WATCH" || fail "bad-token burst"
+WATCH=""
 
 # ------------------------------------------------------------------ 3. junk UDP
 log "fault junk_udp: 2000 random datagrams a second for ${JUNK_S}s -> ZonehostJunkDatagrams"
@@ -519,6 +527,7 @@ wait "$JUNK_PID" || true
 JUNK_PID=""
 ended
 wait "$WATCH" || fail "junk UDP"
+WATCH=""
 
 # ------------------------------------------------------------------ 4. overload
 log "fault overload: $OVERLOAD_PLAYERS bots at 60 Hz for ${OVERLOAD_S}s -> ZonehostPlayerLatencyHigh"
@@ -532,6 +541,7 @@ wait "$LOADGEN_PID" || true
 LOADGEN_PID=""
 ended
 wait "$WATCH" || fail "overload"
+WATCH=""
 drill felt "$WORK/overload.json" 100
 drill server-view "$PROM" "$T0" overload
 drill order "$PROM" "$T0" ZonehostTicksLate:ZonehostTicksSkipped ZonehostDatagramDrops:ZonehostInboxFull
@@ -548,6 +558,7 @@ drill wait-value "$PROM" 'count(ALERTS{alertname="ZonehostDown", alertstate="fir
 kill -CONT "$SERVER_PID"
 ended
 wait "$WATCH" || fail "freeze"
+WATCH=""
 
 # ------------------------------------------------------------------ 6. kill -9
 log "fault kill: kill -9 until ZonehostDown fires, then restart -> ZonehostDown fires and clears"
@@ -562,6 +573,7 @@ drill wait-value "$PROM" 'count(ALERTS{alertname="ZonehostDown", alertstate="fir
 start_server
 ended
 wait "$WATCH" || fail "kill -9"
+WATCH=""
 
 # ------------------------------------------------------------------ 7. SIGTERM drain
 DRAIN_QUIET=$(python3 -c "print(round(2 * 120 / $SCALE + 10))")

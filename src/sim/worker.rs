@@ -2962,6 +2962,21 @@ mod tests {
     use tokio::sync::mpsc;
     use zonehost_protocol::frame::FrameDecoder;
 
+    #[test]
+    fn snapshot_times_remember_the_last_ring_of_ticks() {
+        let mut times = SnapshotTimes::new();
+        let t0 = Instant::now();
+        assert_eq!(times.sent_at(5), None, "nothing sent yet");
+        times.sent(5, t0);
+        assert_eq!(times.sent_at(5), Some(t0));
+        // A tick one ring later takes the slot: the old tick is forgotten, not confused.
+        let later = t0 + Duration::from_secs(17);
+        times.sent(5 + SNAPSHOT_TIMES as u32, later);
+        assert_eq!(times.sent_at(5), None);
+        assert_eq!(times.sent_at(5 + SNAPSHOT_TIMES as u32), Some(later));
+        assert_eq!(times.sent_at(6), None);
+    }
+
     #[derive(Debug, Default)]
     struct NoLink;
 
