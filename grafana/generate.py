@@ -299,7 +299,22 @@ def _overview():
              f'{rate("zonehost_datagrams_dropped_total")} / {rate("zonehost_datagrams_received_total")}',
              ["zonehost_datagrams_dropped_total", "zonehost_datagrams_received_total"],
              unit="percentunit", thresholds=steps(("yellow", 0.001), ("red", 0.01))),
+        stat("p99 player round trip", quantile(0.99, "zonehost_snapshot_round_trip_seconds"),
+             ["zonehost_snapshot_round_trip_seconds"], unit="s",
+             desc="Snapshot sent to the input reporting it consumed by the tick: what players feel; alert at 150 ms.",
+             thresholds=steps(("yellow", 0.1), ("red", 0.15))),
 
+        ts("Player round trip (what players feel)", [
+            (quantile(0.5, "zonehost_snapshot_round_trip_seconds"), "p50 snapshot round trip"),
+            (quantile(0.99, "zonehost_snapshot_round_trip_seconds"), "p99 snapshot round trip"),
+            (quantile(0.99, "zonehost_input_age_seconds"), "p99 input age at the tick"),
+            (quantile(0.5, "zonehost_quic_rtt_seconds"), "p50 QUIC RTT"),
+        ], ["zonehost_snapshot_round_trip_seconds", "zonehost_input_age_seconds",
+            "zonehost_quic_rtt_seconds"], unit="s", budget=0.15,
+            desc="Snapshot handed to QUIC -> the tick consuming the first input whose ack_tick reports it, "
+                 "measured on the server (no client clock). Includes both directions' socket buffers and the "
+                 "network; QUIC RTT shows the network's share, input age the network thread and inbox wait. "
+                 "Alert ZonehostPlayerLatencyHigh at 150 ms p99."),
         ts("Players and connections", [
             (gauge("zonehost_sessions_active", ["instance"]), "players {{instance}}"),
             (gauge("zonehost_connections_open", ["instance"]), "connections {{instance}}"),
@@ -365,6 +380,14 @@ def network():
             (rate("zonehost_handshake_retries_total"), "stateless retries"),
         ], ["zonehost_connections_accepted_total", "zonehost_connections_refused_total",
             "zonehost_handshake_retries_total"], unit="ops"),
+        ts("Handshakes and junk UDP", [
+            (rate("zonehost_handshakes_failed_total", ["reason"]), "handshakes failed {{reason}}"),
+            (rate("zonehost_udp_junk_datagrams_total", ["reason"]), "junk datagrams {{reason}}"),
+            (rate("zonehost_udp_datagrams_received_total"), "all UDP datagrams"),
+        ], ["zonehost_handshakes_failed_total", "zonehost_udp_junk_datagrams_total",
+            "zonehost_udp_datagrams_received_total"], unit="ops",
+            desc="Handshakes accepted that never completed; UDP datagrams that were not QUIC for this "
+                 "server (alerts ZonehostHandshakeFlood, ZonehostJunkDatagrams)."),
         ts("Open connections and sessions", [
             (gauge("zonehost_connections_open", ["instance"]), "connections {{instance}}"),
             (gauge("zonehost_sessions_active", ["instance"]), "sessions {{instance}}"),

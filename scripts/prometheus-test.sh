@@ -621,6 +621,10 @@ SERVER_RC=0
 wait "$SERVER_PID" || SERVER_RC=$?
 SERVER_PID=""
 [ "$SERVER_RC" -eq 0 ] || fail "zonehost exited with $SERVER_RC after SIGTERM"
+# The drain linger (drain_linger_ms in the ConfigMap) kept /metrics up long enough for
+# Prometheus to record the planned stop, which keeps ZonehostDown quiet.
+check wait-value "$PROM" 'max(last_over_time(zonehost_draining{job="zonehost"}[2m]))' 1 5 \
+  "Prometheus scraped zonehost_draining 1 before the server exited"
 wait "$LOADGEN_PID" || true
 LOADGEN_PID=""
 python3 - "$WORK/drain.json" "$PLAYERS" <<'PY' || fail "bots did not all end with a Goaway (see drain.log)"

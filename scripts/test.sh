@@ -60,6 +60,14 @@ if [ -x scripts/prometheus-test.sh ] && [ "${SKIP_PROMETHEUS_TEST:-0}" != 1 ]; t
   scripts/prometheus-test.sh
 fi
 
+if [ -x scripts/alert-drill.sh ] && [ "${SKIP_ALERT_DRILL:-0}" != 1 ]; then
+  # Short form (rules at 1/10 time scale): kill -9, freeze, overload, bad tokens, junk UDP,
+  # SIGTERM drain and normal load against a release server; the Prometheus test above
+  # installed prometheus/promtool and built the release binaries it reuses.
+  echo "== alert drill, short form (every shipped alert rule at 1/10 time scale)"
+  scripts/alert-drill.sh
+fi
+
 if [ -x fuzz/run-smoke.sh ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzz smoke runs"
   FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run-smoke.sh

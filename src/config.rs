@@ -125,6 +125,13 @@ pub struct Config {
     pub second_login: SecondLogin,
     /// Time allowed for a graceful drain after SIGTERM/SIGINT, milliseconds. Default 10000.
     pub drain_timeout_ms: u64,
+    /// After a drain, how long the process keeps serving `/metrics` (with
+    /// `zonehost_draining 1`, `/readyz` 503) before it exits, milliseconds, so that
+    /// Prometheus scrapes the drain and the `ZonehostDown` alert can tell a planned stop from
+    /// a crash. Must exceed the scrape interval plus its timeout; 0 exits at once. Only
+    /// applies when `metrics_listen` is set. Default 10000 (two scrapes at the shipped 5 s;
+    /// drain plus linger stay under the 30 s stop timeouts in deploy/).
+    pub drain_linger_ms: u64,
     /// Delay clients are told to wait before reconnecting after a drain, milliseconds. Default 2000.
     pub reconnect_after_ms: u32,
     /// Log format. Default `human`.
@@ -192,6 +199,7 @@ impl Default for Config {
             resume_grace_ms: 30_000,
             second_login: SecondLogin::Refuse,
             drain_timeout_ms: 10_000,
+            drain_linger_ms: 10_000,
             reconnect_after_ms: 2_000,
             log_format: LogFormat::Human,
             reset_key_file: None,

@@ -375,7 +375,12 @@ pub async fn start_with(
         config.udp_send_buffer,
     )?;
     let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
-    let endpoint = quinn::Endpoint::new(
+    let bind_err = |source| NetError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let socket = net::counting_socket(socket, &reset_secret, stats.clone()).map_err(bind_err)?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         net::endpoint_config(
             &reset_secret,
             Duration::from_micros(config.reset_min_interval_us),
@@ -573,6 +578,11 @@ pub async fn start_with(
         "zonehost listening"
     );
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    // Without a metrics listener nobody can see the drain: no reason to linger.
+    let drain_linger = match ops_addr {
+        Some(_) => Duration::from_millis(config.drain_linger_ms),
+        None => Duration::ZERO,
+    };
     let stats_for_drain = stats.clone();
     let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
     let leases_for_drain = player_leases.clone();
@@ -660,6 +670,15 @@ pub async fn start_with(
             store_flushed = flushed,
             "drained"
         );
+        if !drain_linger.is_zero() {
+            // /metrics keeps answering `zonehost_draining 1` so that Prometheus records the
+            // planned stop before the target disappears (see ZonehostDown in deploy/alerts.yml).
+            tracing::info!(
+                ms = drain_linger.as_millis() as u64,
+                "drained; serving /metrics until the linger ends"
+            );
+            tokio::time::sleep(drain_linger).await;
+        }
     });
     Ok(Server {
         local_addr,

@@ -211,6 +211,9 @@ struct ServeArgs {
     /// What to do with a second login of a live player.
     #[arg(long, env = "ZONEHOST_SECOND_LOGIN", value_enum)]
     second_login: Option<SecondLogin>,
+    /// After a drain, keep serving /metrics (draining 1) this long before exiting, ms.
+    #[arg(long, env = "ZONEHOST_DRAIN_LINGER_MS")]
+    drain_linger_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "ZONEHOST_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -267,6 +270,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.sim_workers {
             c.sim_workers = v;
+        }
+        if let Some(v) = self.drain_linger_ms {
+            c.drain_linger_ms = v;
         }
         if let Some(v) = self.net_threads {
             c.net_threads = v;

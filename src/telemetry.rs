@@ -37,6 +37,30 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a UDP datagram was not QUIC for this endpoint (`reason` label of
+    /// `zonehost_udp_junk_datagrams_total`); see `net::junk`.
+    JunkReason {
+        /// Not a QUIC packet at all: too short, or a long header whose connection id
+        /// lengths are out of range.
+        NotQuic => "not_quic",
+        /// A long header with a QUIC version this endpoint does not speak.
+        UnsupportedVersion => "unsupported_version",
+        /// A short header whose connection id this endpoint never issued.
+        UnknownConnection => "unknown_connection",
+    }
+}
+
+label_enum! {
+    /// How a QUIC handshake failed (`reason` label of `zonehost_handshakes_failed_total`).
+    HandshakeFailure {
+        /// The peer stopped answering before the handshake completed (quinn's idle timeout).
+        Timeout => "timeout",
+        /// The handshake failed otherwise (TLS or ALPN refused, transport error, reset).
+        Error => "error",
+    }
+}
+
+label_enum! {
     /// Why a session or connection ended (`cause` label of `zonehost_disconnects_total`).
     DisconnectCause {
         /// The client said `Bye`.
@@ -137,6 +161,12 @@ pub struct Stats {
     pub handshakes_refused_rate: AtomicU64,
     /// Connections asked to complete a stateless retry (address validation) under load.
     pub handshake_retries: AtomicU64,
+    /// Accepted handshakes that never completed, by [`HandshakeFailure`].
+    pub handshakes_failed: [AtomicU64; 2],
+    /// UDP datagrams read from the endpoint's socket (QUIC or not).
+    pub udp_datagrams_in: AtomicU64,
+    /// UDP datagrams that were not QUIC for this endpoint, by [`JunkReason`].
+    pub udp_junk: [AtomicU64; 3],
     /// Simulation ticks run.
     pub ticks: AtomicU64,
     /// Ticks that started more than one tick period late.
@@ -218,6 +248,16 @@ impl Stats {
     /// Datagrams dropped for `cause` so far.
     pub fn dropped_count(&self, cause: DropCause) -> u64 {
         self.datagrams_dropped[cause as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a handshake that never completed.
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        Self::inc(&self.handshakes_failed[why as usize]);
+    }
+
+    /// Counts `n` UDP datagrams that were not QUIC for this endpoint.
+    pub fn junk(&self, reason: JunkReason, n: u64) {
+        self.udp_junk[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a refused session.
@@ -321,6 +361,24 @@ pub const METRICS: &[MetricDef] = &[
         Counter,
         &[],
         "Connections sent a QUIC stateless retry (address validation under handshake load).",
+    ),
+    m(
+        "zonehost_handshakes_failed_total",
+        Counter,
+        &["reason"],
+        "Accepted QUIC handshakes that never completed (reason=timeout|error).",
+    ),
+    m(
+        "zonehost_udp_datagrams_received_total",
+        Counter,
+        &[],
+        "UDP datagrams read from the QUIC socket, QUIC or not.",
+    ),
+    m(
+        "zonehost_udp_junk_datagrams_total",
+        Counter,
+        &["reason"],
+        "UDP datagrams that were not QUIC for this endpoint and were dropped (reason=not_quic|unsupported_version|unknown_connection).",
     ),
     m(
         "zonehost_requests_rate_limited_total",
@@ -563,6 +621,18 @@ pub const METRICS: &[MetricDef] = &[
         "Action latency stage 1: input datagram received to input applied in a tick.",
     ),
     m(
+        "zonehost_input_age_seconds",
+        Histogram,
+        &[],
+        "Age of an input datagram when the tick consumes it: read from the connection to taken from the sim inbox (network thread hand-off and inbox wait).",
+    ),
+    m(
+        "zonehost_snapshot_round_trip_seconds",
+        Histogram,
+        &[],
+        "Player-felt round trip: a snapshot handed to QUIC to the tick consuming the first input datagram that reports it (ack_tick); both directions' socket, network and queue waits included.",
+    ),
+    m(
         "zonehost_input_to_snapshot_seconds",
         Histogram,
         &[],
@@ -636,6 +706,7 @@ pub const BYTES_BUCKETS: &[f64] = &[64.0, 128.0, 256.0, 512.0, 768.0, 1024.0, 11
 /// Bucket bounds of every `_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 impl Stats {
@@ -664,6 +735,18 @@ impl Stats {
         counter!("zonehost_connections_refused_total", "reason" => "source_rate")
             .absolute(Self::get(&self.handshakes_refused_rate));
         c("zonehost_handshake_retries_total", &self.handshake_retries);
+        for why in HandshakeFailure::ALL {
+            counter!("zonehost_handshakes_failed_total", "reason" => why.as_str())
+                .absolute(Self::get(&self.handshakes_failed[*why as usize]));
+        }
+        c(
+            "zonehost_udp_datagrams_received_total",
+            &self.udp_datagrams_in,
+        );
+        for reason in JunkReason::ALL {
+            counter!("zonehost_udp_junk_datagrams_total", "reason" => reason.as_str())
+                .absolute(Self::get(&self.udp_junk[*reason as usize]));
+        }
         c(
             "zonehost_requests_rate_limited_total",
             &self.requests_rate_limited,
@@ -795,6 +878,8 @@ mod tests {
         let s = Stats::default();
         assert_eq!(s.datagrams_dropped.len(), DropCause::ALL.len());
         assert_eq!(s.disconnects.len(), DisconnectCause::ALL.len());
+        assert_eq!(s.handshakes_failed.len(), HandshakeFailure::ALL.len());
+        assert_eq!(s.udp_junk.len(), JunkReason::ALL.len());
         for (i, code) in ALL_REJECT_CODES.iter().enumerate() {
             assert_eq!(reject_index(*code), i);
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{client_endpoint, client_endpoint_alpn, Player, Raw, Relay, TestServer, WAIT};
 use zonehost::config::SecondLogin;
-use zonehost::telemetry::{DisconnectCause, DropCause, Stats};
+use zonehost::telemetry::{DisconnectCause, DropCause, HandshakeFailure, JunkReason, Stats};
 use zonehost_protocol::datagram::{encode_input, InputCmd};
 use zonehost_protocol::message::{
     close_code, ClientMsg, Hello, RejectCode, Request, Response, ServerMsg,
@@ -269,6 +269,79 @@ async fn wrong_alpn_fails_the_handshake() {
         result.is_err(),
         "a client without the zonehost ALPN must not connect"
     );
+    server.stop().await;
+}
+
+/// A client that cannot finish the handshake (wrong ALPN) is counted as a failed handshake.
+#[tokio::test]
+async fn failed_handshakes_are_counted() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint_alpn(&server, b"h3");
+    for _ in 0..2 {
+        let result = endpoint
+            .connect(server.addr(), "localhost")
+            .expect("connect")
+            .await;
+        assert!(result.is_err());
+    }
+    let stats = &server.server.stats;
+    eventually("two failed handshakes counted", || {
+        Stats::get(&stats.handshakes_failed[HandshakeFailure::Error as usize]) == 2
+    })
+    .await;
+    assert_eq!(
+        Stats::get(&stats.handshakes_failed[HandshakeFailure::Timeout as usize]),
+        0
+    );
+    server.stop().await;
+}
+
+/// UDP datagrams that are not QUIC for this server are counted by reason; a real session's
+/// datagrams (handshake, streams, inputs) are counted as received and never as junk.
+#[tokio::test]
+async fn junk_udp_is_counted_by_reason_and_quic_is_not() {
+    let server = TestServer::start(|_| {}).await;
+    let endpoint = client_endpoint(&server);
+    let mut p = Player::join(&endpoint, &server, "honest").await;
+    for _ in 0..5 {
+        p.send_input(InputCmd::new(0, 1000, 0));
+    }
+    p.snapshot_until(|s, _| s.highest_acked() >= 5).await;
+    let stats = &server.server.stats;
+    let junk = |r: JunkReason| Stats::get(&stats.udp_junk[r as usize]);
+    assert!(Stats::get(&stats.udp_datagrams_in) > 5);
+    for r in JunkReason::ALL {
+        assert_eq!(
+            junk(*r),
+            0,
+            "a real session's datagrams are not junk ({r:?})"
+        );
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    // Too short to be QUIC.
+    socket.send_to(&[0x40, 1, 2], server.addr()).expect("send");
+    // A long header with a version nobody speaks (1200 B, like an Initial).
+    let mut vn = vec![0xc0, 0x0a, 0x1a, 0x2a, 0x3a, 8];
+    vn.resize(1200, 7);
+    socket.send_to(&vn, server.addr()).expect("send");
+    // Short headers with connection ids this server never issued.
+    for i in 0..3u8 {
+        socket
+            .send_to(
+                &[0x41, i, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0],
+                server.addr(),
+            )
+            .expect("send");
+    }
+    eventually("junk counted by reason", || {
+        junk(JunkReason::NotQuic) == 1
+            && junk(JunkReason::UnsupportedVersion) == 1
+            && junk(JunkReason::UnknownConnection) == 3
+    })
+    .await;
+    // The session still plays.
+    p.send_input(InputCmd::new(0, 1000, 0));
+    p.snapshot_until(|s, _| s.highest_acked() >= 6).await;
     server.stop().await;
 }
 

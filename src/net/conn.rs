@@ -20,7 +20,7 @@ use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
 use crate::sim::{ConnShared, Control, Join, Link, Outgoing, Route, Sim, Work};
-use crate::telemetry::{DisconnectCause, DropCause, Stats};
+use crate::telemetry::{DisconnectCause, DropCause, HandshakeFailure, Stats};
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -153,6 +153,10 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "handshake failed");
+            ctx.stats.handshake_failed(match e {
+                quinn::ConnectionError::TimedOut => HandshakeFailure::Timeout,
+                _ => HandshakeFailure::Error,
+            });
             return;
         }
     };

@@ -2,6 +2,7 @@
 //! limits, and the accept loop with a connection cap.
 
 mod conn;
+mod junk;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
@@ -92,13 +93,8 @@ pub fn endpoint_config(
     secret: &[u8; crate::keys::RESET_KEY_LEN],
     min_reset_interval: Duration,
 ) -> quinn::EndpointConfig {
-    use ring::hmac;
-    let reset = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    // A separate key for connection ids, so the reset key is never used for two purposes.
-    let tag = hmac::sign(&reset, b"zonehost connection id key");
-    let mut cid_key = [0u8; 8];
-    cid_key.copy_from_slice(&tag.as_ref()[..8]);
-    let cid_key = u64::from_le_bytes(cid_key);
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let cid_key = cid_key(secret);
     let mut config = quinn::EndpointConfig::new(Arc::new(reset));
     config
         .cid_generator(move || {
@@ -106,6 +102,34 @@ pub fn endpoint_config(
         })
         .min_reset_interval(min_reset_interval);
     config
+}
+
+/// The key of the endpoint's connection id generator, derived from the stateless-reset
+/// secret (a separate key, so the reset key is never used for two purposes).
+fn cid_key(secret: &[u8; crate::keys::RESET_KEY_LEN]) -> u64 {
+    use ring::hmac;
+    let reset = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&reset, b"zonehost connection id key");
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(key)
+}
+
+/// The endpoint's UDP socket for quinn, wrapped so that every datagram is counted and
+/// datagrams that are not QUIC for this endpoint are counted by reason (see `junk.rs`).
+/// `secret` is the one given to [`endpoint_config`].
+pub fn counting_socket(
+    socket: UdpSocket,
+    secret: &[u8; crate::keys::RESET_KEY_LEN],
+    stats: Arc<Stats>,
+) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+    use quinn::Runtime;
+    let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+    Ok(Arc::new(junk::CountingSocket::new(
+        inner,
+        cid_key(secret),
+        stats,
+    )))
 }
 
 /// Builds the quinn server configuration.

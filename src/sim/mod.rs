@@ -209,6 +209,8 @@ pub enum Work {
         inputs: [PlayerInput; MAX_INPUTS_PER_DATAGRAM],
         /// When the connection task received the datagram.
         received_at: Instant,
+        /// Newest snapshot tick the client reported having (`InputHeader::ack_tick`).
+        ack_tick: u32,
     },
     /// A reliable request.
     Request {
@@ -241,6 +243,7 @@ impl Work {
             count: n as u8,
             inputs,
             received_at,
+            ack_tick: datagram.header.ack_tick.get(),
         }
     }
 }

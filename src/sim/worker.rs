@@ -142,6 +142,10 @@ struct Member {
     pending: VecDeque<(u32, Instant)>,
     /// Receive time of the oldest input applied since the last snapshot.
     applied_since_snapshot: Option<Instant>,
+    /// Newest snapshot tick (of this worker) whose round trip was recorded; snapshots of
+    /// ticks up to here are not measured again (set to the worker's tick on arrival, so
+    /// ticks of another worker are never looked up here).
+    acked_tick: u32,
     /// When the connection was lost; the member waits for a resume until the grace ends.
     detached_at: Option<Instant>,
     /// Game requests queued in the world: `(request id, kind, received at)`.
@@ -163,6 +167,7 @@ impl Member {
             join,
             pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
             applied_since_snapshot: None,
+            acked_tick: 0,
             detached_at: None,
             requests: VecDeque::with_capacity(PENDING_REQUESTS),
             saved_pos: (i32::MIN, i32::MIN),
@@ -180,6 +185,8 @@ struct Meters {
     input_apply: metrics::Histogram,
     input_to_snapshot: metrics::Histogram,
     snapshot_bytes: metrics::Histogram,
+    input_age: metrics::Histogram,
+    snapshot_round_trip: metrics::Histogram,
 }
 
 impl Meters {
@@ -190,6 +197,40 @@ impl Meters {
             input_apply: metrics::histogram!("zonehost_input_apply_seconds"),
             input_to_snapshot: metrics::histogram!("zonehost_input_to_snapshot_seconds"),
             snapshot_bytes: metrics::histogram!("zonehost_snapshot_bytes"),
+            input_age: metrics::histogram!("zonehost_input_age_seconds"),
+            snapshot_round_trip: metrics::histogram!("zonehost_snapshot_round_trip_seconds"),
+        }
+    }
+}
+
+/// How many snapshot ticks [`SnapshotTimes`] remembers: 1024 ticks are 17 s at 60 Hz, far
+/// beyond any round trip a player would sit through.
+const SNAPSHOT_TIMES: usize = 1024;
+
+/// When this worker sent the snapshots of its recent ticks: a fixed ring indexed by tick,
+/// so the round trip of an acknowledged snapshot is a lookup, not an allocation.
+#[derive(Debug)]
+struct SnapshotTimes {
+    ring: Box<[(u32, Option<Instant>)]>,
+}
+
+impl SnapshotTimes {
+    fn new() -> Self {
+        Self {
+            ring: vec![(0, None); SNAPSHOT_TIMES].into_boxed_slice(),
+        }
+    }
+
+    /// Remembers that the snapshots of `tick` were sent at `at`.
+    fn sent(&mut self, tick: u32, at: Instant) {
+        self.ring[tick as usize % SNAPSHOT_TIMES] = (tick, Some(at));
+    }
+
+    /// When the snapshots of `tick` were sent, if still remembered.
+    fn sent_at(&self, tick: u32) -> Option<Instant> {
+        match self.ring[tick as usize % SNAPSHOT_TIMES] {
+            (t, Some(at)) if t == tick => Some(at),
+            _ => None,
         }
     }
 }
@@ -286,6 +327,8 @@ pub struct Worker {
     draining: bool,
     ticks: u64,
     meters: Meters,
+    /// When the snapshots of recent ticks were sent, by tick (see [`SnapshotTimes`]).
+    snapshot_times: SnapshotTimes,
     transfers: Vec<Transfer>,
     /// Persistence; `None` runs without a store (tests that step a worker).
     persist: Option<Persist>,
@@ -370,6 +413,7 @@ impl Worker {
             draining: false,
             ticks: 0,
             meters: Meters::new(),
+            snapshot_times: SnapshotTimes::new(),
             transfers: Vec::new(),
             persist: None,
             handoffs: None,
@@ -1284,6 +1328,7 @@ impl Worker {
         }
         tracing::debug!(session, player = %join.player_name, instance = id, "joined");
         let mut member = Member::new(session, entity, join);
+        member.acked_tick = self.ticks as u32;
         member.saved_pos = inst.world.player_pos(entity).unwrap_or_default();
         inst.members.push(member);
         self.sessions.insert(session, id);
@@ -2406,6 +2451,7 @@ impl Worker {
             ..
         } = *m;
         let session = member.session;
+        member.acked_tick = self.ticks as u32;
         let player = member.join.player_id;
         let owner = self.owner_of(player);
         let town = self.settings.content.town().map(|t| t.id);
@@ -2500,6 +2546,7 @@ impl Worker {
                 count,
                 inputs,
                 received_at,
+                ack_tick,
             } => {
                 let Some(instance_id) = self.sessions.get(&session) else {
                     return;
@@ -2510,6 +2557,21 @@ impl Worker {
                 let Some(m) = inst.members.iter_mut().find(|m| m.session == session) else {
                     return;
                 };
+                let now = Instant::now();
+                self.meters
+                    .input_age
+                    .record(now.saturating_duration_since(received_at).as_secs_f64());
+                // The first input reporting a newer snapshot of this worker closes that
+                // snapshot's round trip. A tick the worker has not reached is a client's
+                // lie or another worker's tick: not measured.
+                if ack_tick > m.acked_tick && u64::from(ack_tick) <= self.ticks {
+                    m.acked_tick = ack_tick;
+                    if let Some(sent) = self.snapshot_times.sent_at(ack_tick) {
+                        self.meters
+                            .snapshot_round_trip
+                            .record(now.saturating_duration_since(sent).as_secs_f64());
+                    }
+                }
                 let mut newest = None;
                 for input in &inputs[..usize::from(count)] {
                     if inst.world.queue_input(m.entity, *input) {
@@ -2824,6 +2886,7 @@ impl Worker {
     /// ticks keep increasing across zone changes (clients order snapshots by tick).
     fn send_snapshots(&mut self) {
         let tick = self.ticks as u32;
+        self.snapshot_times.sent(tick, Instant::now());
         for inst in self.instances.values_mut() {
             if inst.members.iter().all(|m| m.detached_at.is_some()) {
                 continue;
@@ -2898,6 +2961,21 @@ mod tests {
     use crate::sim::{ConnShared, Link, LinkError, Route};
     use tokio::sync::mpsc;
     use zonehost_protocol::frame::FrameDecoder;
+
+    #[test]
+    fn snapshot_times_remember_the_last_ring_of_ticks() {
+        let mut times = SnapshotTimes::new();
+        let t0 = Instant::now();
+        assert_eq!(times.sent_at(5), None, "nothing sent yet");
+        times.sent(5, t0);
+        assert_eq!(times.sent_at(5), Some(t0));
+        // A tick one ring later takes the slot: the old tick is forgotten, not confused.
+        let later = t0 + Duration::from_secs(17);
+        times.sent(5 + SNAPSHOT_TIMES as u32, later);
+        assert_eq!(times.sent_at(5), None);
+        assert_eq!(times.sent_at(5 + SNAPSHOT_TIMES as u32), Some(later));
+        assert_eq!(times.sent_at(6), None);
+    }
 
     #[derive(Debug, Default)]
     struct NoLink;
