@@ -583,7 +583,9 @@ check wait-value "$PROM" 'sum(up{job="zonehost"})' 1 30 "Prometheus scrapes the 
 
 # ------------------------------------------------------------------ 4. load, then queries
 log "loadgen: $PLAYERS players of every behaviour (scenario smoke) for ${SECONDS_RUN}s"
-timeout "$((SECONDS_RUN + 90))" "$LOADGEN_BIN" --scenario smoke --players "$PLAYERS" --duration "${SECONDS_RUN}s" \
+# The smoke scenario's latency objectives are not what this test checks (the observability
+# pipeline is): only "no bot failed" decides.
+timeout "$((SECONDS_RUN + 90))" "$LOADGEN_BIN" --scenario smoke --players "$PLAYERS" --duration "${SECONDS_RUN}s" --slo "failures=0" \
   --server "127.0.0.1:$QUIC_PORT" --cert "$DATA/cert.der" --token-key "$DATA/dev-signing.key" \
   --report "$WORK/loadgen.json" >"$WORK/loadgen.log" 2>&1 &
 LOADGEN_PID=$!

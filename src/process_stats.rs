@@ -1,7 +1,7 @@
 //! The server process's own CPU time and resident memory, published at every scrape as
-//! `process_cpu_seconds_total` and `process_resident_memory_bytes` (the names Prometheus'
-//! client libraries use), so that a dashboard or a load generator (`loadgen
-//! --server-metrics`) can divide them by the players online.
+//! `zonehost_process_cpu_seconds` and `zonehost_process_resident_memory_bytes`, so that a
+//! dashboard or a load generator (`loadgen --server-metrics`) can divide them by the
+//! players online.
 //!
 //! Read from procfs (Linux): `/proc/self/stat` fields 14 and 15 (user and system time of
 //! every thread, in clock ticks of 1/100 s: `USER_HZ` is 100 in the kernel's user ABI) and
@@ -51,8 +51,8 @@ pub fn sample() -> Option<ProcessSample> {
 /// Publishes a fresh reading to the installed `metrics` recorder (called at scrape time).
 pub fn publish() {
     if let Some(s) = sample() {
-        metrics::gauge!("process_cpu_seconds_total").set(s.cpu_seconds);
-        metrics::gauge!("process_resident_memory_bytes").set(s.rss_bytes as f64);
+        metrics::gauge!("zonehost_process_cpu_seconds").set(s.cpu_seconds);
+        metrics::gauge!("zonehost_process_resident_memory_bytes").set(s.rss_bytes as f64);
     }
 }
 

@@ -519,6 +519,18 @@ pub const METRICS: &[MetricDef] = &[
         "1 while the server drains, else 0.",
     ),
     m(
+        "zonehost_process_cpu_seconds",
+        Gauge,
+        &[],
+        "User and system CPU time of the server process, seconds (procfs; a gauge set at scrape).",
+    ),
+    m(
+        "zonehost_process_resident_memory_bytes",
+        Gauge,
+        &[],
+        "Resident memory of the server process, bytes (procfs).",
+    ),
+    m(
         "zonehost_sessions_by_state",
         Gauge,
         &["state"],
@@ -828,6 +840,7 @@ impl Stats {
                 .absolute(w.busy_us.load(Ordering::Relaxed));
         }
         gauge!("zonehost_draining").set(if draining { 1.0 } else { 0.0 });
+        crate::process_stats::publish();
         for extra in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             (extra.0)();
         }

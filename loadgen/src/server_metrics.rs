@@ -20,9 +20,9 @@ const MAX_BODY: usize = 4 << 20;
 /// The values read from one scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Scrape {
-    /// `process_cpu_seconds_total`.
+    /// `zonehost_process_cpu_seconds`.
     pub(crate) cpu_seconds: f64,
-    /// `process_resident_memory_bytes`.
+    /// `zonehost_process_resident_memory_bytes`.
     pub(crate) rss_bytes: f64,
     /// `zonehost_sessions_active`, summed over its series.
     pub(crate) players: f64,
@@ -66,8 +66,8 @@ pub(crate) fn parse(text: &str) -> Option<Scrape> {
             continue;
         };
         match name {
-            "process_cpu_seconds_total" => (s.cpu_seconds, cpu) = (v, true),
-            "process_resident_memory_bytes" => (s.rss_bytes, rss) = (v, true),
+            "zonehost_process_cpu_seconds" => (s.cpu_seconds, cpu) = (v, true),
+            "zonehost_process_resident_memory_bytes" => (s.rss_bytes, rss) = (v, true),
             "zonehost_sessions_active" => s.players += v,
             _ => {}
         }
@@ -137,10 +137,10 @@ pub(crate) async fn measure(
 mod tests {
     use super::*;
 
-    const TEXT: &str = "# HELP process_cpu_seconds_total CPU\n\
-        # TYPE process_cpu_seconds_total counter\n\
-        process_cpu_seconds_total 12.5\n\
-        process_resident_memory_bytes 104857600\n\
+    const TEXT: &str = "# HELP zonehost_process_cpu_seconds CPU\n\
+        # TYPE zonehost_process_cpu_seconds gauge\n\
+        zonehost_process_cpu_seconds 12.5\n\
+        zonehost_process_resident_memory_bytes 104857600\n\
         zonehost_sessions_active{worker=\"0\"} 300\n\
         zonehost_sessions_active{worker=\"1\"} 200 1700000000\n\
         zonehost_sessions_active_total 7\n";
