@@ -162,10 +162,13 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         servers: servers.clone(),
     });
     let server_cost = config.server_metrics.map(|addr| {
+        // The window closes a second before the end, while every bot still plays (at
+        // the end they all say `Bye`).
+        let close = settings.end_at - Duration::from_secs(1).min(config.duration / 10);
         tokio::spawn(server_metrics::measure(
             addr,
             start + config.ramp_up.min(config.duration / 2),
-            settings.end_at,
+            close,
         ))
     });
     let mut bots = JoinSet::new();
