@@ -355,6 +355,16 @@ def _overview():
             (rate("zonehost_tick_busy_microseconds_total") + " / 1e6", "busy cores"),
         ], ["zonehost_tick_busy_microseconds_total"], unit="none", decimals=2,
             desc="Seconds of tick work per second across all sim workers."),
+        ts("Server process CPU (cores)", [
+            (rate("zonehost_process_cpu_seconds"), "cores"),
+        ], ["zonehost_process_cpu_seconds"], unit="none", decimals=2,
+            desc="User and system CPU of the whole server process, in cores (procfs)."),
+        ts("Resident memory per player", [
+            ('sum(zonehost_process_resident_memory_bytes{job="zonehost", instance=~"$instance"})'
+             ' / clamp_min(sum(zonehost_sessions_active{job="zonehost", instance=~"$instance"}), 1)',
+             "bytes per player"),
+        ], ["zonehost_process_resident_memory_bytes", "zonehost_sessions_active"], unit="bytes",
+            desc="Resident memory of the server processes divided by the players online."),
     ]
 
 
