@@ -698,7 +698,7 @@ impl PlayerLeases {
             let registry = registry.clone();
             let result = tokio::task::spawn_blocking(move || {
                 if renew {
-                    this.round(&registry, crate::sim::persist::unix_millis());
+                    this.round(&registry, crate::clock::unix_millis());
                 } else {
                     this.release_ended();
                 }
@@ -936,7 +936,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "zonehost-cluster-unit-{}-{}",
             std::process::id(),
-            crate::sim::persist::unix_millis()
+            crate::clock::unix_millis()
         ));
         let s = RedbStore::open(&dir.join("s.redb")).expect("open");
         (Arc::new(s), dir)
@@ -1060,7 +1060,7 @@ mod tests {
         let a = PlayerLeases::new(s.clone(), "a".into(), ttl, 7);
         let b = PlayerLeases::new(s.clone(), "b".into(), ttl, 9);
         let registry = Registry::new(SecondLogin::Refuse);
-        let t0 = crate::sim::persist::unix_millis();
+        let t0 = crate::clock::unix_millis();
         let ea = a.acquire(42, 1, t0).expect("a takes it");
         assert_eq!(a.fence_epoch(42, 1), Some(ea));
         assert_eq!(a.fence_epoch(42, 2), None, "another session of a");

@@ -5,6 +5,7 @@
 //! simulation workers and returns a [`Server`] handle; [`run`] is the same but waits for
 //! the end. Shutdown is a future passed in: when it completes the server drains.
 
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod keys;

@@ -44,9 +44,9 @@ use zonehost_protocol::message::{
 };
 use zonehost_protocol::token::player_id;
 
+use crate::clock::unix_millis;
 use crate::cluster::{player_resource, PlayerLeases, Tickets};
 use crate::session::{unix_secs, Registry};
-use crate::sim::persist::unix_millis;
 use crate::sim::{Control, Outgoing, SessionId};
 use crate::store::{Invitation, PartyRecord, Store, StoreError};
 use crate::telemetry::{DisconnectCause, Stats};

@@ -679,13 +679,13 @@ mod tests {
             let dir = std::env::temp_dir().join(format!(
                 "zonehost-placement-unit-{}-{}",
                 std::process::id(),
-                crate::sim::persist::unix_millis()
+                crate::clock::unix_millis()
             ));
             let s = crate::store::redb::RedbStore::open(&dir.join("s.redb")).expect("open");
             (s, dir)
         };
         let p = placement();
-        let now = crate::sim::persist::unix_millis();
+        let now = crate::clock::unix_millis();
         store
             .publish_load(&load("b", 50, 5), Duration::from_secs(60), now)
             .expect("b's row");

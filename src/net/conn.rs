@@ -22,11 +22,22 @@ use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 use crate::sim::{ConnShared, Control, Join, Link, Outgoing, Route, Sim, Work};
 use crate::telemetry::{DisconnectCause, DropCause, HandshakeFailure, Stats};
 
+/// What connection tasks need in cluster mode (all empty otherwise).
+#[derive(Debug, Default)]
+pub(crate) struct ClusterContext {
+    /// Player ownership leases.
+    pub(crate) leases: Option<Arc<crate::cluster::PlayerLeases>>,
+    /// Redirect ticket minter.
+    pub(crate) tickets: Option<Arc<crate::cluster::Tickets>>,
+    /// Placement by measured load: new logins may be sent to a less loaded peer.
+    pub(crate) placement: Option<Arc<crate::placement::Placement>>,
+}
+
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct ConnContext {
     /// Leases, tickets and peers (cluster mode).
-    pub(crate) cluster: super::ClusterContext,
+    pub(crate) cluster: ClusterContext,
     pub(crate) stats: Arc<Stats>,
     pub(crate) auth: Authenticator,
     pub(crate) registry: Arc<Registry>,

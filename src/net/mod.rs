@@ -19,7 +19,7 @@ use crate::session::{Authenticator, Registry};
 use crate::sim::Sim;
 use crate::telemetry::Stats;
 
-pub(crate) use conn::ConnContext;
+pub(crate) use conn::{ClusterContext, ConnContext};
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -227,17 +227,6 @@ impl Acceptor {
 }
 
 /// Builds the shared per-connection context.
-/// What connection tasks need in cluster mode (all empty otherwise).
-#[derive(Debug, Default)]
-pub(crate) struct ClusterContext {
-    /// Player ownership leases.
-    pub(crate) leases: Option<Arc<crate::cluster::PlayerLeases>>,
-    /// Redirect ticket minter.
-    pub(crate) tickets: Option<Arc<crate::cluster::Tickets>>,
-    /// Placement by measured load: new logins may be sent to a less loaded peer.
-    pub(crate) placement: Option<Arc<crate::placement::Placement>>,
-}
-
 pub(crate) fn context(
     config: &Config,
     stats: Arc<Stats>,

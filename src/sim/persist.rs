@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use zonehost_game::{Item, PlayerState, BAG_SLOTS};
 
@@ -124,13 +124,8 @@ pub fn reconcile(state: &mut PlayerState, owned: &[ItemRecord]) -> Reconciled {
     r
 }
 
-/// Unix time, milliseconds.
-pub fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Unix time, milliseconds (kept here for existing callers; it lives in [`crate::clock`]).
+pub use crate::clock::unix_millis;
 
 /// Builds a checkpoint record. `state` is authoritative; level, XP and gold are copied
 /// into the queryable columns.
