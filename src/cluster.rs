@@ -601,24 +601,18 @@ impl PlayerLeases {
         work: Vec<(u64, Lease)>,
         now_ms: u64,
     ) -> Vec<(u64, Lease, Result<Lease, LeaseError>)> {
-        let renew = |(id, lease): &(u64, Lease)| {
-            let r = self.store.renew_lease(lease, self.ttl, now_ms);
-            (*id, lease.clone(), r)
-        };
-        if work.len() <= 2 {
-            return work.iter().map(renew).collect();
-        }
-        let per_thread = work.len().div_ceil(RENEW_PARALLELISM);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || chunk.iter().map(renew).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
+        type Renewal = (u64, Lease, Option<Result<Lease, LeaseError>>);
+        let mut renewals: Vec<Renewal> = work
+            .into_iter()
+            .map(|(id, lease)| (id, lease, None))
+            .collect();
+        crate::par::for_each_chunked(&mut renewals, RENEW_PARALLELISM, |(_, lease, out)| {
+            *out = Some(self.store.renew_lease(lease, self.ttl, now_ms));
+        });
+        renewals
+            .into_iter()
+            .filter_map(|(id, lease, r)| Some((id, lease, r?)))
+            .collect()
     }
 
     /// Marks the lease of `player_id` (at `epoch`) lost and closes its sessions.

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod limits;
 pub mod net;
 pub mod ops;
+pub mod par;
 pub mod parties;
 pub mod placement;
 pub mod process_stats;

@@ -557,21 +557,8 @@ struct Wave {
 /// A group of reads, up to [`READ_PARALLELISM`] at once (scoped threads: the store's calls
 /// block their thread).
 fn execute_reads(store: &dyn Store, run: &mut [Envelope], stats: &StoreStats, meters: &Meters) {
-    if run.len() <= 1 {
-        for env in run.iter_mut() {
-            execute_one(store, env, stats, meters);
-        }
-        return;
-    }
-    let per_thread = run.len().div_ceil(READ_PARALLELISM);
-    std::thread::scope(|scope| {
-        for chunk in run.chunks_mut(per_thread) {
-            scope.spawn(move || {
-                for env in chunk.iter_mut() {
-                    execute_one(store, env, stats, meters);
-                }
-            });
-        }
+    crate::par::for_each_chunked(run, READ_PARALLELISM, |env| {
+        execute_one(store, env, stats, meters)
     });
 }
 
