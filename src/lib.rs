@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod net;
 pub mod ops;
 pub mod par;
@@ -431,7 +432,7 @@ pub async fn start_with(
             placement::Placement::new(
                 config.store.server_id.clone(),
                 &config.cluster.peers,
-                config.cluster.thresholds(),
+                placement::Thresholds::of(&config.cluster),
             )
             .with_advertise(config.cluster.advertised(local_addr)),
         )
@@ -480,7 +481,9 @@ pub async fn start_with(
         Some((&store_worker, persist)),
         party_mirror,
         directory.as_ref().map(|d| d.handle()),
-        placer.clone(),
+        placer
+            .clone()
+            .map(|p| Arc::new(p) as Arc<dyn sim::ports::InstancePlacement>),
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
@@ -621,7 +624,9 @@ pub async fn start_with(
         tracing::info!(migrate = migration.is_some(), "draining");
         let _ = drain_tx.send(true);
         match &migration {
-            Some(m) => sim.drain_to_peers(&m.handoffs),
+            Some(m) => {
+                sim.drain_to_peers(&(m.handoffs.clone() as Arc<dyn sim::ports::HandoffSink>))
+            }
             None => sim.drain(),
         }
         while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use zonehost_game::{Item, PlayerState, BAG_SLOTS};
 
+use super::ports::LeaseFence;
 use super::{Join, SessionId};
 use crate::store::writer::{DirtySet, StoreCommand, StoreHandle, StoreReply, SubmitError};
 use crate::store::{ItemOp, ItemRecord, PlayerRecord, StoreError, TradeRecord};
@@ -183,7 +184,7 @@ pub struct PersistSettings {
     /// Player ownership leases (cluster mode): each player's checkpoints are fenced by
     /// its lease, and a player whose lease is lost is not written any more. `None`: every
     /// checkpoint takes the run's `epoch`.
-    pub leases: Option<Arc<crate::cluster::PlayerLeases>>,
+    pub leases: Option<Arc<dyn LeaseFence>>,
 }
 
 impl PersistSettings {
@@ -200,7 +201,7 @@ impl PersistSettings {
     }
 
     /// The same settings fencing each player's checkpoints with its ownership lease.
-    pub fn with_leases(mut self, leases: Arc<crate::cluster::PlayerLeases>) -> Self {
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseFence>) -> Self {
         self.leases = Some(leases);
         self
     }

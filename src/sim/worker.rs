@@ -48,9 +48,9 @@ use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
 use super::persist::{self, Held, PendingLoad, Persist, PersistSettings};
+use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::wire;
-use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
-use crate::cluster::{Handoff, Handoffs};
+use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::store::trade::TradeOutcome;
@@ -345,7 +345,7 @@ pub struct Worker {
     /// Persistence; `None` runs without a store (tests that step a worker).
     persist: Option<Persist>,
     /// Drain by migration: where handed-off sessions go, once set.
-    handoffs: Option<Arc<Handoffs>>,
+    handoffs: Option<Arc<dyn HandoffSink>>,
     /// Handed-off sessions whose final checkpoint is in flight.
     handoffs_waiting: HashMap<SessionId, Handoff>,
     /// The inboxes of every worker of this server, by index (`None`: a worker alone).
@@ -360,9 +360,9 @@ pub struct Worker {
     /// Sessions with a handover pending (stage 5).
     migrating: Vec<SessionId>,
     /// The party directory (cluster mode): party requests and session ends go there.
-    directory: Option<crate::parties::PartyHandle>,
+    directory: Option<PartyHandle>,
     /// Placement of new instances on peers (cluster mode with `place_instances`).
-    placer: Option<crate::placement::InstancePlacer>,
+    placer: Option<Arc<dyn InstancePlacement>>,
     /// Players whose new instance goes to a peer, until they are settled (stage 4).
     placing: Vec<Placing>,
     /// Party members to hand to their leader's server, with when it was asked, until they
@@ -444,14 +444,14 @@ impl Worker {
     /// Places the new dungeon instances of zone changes by load (see "Placing new
     /// instances" in [`crate::placement`]): while the server is overloaded such a player is
     /// saved in the new zone and handed to `placer`'s queue for its `Redirect` to a peer.
-    pub fn with_placer(mut self, placer: crate::placement::InstancePlacer) -> Self {
+    pub fn with_placer(mut self, placer: Arc<dyn InstancePlacement>) -> Self {
         self.placer = Some(placer);
         self
     }
 
     /// Sends party requests and session ends to the party directory (cluster mode)
     /// instead of deciding them on the shared registry, which then only mirrors it.
-    pub fn with_directory(mut self, directory: crate::parties::PartyHandle) -> Self {
+    pub fn with_directory(mut self, directory: PartyHandle) -> Self {
         self.directory = Some(directory);
         self
     }
@@ -555,7 +555,10 @@ impl Worker {
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
                 Control::DrainToPeers(handoffs) => self.drain_to_peers(handoffs),
-                Control::Migrate(m) => self.migrate_in(m),
+                Control::Migrate(h) => match h.open::<Migrant>() {
+                    Some(m) => self.migrate_in(m),
+                    None => tracing::error!("a handover that holds no migrant"),
+                },
                 Control::PartyJoined { party, player } => {
                     self.set_party_in_worlds(player, Some(party));
                     self.join_leader_instance(party, player);

@@ -181,8 +181,8 @@ impl Worker {
                 return false;
             }
         }
-        let Some(to) = placer.placement.instance_target() else {
-            placer.placement.count_instance(false);
+        let Some(to) = placer.instance_target() else {
+            placer.count_instance(false);
             return false;
         };
         tracing::debug!(session, zone = to_zone, peer = %to.0, "new instance placed on a peer");
@@ -212,7 +212,7 @@ impl Worker {
                 .contains_key(&(p.to_zone, self.owner_of(m.join.player_id)));
             if m.detached_at.is_some() || self.draining || opened_here {
                 if let Some(placer) = &self.placer {
-                    placer.placement.count_instance(false);
+                    placer.count_instance(false);
                 }
                 self.transfer_here(p.session, p.to_zone);
                 continue;
@@ -237,7 +237,7 @@ impl Worker {
                 .zone(p.to_zone)
                 .map(|z| (p.to_zone, z.spawn_mm));
             if let Some(placer) = &self.placer {
-                placer.placement.count_instance(true);
+                placer.count_instance(true);
             }
             self.leave_inner_to(p.session, true, dest);
             if self.final_save_pending(p.session) {
@@ -245,7 +245,7 @@ impl Worker {
             } else if let Some(placer) = &self.placer {
                 // Nothing was saved (the lease is lost): the owner's server answers the
                 // ticket login with a redirect of its own, or the session closes.
-                placer.handoffs.push(handoff);
+                placer.relay().push(handoff);
             }
         }
     }
@@ -310,7 +310,7 @@ impl Worker {
             return;
         };
         self.forwarded.insert(session, (to, Instant::now()));
-        inbox.control(Control::Migrate(migrant));
+        inbox.control(Control::Migrate(Handover::pack(migrant)));
         if let Some((s, route)) = self.registry.route(player) {
             if s == session {
                 route.set(to);

@@ -297,8 +297,8 @@ impl Worker {
                 // A placed instance's player goes to the placer's relay, a drained one to
                 // the drain task.
                 let queue = match (&h.to, &self.placer) {
-                    (Some(_), Some(placer)) => Some(&placer.handoffs),
-                    _ => self.handoffs.as_ref(),
+                    (Some(_), Some(placer)) => Some(placer.relay()),
+                    _ => self.handoffs.as_deref(),
                 };
                 if let Some(q) = queue {
                     q.push(h);

@@ -492,9 +492,7 @@ impl Worker {
         let Some(d) = &self.directory else {
             return false;
         };
-        if d.call(crate::parties::PartyCall::Arrived { player })
-            .is_err()
-        {
+        if d.call(PartyCall::Arrived { player }).is_err() {
             tracing::debug!(player, "party directory queue full: arrival not synced");
         }
         true
@@ -587,10 +585,7 @@ impl Worker {
             return;
         }
         if let Some(d) = &self.directory {
-            if !handoff
-                && d.call(crate::parties::PartyCall::Forget { player })
-                    .is_err()
-            {
+            if !handoff && d.call(PartyCall::Forget { player }).is_err() {
                 tracing::warn!(player, "party directory queue full: the player stays in its party until it is cleaned up");
             }
             return;
@@ -626,7 +621,7 @@ impl Worker {
     /// (as at a disconnect) but keeps its connection; once that checkpoint is answered
     /// (and the lease ended) it is pushed to `handoffs`, whose drain task releases the
     /// lease and sends the `Redirect`. Loads in progress are refused as in [`Worker::drain`].
-    pub(super) fn drain_to_peers(&mut self, handoffs: Arc<Handoffs>) {
+    pub(super) fn drain_to_peers(&mut self, handoffs: Arc<dyn HandoffSink>) {
         self.draining = true;
         self.handoffs = Some(handoffs.clone());
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();

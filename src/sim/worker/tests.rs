@@ -178,7 +178,7 @@ fn placer(busy: u32) -> crate::placement::InstancePlacer {
     placement.update(row("a", busy), vec![row("b", 100)]);
     crate::placement::InstancePlacer {
         placement,
-        handoffs: Arc::new(Handoffs::default()),
+        handoffs: Arc::new(crate::cluster::Handoffs::default()),
     }
 }
 
@@ -187,8 +187,8 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
     let mut t = Two::new();
     let busy = placer(900);
     let idle = placer(300);
-    t.workers[0].placer = Some(busy.clone());
-    t.workers[1].placer = Some(idle.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
+    t.workers[1].placer = Some(Arc::new(idle.clone()));
     let count = |p: &crate::placement::InstancePlacer| {
         (
             p.placement.counters.instances_local.load(Ordering::Relaxed),
@@ -230,7 +230,7 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
     let _home_rx = t.join(3, "home", 0);
     t.workers[0].placer = None;
     t.workers[0].transfer(3, 2);
-    t.workers[0].placer = Some(busy.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
     let (_, crypt) = t.instance_of(3).expect("in the crypt here");
     t.workers[0].transfer(3, town);
     t.tick();
@@ -278,7 +278,7 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
 fn a_newer_zone_change_supersedes_a_pending_placement() {
     let mut t = Two::new();
     let busy = placer(900);
-    t.workers[0].placer = Some(busy.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
     let town = t.settings_town();
     let _rx = t.join(1, "fickle", 0);
     // Into the crypt: placed on a peer, waiting to settle (the next tick)...
