@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zonehost_game::{Item, PlayerState, BAG_SLOTS};
+use zonehost_game::{Item, PlayerState, RequestKind, BAG_SLOTS};
 
 use super::ports::LeaseFence;
 use super::{Join, SessionId};
@@ -255,8 +255,8 @@ pub struct Held {
     pub session: SessionId,
     /// Request id.
     pub request_id: u32,
-    /// Request kind (metrics label).
-    pub kind: &'static str,
+    /// Request kind (its name is the metrics label).
+    pub kind: RequestKind,
     /// When the request was received.
     pub received: Instant,
 }

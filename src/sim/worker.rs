@@ -37,7 +37,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use zonehost_game::{
     Content, Event as GameEvent, InventoryChange, ItemId, Parties, PartyChange, PartyId,
-    PlayerState, World, MAX_SPEED_MMS,
+    PlayerState, RequestKind, World, MAX_SPEED_MMS,
 };
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
@@ -127,8 +127,18 @@ const PENDING_INPUT_TIMES: usize = 16;
 const PENDING_REQUESTS: usize = 16;
 /// Due checkpoints are looked for every this many ticks.
 const CHECKPOINT_POLL_TICKS: u64 = 6;
-/// Request kinds whose response waits for the store (item operations, equipment).
-const DURABLE_KINDS: [&str; 5] = ["pick_up", "drop", "use_item", "equip", "unequip"];
+/// Whether the response to a request of this kind waits for the store (item operations,
+/// equipment).
+fn waits_for_store(kind: RequestKind) -> bool {
+    matches!(
+        kind,
+        RequestKind::PickUp
+            | RequestKind::Drop
+            | RequestKind::UseItem
+            | RequestKind::Equip
+            | RequestKind::Unequip
+    )
+}
 /// A migrating player's game requests that arrive during its handover travel with it, at
 /// most this many (beyond: answered `RateLimited`).
 const PARKED_REQUESTS: usize = 16;

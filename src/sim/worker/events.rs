@@ -93,7 +93,7 @@ impl Worker {
                         .position(|(id, _, _)| id == request_id)
                         .and_then(|i| m.requests.remove(i))
                         .map(|(_, _, at)| at);
-                    if let (Ok(()), Some((players, token)), Some(p), "trade_accept") =
+                    if let (Ok(()), Some((players, token)), Some(p), RequestKind::TradeAccept) =
                         (result, last_trade, persist.as_deref_mut(), *kind)
                     {
                         if players.contains(player_id) {
@@ -101,7 +101,7 @@ impl Worker {
                             let held = Held {
                                 session: m.session,
                                 request_id: *request_id,
-                                kind,
+                                kind: *kind,
                                 received: received.unwrap_or_else(Instant::now),
                             };
                             if p.hold(token, held) {
@@ -112,11 +112,11 @@ impl Worker {
                     if let (Ok(()), Some((pid, token)), Some(p)) =
                         (result, last_durable, persist.as_deref_mut())
                     {
-                        if pid == *player_id && DURABLE_KINDS.contains(kind) {
+                        if pid == *player_id && waits_for_store(*kind) {
                             let held = Held {
                                 session: m.session,
                                 request_id: *request_id,
-                                kind,
+                                kind: *kind,
                                 received: received.unwrap_or_else(Instant::now),
                             };
                             last_durable = None;
@@ -126,7 +126,7 @@ impl Worker {
                         }
                     }
                     if let Some(at) = received {
-                        metrics::histogram!("zonehost_request_duration_seconds", "kind" => *kind)
+                        metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind.as_str())
                             .record(at.elapsed().as_secs_f64());
                     }
                     let body = result.map(|()| Response::Done).map_err(wire::reject);

@@ -318,7 +318,7 @@ impl Worker {
     /// Sends a held response.
     pub(super) fn answer(&self, held: Option<Held>, body: Result<Response, RequestError>) {
         let Some(h) = held else { return };
-        metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind)
+        metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind.as_str())
             .record(h.received.elapsed().as_secs_f64());
         if let Some(m) = self.member(h.session) {
             respond(&m.join, h.request_id, body);
