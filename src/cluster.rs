@@ -226,8 +226,9 @@ pub enum AcquireError {
     Store(#[source] LeaseError),
 }
 
+/// A player lease this server holds, and the sessions using it.
 #[derive(Debug)]
-struct Held {
+struct HeldLease {
     lease: Lease,
     fence_epoch: u64,
     /// Sessions of this server using the lease (a second login of a player on the same
@@ -257,7 +258,7 @@ pub struct PlayerLeases {
     holder: String,
     ttl: Duration,
     run_epoch: u64,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<HashMap<u64, HeldLease>>,
     /// Serializes [`PlayerLeases::release_ended`] (the keeper and a drain both call it).
     releasing: Mutex<()>,
     /// This run's lease `run:<epoch>` (see [`sweep_dead_runs`]), once taken.
@@ -291,7 +292,7 @@ impl PlayerLeases {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Held>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, HeldLease>> {
         // Single inserts and field updates cannot leave the map inconsistent.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -340,7 +341,7 @@ impl PlayerLeases {
             _ => {
                 held.insert(
                     player_id,
-                    Held {
+                    HeldLease {
                         lease,
                         fence_epoch,
                         sessions: vec![session],

@@ -121,7 +121,7 @@ impl Directory {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let crashed = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
+        let state = DirectoryState {
             s: settings,
             names: HashMap::new(),
             changes: Vec::new(),
@@ -131,7 +131,7 @@ impl Directory {
         let (stop2, crashed2) = (stop.clone(), crashed.clone());
         let thread = std::thread::Builder::new()
             .name("zh-parties".into())
-            .spawn(move || worker.run(rx, stop2, crashed2))?;
+            .spawn(move || state.run(rx, stop2, crashed2))?;
         Ok(Self {
             handle: PartyHandle::new(tx),
             stop,
@@ -185,7 +185,8 @@ impl From<RequestError> for PartyFailure {
     }
 }
 
-struct Worker {
+/// What the directory thread owns, and its loop ([`DirectoryState::run`]).
+struct DirectoryState {
     s: DirectorySettings,
     /// Parties with a local member at their last sync: their members then.
     served: BTreeMap<u64, Vec<u64>>,
@@ -261,7 +262,7 @@ pub fn wire_party(party_id: u64) -> PartyId {
     party_id as PartyId
 }
 
-impl Worker {
+impl DirectoryState {
     fn run(mut self, rx: Receiver<PartyCall>, stop: Arc<AtomicBool>, crashed: Arc<AtomicBool>) {
         let mut last_poll = Instant::now();
         let mut last_prune = Instant::now();

@@ -7,7 +7,7 @@
 //! item operations; this module keeps the bookkeeping:
 //! - logins waiting for their record and their items ([`PendingLoad`]);
 //! - item operations in flight, with the client response held until the commit
-//!   ([`PendingItem`], [`Held`]);
+//!   ([`PendingItem`], [`HeldResponse`]);
 //! - checkpoints in flight ([`PendingSave`]), the dirty set, the drain barrier.
 //!
 //! Durable encodings: [`PlayerRecord::state`] holds a version byte ([`STATE_VERSION`])
@@ -250,7 +250,7 @@ impl PersistSettings {
 
 /// A client response held until the store answers.
 #[derive(Debug, Clone, Copy)]
-pub struct Held {
+pub struct HeldResponse {
     /// Session to answer.
     pub session: SessionId,
     /// Request id.
@@ -282,7 +282,7 @@ pub struct PendingItem {
     /// The instance it happened in.
     pub instance: u32,
     /// The response to send once committed.
-    pub held: Option<Held>,
+    pub held: Option<HeldResponse>,
     /// Submissions so far.
     pub attempts: u8,
 }
@@ -297,7 +297,7 @@ pub struct PendingTrade {
     /// The world's id of the trade.
     pub world_trade: u32,
     /// The response to the acceptance that completed the pair.
-    pub held: Option<Held>,
+    pub held: Option<HeldResponse>,
     /// Submissions so far.
     pub attempts: u8,
     /// When it was submitted first.
@@ -321,7 +321,7 @@ pub struct PendingSave {
     /// Submissions so far.
     pub attempts: u8,
     /// Responses to send once committed (equip, unequip).
-    pub held: Vec<Held>,
+    pub held: Vec<HeldResponse>,
     /// The ended session `(player id, session)` whose final checkpoint this is: its lease
     /// is released once it is answered (boxed: rare, and keeps this small).
     pub ended: Option<Box<(u64, SessionId)>>,
@@ -518,7 +518,7 @@ impl Persist {
 
     /// Holds a response until the command `token` is answered; false if no such command
     /// is in flight (answer at once).
-    pub fn hold(&mut self, token: u64, held: Held) -> bool {
+    pub fn hold(&mut self, token: u64, held: HeldResponse) -> bool {
         if let Some(p) = self.items.get_mut(&token) {
             p.held = Some(held);
             return true;

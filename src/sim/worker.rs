@@ -47,7 +47,7 @@ use zonehost_protocol::message::{
 use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
-use super::persist::{self, Held, PendingLoad, Persist, PersistSettings};
+use super::persist::{self, HeldResponse, PendingLoad, Persist, PersistSettings};
 use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::wire;
 use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
@@ -56,8 +56,8 @@ use crate::session::{Registry, ResumeMinter};
 use crate::store::trade::TradeOutcome;
 use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
 use crate::store::{
-    ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner as StoreOwner, PlayerRecord, SaveOutcome,
-    StoreError, TradeLeg, TradeRecord, TradeState,
+    ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner, PlayerRecord, SaveOutcome, StoreError,
+    TradeLeg, TradeRecord, TradeState,
 };
 use crate::telemetry::DropCause;
 use crate::telemetry::{DisconnectCause, Stats};
@@ -259,7 +259,7 @@ impl SnapshotTimes {
 
 /// Who an instance belongs to: a solo player or a party.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Owner {
+enum InstanceOwner {
     Player(u64),
     Party(PartyId),
 }
@@ -267,7 +267,7 @@ enum Owner {
 #[derive(Debug)]
 struct Instance {
     id: u32,
-    key: (u16, Owner),
+    key: (u16, InstanceOwner),
     world: World,
     members: Vec<Member>,
     entities: Vec<EntityState>,
@@ -344,7 +344,7 @@ pub struct Worker {
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
     instances: HashMap<u32, Instance>,
-    by_key: HashMap<(u16, Owner), u32>,
+    by_key: HashMap<(u16, InstanceOwner), u32>,
     sessions: HashMap<SessionId, u32>,
     draining: bool,
     ticks: u64,

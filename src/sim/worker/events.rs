@@ -62,7 +62,7 @@ impl Worker {
                             op_id: p.op_id(),
                             item_id: item.0,
                             kind: ItemOpKind::Destroy {
-                                from: StoreOwner::Ground {
+                                from: Owner::Ground {
                                     instance: p.settings.store_instance(inst.id),
                                 },
                             },
@@ -98,7 +98,7 @@ impl Worker {
                     {
                         if players.contains(player_id) {
                             last_trade = None;
-                            let held = Held {
+                            let held = HeldResponse {
                                 session: m.session,
                                 request_id: *request_id,
                                 kind: *kind,
@@ -113,7 +113,7 @@ impl Worker {
                         (result, last_durable, persist.as_deref_mut())
                     {
                         if pid == *player_id && waits_for_store(*kind) {
-                            let held = Held {
+                            let held = HeldResponse {
                                 session: m.session,
                                 request_id: *request_id,
                                 kind: *kind,
@@ -289,8 +289,8 @@ impl Worker {
         change: &InventoryChange,
     ) -> Option<u64> {
         let member = members.iter().find(|m| m.join.player_id == player_id)?;
-        let me = StoreOwner::Player(player_id);
-        let ground = StoreOwner::Ground {
+        let me = Owner::Player(player_id);
+        let ground = Owner::Ground {
             instance: p.settings.store_instance(instance),
         };
         let kind = match change {
@@ -374,20 +374,20 @@ impl Worker {
         }
     }
 
-    pub(super) fn owner_of(&self, player_id: u64) -> Owner {
+    pub(super) fn owner_of(&self, player_id: u64) -> InstanceOwner {
         let parties = self
             .settings
             .parties
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match parties.party_of(player_id) {
-            Some(p) => Owner::Party(p.id),
-            None => Owner::Player(player_id),
+            Some(p) => InstanceOwner::Party(p.id),
+            None => InstanceOwner::Player(player_id),
         }
     }
 
     /// The instance of `zone` for `owner`, created if needed.
-    pub(super) fn instance_for(&mut self, zone: u16, owner: Owner) -> Option<u32> {
+    pub(super) fn instance_for(&mut self, zone: u16, owner: InstanceOwner) -> Option<u32> {
         if let Some(id) = self.by_key.get(&(zone, owner)) {
             return Some(*id);
         }
@@ -426,7 +426,7 @@ impl Worker {
                 Stats::gauge_add(&self.stats.instances_live, -1);
                 // Sweep: items players dropped here go with the instance.
                 if let Some(p) = self.persist.as_mut() {
-                    let from = StoreOwner::Ground {
+                    let from = Owner::Ground {
                         instance: p.settings.store_instance(id),
                     };
                     for item_id in inst.ground_stored {

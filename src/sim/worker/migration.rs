@@ -427,7 +427,7 @@ impl Worker {
         if self.by_key.get(&inst.key) == Some(&id) {
             self.by_key.remove(&inst.key);
         }
-        inst.key = (zone, Owner::Party(party));
+        inst.key = (zone, InstanceOwner::Party(party));
         self.by_key.insert(inst.key, id);
         Some(id)
     }

@@ -144,8 +144,8 @@ impl Worker {
                 // the store: it goes back to the bag (an unknown outcome stays where the
                 // world put it; the next login reconciles with the store).
                 if let ItemOpKind::Transfer {
-                    from: from @ StoreOwner::Player(_),
-                    to: StoreOwner::Ground { .. },
+                    from: from @ Owner::Player(_),
+                    to: Owner::Ground { .. },
                 } = pending.op.kind
                 {
                     if !matches!(e, StoreError::UnknownOutcome { .. }) {
@@ -186,16 +186,16 @@ impl Worker {
         op: &ItemOp,
         session: Option<SessionId>,
         instance: u32,
-        actual: Option<StoreOwner>,
+        actual: Option<Owner>,
     ) {
         let item = ItemId(op.item_id);
         match &op.kind {
             ItemOpKind::Create {
-                owner: StoreOwner::Player(_),
+                owner: Owner::Player(_),
                 ..
             }
             | ItemOpKind::Transfer {
-                to: StoreOwner::Player(_),
+                to: Owner::Player(_),
                 ..
             } => {
                 let Some(session) = session else { return };
@@ -212,7 +212,7 @@ impl Worker {
             }
             ItemOpKind::Transfer {
                 from,
-                to: StoreOwner::Ground { .. },
+                to: Owner::Ground { .. },
             } => {
                 if let Some(inst) = self.instances.get_mut(&instance) {
                     inst.ground_stored.remove(&op.item_id);
@@ -316,7 +316,7 @@ impl Worker {
     }
 
     /// Sends a held response.
-    pub(super) fn answer(&self, held: Option<Held>, body: Result<Response, RequestError>) {
+    pub(super) fn answer(&self, held: Option<HeldResponse>, body: Result<Response, RequestError>) {
         let Some(h) = held else { return };
         metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind.as_str())
             .record(h.received.elapsed().as_secs_f64());

@@ -57,7 +57,7 @@ impl Worker {
             p.submit(StoreCommand::LoadPlayer { token, player_id });
             p.submit(StoreCommand::LoadItems {
                 token,
-                owner: StoreOwner::Player(player_id),
+                owner: Owner::Player(player_id),
             });
             p.loads.insert(
                 token,
@@ -183,7 +183,7 @@ impl Worker {
             .filter(|z| self.settings.content.zone(*z).is_some());
         let Some(id) = saved_zone
             .or(town)
-            .and_then(|zone| self.instance_for(zone, Owner::Player(join.player_id)))
+            .and_then(|zone| self.instance_for(zone, InstanceOwner::Player(join.player_id)))
         else {
             tracing::error!("content has no town zone; refusing the session");
             join.conn.close(close_code::INTERNAL, b"no start zone");
@@ -268,7 +268,7 @@ impl Worker {
                             op_id: p.op_id(),
                             item_id: item.id.0,
                             kind: ItemOpKind::Create {
-                                owner: StoreOwner::Player(join.player_id),
+                                owner: Owner::Player(join.player_id),
                                 data,
                             },
                         };

@@ -416,7 +416,7 @@ fn game_requests_during_a_pending_handover_travel_with_the_player() {
 
 #[test]
 fn a_handover_waits_for_the_players_item_operations_in_flight() {
-    use crate::store::{ItemStore, Owner as StoreOwner};
+    use crate::store::{ItemStore, Owner};
 
     let (mut t, stored) = Two::on_redb("migrate");
     // Each is loaded and admitted (the store answers in the background); stop right at
@@ -455,7 +455,7 @@ fn a_handover_waits_for_the_players_item_operations_in_flight() {
     let mut live: Vec<u128> = state.inventory.item_ids().map(|i| i.0).collect();
     let mut stored_items: Vec<u128> = stored
         .store
-        .items_of(StoreOwner::Player(player_id("memb")))
+        .items_of(Owner::Player(player_id("memb")))
         .expect("items")
         .iter()
         .map(|r| r.item_id)
