@@ -47,14 +47,14 @@ use zonehost_protocol::message::{
 use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
-use super::persist::{self, HeldResponse, PendingLoad, Persist, PersistSettings};
+use super::persist::{self, HeldResponse, Persist, PersistSettings};
 use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::wire;
 use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::store::trade::TradeOutcome;
-use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
+use crate::store::writer::{StoreHandle, StoreReply};
 use crate::store::{
     ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner, PlayerRecord, SaveOutcome, StoreError,
     TradeLeg, TradeRecord, TradeState,

@@ -205,7 +205,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let Some(mut pending) = p.trades.remove(&token) else {
+        let Some(pending) = p.take_trade(token) else {
             return;
         };
         let trade_id = pending.manifest.trade_id;
@@ -221,12 +221,7 @@ impl Worker {
             }
             Err(e) if pending.attempts < persist::ITEM_OP_ATTEMPTS => {
                 tracing::warn!(trade = trade_id, attempt = pending.attempts, error = %e, "trade failed; resubmitting it unchanged");
-                pending.attempts += 1;
-                p.submit(StoreCommand::Trade {
-                    token,
-                    manifest: pending.manifest.clone(),
-                });
-                p.trades.insert(token, pending);
+                p.retry_trade(token, pending);
                 return;
             }
             Err(e) => {
@@ -369,7 +364,7 @@ impl Worker {
                 .player_pos(m.entity)
                 .is_some_and(|pos| pos != m.saved_pos);
             if moved || changed.contains(&m.join.player_id) {
-                p.dirty.mark(m.session, now);
+                p.mark_dirty(m.session, now);
             }
         }
     }

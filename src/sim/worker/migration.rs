@@ -37,9 +37,7 @@ impl Worker {
 
     /// Whether `session` is waiting for its player to load from the store.
     pub(super) fn loading(&self, session: SessionId) -> bool {
-        self.persist
-            .as_ref()
-            .is_some_and(|p| p.loads.values().any(|l| l.join.session == session))
+        self.persist.as_ref().is_some_and(|p| p.is_loading(session))
     }
 
     /// Passes a lifecycle message for a session handed to another worker on to it;
@@ -120,12 +118,10 @@ impl Worker {
         };
         let requests_open =
             !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
-        let store_open = self.persist.as_ref().is_some_and(|p| {
-            p.items.values().any(|i| i.session == Some(session))
-                || p.saves
-                    .values()
-                    .any(|s| s.held.iter().any(|h| h.session == session))
-        });
+        let store_open = self
+            .persist
+            .as_ref()
+            .is_some_and(|p| p.item_ops_of(session) > 0 || p.holds_for(session));
         !(requests_open || store_open)
     }
 
@@ -272,7 +268,7 @@ impl Worker {
         self.sessions.remove(&session);
         if let Some(p) = self.persist.as_mut() {
             // The new worker checkpoints the player on arrival.
-            p.dirty.clear(session);
+            p.clear_dirty(session);
         }
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {

@@ -52,21 +52,7 @@ impl Worker {
             return;
         }
         if let Some(p) = self.persist.as_mut() {
-            let token = p.token();
-            let player_id = join.player_id;
-            p.submit(StoreCommand::LoadPlayer { token, player_id });
-            p.submit(StoreCommand::LoadItems {
-                token,
-                owner: Owner::Player(player_id),
-            });
-            p.loads.insert(
-                token,
-                PendingLoad {
-                    join,
-                    record: None,
-                    items: None,
-                },
-            );
+            p.load(join);
             return;
         }
         self.admit(join, None);
@@ -77,18 +63,11 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return false;
         };
-        let Some(token) = p
-            .loads
-            .iter()
-            .find(|(_, l)| l.join.session == session)
-            .map(|(t, _)| *t)
-        else {
+        let Some(join) = p.cancel_load(session) else {
             return false;
         };
-        if let Some(l) = p.loads.remove(&token) {
-            self.registry.release(l.join.player_id, session);
-            p.settings.session_done(l.join.player_id, session);
-        }
+        self.registry.release(join.player_id, session);
+        p.settings.session_done(join.player_id, session);
         true
     }
 
@@ -97,14 +76,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let ready = p
-            .loads
-            .get(&token)
-            .is_some_and(|l| l.record.is_some() && l.items.is_some());
-        if !ready {
-            return;
-        }
-        let Some(l) = p.loads.remove(&token) else {
+        let Some(l) = p.take_loaded(token) else {
             return;
         };
         let join = l.join;
@@ -546,7 +518,7 @@ impl Worker {
         if let (Some(p), Some(state)) = (self.persist.as_mut(), state) {
             // The last checkpoint of a session: on disconnect, expiry and drain (none
             // when the player's lease is lost).
-            p.dirty.clear(session);
+            p.clear_dirty(session);
             let (zone, pos_mm) = dest.unwrap_or((inst.world.zone().id, pos_mm));
             let built = p.settings.fence_for(player, session).map(|fence| {
                 persist::record_of(&member.join.player_name, fence, zone, pos_mm, &state)
@@ -561,11 +533,7 @@ impl Worker {
         }
         // The lease is released once the final checkpoint is answered (see `saved`).
         match (final_save, self.persist.as_mut()) {
-            (Some(token), Some(p)) => {
-                if let Some(pending) = p.saves.get_mut(&token) {
-                    pending.ended = Some(Box::new((player, session)));
-                }
-            }
+            (Some(token), Some(p)) => p.mark_final(token, player, session),
             _ => self.end_lease(player, session),
         }
         self.registry.release(player, session);
@@ -656,27 +624,18 @@ impl Worker {
 
     /// Whether the final checkpoint of ended `session` is in flight.
     pub(super) fn final_save_pending(&self, session: SessionId) -> bool {
-        self.persist.as_ref().is_some_and(|p| {
-            p.saves
-                .values()
-                .any(|s| s.ended.as_ref().is_some_and(|e| e.1 == session))
-        })
+        self.persist
+            .as_ref()
+            .is_some_and(|p| p.final_save_pending(session))
     }
 
     /// Refuses the logins still loading and submits the drain barrier.
     pub(super) fn drain_loads(&mut self) {
         if let Some(p) = self.persist.as_mut() {
-            let waiting: Vec<u64> = p.loads.keys().copied().collect();
-            let joins: Vec<Box<Join>> = waiting
-                .iter()
-                .filter_map(|t| p.loads.remove(t))
-                .map(|l| l.join)
-                .collect();
+            let joins = p.take_loads();
             // Everything submitted so far (the final checkpoints above) is durable when
             // this barrier is answered; the server waits for it before exiting.
-            let token = p.token();
-            p.submit(StoreCommand::Barrier { token });
-            p.barrier = Some(token);
+            p.submit_barrier();
             for join in joins {
                 self.reject_join(
                     &join,

@@ -424,11 +424,7 @@ fn a_handover_waits_for_the_players_item_operations_in_flight() {
     let _a = t.join_loaded(1, "lead", 0);
     let _b = t.join_loaded(2, "memb", 1);
     // A fresh character's starter kit is being created: item operations in flight.
-    let in_flight = |w: &Worker| {
-        w.persist.as_ref().map_or(0, |p| {
-            p.items.values().filter(|i| i.session == Some(2)).count()
-        })
-    };
+    let in_flight = |w: &Worker| w.persist.as_ref().map_or(0, |p| p.item_ops_of(2));
     assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
     let town = t.settings_town();
     assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
@@ -473,11 +469,7 @@ fn a_party_handoff_waits_for_the_members_item_operations_in_flight() {
     let (mut t, stored) = Two::on_redb("handoff");
     let deadline = Instant::now() + Duration::from_secs(10);
     let _b = t.join_loaded(2, "memb", 1);
-    let in_flight = |w: &Worker| {
-        w.persist.as_ref().map_or(0, |p| {
-            p.items.values().filter(|i| i.session == Some(2)).count()
-        })
-    };
+    let in_flight = |w: &Worker| w.persist.as_ref().map_or(0, |p| p.item_ops_of(2));
     assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
     // The directory hands the member to its leader's server.
     t.workers[1].party_handoffs.push((2, Instant::now()));
