@@ -774,6 +774,38 @@ impl Handoffs {
     }
 }
 
+/// Sweeps dead runs' grounds ([`sweep_dead_runs`]) every lease TTL (at least
+/// every second), until `stop` turns true.
+pub async fn sweep_dead_runs_every(
+    store: Arc<dyn Store>,
+    holder: String,
+    own_epoch: u64,
+    ttl: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = ttl.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+        let (store, holder) = (store.clone(), holder.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep_dead_runs(
+                store.as_ref(),
+                &holder,
+                own_epoch,
+                ttl,
+                crate::clock::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "sweeping dead runs' grounds failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod handoff;
 pub mod keys;
 pub mod limits;
 pub mod link;
@@ -41,6 +42,10 @@ use crate::sim::{PersistSettings, Sim, SpawnError};
 use crate::store::writer::StoreWorker;
 use crate::store::{LeaseError, Store, StoreError};
 use crate::telemetry::Stats;
+
+pub use crate::store::recovery::{
+    recover_trades, sweep_dead_grounds, take_epoch, EPOCH_LEASE, TRADE_RECOVERY_GRACE_MS,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,114 +179,6 @@ pub fn load_content(config: &Config) -> Result<zonehost_game::Content, ServerErr
     }
     zonehost_game::Content::from_sources(&sources)
         .map_err(|e| invalid(format!("{}: {e}", zones.display())).into())
-}
-
-/// Resource of the lease that hands out fence epochs.
-pub const EPOCH_LEASE: &str = "epoch";
-
-/// Takes a fence epoch greater than every earlier run's (of any server on this store):
-/// the epoch lease is acquired and released twice, and a release guarantees the next
-/// holder a greater epoch. Retries a few times while another server holds it for its own
-/// start-up.
-pub fn take_epoch(store: &dyn Store, config: &store::StoreConfig) -> Result<u64, LeaseError> {
-    let ttl = Duration::from_secs(config.lease_ttl_secs);
-    let mut attempt = 0;
-    loop {
-        let now_ms = sim::persist::unix_millis();
-        let result = store
-            .acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms)
-            .and_then(|l| store.release_lease(&l))
-            .and_then(|()| store.acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms))
-            .and_then(|l| store.release_lease(&l).map(|()| l.epoch));
-        match result {
-            Err(LeaseError::Held { .. }) if attempt < 20 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Destroys the items a crash left on the ground of earlier runs' instances (see
-/// [`Store::dead_ground_items`](crate::store::ItemStore::dead_ground_items)), as the end of those instances would have. Failures are
-/// logged, never fatal: the items stay where they are and the next start tries again.
-pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
-    let items = match store.dead_ground_items(epoch) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing ground items of earlier runs failed");
-            return 0;
-        }
-    };
-    let ops: Vec<store::ItemOp> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let mut b = [0u8; 16];
-            let op_id = match getrandom::fill(&mut b) {
-                Ok(()) => u128::from_le_bytes(b),
-                // Unique anyway: this run's epoch never repeats.
-                Err(_) => (u128::from(epoch) << 64) | (1 << 63) | i as u128,
-            };
-            r.owner.map(|from| store::ItemOp {
-                op_id,
-                item_id: r.item_id,
-                kind: store::ItemOpKind::Destroy { from },
-            })
-        })
-        .collect();
-    if ops.is_empty() {
-        return 0;
-    }
-    match store.apply_item_ops(&ops) {
-        Ok(results) => {
-            let swept = results
-                .iter()
-                .filter(|r| matches!(r, Ok(o) if o.applied()))
-                .count();
-            tracing::info!(
-                swept,
-                found = ops.len(),
-                "destroyed items left on the ground of instances of earlier runs"
-            );
-            swept
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, items = ops.len(), "sweeping ground items of earlier runs failed");
-            0
-        }
-    }
-}
-
-/// In cluster mode, open trades younger than this are left to the server running them
-/// (see [`recover_trades`]).
-pub const TRADE_RECOVERY_GRACE_MS: u64 = 60_000;
-
-/// Resolves the trades a crash left unsettled (see [`store::trade::recover`]): committed
-/// ones are delivered, the others' escrowed items go back to their givers. `shared`: other
-/// live servers may be running trades on this store, so young open trades are left
-/// alone; otherwise every unsettled trade is an earlier run's. Failures are logged, never
-/// fatal: the trades stay unsettled and the next start tries again.
-pub fn recover_trades(store: &dyn Store, shared: bool) -> Option<store::trade::Recovery> {
-    let grace = if shared { TRADE_RECOVERY_GRACE_MS } else { 0 };
-    match store::trade::recover(store, sim::persist::unix_millis(), grace) {
-        Ok(r) => {
-            if r != store::trade::Recovery::default() {
-                tracing::info!(
-                    delivered = r.delivered,
-                    returned = r.returned,
-                    left_young = r.left_young,
-                    "resolved trades left unsettled by an earlier run"
-                );
-            }
-            Some(r)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "recovering unsettled trades failed");
-            None
-        }
-    }
 }
 
 /// Opens the configured store behind its cache (the embedded file is created in the
@@ -487,9 +384,9 @@ pub async fn start_with(
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
-        l.take_run_lease(sim::persist::unix_millis())?;
+        l.take_run_lease(clock::unix_millis())?;
         tokio::spawn(l.clone().run(registry.clone(), keeper_stopped.clone()));
-        tokio::spawn(sweep_dead_runs_every(
+        tokio::spawn(cluster::sweep_dead_runs_every(
             store.clone(),
             config.store.server_id.clone(),
             store_epoch,
@@ -498,7 +395,7 @@ pub async fn start_with(
         ));
     }
     if let (Some(p), Some(l), Some(t)) = (&placer, &player_leases, &tickets) {
-        tokio::spawn(relay_placed(
+        tokio::spawn(handoff::relay_placed(
             p.handoffs.clone(),
             l.clone(),
             t.clone(),
@@ -520,7 +417,7 @@ pub async fn start_with(
         auth = auth.with_tickets(t.keys(), cluster::ticket_audience(&config.store.server_id));
     }
     if let Some(p) = &placement {
-        tokio::spawn(report_loads(
+        tokio::spawn(placement::report_loads(
             store.clone(),
             p.clone(),
             stats.clone(),
@@ -532,17 +429,15 @@ pub async fn start_with(
     // Drain by migration: each player goes to the least loaded live peer found then
     // (configured or published), or gets a Goaway when there is none.
     let migration = match (&placement, &player_leases, &tickets) {
-        (Some(p), Some(l), Some(t)) => Some(Migration {
-            handoffs: Arc::new(cluster::Handoffs::default()),
-            party_targets: std::sync::Mutex::new(std::collections::HashMap::new()),
-            placement: p.clone(),
-            leases: l.clone(),
-            tickets: t.clone(),
-            goaway: zonehost_protocol::message::Goaway {
+        (Some(p), Some(l), Some(t)) => Some(handoff::DrainMigration::new(
+            p.clone(),
+            l.clone(),
+            t.clone(),
+            zonehost_protocol::message::Goaway {
                 reason: "server is shutting down".into(),
                 reconnect_after_ms: config.reconnect_after_ms,
             },
-        }),
+        )),
         _ => None,
     };
     let handoffs = migration.as_ref().map(|m| m.handoffs.clone());
@@ -704,164 +599,6 @@ pub async fn start_with(
         crash: Some(crash_tx),
         done,
     })
-}
-
-/// Drain by migration (cluster mode): what the drain task needs to hand the
-/// players the sim workers let go to peers.
-struct Migration {
-    handoffs: Arc<cluster::Handoffs>,
-    /// Where each party's first member was sent: the others follow it.
-    party_targets: std::sync::Mutex<std::collections::HashMap<u32, (String, SocketAddr)>>,
-    placement: Arc<placement::Placement>,
-    leases: Arc<cluster::PlayerLeases>,
-    tickets: Arc<cluster::Tickets>,
-    /// Sent instead of a `Redirect` when no peer is live.
-    goaway: zonehost_protocol::message::Goaway,
-}
-
-impl Migration {
-    /// Releases the leases of the players handed off so far (their final checkpoints are
-    /// answered), then sends each a `Redirect` to the least-loaded live peer.
-    async fn round(&self) {
-        let taken = take_released(&self.handoffs, &self.leases).await;
-        if taken.is_empty() {
-            return;
-        }
-        let now = session::unix_secs();
-        let mut parties = self.party_targets.lock().unwrap_or_else(|p| p.into_inner());
-        for h in &taken {
-            let target = match h.party {
-                Some(party) => match parties.get(&party) {
-                    Some(t) => Some(t.clone()),
-                    None => {
-                        let t = self.placement.least_loaded_peer();
-                        if let Some(t) = &t {
-                            parties.insert(party, t.clone());
-                        }
-                        t
-                    }
-                },
-                None => self.placement.least_loaded_peer(),
-            };
-            self.handoffs.send(
-                h,
-                target.as_ref().map(|(id, a)| (id.as_str(), *a)),
-                &self.tickets,
-                &self.goaway,
-                now,
-            );
-        }
-    }
-}
-
-/// Redirects the players whose new instance was placed on a peer
-/// ([`placement::InstancePlacer`]) as their sim workers queue them (their final checkpoint
-/// answered): releases their leases, then sends each its `Redirect`, until `stop` turns
-/// true.
-async fn relay_placed(
-    handoffs: Arc<cluster::Handoffs>,
-    leases: Arc<cluster::PlayerLeases>,
-    tickets: Arc<cluster::Tickets>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = handoffs.pushed() => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-        let taken = take_released(&handoffs, &leases).await;
-        let now = session::unix_secs();
-        for h in &taken {
-            handoffs.redirect(h, &tickets, now);
-        }
-    }
-}
-
-/// Takes the players queued in `handoffs` (their final checkpoints answered) and releases
-/// their leases: the lease goes before the `Redirect`, since the peer takes it when the
-/// ticket logs in.
-async fn take_released(
-    handoffs: &cluster::Handoffs,
-    leases: &Arc<cluster::PlayerLeases>,
-) -> Vec<cluster::Handoff> {
-    let taken = handoffs.take();
-    if !taken.is_empty() {
-        let l = leases.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || l.release_ended()).await {
-            tracing::error!(error = %e, "releasing handed-off players' leases failed");
-        }
-    }
-    taken
-}
-
-/// Sweeps dead runs' grounds ([`cluster::sweep_dead_runs`]) every lease TTL (at least
-/// every second), until `stop` turns true.
-async fn sweep_dead_runs_every(
-    store: Arc<dyn Store>,
-    holder: String,
-    own_epoch: u64,
-    ttl: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let every = ttl.max(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-        let (store, holder) = (store.clone(), holder.clone());
-        let swept = tokio::task::spawn_blocking(move || {
-            cluster::sweep_dead_runs(
-                store.as_ref(),
-                &holder,
-                own_epoch,
-                ttl,
-                sim::persist::unix_millis(),
-            )
-        })
-        .await;
-        if let Err(e) = swept {
-            tracing::error!(error = %e, "sweeping dead runs' grounds failed");
-        }
-    }
-}
-
-/// Publishes this server's load every `interval` (and at once when it starts draining)
-/// and reads the others' into `placement`, until `stop` turns true.
-async fn report_loads(
-    store: Arc<dyn Store>,
-    placement: Arc<placement::Placement>,
-    stats: Arc<Stats>,
-    interval: Duration,
-    mut draining: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut meter = placement::LoadMeter::new(stats);
-    let mut draining_seen = false;
-    loop {
-        let is_draining = *draining.borrow();
-        let own = meter.sample(placement.own_id(), is_draining, sim::persist::unix_millis());
-        let (store2, placement2) = (store.clone(), placement.clone());
-        let reported = tokio::task::spawn_blocking(move || {
-            placement::report(
-                store2.as_ref(),
-                &placement2,
-                own,
-                interval,
-                sim::persist::unix_millis(),
-            )
-        })
-        .await;
-        if let Err(e) = reported {
-            tracing::error!(error = %e, "load report task failed");
-        }
-        draining_seen |= is_draining;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            r = draining.wait_for(|d| *d), if !draining_seen => if r.is_err() { return },
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-    }
 }
 
 /// Most servers [`start_dev_cluster`] hosts.

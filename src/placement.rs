@@ -467,6 +467,44 @@ pub fn report(
     }
 }
 
+/// Publishes this server's load every `interval` (and at once when it starts draining)
+/// and reads the others' into `placement`, until `stop` turns true.
+pub async fn report_loads(
+    store: Arc<dyn Store>,
+    placement: Arc<Placement>,
+    stats: Arc<Stats>,
+    interval: Duration,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut meter = LoadMeter::new(stats);
+    let mut draining_seen = false;
+    loop {
+        let is_draining = *draining.borrow();
+        let own = meter.sample(placement.own_id(), is_draining, crate::clock::unix_millis());
+        let (store2, placement2) = (store.clone(), placement.clone());
+        let reported = tokio::task::spawn_blocking(move || {
+            report(
+                store2.as_ref(),
+                &placement2,
+                own,
+                interval,
+                crate::clock::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = reported {
+            tracing::error!(error = %e, "load report task failed");
+        }
+        draining_seen |= is_draining;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            r = draining.wait_for(|d| *d), if !draining_seen => if r.is_err() { return },
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
