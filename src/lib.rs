@@ -19,15 +19,15 @@ pub mod parties;
 pub mod placement;
 pub mod process_stats;
 pub mod session;
+mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use rustls::pki_types::CertificateDer;
@@ -483,105 +483,21 @@ pub async fn start_with(
         Some(_) => Duration::from_millis(config.drain_linger_ms),
         None => Duration::ZERO,
     };
-    let stats_for_drain = stats.clone();
     let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
-    let leases_for_drain = player_leases.clone();
-    let done = tokio::spawn(async move {
-        let crashed = tokio::select! {
-            () = shutdown => false,
-            r = crash_rx => r.is_ok(),
-        };
-        if crashed {
-            tracing::warn!("crash: stopping without drain");
-            let _ = keeper_stop.send(true);
-            let _ = drain_tx.send(true);
-            // The workers stop first, so that no session leaves (and checkpoints); the
-            // party directory is told first, so that the sessions the stopping workers
-            // end stay in their parties, as after a real crash.
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(d) = &directory {
-                    d.crash();
-                }
-                sim.stop();
-                if let Some(d) = directory {
-                    d.stop();
-                }
-            })
-            .await;
-            endpoint.close(
-                zonehost_protocol::message::close_code::SHUTDOWN.into(),
-                b"crash",
-            );
-            let _ = tokio::task::spawn_blocking(move || store_worker.stop()).await;
-            return;
-        }
-        let started = Instant::now();
-        tracing::info!(migrate = migration.is_some(), "draining");
-        let _ = drain_tx.send(true);
-        match &migration {
-            Some(m) => {
-                sim.drain_to_peers(&(m.handoffs.clone() as Arc<dyn sim::ports::HandoffSink>))
-            }
-            None => sim.drain(),
-        }
-        while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())
-            && started.elapsed() < drain_timeout
-        {
-            if let Some(m) = &migration {
-                m.round().await;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(m) = &migration {
-            // Sessions whose final checkpoint was answered at the very end.
-            m.round().await;
-        }
-        let flushed = sim.store_flushed();
-        if !flushed {
-            tracing::error!("drain timed out before the store confirmed the final checkpoints");
-        }
-        let left = stats_for_drain.connections_open.load(Ordering::Relaxed);
-        // The final checkpoints are answered: release the leases of ended sessions.
-        let _ = keeper_stop.send(true);
-        if let Some(l) = leases_for_drain {
-            // The instances (and the items on their grounds) are gone with the sessions.
-            let _ = tokio::task::spawn_blocking(move || {
-                l.release_ended();
-                l.release_run();
-            })
-            .await;
-        }
-        endpoint.close(
-            zonehost_protocol::message::close_code::SHUTDOWN.into(),
-            b"shutdown",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-        // Stop the workers (their last checkpoints are queued), then the store worker,
-        // which executes everything queued before it stops.
-        let _ = tokio::task::spawn_blocking(move || {
-            sim.stop();
-            if let Some(d) = directory {
-                d.stop();
-            }
-            store_worker.stop();
-        })
-        .await;
-        tracing::info!(
-            secs = started.elapsed().as_secs_f32(),
-            connections_left = left,
-            store_flushed = flushed,
-            "drained"
-        );
-        if !drain_linger.is_zero() {
-            // /metrics keeps answering `zonehost_draining 1` so that Prometheus records the
-            // planned stop before the target disappears (see ZonehostDown in deploy/alerts.yml).
-            tracing::info!(
-                ms = drain_linger.as_millis() as u64,
-                "drained; serving /metrics until the linger ends"
-            );
-            tokio::time::sleep(drain_linger).await;
-        }
-    });
+    let stopping = shutdown::Stopping {
+        sim,
+        directory,
+        endpoint,
+        store_worker,
+        stats: stats.clone(),
+        migration,
+        leases: player_leases.clone(),
+        keeper_stop,
+        drain_tx,
+        drain_timeout,
+        drain_linger,
+    };
+    let done = tokio::spawn(stopping.run(shutdown, crash_rx));
     Ok(Server {
         local_addr,
         certificate: identity.certs[0].clone(),
