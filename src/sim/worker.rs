@@ -499,7 +499,7 @@ impl Worker {
                     Stats::inc(&self.stats.ticks_late);
                 }
                 let started = Instant::now();
-                self.tick();
+                self.tick_at(started);
                 let busy = started.elapsed();
                 let busy_us = busy.as_micros() as u64;
                 self.stats
@@ -547,9 +547,16 @@ impl Worker {
         }
     }
 
-    /// Runs one tick: lifecycle messages, queued work, world steps and events, zone
-    /// transfers, snapshots.
+    /// Runs one tick now (see [`Worker::tick_at`]).
     pub fn tick(&mut self) {
+        self.tick_at(Instant::now());
+    }
+
+    /// Runs one tick at `now`: lifecycle messages, queued work, world steps and events,
+    /// zone transfers, snapshots. `now` decides the tick's timeouts (resume grace, settle
+    /// limits, checkpoint intervals, forwarding), so a test can step time; the latency
+    /// metrics still read the clock.
+    pub fn tick_at(&mut self, now: Instant) {
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
         self.poll_store();
@@ -561,7 +568,7 @@ impl Worker {
             match msg {
                 Control::Join(join) => self.join(join),
                 Control::Leave { session } => self.leave(session),
-                Control::Detach { session } => self.detach(session),
+                Control::Detach { session } => self.detach(session, now),
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
                 Control::DrainToPeers(handoffs) => self.drain_to_peers(handoffs),
@@ -577,7 +584,7 @@ impl Worker {
                 // Handed off once settled (stage 4), like a placement: the final checkpoint
                 // then carries the outcome of every item operation.
                 Control::Handoff { session } => {
-                    self.party_handoffs.push((session, Instant::now()));
+                    self.party_handoffs.push((session, now));
                 }
             }
         }
@@ -590,7 +597,8 @@ impl Worker {
             };
             self.route_work(work, true);
         }
-        let now = Instant::now();
+        // The input-apply latency reads the clock: receive times are real.
+        let applied_at = Instant::now();
         let mut expired = Vec::new();
         for inst in self.instances.values_mut() {
             inst.world.step();
@@ -613,7 +621,7 @@ impl Worker {
                     m.pending.pop_front();
                     self.meters
                         .input_apply
-                        .record(now.saturating_duration_since(received).as_secs_f64());
+                        .record(applied_at.saturating_duration_since(received).as_secs_f64());
                     m.applied_since_snapshot.get_or_insert(received);
                 }
             }

@@ -385,9 +385,9 @@ impl Worker {
         parties.party_of(player_id).map(|p| p.id)
     }
 
-    /// The connection of `session` was lost: keep its player in the world for the grace
-    /// period, sending it nothing.
-    pub(super) fn detach(&mut self, session: SessionId) {
+    /// The connection of `session` was lost at `now`: keep its player in the world for
+    /// the grace period, sending it nothing.
+    pub(super) fn detach(&mut self, session: SessionId, now: Instant) {
         if self.cancel_load(session) {
             return;
         }
@@ -395,7 +395,7 @@ impl Worker {
             return;
         };
         if m.detached_at.is_none() {
-            m.detached_at = Some(Instant::now());
+            m.detached_at = Some(now);
             Stats::gauge_add(&self.stats.sessions_active, -1);
             Stats::gauge_add(&self.stats.sessions_detached, 1);
         }

@@ -79,6 +79,13 @@ impl Two {
         }
     }
 
+    /// Ticks every worker at `now` (test time).
+    fn tick_at(&mut self, now: Instant) {
+        for w in &mut self.workers {
+            w.tick_at(now);
+        }
+    }
+
     /// Joins `name` on worker `on`; returns its session's route and its outbox.
     fn join(&mut self, session: u64, name: &str, on: usize) -> mpsc::Receiver<Outgoing> {
         let (tx, rx) = mpsc::channel(256);
@@ -556,4 +563,29 @@ impl Two {
             .map(|t| t.id)
             .expect("a town")
     }
+}
+
+#[test]
+fn a_detached_session_ends_when_its_resume_grace_is_over_in_test_time() {
+    let mut t = Two::new();
+    let _rx = t.join(1, "sleeper", 0);
+    let (_, route) = t.registry.route(player_id("sleeper")).expect("live");
+    route.control(Control::Detach { session: 1 });
+    let t0 = Instant::now();
+    t.tick_at(t0);
+    assert!(t.workers[0]
+        .member(1)
+        .is_some_and(|m| m.detached_at == Some(t0)));
+    let grace = t.workers[0].settings.resume_grace;
+    t.tick_at(t0 + grace - Duration::from_millis(1));
+    assert!(
+        t.workers[0].member(1).is_some(),
+        "waits for a resume until the grace ends"
+    );
+    t.tick_at(t0 + grace);
+    assert!(t.workers[0].member(1).is_none(), "the grace is over");
+    assert!(
+        t.registry.route(player_id("sleeper")).is_none(),
+        "the player is released"
+    );
 }
