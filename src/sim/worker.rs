@@ -378,6 +378,9 @@ pub struct Worker {
     /// Party members to hand to their leader's server, with when it was asked, until they
     /// are settled (stage 4; see [`Worker::hand_off_settled`]).
     party_handoffs: Vec<(SessionId, Instant)>,
+    /// The time of the current tick ([`Worker::tick_at`]): what the tick's stages stamp
+    /// their waits with.
+    now: Instant,
 }
 
 fn unix_micros() -> u64 {
@@ -448,6 +451,7 @@ impl Worker {
             placer: None,
             placing: Vec::new(),
             party_handoffs: Vec::new(),
+            now: Instant::now(),
         }
     }
 
@@ -557,6 +561,7 @@ impl Worker {
     /// limits, checkpoint intervals, forwarding), so a test can step time; the latency
     /// metrics still read the clock.
     pub fn tick_at(&mut self, now: Instant) {
+        self.now = now;
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
         self.poll_store();

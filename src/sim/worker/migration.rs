@@ -78,11 +78,12 @@ impl Worker {
         if !peer || to == self.settings.index {
             return false;
         }
+        let now = self.now;
         let Some(m) = self.member_mut(session) else {
             return false;
         };
         let fresh = m.migrating.is_none();
-        m.migrating = Some((to, goal, Instant::now()));
+        m.migrating = Some((to, goal, now));
         if fresh {
             self.migrating.push(session);
         }
@@ -186,7 +187,7 @@ impl Worker {
             session,
             to_zone,
             to,
-            since: Instant::now(),
+            since: self.now,
         });
         true
     }
@@ -305,7 +306,7 @@ impl Worker {
             self.migrate_in_here(migrant);
             return;
         };
-        self.forwarded.insert(session, (to, Instant::now()));
+        self.forwarded.insert(session, (to, self.now));
         inbox.control(Control::Migrate(Handover::pack(migrant)));
         if let Some((s, route)) = self.registry.route(player) {
             if s == session {

@@ -266,7 +266,7 @@ impl Worker {
                     "checkpoint failed after {} attempts",
                     persist::SAVE_ATTEMPTS
                 );
-                let now = Instant::now();
+                let now = self.now;
                 for s in &pending.sessions {
                     p.mark_dirty(*s, now);
                 }
