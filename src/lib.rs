@@ -230,6 +230,47 @@ fn open_store(
     Ok((store, epoch, worker))
 }
 
+/// Binds the QUIC endpoint on `config.listen`: TLS with `identity`, the UDP socket with
+/// the configured buffers (every datagram counted into `stats`, junk by reason) and
+/// stateless resets keyed by the reset secret. Returns the endpoint, the buffer sizes the kernel
+/// granted and the bound address.
+fn bind_endpoint(
+    config: &Config,
+    identity: &keys::ServerIdentity,
+    stats: &Arc<Stats>,
+) -> Result<(quinn::Endpoint, SocketBuffers, SocketAddr), ServerError> {
+    let server_config = net::server_config(config, identity)?;
+    let (socket, socket_buffers) = net::bind_udp(
+        config.listen,
+        config.udp_recv_buffer,
+        config.udp_send_buffer,
+    )?;
+    let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
+    let bind_err = |source| NetError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let socket = net::counting_socket(socket, &reset_secret, stats.clone()).map_err(bind_err)?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        net::endpoint_config(
+            &reset_secret,
+            Duration::from_micros(config.reset_min_interval_us),
+        ),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    Ok((endpoint, socket_buffers, local_addr))
+}
+
 /// What [`start_with`] takes beyond the config. The default is what [`start`] does.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -268,35 +309,7 @@ pub async fn start_with(
     }
     let stats = Arc::new(Stats::new(config.sim_workers));
     let registry = Arc::new(Registry::new(config.second_login));
-    let server_config = net::server_config(&config, &identity)?;
-    let (socket, socket_buffers) = net::bind_udp(
-        config.listen,
-        config.udp_recv_buffer,
-        config.udp_send_buffer,
-    )?;
-    let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
-    let bind_err = |source| NetError::Bind {
-        addr: config.listen,
-        source,
-    };
-    let socket = net::counting_socket(socket, &reset_secret, stats.clone()).map_err(bind_err)?;
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        net::endpoint_config(
-            &reset_secret,
-            Duration::from_micros(config.reset_min_interval_us),
-        ),
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| NetError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (endpoint, socket_buffers, local_addr) = bind_endpoint(&config, &identity, &stats)?;
     let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
     let content = Arc::new(load_content(&config)?);
     let (store, store_epoch, store_worker) = open_store(&config, &stats, options.store)?;
