@@ -28,162 +28,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{close_code, Goaway, Redirect, ServerMsg};
 use zonehost_protocol::token::{sign, Claims, KeySet, CLAIMS_VERSION};
 
+pub use crate::config::ClusterConfig;
+use crate::link::{ConnShared, Link, Outgoing, SessionId};
 use crate::session::Registry;
-use crate::sim::{ConnShared, Link, Outgoing, SessionId};
+pub use crate::session::{ticket_audience, TICKET_AUDIENCE_PREFIX, TICKET_KEY_ID, TICKET_TTL_SECS};
+pub use crate::sim::ports::Handoff;
+use crate::sim::ports::{HandoffSink, LeaseFence};
 use crate::store::{Lease, LeaseError, Store};
 use crate::telemetry::DisconnectCause;
-
-/// Cluster options (`[cluster]` in the server config). Field docs state the default; the
-/// defaults keep a single server working exactly as without this section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// Take a player ownership lease at login (see the module docs). Default `false`.
-    pub enabled: bool,
-    /// The address clients must use for each other server of the cluster, by its
-    /// `server_id`: a login of a player another server owns is redirected there. Servers
-    /// missing here are found through the store instead, by the address each publishes with
-    /// its load (`advertise`), for as long as its load row is live; a listed address wins
-    /// over a published one. A player owned by a server known neither way is refused with
-    /// `AlreadyConnected`. Default empty.
-    pub peers: BTreeMap<String, SocketAddr>,
-    /// The address clients reach this server at, published with its load so that peers
-    /// that do not list it in their `peers` find it (a new server joins a running cluster
-    /// without a change to the others' configuration). Default unset: the `listen` address
-    /// when its IP is a specific one (not `0.0.0.0` or `::`), else nothing is published.
-    pub advertise: Option<SocketAddr>,
-    /// Lifetime of a player lease, seconds; the owner renews it every third of this. If a
-    /// server dies, its players can log in elsewhere after at most this long. Default 30.
-    pub player_lease_ttl_secs: u64,
-    /// The cluster's shared redirect-ticket signing key (32 raw bytes; every server of a
-    /// cluster must have the same file). Default unset: `data_dir/cluster-ticket.key`,
-    /// created on first start.
-    pub ticket_key_file: Option<PathBuf>,
-    /// How often this server publishes its load to the store's `servers` table and reads
-    /// the others' (see [`crate::placement`]); a row lives 5 intervals. Milliseconds,
-    /// default 1000.
-    pub load_report_interval_ms: u64,
-    /// New logins are redirected to a less loaded peer only while this server's sim busy
-    /// fraction is at least this, per mille. Default 600 (60 % busy).
-    pub redirect_above_permille: u32,
-    /// ... and at least this much above the least loaded peer's estimate, per mille
-    /// (hysteresis: redirecting stops below half of it, or below
-    /// `redirect_above_permille` minus half of it). Default 250. With both at 0 every
-    /// login goes to the least loaded peer (a test and dev setting).
-    pub redirect_margin_permille: u32,
-    /// Place new dungeon instances by load too: while this server is overloaded (the same
-    /// thresholds and hysteresis as for logins, see [`crate::placement`]) a solo player or
-    /// party leader whose zone change would open a new dungeon instance is saved in that
-    /// zone and redirected to the least loaded peer, which opens the instance. Needs
-    /// clients that follow a `Redirect` after `Welcome` (SPEC §2.4); turn it off while
-    /// older clients play. Default `true`.
-    pub place_instances: bool,
-    /// Lifetime of a party invitation, seconds: an invitee may answer it on whichever
-    /// server it plays until then (it survives the invitee's moves, logouts and its
-    /// server's restarts), then it is gone (`NoInvite`). Default 120: longer than a crash
-    /// costs a player (`player_lease_ttl_secs` plus a reconnect), short enough that a
-    /// forgotten invitation does not surprise anyone.
-    pub party_invite_ttl_secs: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            peers: BTreeMap::new(),
-            advertise: None,
-            player_lease_ttl_secs: 30,
-            ticket_key_file: None,
-            load_report_interval_ms: 1000,
-            redirect_above_permille: 600,
-            redirect_margin_permille: 250,
-            place_instances: true,
-            party_invite_ttl_secs: 120,
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// Checks ranges; `Err` names what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(1..=3600).contains(&self.player_lease_ttl_secs) {
-            return Err("player_lease_ttl_secs must be 1..=3600".into());
-        }
-        if !(50..=60_000).contains(&self.load_report_interval_ms) {
-            return Err("load_report_interval_ms must be 50..=60000".into());
-        }
-        if !(1..=3600).contains(&self.party_invite_ttl_secs) {
-            return Err("party_invite_ttl_secs must be 1..=3600".into());
-        }
-        if let Some(a) = self.advertise {
-            if a.ip().is_unspecified() || a.port() == 0 {
-                return Err(format!(
-                    "advertise {a} must be an address clients can reach (a specific IP and port)"
-                ));
-            }
-        }
-        if self.redirect_above_permille > 1000 || self.redirect_margin_permille > 1000 {
-            return Err(
-                "redirect_above_permille and redirect_margin_permille must be at most 1000".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The address this server publishes for its peers: `advertise`, else `listen` when
-    /// its IP is a specific one (see [`ClusterConfig::advertise`]).
-    pub fn advertised(&self, listen: SocketAddr) -> Option<SocketAddr> {
-        self.advertise
-            .or_else(|| (!listen.ip().is_unspecified() && listen.port() != 0).then_some(listen))
-    }
-
-    /// The load report interval.
-    pub fn load_report_interval(&self) -> Duration {
-        Duration::from_millis(self.load_report_interval_ms)
-    }
-
-    /// Placement thresholds.
-    pub fn thresholds(&self) -> crate::placement::Thresholds {
-        crate::placement::Thresholds {
-            above_permille: self.redirect_above_permille,
-            margin_permille: self.redirect_margin_permille,
-        }
-    }
-
-    /// The lease lifetime.
-    pub fn player_lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.player_lease_ttl_secs)
-    }
-
-    /// The lifetime of a party invitation.
-    pub fn party_invite_ttl(&self) -> Duration {
-        Duration::from_secs(self.party_invite_ttl_secs)
-    }
-}
-
-/// Key id of redirect tickets (SPEC.md §3.7).
-pub const TICKET_KEY_ID: u32 = u32::MAX - 1;
-/// Audience prefix of redirect tickets; the target's `server_id` follows.
-pub const TICKET_AUDIENCE_PREFIX: &str = "zonehost-ticket:";
-/// Lifetime of a redirect ticket, seconds.
-pub const TICKET_TTL_SECS: u64 = 30;
-
-/// The audience of tickets for server `server_id`.
-pub fn ticket_audience(server_id: &str) -> String {
-    format!("{TICKET_AUDIENCE_PREFIX}{server_id}")
-}
 
 /// Loads the ticket key of `config` (creating `data_dir/cluster-ticket.key` when no file is
 /// configured and it does not exist yet).
@@ -363,8 +226,9 @@ pub enum AcquireError {
     Store(#[source] LeaseError),
 }
 
+/// A player lease this server holds, and the sessions using it.
 #[derive(Debug)]
-struct Held {
+struct HeldLease {
     lease: Lease,
     fence_epoch: u64,
     /// Sessions of this server using the lease (a second login of a player on the same
@@ -394,13 +258,23 @@ pub struct PlayerLeases {
     holder: String,
     ttl: Duration,
     run_epoch: u64,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<HashMap<u64, HeldLease>>,
     /// Serializes [`PlayerLeases::release_ended`] (the keeper and a drain both call it).
     releasing: Mutex<()>,
     /// This run's lease `run:<epoch>` (see [`sweep_dead_runs`]), once taken.
     run_lease: Mutex<Option<Lease>>,
     /// Counters.
     pub counters: LeaseCounters,
+}
+
+impl LeaseFence for PlayerLeases {
+    fn fence_epoch(&self, player_id: u64, session: SessionId) -> Option<u64> {
+        PlayerLeases::fence_epoch(self, player_id, session)
+    }
+
+    fn session_ended(&self, player_id: u64, session: SessionId) {
+        PlayerLeases::session_ended(self, player_id, session);
+    }
 }
 
 impl PlayerLeases {
@@ -418,7 +292,7 @@ impl PlayerLeases {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Held>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, HeldLease>> {
         // Single inserts and field updates cannot leave the map inconsistent.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -467,7 +341,7 @@ impl PlayerLeases {
             _ => {
                 held.insert(
                     player_id,
-                    Held {
+                    HeldLease {
                         lease,
                         fence_epoch,
                         sessions: vec![session],
@@ -732,32 +606,6 @@ impl PlayerLeases {
     }
 }
 
-/// A player a draining server has handed off: the session left the simulation, its
-/// final checkpoint was answered and its lease ended. It waits for the lease to be
-/// released, then gets its `Redirect` ([`Handoffs`]).
-#[derive(Debug)]
-pub struct Handoff {
-    /// Stable player id.
-    pub player_id: u64,
-    /// The player's name (the ticket's `player`).
-    pub player_name: String,
-    /// The session that was handed off.
-    pub session: SessionId,
-    /// The connection (closed if the `Redirect` cannot be queued).
-    pub conn: Arc<dyn Link>,
-    /// The session's reliable outbox (the `Redirect` goes last on it).
-    pub outbox: mpsc::Sender<Outgoing>,
-    /// Close bookkeeping of the connection.
-    pub shared: Arc<ConnShared>,
-    /// The player's party on this server when it was handed off: a party's members are
-    /// sent to the same peer.
-    pub party: Option<zonehost_game::PartyId>,
-    /// The peer chosen when the player was handed off (`server_id`, address): a new
-    /// instance placed by load ([`crate::placement::InstancePlacer`]). `None` for a drain,
-    /// whose task chooses the peer.
-    pub to: Option<(String, SocketAddr)>,
-}
-
 /// Counters of drain by migration (and of instance placements' redirects).
 #[derive(Debug, Default)]
 pub struct HandoffCounters {
@@ -816,6 +664,12 @@ pub fn send_last_frame(
         conn.close(code, cause.as_str().as_bytes());
     }
     queued
+}
+
+impl HandoffSink for Handoffs {
+    fn push(&self, handoff: Handoff) {
+        Handoffs::push(self, handoff);
+    }
 }
 
 impl Handoffs {
@@ -917,6 +771,38 @@ impl Handoffs {
             queued,
             "drain: player handed off"
         );
+    }
+}
+
+/// Sweeps dead runs' grounds ([`sweep_dead_runs`]) every lease TTL (at least
+/// every second), until `stop` turns true.
+pub async fn sweep_dead_runs_every(
+    store: Arc<dyn Store>,
+    holder: String,
+    own_epoch: u64,
+    ttl: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = ttl.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+        let (store, holder) = (store.clone(), holder.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep_dead_runs(
+                store.as_ref(),
+                &holder,
+                own_epoch,
+                ttl,
+                crate::clock::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "sweeping dead runs' grounds failed");
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! Server configuration: a TOML file whose every option has a documented default,
 //! overridable by command-line flags and `ZONEHOST_*` environment variables, validated once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::ClusterConfig;
 use crate::store::StoreConfig;
 
 /// What to do when a player who already has a live session logs in again.
@@ -373,6 +374,126 @@ mod optional_addr {
                 serde::de::Error::custom(format!("{addr:?}: {e} (an address, or \"off\")"))
             }),
         }
+    }
+}
+
+/// Cluster options (`[cluster]` in the server config). Field docs state the default; the
+/// defaults keep a single server working exactly as without this section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Take a player ownership lease at login (see the module docs). Default `false`.
+    pub enabled: bool,
+    /// The address clients must use for each other server of the cluster, by its
+    /// `server_id`: a login of a player another server owns is redirected there. Servers
+    /// missing here are found through the store instead, by the address each publishes with
+    /// its load (`advertise`), for as long as its load row is live; a listed address wins
+    /// over a published one. A player owned by a server known neither way is refused with
+    /// `AlreadyConnected`. Default empty.
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// The address clients reach this server at, published with its load so that peers
+    /// that do not list it in their `peers` find it (a new server joins a running cluster
+    /// without a change to the others' configuration). Default unset: the `listen` address
+    /// when its IP is a specific one (not `0.0.0.0` or `::`), else nothing is published.
+    pub advertise: Option<SocketAddr>,
+    /// Lifetime of a player lease, seconds; the owner renews it every third of this. If a
+    /// server dies, its players can log in elsewhere after at most this long. Default 30.
+    pub player_lease_ttl_secs: u64,
+    /// The cluster's shared redirect-ticket signing key (32 raw bytes; every server of a
+    /// cluster must have the same file). Default unset: `data_dir/cluster-ticket.key`,
+    /// created on first start.
+    pub ticket_key_file: Option<PathBuf>,
+    /// How often this server publishes its load to the store's `servers` table and reads
+    /// the others' (see [`crate::placement`]); a row lives 5 intervals. Milliseconds,
+    /// default 1000.
+    pub load_report_interval_ms: u64,
+    /// New logins are redirected to a less loaded peer only while this server's sim busy
+    /// fraction is at least this, per mille. Default 600 (60 % busy).
+    pub redirect_above_permille: u32,
+    /// ... and at least this much above the least loaded peer's estimate, per mille
+    /// (hysteresis: redirecting stops below half of it, or below
+    /// `redirect_above_permille` minus half of it). Default 250. With both at 0 every
+    /// login goes to the least loaded peer (a test and dev setting).
+    pub redirect_margin_permille: u32,
+    /// Place new dungeon instances by load too: while this server is overloaded (the same
+    /// thresholds and hysteresis as for logins, see [`crate::placement`]) a solo player or
+    /// party leader whose zone change would open a new dungeon instance is saved in that
+    /// zone and redirected to the least loaded peer, which opens the instance. Needs
+    /// clients that follow a `Redirect` after `Welcome` (SPEC §2.4); turn it off while
+    /// older clients play. Default `true`.
+    pub place_instances: bool,
+    /// Lifetime of a party invitation, seconds: an invitee may answer it on whichever
+    /// server it plays until then (it survives the invitee's moves, logouts and its
+    /// server's restarts), then it is gone (`NoInvite`). Default 120: longer than a crash
+    /// costs a player (`player_lease_ttl_secs` plus a reconnect), short enough that a
+    /// forgotten invitation does not surprise anyone.
+    pub party_invite_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            peers: BTreeMap::new(),
+            advertise: None,
+            player_lease_ttl_secs: 30,
+            ticket_key_file: None,
+            load_report_interval_ms: 1000,
+            redirect_above_permille: 600,
+            redirect_margin_permille: 250,
+            place_instances: true,
+            party_invite_ttl_secs: 120,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks ranges; `Err` names what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3600).contains(&self.player_lease_ttl_secs) {
+            return Err("player_lease_ttl_secs must be 1..=3600".into());
+        }
+        if !(50..=60_000).contains(&self.load_report_interval_ms) {
+            return Err("load_report_interval_ms must be 50..=60000".into());
+        }
+        if !(1..=3600).contains(&self.party_invite_ttl_secs) {
+            return Err("party_invite_ttl_secs must be 1..=3600".into());
+        }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(format!(
+                    "advertise {a} must be an address clients can reach (a specific IP and port)"
+                ));
+            }
+        }
+        if self.redirect_above_permille > 1000 || self.redirect_margin_permille > 1000 {
+            return Err(
+                "redirect_above_permille and redirect_margin_permille must be at most 1000".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The address this server publishes for its peers: `advertise`, else `listen` when
+    /// its IP is a specific one (see [`ClusterConfig::advertise`]).
+    pub fn advertised(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        self.advertise
+            .or_else(|| (!listen.ip().is_unspecified() && listen.port() != 0).then_some(listen))
+    }
+
+    /// The load report interval.
+    pub fn load_report_interval(&self) -> Duration {
+        Duration::from_millis(self.load_report_interval_ms)
+    }
+
+    /// The lease lifetime.
+    pub fn player_lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.player_lease_ttl_secs)
+    }
+
+    /// The lifetime of a party invitation.
+    pub fn party_invite_ttl(&self) -> Duration {
+        Duration::from_secs(self.party_invite_ttl_secs)
     }
 }
 

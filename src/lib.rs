@@ -8,8 +8,10 @@
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod handoff;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod net;
 pub mod ops;
 pub mod par;
@@ -17,15 +19,15 @@ pub mod parties;
 pub mod placement;
 pub mod process_stats;
 pub mod session;
+mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use rustls::pki_types::CertificateDer;
@@ -40,6 +42,10 @@ use crate::sim::{PersistSettings, Sim, SpawnError};
 use crate::store::writer::StoreWorker;
 use crate::store::{LeaseError, Store, StoreError};
 use crate::telemetry::Stats;
+
+pub use crate::store::recovery::{
+    recover_trades, sweep_dead_grounds, take_epoch, EPOCH_LEASE, TRADE_RECOVERY_GRACE_MS,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,114 +181,6 @@ pub fn load_content(config: &Config) -> Result<zonehost_game::Content, ServerErr
         .map_err(|e| invalid(format!("{}: {e}", zones.display())).into())
 }
 
-/// Resource of the lease that hands out fence epochs.
-pub const EPOCH_LEASE: &str = "epoch";
-
-/// Takes a fence epoch greater than every earlier run's (of any server on this store):
-/// the epoch lease is acquired and released twice, and a release guarantees the next
-/// holder a greater epoch. Retries a few times while another server holds it for its own
-/// start-up.
-pub fn take_epoch(store: &dyn Store, config: &store::StoreConfig) -> Result<u64, LeaseError> {
-    let ttl = Duration::from_secs(config.lease_ttl_secs);
-    let mut attempt = 0;
-    loop {
-        let now_ms = sim::persist::unix_millis();
-        let result = store
-            .acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms)
-            .and_then(|l| store.release_lease(&l))
-            .and_then(|()| store.acquire_lease(EPOCH_LEASE, &config.server_id, ttl, now_ms))
-            .and_then(|l| store.release_lease(&l).map(|()| l.epoch));
-        match result {
-            Err(LeaseError::Held { .. }) if attempt < 20 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Destroys the items a crash left on the ground of earlier runs' instances (see
-/// [`Store::dead_ground_items`](crate::store::ItemStore::dead_ground_items)), as the end of those instances would have. Failures are
-/// logged, never fatal: the items stay where they are and the next start tries again.
-pub fn sweep_dead_grounds(store: &dyn Store, epoch: u64) -> usize {
-    let items = match store.dead_ground_items(epoch) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing ground items of earlier runs failed");
-            return 0;
-        }
-    };
-    let ops: Vec<store::ItemOp> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let mut b = [0u8; 16];
-            let op_id = match getrandom::fill(&mut b) {
-                Ok(()) => u128::from_le_bytes(b),
-                // Unique anyway: this run's epoch never repeats.
-                Err(_) => (u128::from(epoch) << 64) | (1 << 63) | i as u128,
-            };
-            r.owner.map(|from| store::ItemOp {
-                op_id,
-                item_id: r.item_id,
-                kind: store::ItemOpKind::Destroy { from },
-            })
-        })
-        .collect();
-    if ops.is_empty() {
-        return 0;
-    }
-    match store.apply_item_ops(&ops) {
-        Ok(results) => {
-            let swept = results
-                .iter()
-                .filter(|r| matches!(r, Ok(o) if o.applied()))
-                .count();
-            tracing::info!(
-                swept,
-                found = ops.len(),
-                "destroyed items left on the ground of instances of earlier runs"
-            );
-            swept
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, items = ops.len(), "sweeping ground items of earlier runs failed");
-            0
-        }
-    }
-}
-
-/// In cluster mode, open trades younger than this are left to the server running them
-/// (see [`recover_trades`]).
-pub const TRADE_RECOVERY_GRACE_MS: u64 = 60_000;
-
-/// Resolves the trades a crash left unsettled (see [`store::trade::recover`]): committed
-/// ones are delivered, the others' escrowed items go back to their givers. `shared`: other
-/// live servers may be running trades on this store, so young open trades are left
-/// alone; otherwise every unsettled trade is an earlier run's. Failures are logged, never
-/// fatal: the trades stay unsettled and the next start tries again.
-pub fn recover_trades(store: &dyn Store, shared: bool) -> Option<store::trade::Recovery> {
-    let grace = if shared { TRADE_RECOVERY_GRACE_MS } else { 0 };
-    match store::trade::recover(store, sim::persist::unix_millis(), grace) {
-        Ok(r) => {
-            if r != store::trade::Recovery::default() {
-                tracing::info!(
-                    delivered = r.delivered,
-                    returned = r.returned,
-                    left_young = r.left_young,
-                    "resolved trades left unsettled by an earlier run"
-                );
-            }
-            Some(r)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "recovering unsettled trades failed");
-            None
-        }
-    }
-}
-
 /// Opens the configured store behind its cache (the embedded file is created in the
 /// data directory on first use), takes this run's epoch and starts the store worker.
 /// An `injected` store is used as it is. In cluster mode the configured store is opened
@@ -332,6 +230,47 @@ fn open_store(
     Ok((store, epoch, worker))
 }
 
+/// Binds the QUIC endpoint on `config.listen`: TLS with `identity`, the UDP socket with
+/// the configured buffers (every datagram counted into `stats`, junk by reason) and
+/// stateless resets keyed by the reset secret. Returns the endpoint, the buffer sizes the kernel
+/// granted and the bound address.
+fn bind_endpoint(
+    config: &Config,
+    identity: &keys::ServerIdentity,
+    stats: &Arc<Stats>,
+) -> Result<(quinn::Endpoint, SocketBuffers, SocketAddr), ServerError> {
+    let server_config = net::server_config(config, identity)?;
+    let (socket, socket_buffers) = net::bind_udp(
+        config.listen,
+        config.udp_recv_buffer,
+        config.udp_send_buffer,
+    )?;
+    let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
+    let bind_err = |source| NetError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let socket = net::counting_socket(socket, &reset_secret, stats.clone()).map_err(bind_err)?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        net::endpoint_config(
+            &reset_secret,
+            Duration::from_micros(config.reset_min_interval_us),
+        ),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    Ok((endpoint, socket_buffers, local_addr))
+}
+
 /// What [`start_with`] takes beyond the config. The default is what [`start`] does.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -370,35 +309,7 @@ pub async fn start_with(
     }
     let stats = Arc::new(Stats::new(config.sim_workers));
     let registry = Arc::new(Registry::new(config.second_login));
-    let server_config = net::server_config(&config, &identity)?;
-    let (socket, socket_buffers) = net::bind_udp(
-        config.listen,
-        config.udp_recv_buffer,
-        config.udp_send_buffer,
-    )?;
-    let reset_secret = keys::load_reset_secret(config.reset_key_file.as_deref(), &config.data_dir)?;
-    let bind_err = |source| NetError::Bind {
-        addr: config.listen,
-        source,
-    };
-    let socket = net::counting_socket(socket, &reset_secret, stats.clone()).map_err(bind_err)?;
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        net::endpoint_config(
-            &reset_secret,
-            Duration::from_micros(config.reset_min_interval_us),
-        ),
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| NetError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (endpoint, socket_buffers, local_addr) = bind_endpoint(&config, &identity, &stats)?;
     let resume = Arc::new(ResumeMinter::random().map_err(|e| KeyError::Generate(e.to_string()))?);
     let content = Arc::new(load_content(&config)?);
     let (store, store_epoch, store_worker) = open_store(&config, &stats, options.store)?;
@@ -431,7 +342,7 @@ pub async fn start_with(
             placement::Placement::new(
                 config.store.server_id.clone(),
                 &config.cluster.peers,
-                config.cluster.thresholds(),
+                placement::Thresholds::of(&config.cluster),
             )
             .with_advertise(config.cluster.advertised(local_addr)),
         )
@@ -480,13 +391,15 @@ pub async fn start_with(
         Some((&store_worker, persist)),
         party_mirror,
         directory.as_ref().map(|d| d.handle()),
-        placer.clone(),
+        placer
+            .clone()
+            .map(|p| Arc::new(p) as Arc<dyn sim::ports::InstancePlacement>),
     )?);
     let (keeper_stop, keeper_stopped) = watch::channel(false);
     if let Some(l) = &player_leases {
-        l.take_run_lease(sim::persist::unix_millis())?;
+        l.take_run_lease(clock::unix_millis())?;
         tokio::spawn(l.clone().run(registry.clone(), keeper_stopped.clone()));
-        tokio::spawn(sweep_dead_runs_every(
+        tokio::spawn(cluster::sweep_dead_runs_every(
             store.clone(),
             config.store.server_id.clone(),
             store_epoch,
@@ -495,7 +408,7 @@ pub async fn start_with(
         ));
     }
     if let (Some(p), Some(l), Some(t)) = (&placer, &player_leases, &tickets) {
-        tokio::spawn(relay_placed(
+        tokio::spawn(handoff::relay_placed(
             p.handoffs.clone(),
             l.clone(),
             t.clone(),
@@ -517,7 +430,7 @@ pub async fn start_with(
         auth = auth.with_tickets(t.keys(), cluster::ticket_audience(&config.store.server_id));
     }
     if let Some(p) = &placement {
-        tokio::spawn(report_loads(
+        tokio::spawn(placement::report_loads(
             store.clone(),
             p.clone(),
             stats.clone(),
@@ -529,17 +442,15 @@ pub async fn start_with(
     // Drain by migration: each player goes to the least loaded live peer found then
     // (configured or published), or gets a Goaway when there is none.
     let migration = match (&placement, &player_leases, &tickets) {
-        (Some(p), Some(l), Some(t)) => Some(Migration {
-            handoffs: Arc::new(cluster::Handoffs::default()),
-            party_targets: std::sync::Mutex::new(std::collections::HashMap::new()),
-            placement: p.clone(),
-            leases: l.clone(),
-            tickets: t.clone(),
-            goaway: zonehost_protocol::message::Goaway {
+        (Some(p), Some(l), Some(t)) => Some(handoff::DrainMigration::new(
+            p.clone(),
+            l.clone(),
+            t.clone(),
+            zonehost_protocol::message::Goaway {
                 reason: "server is shutting down".into(),
                 reconnect_after_ms: config.reconnect_after_ms,
             },
-        }),
+        )),
         _ => None,
     };
     let handoffs = migration.as_ref().map(|m| m.handoffs.clone());
@@ -585,103 +496,21 @@ pub async fn start_with(
         Some(_) => Duration::from_millis(config.drain_linger_ms),
         None => Duration::ZERO,
     };
-    let stats_for_drain = stats.clone();
     let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
-    let leases_for_drain = player_leases.clone();
-    let done = tokio::spawn(async move {
-        let crashed = tokio::select! {
-            () = shutdown => false,
-            r = crash_rx => r.is_ok(),
-        };
-        if crashed {
-            tracing::warn!("crash: stopping without drain");
-            let _ = keeper_stop.send(true);
-            let _ = drain_tx.send(true);
-            // The workers stop first, so that no session leaves (and checkpoints); the
-            // party directory is told first, so that the sessions the stopping workers
-            // end stay in their parties, as after a real crash.
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(d) = &directory {
-                    d.crash();
-                }
-                sim.stop();
-                if let Some(d) = directory {
-                    d.stop();
-                }
-            })
-            .await;
-            endpoint.close(
-                zonehost_protocol::message::close_code::SHUTDOWN.into(),
-                b"crash",
-            );
-            let _ = tokio::task::spawn_blocking(move || store_worker.stop()).await;
-            return;
-        }
-        let started = Instant::now();
-        tracing::info!(migrate = migration.is_some(), "draining");
-        let _ = drain_tx.send(true);
-        match &migration {
-            Some(m) => sim.drain_to_peers(&m.handoffs),
-            None => sim.drain(),
-        }
-        while (stats_for_drain.connections_open.load(Ordering::Relaxed) > 0 || !sim.store_flushed())
-            && started.elapsed() < drain_timeout
-        {
-            if let Some(m) = &migration {
-                m.round().await;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(m) = &migration {
-            // Sessions whose final checkpoint was answered at the very end.
-            m.round().await;
-        }
-        let flushed = sim.store_flushed();
-        if !flushed {
-            tracing::error!("drain timed out before the store confirmed the final checkpoints");
-        }
-        let left = stats_for_drain.connections_open.load(Ordering::Relaxed);
-        // The final checkpoints are answered: release the leases of ended sessions.
-        let _ = keeper_stop.send(true);
-        if let Some(l) = leases_for_drain {
-            // The instances (and the items on their grounds) are gone with the sessions.
-            let _ = tokio::task::spawn_blocking(move || {
-                l.release_ended();
-                l.release_run();
-            })
-            .await;
-        }
-        endpoint.close(
-            zonehost_protocol::message::close_code::SHUTDOWN.into(),
-            b"shutdown",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-        // Stop the workers (their last checkpoints are queued), then the store worker,
-        // which executes everything queued before it stops.
-        let _ = tokio::task::spawn_blocking(move || {
-            sim.stop();
-            if let Some(d) = directory {
-                d.stop();
-            }
-            store_worker.stop();
-        })
-        .await;
-        tracing::info!(
-            secs = started.elapsed().as_secs_f32(),
-            connections_left = left,
-            store_flushed = flushed,
-            "drained"
-        );
-        if !drain_linger.is_zero() {
-            // /metrics keeps answering `zonehost_draining 1` so that Prometheus records the
-            // planned stop before the target disappears (see ZonehostDown in deploy/alerts.yml).
-            tracing::info!(
-                ms = drain_linger.as_millis() as u64,
-                "drained; serving /metrics until the linger ends"
-            );
-            tokio::time::sleep(drain_linger).await;
-        }
-    });
+    let stopping = shutdown::Stopping {
+        sim,
+        directory,
+        endpoint,
+        store_worker,
+        stats: stats.clone(),
+        migration,
+        leases: player_leases.clone(),
+        keeper_stop,
+        drain_tx,
+        drain_timeout,
+        drain_linger,
+    };
+    let done = tokio::spawn(stopping.run(shutdown, crash_rx));
     Ok(Server {
         local_addr,
         certificate: identity.certs[0].clone(),
@@ -699,164 +528,6 @@ pub async fn start_with(
         crash: Some(crash_tx),
         done,
     })
-}
-
-/// Drain by migration (cluster mode): what the drain task needs to hand the
-/// players the sim workers let go to peers.
-struct Migration {
-    handoffs: Arc<cluster::Handoffs>,
-    /// Where each party's first member was sent: the others follow it.
-    party_targets: std::sync::Mutex<std::collections::HashMap<u32, (String, SocketAddr)>>,
-    placement: Arc<placement::Placement>,
-    leases: Arc<cluster::PlayerLeases>,
-    tickets: Arc<cluster::Tickets>,
-    /// Sent instead of a `Redirect` when no peer is live.
-    goaway: zonehost_protocol::message::Goaway,
-}
-
-impl Migration {
-    /// Releases the leases of the players handed off so far (their final checkpoints are
-    /// answered), then sends each a `Redirect` to the least-loaded live peer.
-    async fn round(&self) {
-        let taken = take_released(&self.handoffs, &self.leases).await;
-        if taken.is_empty() {
-            return;
-        }
-        let now = session::unix_secs();
-        let mut parties = self.party_targets.lock().unwrap_or_else(|p| p.into_inner());
-        for h in &taken {
-            let target = match h.party {
-                Some(party) => match parties.get(&party) {
-                    Some(t) => Some(t.clone()),
-                    None => {
-                        let t = self.placement.least_loaded_peer();
-                        if let Some(t) = &t {
-                            parties.insert(party, t.clone());
-                        }
-                        t
-                    }
-                },
-                None => self.placement.least_loaded_peer(),
-            };
-            self.handoffs.send(
-                h,
-                target.as_ref().map(|(id, a)| (id.as_str(), *a)),
-                &self.tickets,
-                &self.goaway,
-                now,
-            );
-        }
-    }
-}
-
-/// Redirects the players whose new instance was placed on a peer
-/// ([`placement::InstancePlacer`]) as their sim workers queue them (their final checkpoint
-/// answered): releases their leases, then sends each its `Redirect`, until `stop` turns
-/// true.
-async fn relay_placed(
-    handoffs: Arc<cluster::Handoffs>,
-    leases: Arc<cluster::PlayerLeases>,
-    tickets: Arc<cluster::Tickets>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = handoffs.pushed() => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-        let taken = take_released(&handoffs, &leases).await;
-        let now = session::unix_secs();
-        for h in &taken {
-            handoffs.redirect(h, &tickets, now);
-        }
-    }
-}
-
-/// Takes the players queued in `handoffs` (their final checkpoints answered) and releases
-/// their leases: the lease goes before the `Redirect`, since the peer takes it when the
-/// ticket logs in.
-async fn take_released(
-    handoffs: &cluster::Handoffs,
-    leases: &Arc<cluster::PlayerLeases>,
-) -> Vec<cluster::Handoff> {
-    let taken = handoffs.take();
-    if !taken.is_empty() {
-        let l = leases.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || l.release_ended()).await {
-            tracing::error!(error = %e, "releasing handed-off players' leases failed");
-        }
-    }
-    taken
-}
-
-/// Sweeps dead runs' grounds ([`cluster::sweep_dead_runs`]) every lease TTL (at least
-/// every second), until `stop` turns true.
-async fn sweep_dead_runs_every(
-    store: Arc<dyn Store>,
-    holder: String,
-    own_epoch: u64,
-    ttl: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let every = ttl.max(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-        let (store, holder) = (store.clone(), holder.clone());
-        let swept = tokio::task::spawn_blocking(move || {
-            cluster::sweep_dead_runs(
-                store.as_ref(),
-                &holder,
-                own_epoch,
-                ttl,
-                sim::persist::unix_millis(),
-            )
-        })
-        .await;
-        if let Err(e) = swept {
-            tracing::error!(error = %e, "sweeping dead runs' grounds failed");
-        }
-    }
-}
-
-/// Publishes this server's load every `interval` (and at once when it starts draining)
-/// and reads the others' into `placement`, until `stop` turns true.
-async fn report_loads(
-    store: Arc<dyn Store>,
-    placement: Arc<placement::Placement>,
-    stats: Arc<Stats>,
-    interval: Duration,
-    mut draining: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut meter = placement::LoadMeter::new(stats);
-    let mut draining_seen = false;
-    loop {
-        let is_draining = *draining.borrow();
-        let own = meter.sample(placement.own_id(), is_draining, sim::persist::unix_millis());
-        let (store2, placement2) = (store.clone(), placement.clone());
-        let reported = tokio::task::spawn_blocking(move || {
-            placement::report(
-                store2.as_ref(),
-                &placement2,
-                own,
-                interval,
-                sim::persist::unix_millis(),
-            )
-        })
-        .await;
-        if let Err(e) = reported {
-            tracing::error!(error = %e, "load report task failed");
-        }
-        draining_seen |= is_draining;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            r = draining.wait_for(|d| *d), if !draining_seen => if r.is_err() { return },
-            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-        }
-    }
 }
 
 /// Most servers [`start_dev_cluster`] hosts.

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,6 +47,7 @@ use zonehost_protocol::token::player_id;
 use crate::clock::unix_millis;
 use crate::cluster::{player_resource, PlayerLeases, Tickets};
 use crate::session::{unix_secs, Registry};
+pub use crate::sim::ports::{PartyCall, PartyHandle};
 use crate::sim::{Control, Outgoing, SessionId};
 use crate::store::{Invitation, PartyRecord, Store, StoreError};
 use crate::telemetry::{DisconnectCause, Stats};
@@ -62,49 +63,6 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Bounds of how often absent members are looked for (a quarter of the absence grace).
 const PRUNE_EVERY_MIN: Duration = Duration::from_millis(250);
 const PRUNE_EVERY_MAX: Duration = Duration::from_secs(15);
-
-/// What a sim worker hands the directory.
-#[derive(Debug)]
-pub enum PartyCall {
-    /// A party request of a local player, answered on its outbox.
-    Request {
-        /// The player.
-        player: u64,
-        /// Request id to answer.
-        id: u32,
-        /// The request (a party request).
-        body: Request,
-        /// When the connection task received it.
-        received_at: Instant,
-    },
-    /// A local player's session ended (not handed to another server): it leaves its
-    /// party, as on a single server.
-    Forget {
-        /// The player.
-        player: u64,
-    },
-    /// A player was admitted or resumed here: if the store has it in a party, sync that
-    /// party (mirror, tell, send the player to its leader).
-    Arrived {
-        /// The player.
-        player: u64,
-    },
-}
-
-/// The sim's side of the directory: a bounded, non-blocking queue.
-#[derive(Debug, Clone)]
-pub struct PartyHandle {
-    tx: SyncSender<PartyCall>,
-}
-
-impl PartyHandle {
-    /// Queues a call; gives it back when the queue is full or the directory stopped.
-    pub fn call(&self, call: PartyCall) -> Result<(), PartyCall> {
-        self.tx.try_send(call).map_err(|e| match e {
-            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
-        })
-    }
-}
 
 /// A message between directories, in the store's mailbox of the receiving server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +121,7 @@ impl Directory {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let crashed = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
+        let state = DirectoryState {
             s: settings,
             names: HashMap::new(),
             changes: Vec::new(),
@@ -173,9 +131,9 @@ impl Directory {
         let (stop2, crashed2) = (stop.clone(), crashed.clone());
         let thread = std::thread::Builder::new()
             .name("zh-parties".into())
-            .spawn(move || worker.run(rx, stop2, crashed2))?;
+            .spawn(move || state.run(rx, stop2, crashed2))?;
         Ok(Self {
-            handle: PartyHandle { tx },
+            handle: PartyHandle::new(tx),
             stop,
             crashed,
             thread: Mutex::new(Some(thread)),
@@ -227,7 +185,8 @@ impl From<RequestError> for PartyFailure {
     }
 }
 
-struct Worker {
+/// What the directory thread owns, and its loop ([`DirectoryState::run`]).
+struct DirectoryState {
     s: DirectorySettings,
     /// Parties with a local member at their last sync: their members then.
     served: BTreeMap<u64, Vec<u64>>,
@@ -303,7 +262,7 @@ pub fn wire_party(party_id: u64) -> PartyId {
     party_id as PartyId
 }
 
-impl Worker {
+impl DirectoryState {
     fn run(mut self, rx: Receiver<PartyCall>, stop: Arc<AtomicBool>, crashed: Arc<AtomicBool>) {
         let mut last_poll = Instant::now();
         let mut last_prune = Instant::now();

@@ -54,6 +54,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::cluster::Handoffs;
+use crate::config::ClusterConfig;
+use crate::sim::ports::{HandoffSink, InstancePlacement};
 use crate::store::{ServerLoad, Store};
 use crate::telemetry::Stats;
 
@@ -72,6 +75,17 @@ pub struct Thresholds {
     pub above_permille: u32,
     /// How much more loaded (per mille) than the best peer this server must be.
     pub margin_permille: u32,
+}
+
+impl Thresholds {
+    /// The thresholds `[cluster]` sets (`redirect_above_permille`,
+    /// `redirect_margin_permille`).
+    pub fn of(config: &ClusterConfig) -> Self {
+        Self {
+            above_permille: config.redirect_above_permille,
+            margin_permille: config.redirect_margin_permille,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -344,7 +358,21 @@ pub struct InstancePlacer {
     /// The load view ([`Placement::instance_target`]).
     pub placement: Arc<Placement>,
     /// Players saved in their new zone, waiting for their lease release and `Redirect`.
-    pub handoffs: Arc<crate::cluster::Handoffs>,
+    pub handoffs: Arc<Handoffs>,
+}
+
+impl InstancePlacement for InstancePlacer {
+    fn instance_target(&self) -> Option<(String, SocketAddr)> {
+        self.placement.instance_target()
+    }
+
+    fn count_instance(&self, on_peer: bool) {
+        self.placement.count_instance(on_peer);
+    }
+
+    fn relay(&self) -> &dyn HandoffSink {
+        self.handoffs.as_ref()
+    }
 }
 
 /// Measures this server's load from its counters: the mean busy fraction of the sim
@@ -435,6 +463,44 @@ pub fn report(
                 .store_errors
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "reading the servers' loads failed");
+        }
+    }
+}
+
+/// Publishes this server's load every `interval` (and at once when it starts draining)
+/// and reads the others' into `placement`, until `stop` turns true.
+pub async fn report_loads(
+    store: Arc<dyn Store>,
+    placement: Arc<Placement>,
+    stats: Arc<Stats>,
+    interval: Duration,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut meter = LoadMeter::new(stats);
+    let mut draining_seen = false;
+    loop {
+        let is_draining = *draining.borrow();
+        let own = meter.sample(placement.own_id(), is_draining, crate::clock::unix_millis());
+        let (store2, placement2) = (store.clone(), placement.clone());
+        let reported = tokio::task::spawn_blocking(move || {
+            report(
+                store2.as_ref(),
+                &placement2,
+                own,
+                interval,
+                crate::clock::unix_millis(),
+            )
+        })
+        .await;
+        if let Err(e) = reported {
+            tracing::error!(error = %e, "load report task failed");
+        }
+        draining_seen |= is_draining;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            r = draining.wait_for(|d| *d), if !draining_seen => if r.is_err() { return },
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
     }
 }

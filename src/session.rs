@@ -12,7 +12,8 @@ use zonehost_protocol::token::{parse, sign, Claims, KeySet, TokenError, CLAIMS_V
 use crate::config::SecondLogin;
 use tokio::sync::mpsc;
 
-use crate::sim::{ConnShared, Control, IntoRoute, Link, Outgoing, Route, SessionId};
+use crate::link::{ConnShared, Link, Outgoing, SessionId};
+use crate::sim::{Control, IntoRoute, Route};
 use crate::telemetry::DisconnectCause;
 
 /// Audience of resume tokens (minted by this server for its own sessions).
@@ -21,6 +22,18 @@ pub const RESUME_AUDIENCE: &str = "zonehost-resume";
 /// session's grace period, not by this expiry.
 pub const RESUME_TOKEN_TTL_SECS: u64 = 24 * 3600;
 const RESUME_KEY_ID: u32 = u32::MAX;
+
+/// Key id of redirect tickets (SPEC.md §3.7).
+pub const TICKET_KEY_ID: u32 = u32::MAX - 1;
+/// Audience prefix of redirect tickets; the target's `server_id` follows.
+pub const TICKET_AUDIENCE_PREFIX: &str = "zonehost-ticket:";
+/// Lifetime of a redirect ticket, seconds.
+pub const TICKET_TTL_SECS: u64 = 30;
+
+/// The audience of tickets for server `server_id`.
+pub fn ticket_audience(server_id: &str) -> String {
+    format!("{TICKET_AUDIENCE_PREFIX}{server_id}")
+}
 
 /// Current Unix time in seconds.
 pub fn unix_secs() -> u64 {
@@ -131,7 +144,7 @@ impl Authenticator {
     /// Verifies `token` at Unix time `now`.
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, (RejectCode, TokenError)> {
         let audience = parse(token).map(|(c, _, _)| c.audience).unwrap_or_default();
-        let ticket = audience.starts_with(crate::cluster::TICKET_AUDIENCE_PREFIX);
+        let ticket = audience.starts_with(TICKET_AUDIENCE_PREFIX);
         let result = if let (true, Some((keys, own))) = (ticket, &self.tickets) {
             keys.verify(token, own, now, self.skew_secs)
                 .map(Verified::Login)

@@ -70,22 +70,75 @@ pub enum Request {
 }
 
 impl Request {
-    /// Stable, low-cardinality name (metrics label).
-    pub fn kind(&self) -> &'static str {
+    /// What kind of request this is.
+    pub fn kind(&self) -> RequestKind {
         match self {
-            Request::Attack { .. } => "attack",
-            Request::PickUp { .. } => "pick_up",
-            Request::Equip { .. } => "equip",
-            Request::Unequip { .. } => "unequip",
-            Request::Drop { .. } => "drop",
-            Request::UseItem { .. } => "use_item",
-            Request::EnterZone => "enter_zone",
-            Request::TradeOpen { .. } => "trade_open",
-            Request::TradeOffer { .. } => "trade_offer",
-            Request::TradeWithdraw { .. } => "trade_withdraw",
-            Request::TradeGold { .. } => "trade_gold",
-            Request::TradeAccept => "trade_accept",
-            Request::TradeCancel => "trade_cancel",
+            Request::Attack { .. } => RequestKind::Attack,
+            Request::PickUp { .. } => RequestKind::PickUp,
+            Request::Equip { .. } => RequestKind::Equip,
+            Request::Unequip { .. } => RequestKind::Unequip,
+            Request::Drop { .. } => RequestKind::Drop,
+            Request::UseItem { .. } => RequestKind::UseItem,
+            Request::EnterZone => RequestKind::EnterZone,
+            Request::TradeOpen { .. } => RequestKind::TradeOpen,
+            Request::TradeOffer { .. } => RequestKind::TradeOffer,
+            Request::TradeWithdraw { .. } => RequestKind::TradeWithdraw,
+            Request::TradeGold { .. } => RequestKind::TradeGold,
+            Request::TradeAccept => RequestKind::TradeAccept,
+            Request::TradeCancel => RequestKind::TradeCancel,
+        }
+    }
+}
+
+/// The kind of a [`Request`], without its arguments: one variant per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// [`Request::Attack`].
+    Attack,
+    /// [`Request::PickUp`].
+    PickUp,
+    /// [`Request::Equip`].
+    Equip,
+    /// [`Request::Unequip`].
+    Unequip,
+    /// [`Request::Drop`].
+    Drop,
+    /// [`Request::UseItem`].
+    UseItem,
+    /// [`Request::EnterZone`].
+    EnterZone,
+    /// [`Request::TradeOpen`].
+    TradeOpen,
+    /// [`Request::TradeOffer`].
+    TradeOffer,
+    /// [`Request::TradeWithdraw`].
+    TradeWithdraw,
+    /// [`Request::TradeGold`].
+    TradeGold,
+    /// [`Request::TradeAccept`].
+    TradeAccept,
+    /// [`Request::TradeCancel`].
+    TradeCancel,
+}
+
+impl RequestKind {
+    /// Stable, low-cardinality name (a metrics label: dashboards depend on it; the same
+    /// name as the wire request's kind).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Attack => "attack",
+            RequestKind::PickUp => "pick_up",
+            RequestKind::Equip => "equip",
+            RequestKind::Unequip => "unequip",
+            RequestKind::Drop => "drop",
+            RequestKind::UseItem => "use_item",
+            RequestKind::EnterZone => "enter_zone",
+            RequestKind::TradeOpen => "trade_open",
+            RequestKind::TradeOffer => "trade_offer",
+            RequestKind::TradeWithdraw => "trade_withdraw",
+            RequestKind::TradeGold => "trade_gold",
+            RequestKind::TradeAccept => "trade_accept",
+            RequestKind::TradeCancel => "trade_cancel",
         }
     }
 }
@@ -369,7 +422,7 @@ pub enum Event {
         /// The id given to `queue_request`.
         request_id: u32,
         /// The request kind ([`Request::kind`]).
-        kind: &'static str,
+        kind: RequestKind,
         /// Accepted, or why not.
         result: Result<(), Reject>,
     },

@@ -39,7 +39,7 @@ mod zone;
 pub use character::{PlayerState, PlayerStats};
 pub use content::{Content, ContentError, Portal, SpawnGroup, ZoneTemplate};
 pub use entity::{EntityId, EntityKind, EntityView, GroundView};
-pub use events::{Event, InventoryChange, QueueError, Reject, Request, TransferCause};
+pub use events::{Event, InventoryChange, QueueError, Reject, Request, RequestKind, TransferCause};
 pub use geom::Rect;
 pub use inventory::{Equipment, Inventory, BAG_SLOTS};
 pub use items::{EquipSlot, Item, ItemId, Rarity};

@@ -9,127 +9,28 @@
 //! as refcounted `Bytes` straight from the worker.
 
 pub mod persist;
+mod pool;
+pub mod ports;
 mod wire;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use tokio::sync::mpsc;
-use zonehost_game::{Content, Parties, PlayerInput};
+use zonehost_game::PlayerInput;
 use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
-use crate::config::Config;
-use crate::session::{Registry, ResumeMinter};
-use crate::telemetry::{DisconnectCause, Stats};
-
+pub use crate::link::{ConnShared, Link, LinkError, Outgoing, SessionId};
 pub use persist::PersistSettings;
+pub use pool::{Sim, SpawnError};
 pub use worker::{Migrant, Worker, WorkerSettings};
 
-use crate::store::writer::StoreWorker;
-
-/// Why a datagram could not be handed to the transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// The connection is gone.
-    #[error("connection lost")]
-    Lost,
-    /// The peer does not accept datagrams of this size or at all.
-    #[error("datagram refused")]
-    Refused,
-}
-
-/// The transport side of a session as the simulation sees it: quinn in production, an
-/// in-memory queue in tests that step the server without sockets.
-pub trait Link: Send + Sync + std::fmt::Debug + 'static {
-    /// Sends an unreliable datagram (never blocks; quinn drops the oldest when its buffer is full).
-    fn send_datagram(&self, data: Bytes) -> Result<(), LinkError>;
-    /// Whether sending `len` bytes now would make the transport discard older unsent
-    /// datagrams (counted as displaced). In-memory links never do.
-    fn displaces_on_send(&self, len: usize) -> bool {
-        let _ = len;
-        false
-    }
-    /// Closes the connection with an application error code.
-    fn close(&self, code: u32, reason: &[u8]);
-}
-
-impl Link for quinn::Connection {
-    fn send_datagram(&self, data: Bytes) -> Result<(), LinkError> {
-        quinn::Connection::send_datagram(self, data).map_err(|e| match e {
-            quinn::SendDatagramError::ConnectionLost(_) => LinkError::Lost,
-            _ => LinkError::Refused,
-        })
-    }
-
-    fn displaces_on_send(&self, len: usize) -> bool {
-        // quinn: a datagram of at most this many bytes never causes older ones to be dropped.
-        self.datagram_send_buffer_space() < len
-    }
-
-    fn close(&self, code: u32, reason: &[u8]) {
-        quinn::Connection::close(self, code.into(), reason);
-    }
-}
-
-/// Process-unique id of a session (one authenticated connection).
-pub type SessionId = u64;
-
-/// What a session's writer task sends on the control stream.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// A frame to write.
-    Frame(Bytes),
-    /// A last frame to write, after which the connection is closed with `code`.
-    CloseAfter {
-        /// Final frame (`Goaway` or `Reject`).
-        frame: Bytes,
-        /// QUIC application close code.
-        code: u32,
-        /// Why, for the disconnect counter.
-        cause: DisconnectCause,
-    },
-}
-
-/// State shared between a connection task and the worker that owns its session.
-#[derive(Debug, Default)]
-pub struct ConnShared {
-    cause: AtomicU8,
-    welcomed: AtomicBool,
-}
-
-impl ConnShared {
-    /// Records that this connection's `Welcome` is queued: from now on other frames
-    /// (events about the player) may follow it. Nothing may precede the `Welcome`.
-    pub fn mark_welcomed(&self) {
-        self.welcomed.store(true, Ordering::Release);
-    }
-
-    /// Whether the `Welcome` was queued.
-    pub fn is_welcomed(&self) -> bool {
-        self.welcomed.load(Ordering::Acquire)
-    }
-
-    /// Records why the connection is closing; the first recorded cause wins.
-    pub fn set_cause(&self, cause: DisconnectCause) {
-        let _ =
-            self.cause
-                .compare_exchange(0, cause as u8 + 1, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// The recorded cause, if any.
-    pub fn cause(&self) -> Option<DisconnectCause> {
-        match self.cause.load(Ordering::Acquire) {
-            0 => None,
-            n => DisconnectCause::ALL.get(usize::from(n - 1)).copied(),
-        }
-    }
-}
+use ports::HandoffSink;
 
 /// A welcomed-to-be session handed to a worker.
 #[derive(Debug)]
@@ -170,7 +71,7 @@ pub enum Control {
     /// Drain by migration (cluster mode): stop accepting joins, take every session out
     /// of the simulation with a final checkpoint and hand it to the drain task once that
     /// checkpoint is answered (it is redirected to a peer after its lease is released).
-    DrainToPeers(Arc<crate::cluster::Handoffs>),
+    DrainToPeers(Arc<dyn HandoffSink>),
     /// The party directory (cluster mode) mirrored a party `player` is a member of: mark
     /// it in the world and move the player into its leader's instance.
     PartyJoined {
@@ -193,7 +94,30 @@ pub enum Control {
     },
     /// A live player handed over by another worker of this server (party convergence):
     /// its session, world state and requests that arrived during the handover.
-    Migrate(Box<Migrant>),
+    Migrate(Handover),
+}
+
+/// A live player on its way from one worker of this server to another: a [`Migrant`],
+/// carried by the control queue without its shape being known here, which keeps this
+/// mailbox below the worker that defines it. Only workers pack and open one.
+pub struct Handover(Box<dyn Any + Send>);
+
+impl Handover {
+    /// Packs a worker's migrant.
+    pub(crate) fn pack<T: Any + Send>(migrant: Box<T>) -> Self {
+        Self(migrant)
+    }
+
+    /// Opens a handover packed from a `T`; `None` if it holds something else.
+    pub(crate) fn open<T: Any>(self) -> Option<Box<T>> {
+        self.0.downcast().ok()
+    }
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handover")
+    }
 }
 
 /// Inputs and requests; dropped and counted when the inbox is full.
@@ -400,153 +324,6 @@ impl IntoRoute for &Arc<Route> {
 impl IntoRoute for &Arc<Inbox> {
     fn into_route(self) -> Arc<Route> {
         Route::fixed(self.clone())
-    }
-}
-
-/// The running simulation: worker threads and their inboxes.
-#[derive(Debug)]
-pub struct Sim {
-    inboxes: Arc<[Arc<Inbox>]>,
-    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    stop: Arc<AtomicBool>,
-    /// One flag per worker with a store: its drain barrier was answered.
-    flushed: Vec<Arc<AtomicBool>>,
-    /// Tick costs closer than this are taken as equal by [`Sim::least_loaded`]
-    /// (a tenth of the tick period).
-    cost_tolerance_us: u64,
-}
-
-/// Why the simulation could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("spawning sim worker thread: {0}")]
-pub struct SpawnError(#[from] std::io::Error);
-
-impl Sim {
-    /// Starts `config.sim_workers` worker threads; with `store`, each worker persists its
-    /// players through a handle of the store worker (see [`Worker::with_store`]).
-    /// `parties` is the party registry the workers share; with a `directory` (cluster
-    /// mode) it mirrors the store and party requests go to the directory. With a `placer`
-    /// (cluster mode with peers and `place_instances`) new dungeon instances of zone
-    /// changes are placed by load (see [`crate::placement`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        config: &Config,
-        stats: Arc<Stats>,
-        registry: Arc<Registry>,
-        resume: Arc<ResumeMinter>,
-        content: Arc<Content>,
-        store: Option<(&StoreWorker, PersistSettings)>,
-        parties: Arc<std::sync::Mutex<Parties>>,
-        directory: Option<crate::parties::PartyHandle>,
-        placer: Option<crate::placement::InstancePlacer>,
-    ) -> Result<Self, SpawnError> {
-        let mut salt = [0u8; 8];
-        if getrandom::fill(&mut salt).is_err() {
-            // Time is a weaker but still per-start salt.
-            salt = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0))
-            .to_le_bytes();
-        }
-        let seed_salt = u64::from_le_bytes(salt);
-        let stop = Arc::new(AtomicBool::new(false));
-        let inboxes: Arc<[Arc<Inbox>]> = (0..config.sim_workers)
-            .map(|_| Arc::new(Inbox::new(config.inbox_capacity)))
-            .collect();
-        let mut threads = Vec::new();
-        let mut flushed = Vec::new();
-        for (index, inbox) in inboxes.iter().enumerate() {
-            let inbox = inbox.clone();
-            let settings = WorkerSettings::from_config(
-                index,
-                config,
-                content.clone(),
-                resume.clone(),
-                parties.clone(),
-                seed_salt,
-            );
-            let mut w = worker::Worker::new(
-                settings,
-                inbox.clone(),
-                stats.clone(),
-                registry.clone(),
-                stop.clone(),
-            )
-            .with_peers(inboxes.clone());
-            if let Some(d) = &directory {
-                w = w.with_directory(d.clone());
-            }
-            if let Some(p) = &placer {
-                w = w.with_placer(p.clone());
-            }
-            if let Some((store, persist)) = &store {
-                let mine = persist.for_worker();
-                flushed.push(mine.flushed.clone());
-                w = w.with_store(store.handle(), mine);
-            }
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("zh-sim-{index}"))
-                    .spawn(move || w.run())?,
-            );
-        }
-        let tick_us = 1_000_000 / u64::from(config.tick_rate_hz.max(1));
-        Ok(Self {
-            inboxes,
-            threads: std::sync::Mutex::new(threads),
-            stop,
-            flushed,
-            cost_tolerance_us: tick_us / 10,
-        })
-    }
-
-    /// A route to the least-loaded worker (where a new session goes): by measured tick
-    /// cost, the player count deciding between workers whose costs differ by less than a
-    /// tenth of the tick period (see [`pick_worker`]).
-    pub fn least_loaded(&self) -> Arc<Route> {
-        let best = pick_worker(&self.inboxes, self.cost_tolerance_us);
-        Route::new(self.inboxes.clone(), best)
-    }
-
-    /// A route to worker `index` (clamped to the workers there are).
-    pub fn route_to(&self, index: usize) -> Arc<Route> {
-        Route::new(
-            self.inboxes.clone(),
-            index.min(self.inboxes.len().saturating_sub(1)),
-        )
-    }
-
-    /// Asks every worker to drain.
-    pub fn drain(&self) {
-        for inbox in self.inboxes.iter() {
-            inbox.control(Control::Drain);
-        }
-    }
-
-    /// Asks every worker to drain by migration: each session is handed to `handoffs` once
-    /// its final checkpoint is answered (see [`Control::DrainToPeers`]).
-    pub fn drain_to_peers(&self, handoffs: &Arc<crate::cluster::Handoffs>) {
-        for inbox in self.inboxes.iter() {
-            inbox.control(Control::DrainToPeers(handoffs.clone()));
-        }
-    }
-
-    /// Whether every worker has drained to the store: its final checkpoints are durable
-    /// (always true without a store).
-    pub fn store_flushed(&self) -> bool {
-        self.flushed.iter().all(|f| f.load(Ordering::Acquire))
-    }
-
-    /// Stops the workers and waits for their threads (blocking).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            if t.join().is_err() {
-                tracing::error!("a sim worker thread panicked");
-            }
-        }
     }
 }
 

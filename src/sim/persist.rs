@@ -7,7 +7,7 @@
 //! item operations; this module keeps the bookkeeping:
 //! - logins waiting for their record and their items ([`PendingLoad`]);
 //! - item operations in flight, with the client response held until the commit
-//!   ([`PendingItem`], [`Held`]);
+//!   ([`PendingItem`], [`HeldResponse`]);
 //! - checkpoints in flight ([`PendingSave`]), the dirty set, the drain barrier.
 //!
 //! Durable encodings: [`PlayerRecord::state`] holds a version byte ([`STATE_VERSION`])
@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zonehost_game::{Item, PlayerState, BAG_SLOTS};
+use zonehost_game::{Item, PlayerState, RequestKind, BAG_SLOTS};
 
+use super::ports::LeaseFence;
 use super::{Join, SessionId};
 use crate::store::writer::{DirtySet, StoreCommand, StoreHandle, StoreReply, SubmitError};
-use crate::store::{ItemOp, ItemRecord, PlayerRecord, StoreError, TradeRecord};
+use crate::store::{ItemOp, ItemRecord, Owner, PlayerRecord, StoreError, TradeRecord};
 
 /// Version byte in front of the encoded [`PlayerState`] in [`PlayerRecord::state`].
 pub const STATE_VERSION: u8 = 1;
@@ -183,7 +184,7 @@ pub struct PersistSettings {
     /// Player ownership leases (cluster mode): each player's checkpoints are fenced by
     /// its lease, and a player whose lease is lost is not written any more. `None`: every
     /// checkpoint takes the run's `epoch`.
-    pub leases: Option<Arc<crate::cluster::PlayerLeases>>,
+    pub leases: Option<Arc<dyn LeaseFence>>,
 }
 
 impl PersistSettings {
@@ -200,7 +201,7 @@ impl PersistSettings {
     }
 
     /// The same settings fencing each player's checkpoints with its ownership lease.
-    pub fn with_leases(mut self, leases: Arc<crate::cluster::PlayerLeases>) -> Self {
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseFence>) -> Self {
         self.leases = Some(leases);
         self
     }
@@ -249,13 +250,13 @@ impl PersistSettings {
 
 /// A client response held until the store answers.
 #[derive(Debug, Clone, Copy)]
-pub struct Held {
+pub struct HeldResponse {
     /// Session to answer.
     pub session: SessionId,
     /// Request id.
     pub request_id: u32,
-    /// Request kind (metrics label).
-    pub kind: &'static str,
+    /// Request kind (its name is the metrics label).
+    pub kind: RequestKind,
     /// When the request was received.
     pub received: Instant,
 }
@@ -281,7 +282,7 @@ pub struct PendingItem {
     /// The instance it happened in.
     pub instance: u32,
     /// The response to send once committed.
-    pub held: Option<Held>,
+    pub held: Option<HeldResponse>,
     /// Submissions so far.
     pub attempts: u8,
 }
@@ -296,7 +297,7 @@ pub struct PendingTrade {
     /// The world's id of the trade.
     pub world_trade: u32,
     /// The response to the acceptance that completed the pair.
-    pub held: Option<Held>,
+    pub held: Option<HeldResponse>,
     /// Submissions so far.
     pub attempts: u8,
     /// When it was submitted first.
@@ -320,39 +321,40 @@ pub struct PendingSave {
     /// Submissions so far.
     pub attempts: u8,
     /// Responses to send once committed (equip, unequip).
-    pub held: Vec<Held>,
+    pub held: Vec<HeldResponse>,
     /// The ended session `(player id, session)` whose final checkpoint this is: its lease
     /// is released once it is answered (boxed: rare, and keeps this small).
     pub ended: Option<Box<(u64, SessionId)>>,
 }
 
-/// A worker's persistence state.
+/// A worker's persistence state: the commands in flight and what waits on them, kept
+/// behind methods (the worker never edits the maps itself).
 #[derive(Debug)]
 pub struct Persist {
     /// Connection to the store worker.
-    pub handle: StoreHandle,
+    handle: StoreHandle,
     /// Shared settings.
     pub settings: PersistSettings,
     next_token: u64,
     backlog: VecDeque<StoreCommand>,
     /// Logins waiting for the store, by token.
-    pub loads: HashMap<u64, PendingLoad>,
+    loads: HashMap<u64, PendingLoad>,
     /// Item operations in flight, by token.
-    pub items: HashMap<u64, PendingItem>,
+    items: HashMap<u64, PendingItem>,
     /// Checkpoints in flight, by token.
-    pub saves: HashMap<u64, PendingSave>,
+    saves: HashMap<u64, PendingSave>,
     /// Trades in flight, by token.
-    pub trades: HashMap<u64, PendingTrade>,
+    trades: HashMap<u64, PendingTrade>,
     /// Sessions whose durable state changed since their last checkpoint.
-    pub dirty: DirtySet,
+    dirty: DirtySet,
     /// Token of the drain barrier, once submitted.
-    pub barrier: Option<u64>,
+    barrier: Option<u64>,
     /// The drain barrier was answered; the worker reports itself flushed once no
     /// checkpoint is left in flight either (a failed final checkpoint is resubmitted after
     /// the barrier, see [`Persist::resave`]).
-    pub barrier_answered: bool,
+    barrier_answered: bool,
     /// Reply buffer, reused.
-    pub replies: Vec<StoreReply>,
+    replies: Vec<StoreReply>,
 }
 
 impl Persist {
@@ -515,9 +517,194 @@ impl Persist {
         Ok(())
     }
 
+    /// Loads `join`'s player: its record and its items, under one token (the player
+    /// enters once both have arrived, [`Persist::take_loaded`]).
+    pub fn load(&mut self, join: Box<Join>) {
+        let token = self.token();
+        let player_id = join.player_id;
+        self.submit(StoreCommand::LoadPlayer { token, player_id });
+        self.submit(StoreCommand::LoadItems {
+            token,
+            owner: Owner::Player(player_id),
+        });
+        self.loads.insert(
+            token,
+            PendingLoad {
+                join,
+                record: None,
+                items: None,
+            },
+        );
+    }
+
+    /// The record of load `token` arrived.
+    pub fn loaded_record(&mut self, token: u64, result: Result<Option<PlayerRecord>, StoreError>) {
+        if let Some(l) = self.loads.get_mut(&token) {
+            l.record = Some(result);
+        }
+    }
+
+    /// The items of load `token` arrived.
+    pub fn loaded_items(&mut self, token: u64, result: Result<Vec<ItemRecord>, StoreError>) {
+        if let Some(l) = self.loads.get_mut(&token) {
+            l.items = Some(result);
+        }
+    }
+
+    /// Takes load `token` once both its record and its items have arrived.
+    pub fn take_loaded(&mut self, token: u64) -> Option<PendingLoad> {
+        let ready = self
+            .loads
+            .get(&token)
+            .is_some_and(|l| l.record.is_some() && l.items.is_some());
+        if !ready {
+            return None;
+        }
+        self.loads.remove(&token)
+    }
+
+    /// Forgets the load of `session` (its connection ended first); its join, if it was
+    /// loading.
+    pub fn cancel_load(&mut self, session: SessionId) -> Option<Box<Join>> {
+        let token = self
+            .loads
+            .iter()
+            .find(|(_, l)| l.join.session == session)
+            .map(|(t, _)| *t)?;
+        self.loads.remove(&token).map(|l| l.join)
+    }
+
+    /// Forgets every load in flight (a drain); their joins.
+    pub fn take_loads(&mut self) -> Vec<Box<Join>> {
+        self.loads.drain().map(|(_, l)| l.join).collect()
+    }
+
+    /// Whether `session` waits for its player to load.
+    pub fn is_loading(&self, session: SessionId) -> bool {
+        self.loads.values().any(|l| l.join.session == session)
+    }
+
+    /// Takes the item operation `token` (answered by the store).
+    pub fn take_item(&mut self, token: u64) -> Option<PendingItem> {
+        self.items.remove(&token)
+    }
+
+    /// Resubmits a failed item operation under its token, with the same op id (one
+    /// attempt more).
+    pub fn retry_item(&mut self, token: u64, mut pending: PendingItem) {
+        pending.attempts += 1;
+        self.submit(StoreCommand::ItemOp {
+            token,
+            op: pending.op.clone(),
+        });
+        self.items.insert(token, pending);
+    }
+
+    /// Item operations in flight for `session`.
+    pub fn item_ops_of(&self, session: SessionId) -> usize {
+        self.items
+            .values()
+            .filter(|i| i.session == Some(session))
+            .count()
+    }
+
+    /// Takes the trade `token` (answered by the store).
+    pub fn take_trade(&mut self, token: u64) -> Option<PendingTrade> {
+        self.trades.remove(&token)
+    }
+
+    /// Resubmits a failed trade unchanged under its token (one attempt more).
+    pub fn retry_trade(&mut self, token: u64, mut pending: PendingTrade) {
+        pending.attempts += 1;
+        self.submit(StoreCommand::Trade {
+            token,
+            manifest: pending.manifest.clone(),
+        });
+        self.trades.insert(token, pending);
+    }
+
+    /// Takes the checkpoint `token` (answered by the store).
+    pub fn take_save(&mut self, token: u64) -> Option<PendingSave> {
+        self.saves.remove(&token)
+    }
+
+    /// Marks checkpoint `token` as the final one of `player_id`'s ended `session`: its
+    /// lease is released once it is answered.
+    pub fn mark_final(&mut self, token: u64, player_id: u64, session: SessionId) {
+        if let Some(pending) = self.saves.get_mut(&token) {
+            pending.ended = Some(Box::new((player_id, session)));
+        }
+    }
+
+    /// Whether the final checkpoint of ended `session` is in flight.
+    pub fn final_save_pending(&self, session: SessionId) -> bool {
+        self.saves
+            .values()
+            .any(|s| s.ended.as_ref().is_some_and(|e| e.1 == session))
+    }
+
+    /// Whether a response to `session` waits for a checkpoint.
+    pub fn holds_for(&self, session: SessionId) -> bool {
+        self.saves
+            .values()
+            .any(|s| s.held.iter().any(|h| h.session == session))
+    }
+
+    /// `session`'s durable state changed at `now`.
+    pub fn mark_dirty(&mut self, session: SessionId, now: Instant) {
+        self.dirty.mark(session, now);
+    }
+
+    /// `session` needs no checkpoint (one is being built, or it left).
+    pub fn clear_dirty(&mut self, session: SessionId) {
+        self.dirty.clear(session);
+    }
+
+    /// Moves the sessions dirty for at least the checkpoint interval at `now` into `due`.
+    pub fn take_due(&mut self, now: Instant, due: &mut Vec<SessionId>) {
+        self.dirty
+            .take_due(now, self.settings.checkpoint_interval, due);
+    }
+
+    /// Submits the drain barrier: everything submitted before it is durable once it is
+    /// answered.
+    pub fn submit_barrier(&mut self) {
+        let token = self.token();
+        self.submit(StoreCommand::Barrier { token });
+        self.barrier = Some(token);
+    }
+
+    /// The barrier `token` was answered.
+    pub fn barrier_answered(&mut self, token: u64) {
+        if self.barrier == Some(token) {
+            self.barrier_answered = true;
+        }
+    }
+
+    /// Reports this worker flushed once its drain barrier was answered and no checkpoint
+    /// or command is left in flight or waiting.
+    pub fn update_flushed(&self) {
+        if self.barrier_answered && self.saves.is_empty() && self.backlog.is_empty() {
+            self.settings.flushed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The store's replies since the last call (never blocks), in the reused buffer: give
+    /// it back with [`Persist::reuse_replies`].
+    pub fn take_replies(&mut self) -> Vec<StoreReply> {
+        let mut replies = std::mem::take(&mut self.replies);
+        self.handle.drain_replies(&mut replies);
+        replies
+    }
+
+    /// Keeps the (emptied) reply buffer for the next [`Persist::take_replies`].
+    pub fn reuse_replies(&mut self, replies: Vec<StoreReply>) {
+        self.replies = replies;
+    }
+
     /// Holds a response until the command `token` is answered; false if no such command
     /// is in flight (answer at once).
-    pub fn hold(&mut self, token: u64, held: Held) -> bool {
+    pub fn hold(&mut self, token: u64, held: HeldResponse) -> bool {
         if let Some(p) = self.items.get_mut(&token) {
             p.held = Some(held);
             return true;

@@ -335,7 +335,7 @@ mod tests {
         ];
         for c in cases {
             let g = game_request(&c).and_then(Result::ok).expect("maps");
-            assert_eq!(g.kind(), c.kind());
+            assert_eq!(g.kind().as_str(), c.kind());
         }
         assert_eq!(
             game_request(&wire::Request::Unequip { slot: 9 }),

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use zonehost_game::{
     Content, Event as GameEvent, InventoryChange, ItemId, Parties, PartyChange, PartyId,
-    PlayerState, World, MAX_SPEED_MMS,
+    PlayerState, RequestKind, World, MAX_SPEED_MMS,
 };
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
@@ -47,17 +47,17 @@ use zonehost_protocol::message::{
 use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
-use super::persist::{self, Held, PendingLoad, Persist, PersistSettings};
+use super::persist::{self, HeldResponse, Persist, PersistSettings};
+use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::wire;
-use super::{Control, Inbox, Join, Outgoing, SessionId, Work};
-use crate::cluster::{Handoff, Handoffs};
+use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::store::trade::TradeOutcome;
-use crate::store::writer::{StoreCommand, StoreHandle, StoreReply};
+use crate::store::writer::{StoreHandle, StoreReply};
 use crate::store::{
-    ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner as StoreOwner, PlayerRecord, SaveOutcome,
-    StoreError, TradeLeg, TradeRecord, TradeState,
+    ItemOp, ItemOpKind, ItemOutcome, ItemRecord, Owner, PlayerRecord, SaveOutcome, StoreError,
+    TradeLeg, TradeRecord, TradeState,
 };
 use crate::telemetry::DropCause;
 use crate::telemetry::{DisconnectCause, Stats};
@@ -127,8 +127,18 @@ const PENDING_INPUT_TIMES: usize = 16;
 const PENDING_REQUESTS: usize = 16;
 /// Due checkpoints are looked for every this many ticks.
 const CHECKPOINT_POLL_TICKS: u64 = 6;
-/// Request kinds whose response waits for the store (item operations, equipment).
-const DURABLE_KINDS: [&str; 5] = ["pick_up", "drop", "use_item", "equip", "unequip"];
+/// Whether the response to a request of this kind waits for the store (item operations,
+/// equipment).
+fn waits_for_store(kind: RequestKind) -> bool {
+    matches!(
+        kind,
+        RequestKind::PickUp
+            | RequestKind::Drop
+            | RequestKind::UseItem
+            | RequestKind::Equip
+            | RequestKind::Unequip
+    )
+}
 /// A migrating player's game requests that arrive during its handover travel with it, at
 /// most this many (beyond: answered `RateLimited`).
 const PARKED_REQUESTS: usize = 16;
@@ -249,7 +259,7 @@ impl SnapshotTimes {
 
 /// Who an instance belongs to: a solo player or a party.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Owner {
+enum InstanceOwner {
     Player(u64),
     Party(PartyId),
 }
@@ -257,7 +267,7 @@ enum Owner {
 #[derive(Debug)]
 struct Instance {
     id: u32,
-    key: (u16, Owner),
+    key: (u16, InstanceOwner),
     world: World,
     members: Vec<Member>,
     entities: Vec<EntityState>,
@@ -334,7 +344,7 @@ pub struct Worker {
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
     instances: HashMap<u32, Instance>,
-    by_key: HashMap<(u16, Owner), u32>,
+    by_key: HashMap<(u16, InstanceOwner), u32>,
     sessions: HashMap<SessionId, u32>,
     draining: bool,
     ticks: u64,
@@ -345,7 +355,7 @@ pub struct Worker {
     /// Persistence; `None` runs without a store (tests that step a worker).
     persist: Option<Persist>,
     /// Drain by migration: where handed-off sessions go, once set.
-    handoffs: Option<Arc<Handoffs>>,
+    handoffs: Option<Arc<dyn HandoffSink>>,
     /// Handed-off sessions whose final checkpoint is in flight.
     handoffs_waiting: HashMap<SessionId, Handoff>,
     /// The inboxes of every worker of this server, by index (`None`: a worker alone).
@@ -360,14 +370,17 @@ pub struct Worker {
     /// Sessions with a handover pending (stage 5).
     migrating: Vec<SessionId>,
     /// The party directory (cluster mode): party requests and session ends go there.
-    directory: Option<crate::parties::PartyHandle>,
+    directory: Option<PartyHandle>,
     /// Placement of new instances on peers (cluster mode with `place_instances`).
-    placer: Option<crate::placement::InstancePlacer>,
+    placer: Option<Arc<dyn InstancePlacement>>,
     /// Players whose new instance goes to a peer, until they are settled (stage 4).
     placing: Vec<Placing>,
     /// Party members to hand to their leader's server, with when it was asked, until they
     /// are settled (stage 4; see [`Worker::hand_off_settled`]).
     party_handoffs: Vec<(SessionId, Instant)>,
+    /// The time of the current tick ([`Worker::tick_at`]): what the tick's stages stamp
+    /// their waits with.
+    now: Instant,
 }
 
 fn unix_micros() -> u64 {
@@ -438,20 +451,21 @@ impl Worker {
             placer: None,
             placing: Vec::new(),
             party_handoffs: Vec::new(),
+            now: Instant::now(),
         }
     }
 
     /// Places the new dungeon instances of zone changes by load (see "Placing new
     /// instances" in [`crate::placement`]): while the server is overloaded such a player is
     /// saved in the new zone and handed to `placer`'s queue for its `Redirect` to a peer.
-    pub fn with_placer(mut self, placer: crate::placement::InstancePlacer) -> Self {
+    pub fn with_placer(mut self, placer: Arc<dyn InstancePlacement>) -> Self {
         self.placer = Some(placer);
         self
     }
 
     /// Sends party requests and session ends to the party directory (cluster mode)
     /// instead of deciding them on the shared registry, which then only mirrors it.
-    pub fn with_directory(mut self, directory: crate::parties::PartyHandle) -> Self {
+    pub fn with_directory(mut self, directory: PartyHandle) -> Self {
         self.directory = Some(directory);
         self
     }
@@ -489,7 +503,7 @@ impl Worker {
                     Stats::inc(&self.stats.ticks_late);
                 }
                 let started = Instant::now();
-                self.tick();
+                self.tick_at(started);
                 let busy = started.elapsed();
                 let busy_us = busy.as_micros() as u64;
                 self.stats
@@ -537,9 +551,17 @@ impl Worker {
         }
     }
 
-    /// Runs one tick: lifecycle messages, queued work, world steps and events, zone
-    /// transfers, snapshots.
+    /// Runs one tick now (see [`Worker::tick_at`]).
     pub fn tick(&mut self) {
+        self.tick_at(Instant::now());
+    }
+
+    /// Runs one tick at `now`: lifecycle messages, queued work, world steps and events,
+    /// zone transfers, snapshots. `now` decides the tick's timeouts (resume grace, settle
+    /// limits, checkpoint intervals, forwarding), so a test can step time; the latency
+    /// metrics still read the clock.
+    pub fn tick_at(&mut self, now: Instant) {
+        self.now = now;
         self.ticks += 1;
         Stats::inc(&self.stats.ticks);
         self.poll_store();
@@ -551,11 +573,14 @@ impl Worker {
             match msg {
                 Control::Join(join) => self.join(join),
                 Control::Leave { session } => self.leave(session),
-                Control::Detach { session } => self.detach(session),
+                Control::Detach { session } => self.detach(session, now),
                 Control::Attach(join) => self.attach(join),
                 Control::Drain => self.drain(),
                 Control::DrainToPeers(handoffs) => self.drain_to_peers(handoffs),
-                Control::Migrate(m) => self.migrate_in(m),
+                Control::Migrate(h) => match h.open::<Migrant>() {
+                    Some(m) => self.migrate_in(m),
+                    None => tracing::error!("a handover that holds no migrant"),
+                },
                 Control::PartyJoined { party, player } => {
                     self.set_party_in_worlds(player, Some(party));
                     self.join_leader_instance(party, player);
@@ -564,7 +589,7 @@ impl Worker {
                 // Handed off once settled (stage 4), like a placement: the final checkpoint
                 // then carries the outcome of every item operation.
                 Control::Handoff { session } => {
-                    self.party_handoffs.push((session, Instant::now()));
+                    self.party_handoffs.push((session, now));
                 }
             }
         }
@@ -577,7 +602,8 @@ impl Worker {
             };
             self.route_work(work, true);
         }
-        let now = Instant::now();
+        // The input-apply latency reads the clock: receive times are real.
+        let applied_at = Instant::now();
         let mut expired = Vec::new();
         for inst in self.instances.values_mut() {
             inst.world.step();
@@ -600,7 +626,7 @@ impl Worker {
                     m.pending.pop_front();
                     self.meters
                         .input_apply
-                        .record(now.saturating_duration_since(received).as_secs_f64());
+                        .record(applied_at.saturating_duration_since(received).as_secs_f64());
                     m.applied_since_snapshot.get_or_insert(received);
                 }
             }

@@ -63,6 +63,7 @@ pub mod forward;
 pub mod integrity;
 pub mod ops;
 pub mod record;
+pub mod recovery;
 pub mod redb;
 pub mod rules;
 pub mod scylla;

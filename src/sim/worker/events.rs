@@ -62,7 +62,7 @@ impl Worker {
                             op_id: p.op_id(),
                             item_id: item.0,
                             kind: ItemOpKind::Destroy {
-                                from: StoreOwner::Ground {
+                                from: Owner::Ground {
                                     instance: p.settings.store_instance(inst.id),
                                 },
                             },
@@ -93,15 +93,15 @@ impl Worker {
                         .position(|(id, _, _)| id == request_id)
                         .and_then(|i| m.requests.remove(i))
                         .map(|(_, _, at)| at);
-                    if let (Ok(()), Some((players, token)), Some(p), "trade_accept") =
+                    if let (Ok(()), Some((players, token)), Some(p), RequestKind::TradeAccept) =
                         (result, last_trade, persist.as_deref_mut(), *kind)
                     {
                         if players.contains(player_id) {
                             last_trade = None;
-                            let held = Held {
+                            let held = HeldResponse {
                                 session: m.session,
                                 request_id: *request_id,
-                                kind,
+                                kind: *kind,
                                 received: received.unwrap_or_else(Instant::now),
                             };
                             if p.hold(token, held) {
@@ -112,11 +112,11 @@ impl Worker {
                     if let (Ok(()), Some((pid, token)), Some(p)) =
                         (result, last_durable, persist.as_deref_mut())
                     {
-                        if pid == *player_id && DURABLE_KINDS.contains(kind) {
-                            let held = Held {
+                        if pid == *player_id && waits_for_store(*kind) {
+                            let held = HeldResponse {
                                 session: m.session,
                                 request_id: *request_id,
-                                kind,
+                                kind: *kind,
                                 received: received.unwrap_or_else(Instant::now),
                             };
                             last_durable = None;
@@ -126,7 +126,7 @@ impl Worker {
                         }
                     }
                     if let Some(at) = received {
-                        metrics::histogram!("zonehost_request_duration_seconds", "kind" => *kind)
+                        metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind.as_str())
                             .record(at.elapsed().as_secs_f64());
                     }
                     let body = result.map(|()| Response::Done).map_err(wire::reject);
@@ -205,7 +205,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let Some(mut pending) = p.trades.remove(&token) else {
+        let Some(pending) = p.take_trade(token) else {
             return;
         };
         let trade_id = pending.manifest.trade_id;
@@ -221,12 +221,7 @@ impl Worker {
             }
             Err(e) if pending.attempts < persist::ITEM_OP_ATTEMPTS => {
                 tracing::warn!(trade = trade_id, attempt = pending.attempts, error = %e, "trade failed; resubmitting it unchanged");
-                pending.attempts += 1;
-                p.submit(StoreCommand::Trade {
-                    token,
-                    manifest: pending.manifest.clone(),
-                });
-                p.trades.insert(token, pending);
+                p.retry_trade(token, pending);
                 return;
             }
             Err(e) => {
@@ -289,8 +284,8 @@ impl Worker {
         change: &InventoryChange,
     ) -> Option<u64> {
         let member = members.iter().find(|m| m.join.player_id == player_id)?;
-        let me = StoreOwner::Player(player_id);
-        let ground = StoreOwner::Ground {
+        let me = Owner::Player(player_id);
+        let ground = Owner::Ground {
             instance: p.settings.store_instance(instance),
         };
         let kind = match change {
@@ -369,25 +364,25 @@ impl Worker {
                 .player_pos(m.entity)
                 .is_some_and(|pos| pos != m.saved_pos);
             if moved || changed.contains(&m.join.player_id) {
-                p.dirty.mark(m.session, now);
+                p.mark_dirty(m.session, now);
             }
         }
     }
 
-    pub(super) fn owner_of(&self, player_id: u64) -> Owner {
+    pub(super) fn owner_of(&self, player_id: u64) -> InstanceOwner {
         let parties = self
             .settings
             .parties
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match parties.party_of(player_id) {
-            Some(p) => Owner::Party(p.id),
-            None => Owner::Player(player_id),
+            Some(p) => InstanceOwner::Party(p.id),
+            None => InstanceOwner::Player(player_id),
         }
     }
 
     /// The instance of `zone` for `owner`, created if needed.
-    pub(super) fn instance_for(&mut self, zone: u16, owner: Owner) -> Option<u32> {
+    pub(super) fn instance_for(&mut self, zone: u16, owner: InstanceOwner) -> Option<u32> {
         if let Some(id) = self.by_key.get(&(zone, owner)) {
             return Some(*id);
         }
@@ -426,7 +421,7 @@ impl Worker {
                 Stats::gauge_add(&self.stats.instances_live, -1);
                 // Sweep: items players dropped here go with the instance.
                 if let Some(p) = self.persist.as_mut() {
-                    let from = StoreOwner::Ground {
+                    let from = Owner::Ground {
                         instance: p.settings.store_instance(id),
                     };
                     for item_id in inst.ground_stored {

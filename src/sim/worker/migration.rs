@@ -37,9 +37,7 @@ impl Worker {
 
     /// Whether `session` is waiting for its player to load from the store.
     pub(super) fn loading(&self, session: SessionId) -> bool {
-        self.persist
-            .as_ref()
-            .is_some_and(|p| p.loads.values().any(|l| l.join.session == session))
+        self.persist.as_ref().is_some_and(|p| p.is_loading(session))
     }
 
     /// Passes a lifecycle message for a session handed to another worker on to it;
@@ -80,11 +78,12 @@ impl Worker {
         if !peer || to == self.settings.index {
             return false;
         }
+        let now = self.now;
         let Some(m) = self.member_mut(session) else {
             return false;
         };
         let fresh = m.migrating.is_none();
-        m.migrating = Some((to, goal, Instant::now()));
+        m.migrating = Some((to, goal, now));
         if fresh {
             self.migrating.push(session);
         }
@@ -120,12 +119,10 @@ impl Worker {
         };
         let requests_open =
             !m.requests.is_empty() && now.saturating_duration_since(since) < MIGRATION_SETTLE;
-        let store_open = self.persist.as_ref().is_some_and(|p| {
-            p.items.values().any(|i| i.session == Some(session))
-                || p.saves
-                    .values()
-                    .any(|s| s.held.iter().any(|h| h.session == session))
-        });
+        let store_open = self
+            .persist
+            .as_ref()
+            .is_some_and(|p| p.item_ops_of(session) > 0 || p.holds_for(session));
         !(requests_open || store_open)
     }
 
@@ -181,8 +178,8 @@ impl Worker {
                 return false;
             }
         }
-        let Some(to) = placer.placement.instance_target() else {
-            placer.placement.count_instance(false);
+        let Some(to) = placer.instance_target() else {
+            placer.count_instance(false);
             return false;
         };
         tracing::debug!(session, zone = to_zone, peer = %to.0, "new instance placed on a peer");
@@ -190,7 +187,7 @@ impl Worker {
             session,
             to_zone,
             to,
-            since: Instant::now(),
+            since: self.now,
         });
         true
     }
@@ -212,7 +209,7 @@ impl Worker {
                 .contains_key(&(p.to_zone, self.owner_of(m.join.player_id)));
             if m.detached_at.is_some() || self.draining || opened_here {
                 if let Some(placer) = &self.placer {
-                    placer.placement.count_instance(false);
+                    placer.count_instance(false);
                 }
                 self.transfer_here(p.session, p.to_zone);
                 continue;
@@ -237,7 +234,7 @@ impl Worker {
                 .zone(p.to_zone)
                 .map(|z| (p.to_zone, z.spawn_mm));
             if let Some(placer) = &self.placer {
-                placer.placement.count_instance(true);
+                placer.count_instance(true);
             }
             self.leave_inner_to(p.session, true, dest);
             if self.final_save_pending(p.session) {
@@ -245,7 +242,7 @@ impl Worker {
             } else if let Some(placer) = &self.placer {
                 // Nothing was saved (the lease is lost): the owner's server answers the
                 // ticket login with a redirect of its own, or the session closes.
-                placer.handoffs.push(handoff);
+                placer.relay().push(handoff);
             }
         }
     }
@@ -272,7 +269,7 @@ impl Worker {
         self.sessions.remove(&session);
         if let Some(p) = self.persist.as_mut() {
             // The new worker checkpoints the player on arrival.
-            p.dirty.clear(session);
+            p.clear_dirty(session);
         }
         self.inbox.players.fetch_sub(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {
@@ -309,8 +306,8 @@ impl Worker {
             self.migrate_in_here(migrant);
             return;
         };
-        self.forwarded.insert(session, (to, Instant::now()));
-        inbox.control(Control::Migrate(migrant));
+        self.forwarded.insert(session, (to, self.now));
+        inbox.control(Control::Migrate(Handover::pack(migrant)));
         if let Some((s, route)) = self.registry.route(player) {
             if s == session {
                 route.set(to);
@@ -427,7 +424,7 @@ impl Worker {
         if self.by_key.get(&inst.key) == Some(&id) {
             self.by_key.remove(&inst.key);
         }
-        inst.key = (zone, Owner::Party(party));
+        inst.key = (zone, InstanceOwner::Party(party));
         self.by_key.insert(inst.key, id);
         Some(id)
     }

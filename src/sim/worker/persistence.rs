@@ -10,7 +10,7 @@ impl Worker {
         let mut records = Vec::with_capacity(sessions.len());
         let mut saved = Vec::with_capacity(sessions.len());
         for &s in sessions {
-            p.dirty.clear(s);
+            p.clear_dirty(s);
             let Some(inst) = self
                 .sessions
                 .get(&s)
@@ -53,8 +53,7 @@ impl Worker {
             return;
         };
         let mut due = Vec::new();
-        p.dirty
-            .take_due(now, p.settings.checkpoint_interval, &mut due);
+        p.take_due(now, &mut due);
         if !due.is_empty() {
             self.checkpoint(&due);
         }
@@ -66,16 +65,13 @@ impl Worker {
             return;
         };
         p.flush_backlog();
-        let mut replies = std::mem::take(&mut p.replies);
-        p.handle.drain_replies(&mut replies);
+        let mut replies = p.take_replies();
         for reply in replies.drain(..) {
             self.on_store_reply(reply);
         }
         if let Some(p) = self.persist.as_mut() {
-            p.replies = replies;
-            if p.barrier_answered && p.saves.is_empty() && p.backlog_len() == 0 {
-                p.settings.flushed.store(true, Ordering::Release);
-            }
+            p.reuse_replies(replies);
+            p.update_flushed();
         }
     }
 
@@ -85,25 +81,17 @@ impl Worker {
         };
         match reply {
             StoreReply::Loaded { token, result, .. } => {
-                if let Some(l) = p.loads.get_mut(&token) {
-                    l.record = Some(result);
-                }
+                p.loaded_record(token, result);
                 self.finish_load(token);
             }
             StoreReply::Items { token, result, .. } => {
-                if let Some(l) = p.loads.get_mut(&token) {
-                    l.items = Some(result);
-                }
+                p.loaded_items(token, result);
                 self.finish_load(token);
             }
             StoreReply::Item { token, result, .. } => self.item_committed(token, result),
             StoreReply::Saved { token, result } => self.saved(token, result),
             StoreReply::Trade { token, result, .. } => self.trade_committed(token, result),
-            StoreReply::Barrier { token } => {
-                if p.barrier == Some(token) {
-                    p.barrier_answered = true;
-                }
-            }
+            StoreReply::Barrier { token } => p.barrier_answered(token),
         }
     }
 
@@ -113,7 +101,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let Some(mut pending) = p.items.remove(&token) else {
+        let Some(pending) = p.take_item(token) else {
             return;
         };
         let outcome = match result {
@@ -126,12 +114,7 @@ impl Worker {
                         error = %e,
                         "item operation failed; resubmitting it with the same op id"
                     );
-                    pending.attempts += 1;
-                    p.submit(StoreCommand::ItemOp {
-                        token,
-                        op: pending.op.clone(),
-                    });
-                    p.items.insert(token, pending);
+                    p.retry_item(token, pending);
                     return;
                 }
                 tracing::error!(
@@ -144,8 +127,8 @@ impl Worker {
                 // the store: it goes back to the bag (an unknown outcome stays where the
                 // world put it; the next login reconciles with the store).
                 if let ItemOpKind::Transfer {
-                    from: from @ StoreOwner::Player(_),
-                    to: StoreOwner::Ground { .. },
+                    from: from @ Owner::Player(_),
+                    to: Owner::Ground { .. },
                 } = pending.op.kind
                 {
                     if !matches!(e, StoreError::UnknownOutcome { .. }) {
@@ -186,16 +169,16 @@ impl Worker {
         op: &ItemOp,
         session: Option<SessionId>,
         instance: u32,
-        actual: Option<StoreOwner>,
+        actual: Option<Owner>,
     ) {
         let item = ItemId(op.item_id);
         match &op.kind {
             ItemOpKind::Create {
-                owner: StoreOwner::Player(_),
+                owner: Owner::Player(_),
                 ..
             }
             | ItemOpKind::Transfer {
-                to: StoreOwner::Player(_),
+                to: Owner::Player(_),
                 ..
             } => {
                 let Some(session) = session else { return };
@@ -212,7 +195,7 @@ impl Worker {
             }
             ItemOpKind::Transfer {
                 from,
-                to: StoreOwner::Ground { .. },
+                to: Owner::Ground { .. },
             } => {
                 if let Some(inst) = self.instances.get_mut(&instance) {
                     inst.ground_stored.remove(&op.item_id);
@@ -241,7 +224,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let Some(mut pending) = p.saves.remove(&token) else {
+        let Some(mut pending) = p.take_save(token) else {
             return;
         };
         let ok = match result {
@@ -283,9 +266,9 @@ impl Worker {
                     "checkpoint failed after {} attempts",
                     persist::SAVE_ATTEMPTS
                 );
-                let now = Instant::now();
+                let now = self.now;
                 for s in &pending.sessions {
-                    p.dirty.mark(*s, now);
+                    p.mark_dirty(*s, now);
                 }
                 false
             }
@@ -297,8 +280,8 @@ impl Worker {
                 // A placed instance's player goes to the placer's relay, a drained one to
                 // the drain task.
                 let queue = match (&h.to, &self.placer) {
-                    (Some(_), Some(placer)) => Some(&placer.handoffs),
-                    _ => self.handoffs.as_ref(),
+                    (Some(_), Some(placer)) => Some(placer.relay()),
+                    _ => self.handoffs.as_deref(),
                 };
                 if let Some(q) = queue {
                     q.push(h);
@@ -316,9 +299,9 @@ impl Worker {
     }
 
     /// Sends a held response.
-    pub(super) fn answer(&self, held: Option<Held>, body: Result<Response, RequestError>) {
+    pub(super) fn answer(&self, held: Option<HeldResponse>, body: Result<Response, RequestError>) {
         let Some(h) = held else { return };
-        metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind)
+        metrics::histogram!("zonehost_request_duration_seconds", "kind" => h.kind.as_str())
             .record(h.received.elapsed().as_secs_f64());
         if let Some(m) = self.member(h.session) {
             respond(&m.join, h.request_id, body);

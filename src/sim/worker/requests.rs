@@ -145,7 +145,7 @@ impl Worker {
             party_request => match &self.directory {
                 Some(d) => {
                     // The directory answers once the store has decided.
-                    let call = crate::parties::PartyCall::Request {
+                    let call = PartyCall::Request {
                         player,
                         id,
                         body: party_request,

@@ -52,21 +52,7 @@ impl Worker {
             return;
         }
         if let Some(p) = self.persist.as_mut() {
-            let token = p.token();
-            let player_id = join.player_id;
-            p.submit(StoreCommand::LoadPlayer { token, player_id });
-            p.submit(StoreCommand::LoadItems {
-                token,
-                owner: StoreOwner::Player(player_id),
-            });
-            p.loads.insert(
-                token,
-                PendingLoad {
-                    join,
-                    record: None,
-                    items: None,
-                },
-            );
+            p.load(join);
             return;
         }
         self.admit(join, None);
@@ -77,18 +63,11 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return false;
         };
-        let Some(token) = p
-            .loads
-            .iter()
-            .find(|(_, l)| l.join.session == session)
-            .map(|(t, _)| *t)
-        else {
+        let Some(join) = p.cancel_load(session) else {
             return false;
         };
-        if let Some(l) = p.loads.remove(&token) {
-            self.registry.release(l.join.player_id, session);
-            p.settings.session_done(l.join.player_id, session);
-        }
+        self.registry.release(join.player_id, session);
+        p.settings.session_done(join.player_id, session);
         true
     }
 
@@ -97,14 +76,7 @@ impl Worker {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let ready = p
-            .loads
-            .get(&token)
-            .is_some_and(|l| l.record.is_some() && l.items.is_some());
-        if !ready {
-            return;
-        }
-        let Some(l) = p.loads.remove(&token) else {
+        let Some(l) = p.take_loaded(token) else {
             return;
         };
         let join = l.join;
@@ -183,7 +155,7 @@ impl Worker {
             .filter(|z| self.settings.content.zone(*z).is_some());
         let Some(id) = saved_zone
             .or(town)
-            .and_then(|zone| self.instance_for(zone, Owner::Player(join.player_id)))
+            .and_then(|zone| self.instance_for(zone, InstanceOwner::Player(join.player_id)))
         else {
             tracing::error!("content has no town zone; refusing the session");
             join.conn.close(close_code::INTERNAL, b"no start zone");
@@ -268,7 +240,7 @@ impl Worker {
                             op_id: p.op_id(),
                             item_id: item.id.0,
                             kind: ItemOpKind::Create {
-                                owner: StoreOwner::Player(join.player_id),
+                                owner: Owner::Player(join.player_id),
                                 data,
                             },
                         };
@@ -413,9 +385,9 @@ impl Worker {
         parties.party_of(player_id).map(|p| p.id)
     }
 
-    /// The connection of `session` was lost: keep its player in the world for the grace
-    /// period, sending it nothing.
-    pub(super) fn detach(&mut self, session: SessionId) {
+    /// The connection of `session` was lost at `now`: keep its player in the world for
+    /// the grace period, sending it nothing.
+    pub(super) fn detach(&mut self, session: SessionId, now: Instant) {
         if self.cancel_load(session) {
             return;
         }
@@ -423,7 +395,7 @@ impl Worker {
             return;
         };
         if m.detached_at.is_none() {
-            m.detached_at = Some(Instant::now());
+            m.detached_at = Some(now);
             Stats::gauge_add(&self.stats.sessions_active, -1);
             Stats::gauge_add(&self.stats.sessions_detached, 1);
         }
@@ -492,9 +464,7 @@ impl Worker {
         let Some(d) = &self.directory else {
             return false;
         };
-        if d.call(crate::parties::PartyCall::Arrived { player })
-            .is_err()
-        {
+        if d.call(PartyCall::Arrived { player }).is_err() {
             tracing::debug!(player, "party directory queue full: arrival not synced");
         }
         true
@@ -548,7 +518,7 @@ impl Worker {
         if let (Some(p), Some(state)) = (self.persist.as_mut(), state) {
             // The last checkpoint of a session: on disconnect, expiry and drain (none
             // when the player's lease is lost).
-            p.dirty.clear(session);
+            p.clear_dirty(session);
             let (zone, pos_mm) = dest.unwrap_or((inst.world.zone().id, pos_mm));
             let built = p.settings.fence_for(player, session).map(|fence| {
                 persist::record_of(&member.join.player_name, fence, zone, pos_mm, &state)
@@ -563,11 +533,7 @@ impl Worker {
         }
         // The lease is released once the final checkpoint is answered (see `saved`).
         match (final_save, self.persist.as_mut()) {
-            (Some(token), Some(p)) => {
-                if let Some(pending) = p.saves.get_mut(&token) {
-                    pending.ended = Some(Box::new((player, session)));
-                }
-            }
+            (Some(token), Some(p)) => p.mark_final(token, player, session),
             _ => self.end_lease(player, session),
         }
         self.registry.release(player, session);
@@ -587,10 +553,7 @@ impl Worker {
             return;
         }
         if let Some(d) = &self.directory {
-            if !handoff
-                && d.call(crate::parties::PartyCall::Forget { player })
-                    .is_err()
-            {
+            if !handoff && d.call(PartyCall::Forget { player }).is_err() {
                 tracing::warn!(player, "party directory queue full: the player stays in its party until it is cleaned up");
             }
             return;
@@ -626,7 +589,7 @@ impl Worker {
     /// (as at a disconnect) but keeps its connection; once that checkpoint is answered
     /// (and the lease ended) it is pushed to `handoffs`, whose drain task releases the
     /// lease and sends the `Redirect`. Loads in progress are refused as in [`Worker::drain`].
-    pub(super) fn drain_to_peers(&mut self, handoffs: Arc<Handoffs>) {
+    pub(super) fn drain_to_peers(&mut self, handoffs: Arc<dyn HandoffSink>) {
         self.draining = true;
         self.handoffs = Some(handoffs.clone());
         let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
@@ -661,27 +624,18 @@ impl Worker {
 
     /// Whether the final checkpoint of ended `session` is in flight.
     pub(super) fn final_save_pending(&self, session: SessionId) -> bool {
-        self.persist.as_ref().is_some_and(|p| {
-            p.saves
-                .values()
-                .any(|s| s.ended.as_ref().is_some_and(|e| e.1 == session))
-        })
+        self.persist
+            .as_ref()
+            .is_some_and(|p| p.final_save_pending(session))
     }
 
     /// Refuses the logins still loading and submits the drain barrier.
     pub(super) fn drain_loads(&mut self) {
         if let Some(p) = self.persist.as_mut() {
-            let waiting: Vec<u64> = p.loads.keys().copied().collect();
-            let joins: Vec<Box<Join>> = waiting
-                .iter()
-                .filter_map(|t| p.loads.remove(t))
-                .map(|l| l.join)
-                .collect();
+            let joins = p.take_loads();
             // Everything submitted so far (the final checkpoints above) is durable when
             // this barrier is answered; the server waits for it before exiting.
-            let token = p.token();
-            p.submit(StoreCommand::Barrier { token });
-            p.barrier = Some(token);
+            p.submit_barrier();
             for join in joins {
                 self.reject_join(
                     &join,

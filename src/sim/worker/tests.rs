@@ -79,6 +79,13 @@ impl Two {
         }
     }
 
+    /// Ticks every worker at `now` (test time).
+    fn tick_at(&mut self, now: Instant) {
+        for w in &mut self.workers {
+            w.tick_at(now);
+        }
+    }
+
     /// Joins `name` on worker `on`; returns its session's route and its outbox.
     fn join(&mut self, session: u64, name: &str, on: usize) -> mpsc::Receiver<Outgoing> {
         let (tx, rx) = mpsc::channel(256);
@@ -178,7 +185,7 @@ fn placer(busy: u32) -> crate::placement::InstancePlacer {
     placement.update(row("a", busy), vec![row("b", 100)]);
     crate::placement::InstancePlacer {
         placement,
-        handoffs: Arc::new(Handoffs::default()),
+        handoffs: Arc::new(crate::cluster::Handoffs::default()),
     }
 }
 
@@ -187,8 +194,8 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
     let mut t = Two::new();
     let busy = placer(900);
     let idle = placer(300);
-    t.workers[0].placer = Some(busy.clone());
-    t.workers[1].placer = Some(idle.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
+    t.workers[1].placer = Some(Arc::new(idle.clone()));
     let count = |p: &crate::placement::InstancePlacer| {
         (
             p.placement.counters.instances_local.load(Ordering::Relaxed),
@@ -230,7 +237,7 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
     let _home_rx = t.join(3, "home", 0);
     t.workers[0].placer = None;
     t.workers[0].transfer(3, 2);
-    t.workers[0].placer = Some(busy.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
     let (_, crypt) = t.instance_of(3).expect("in the crypt here");
     t.workers[0].transfer(3, town);
     t.tick();
@@ -278,7 +285,7 @@ fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
 fn a_newer_zone_change_supersedes_a_pending_placement() {
     let mut t = Two::new();
     let busy = placer(900);
-    t.workers[0].placer = Some(busy.clone());
+    t.workers[0].placer = Some(Arc::new(busy.clone()));
     let town = t.settings_town();
     let _rx = t.join(1, "fickle", 0);
     // Into the crypt: placed on a peer, waiting to settle (the next tick)...
@@ -416,7 +423,7 @@ fn game_requests_during_a_pending_handover_travel_with_the_player() {
 
 #[test]
 fn a_handover_waits_for_the_players_item_operations_in_flight() {
-    use crate::store::{ItemStore, Owner as StoreOwner};
+    use crate::store::{ItemStore, Owner};
 
     let (mut t, stored) = Two::on_redb("migrate");
     // Each is loaded and admitted (the store answers in the background); stop right at
@@ -424,11 +431,7 @@ fn a_handover_waits_for_the_players_item_operations_in_flight() {
     let _a = t.join_loaded(1, "lead", 0);
     let _b = t.join_loaded(2, "memb", 1);
     // A fresh character's starter kit is being created: item operations in flight.
-    let in_flight = |w: &Worker| {
-        w.persist.as_ref().map_or(0, |p| {
-            p.items.values().filter(|i| i.session == Some(2)).count()
-        })
-    };
+    let in_flight = |w: &Worker| w.persist.as_ref().map_or(0, |p| p.item_ops_of(2));
     assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
     let town = t.settings_town();
     assert!(t.workers[1].request_migration(2, 0, Goal::Zone(town)));
@@ -455,7 +458,7 @@ fn a_handover_waits_for_the_players_item_operations_in_flight() {
     let mut live: Vec<u128> = state.inventory.item_ids().map(|i| i.0).collect();
     let mut stored_items: Vec<u128> = stored
         .store
-        .items_of(StoreOwner::Player(player_id("memb")))
+        .items_of(Owner::Player(player_id("memb")))
         .expect("items")
         .iter()
         .map(|r| r.item_id)
@@ -473,11 +476,7 @@ fn a_party_handoff_waits_for_the_members_item_operations_in_flight() {
     let (mut t, stored) = Two::on_redb("handoff");
     let deadline = Instant::now() + Duration::from_secs(10);
     let _b = t.join_loaded(2, "memb", 1);
-    let in_flight = |w: &Worker| {
-        w.persist.as_ref().map_or(0, |p| {
-            p.items.values().filter(|i| i.session == Some(2)).count()
-        })
-    };
+    let in_flight = |w: &Worker| w.persist.as_ref().map_or(0, |p| p.item_ops_of(2));
     assert!(in_flight(&t.workers[1]) > 0, "starter kit ops in flight");
     // The directory hands the member to its leader's server.
     t.workers[1].party_handoffs.push((2, Instant::now()));
@@ -564,4 +563,29 @@ impl Two {
             .map(|t| t.id)
             .expect("a town")
     }
+}
+
+#[test]
+fn a_detached_session_ends_when_its_resume_grace_is_over_in_test_time() {
+    let mut t = Two::new();
+    let _rx = t.join(1, "sleeper", 0);
+    let (_, route) = t.registry.route(player_id("sleeper")).expect("live");
+    route.control(Control::Detach { session: 1 });
+    let t0 = Instant::now();
+    t.tick_at(t0);
+    assert!(t.workers[0]
+        .member(1)
+        .is_some_and(|m| m.detached_at == Some(t0)));
+    let grace = t.workers[0].settings.resume_grace;
+    t.tick_at(t0 + grace - Duration::from_millis(1));
+    assert!(
+        t.workers[0].member(1).is_some(),
+        "waits for a resume until the grace ends"
+    );
+    t.tick_at(t0 + grace);
+    assert!(t.workers[0].member(1).is_none(), "the grace is over");
+    assert!(
+        t.registry.route(player_id("sleeper")).is_none(),
+        "the player is released"
+    );
 }
