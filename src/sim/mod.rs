@@ -9,6 +9,7 @@
 //! as refcounted `Bytes` straight from the worker.
 
 pub mod persist;
+mod snapshots;
 mod wire;
 mod worker;
 
