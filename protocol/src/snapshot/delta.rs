@@ -1,7 +1,7 @@
 //! What changed between a client's baseline and now ([`diff`]), as an ordered list of
 //! [`Change`]s for [`super::encode_snapshot`].
 
-use super::{EntityHp, EntityMove, EntityState, DESPAWN_LEN, ENTITY_LEN, HP_LEN, MOVE_LEN};
+use super::body::{EntityHp, EntityMove, EntityState, DESPAWN_LEN, ENTITY_LEN, HP_LEN, MOVE_LEN};
 
 /// One change of a snapshot body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

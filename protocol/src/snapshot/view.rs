@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::{ArchivedSnapshotBody, EntityState};
+use super::body::{ArchivedSnapshotBody, EntityState};
 use crate::datagram::SnapshotHeader;
 
 /// Complete ticks a [`SnapshotView`] keeps as possible baselines. The server encodes
