@@ -5,11 +5,14 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use zonehost_protocol::datagram::{encode_input, InputCmd, InputDatagram, BUTTON_ATTACK};
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{ClientMsg, Hello, Request};
-use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, kind, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{
+    decode_snapshot, diff, encode_snapshot, kind, Changes, EntityState, PlayerAck, SnapshotMeta,
+    SnapshotView,
+};
 
 /// Eight commands: a full input datagram (the newest plus seven repeats).
 fn commands() -> Vec<InputCmd> {
@@ -37,7 +40,7 @@ fn input_datagram(c: &mut Criterion) {
     g.finish();
 }
 
-/// An instance of 4 players and 46 monsters: 50 entities, 2 datagrams per snapshot.
+/// An instance of 4 players and 60 monsters (64 entities), the party scene.
 fn instance() -> (Vec<PlayerAck>, Vec<EntityState>) {
     let acks = (0..4)
         .map(|i| PlayerAck {
@@ -45,7 +48,7 @@ fn instance() -> (Vec<PlayerAck>, Vec<EntityState>) {
             last_input: 5_000 + i,
         })
         .collect();
-    let entities = (0..50u32)
+    let entities = (0..64u32)
         .map(|i| EntityState {
             id: i,
             x_mm: 50_000 + i as i32 * 731,
@@ -61,47 +64,84 @@ fn instance() -> (Vec<PlayerAck>, Vec<EntityState>) {
     (acks, entities)
 }
 
+/// The same scene one snapshot later: the 4 players and 16 monsters moved, 5 were hurt.
+fn next(entities: &[EntityState]) -> Vec<EntityState> {
+    let mut now = entities.to_vec();
+    for e in &mut now[..20] {
+        e.x_mm += 150;
+        e.vy_cms = -e.vy_cms;
+    }
+    for e in &mut now[30..35] {
+        e.hp -= 9;
+    }
+    now
+}
+
 fn snapshot(c: &mut Criterion) {
     let (acks, entities) = instance();
+    let now = next(&entities);
+    let meta = |tick, baseline| SnapshotMeta {
+        tick,
+        baseline,
+        instance: 1,
+        zone: 1,
+    };
+    let mut changes = Changes::default();
     let mut out: Vec<Bytes> = Vec::new();
-    encode_snapshot(60, 1, 1, &acks, &entities, &mut out).expect("encode");
-    let total: usize = out.iter().map(Bytes::len).sum();
-    let mut g = c.benchmark_group("snapshot");
-    g.throughput(Throughput::Bytes(total as u64));
-    g.bench_function("encode_4p_50e", |b| {
+    let mut g = c.benchmark_group("snapshot_v2");
+    g.bench_function("full_encode_4p_60m", |b| {
         b.iter(|| {
-            encode_snapshot(
-                black_box(60),
-                1,
-                1,
-                black_box(&acks),
-                black_box(&entities),
-                &mut out,
-            )
-            .expect("encode")
+            diff(&[], black_box(&entities), &mut changes);
+            encode_snapshot(meta(60, 0), black_box(&acks), &changes, &mut out).expect("encode")
         })
     });
-    let datagrams = out.clone();
-    g.bench_function("decode_access_4p_50e", |b| {
+    let full: Vec<Bytes> = out.clone();
+    g.bench_function("delta_encode_4p_60m", |b| {
+        b.iter(|| {
+            diff(black_box(&entities), black_box(&now), &mut changes);
+            encode_snapshot(meta(63, 60), black_box(&acks), &changes, &mut out).expect("encode")
+        })
+    });
+    let delta: Vec<Bytes> = out.clone();
+    g.bench_function("delta_decode_access_4p_60m", |b| {
         b.iter(|| {
             let mut sum = 0i64;
-            for d in black_box(&datagrams) {
+            for d in black_box(&delta) {
                 let (header, body) = decode_snapshot(d).expect("decode");
                 sum += i64::from(header.tick.get());
                 sum += i64::from(body.ack_for(2).unwrap_or(0));
-                for e in body.entities.iter() {
-                    sum += i64::from(e.x_mm.to_native()) + i64::from(e.hp.to_native());
+                for m in body.moves.iter() {
+                    sum += i64::from(m.dx_mm.to_native());
                 }
             }
             sum
         })
+    });
+    // The client's whole job per snapshot: decode, and rebuild the state from the baseline.
+    let mut base = SnapshotView::new();
+    for d in &full {
+        let (h, body) = decode_snapshot(d).expect("decode");
+        base.apply(h, body).expect("apply");
+    }
+    g.bench_function("delta_decode_apply_4p_60m", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut view| {
+                for d in black_box(&delta) {
+                    let (h, body) = decode_snapshot(d).expect("decode");
+                    view.apply(h, body).expect("apply");
+                }
+                view
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
 
 fn frames(c: &mut Criterion) {
     let hello = ClientMsg::Hello(Hello {
-        version: 1,
+        version: 2,
         // A realistic token length (a 32-byte claim set is 131 characters).
         token: "A".repeat(131),
         client: "zonehost-bench/0.1".into(),

@@ -21,7 +21,8 @@
 //! [`Client::connect`] does the QUIC handshake and `Hello` → `Welcome`,
 //! [`Client::send_input`] sends one input datagram, [`Client::next_event`] returns session
 //! events (input acknowledgements with their latency, responses, world events) and snapshot
-//! datagrams, which [`decode_snapshot`] reads without copying.
+//! datagrams; [`Client::view`] is what the player sees, rebuilt from the server's delta
+//! snapshots.
 
 use std::f32::consts::TAU;
 use std::net::SocketAddr;
@@ -30,7 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use zonehost_client::{Client, EndpointBuilder, Incoming, Trust};
 use zonehost_protocol::datagram::{InputCmd, MOVE_AXIS_MAX};
-use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::ClientEvent;
 
 /// How long to walk.
@@ -123,16 +123,15 @@ async fn main() -> Result<()> {
                 client.send_input(cmd)?;
             }
             incoming = client.next_event() => match incoming? {
-                Incoming::Snapshot(info, bytes) => {
+                Incoming::Snapshot(info, _) => {
                     if last_print.elapsed() >= Duration::from_millis(500) {
-                        let (_, body) = decode_snapshot(&bytes)?;
-                        if let Some(me) = body.entities.iter().find(|e| e.id == welcome.entity_id) {
+                        if let Some(me) = client.view().iter().find(|e| e.id == welcome.entity_id) {
                             last_print = Instant::now();
                             println!(
                                 "tick {:>6}  position ({:>8.2} m, {:>8.2} m)  last applied input {:?}",
                                 info.tick,
-                                me.x_mm.to_native() as f32 / 1000.0,
-                                me.y_mm.to_native() as f32 / 1000.0,
+                                me.x_mm as f32 / 1000.0,
+                                me.y_mm as f32 / 1000.0,
                                 info.last_input,
                             );
                         }

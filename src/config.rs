@@ -74,6 +74,10 @@ pub struct Config {
     pub tick_rate_hz: u16,
     /// Snapshots per second; must divide `tick_rate_hz`. Default 60.
     pub snapshot_rate_hz: u16,
+    /// Radius around a player within which it is sent monsters and items on the ground,
+    /// millimetres (its party's players are always sent). Default 30 000 (30 m: more than
+    /// a screen in every direction).
+    pub interest_radius_mm: u32,
     /// Ticks a late worker may run back to back to catch up before skipping. Default 5.
     pub max_catchup_ticks: u32,
     /// Most concurrent connections (handshaking or playing). Default 5000.
@@ -177,6 +181,7 @@ impl Default for Config {
             net_threads: 1,
             tick_rate_hz: 60,
             snapshot_rate_hz: 60,
+            interest_radius_mm: 30_000,
             max_catchup_ticks: 5,
             max_connections: 5000,
             udp_recv_buffer: 4 << 20,
@@ -274,6 +279,9 @@ impl Config {
         }
         if self.snapshot_rate_hz == 0 || self.tick_rate_hz % self.snapshot_rate_hz != 0 {
             return invalid("snapshot_rate_hz", "must be > 0 and divide tick_rate_hz");
+        }
+        if !(1_000..=1_000_000).contains(&self.interest_radius_mm) {
+            return invalid("interest_radius_mm", "must be 1000..=1000000 (1 m to 1 km)");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be > 0");

@@ -205,6 +205,9 @@ struct ServeArgs {
     /// Snapshots per second (must divide the tick rate).
     #[arg(long, env = "ZONEHOST_SNAPSHOT_RATE")]
     snapshot_rate: Option<u16>,
+    /// Radius around a player within which it is sent monsters and items, mm.
+    #[arg(long, env = "ZONEHOST_INTEREST_RADIUS_MM")]
+    interest_radius_mm: Option<u32>,
     /// Maximum concurrent connections.
     #[arg(long, env = "ZONEHOST_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -282,6 +285,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.snapshot_rate {
             c.snapshot_rate_hz = v;
+        }
+        if let Some(v) = self.interest_radius_mm {
+            c.interest_radius_mm = v;
         }
         if let Some(v) = self.max_connections {
             c.max_connections = v;

@@ -149,6 +149,10 @@ pub struct Stats {
     pub datagram_send_errors: AtomicU64,
     /// Older unsent snapshot datagrams QUIC discarded to make room (send buffer full).
     pub datagrams_displaced: AtomicU64,
+    /// Client snapshots sent as full states (no usable baseline).
+    pub snapshots_full: AtomicU64,
+    /// Client snapshots sent as deltas against the client's reported baseline.
+    pub snapshots_delta: AtomicU64,
     /// Player inputs applied-or-queued into worlds.
     pub inputs_queued: AtomicU64,
     /// Reliable requests received.
@@ -439,6 +443,12 @@ pub const METRICS: &[MetricDef] = &[
         Counter,
         &[],
         "Snapshot datagram bytes handed to QUIC.",
+    ),
+    m(
+        "zonehost_snapshots_sent_total",
+        Counter,
+        &["kind"],
+        "Client snapshots sent, by kind: delta (against the tick the client reported) or full (no usable baseline: a new client, or one silent for 32 snapshots).",
     ),
     m(
         "zonehost_datagram_send_errors_total",
@@ -784,6 +794,10 @@ impl Stats {
             "zonehost_datagram_sent_bytes_total",
             &self.datagram_bytes_out,
         );
+        counter!("zonehost_snapshots_sent_total", "kind" => "full")
+            .absolute(self.snapshots_full.load(Ordering::Relaxed));
+        counter!("zonehost_snapshots_sent_total", "kind" => "delta")
+            .absolute(self.snapshots_delta.load(Ordering::Relaxed));
         c(
             "zonehost_datagram_send_errors_total",
             &self.datagram_send_errors,

@@ -14,7 +14,6 @@ use zonehost_protocol::datagram::{encode_input, InputCmd};
 use zonehost_protocol::message::{
     close_code, ClientMsg, Hello, RejectCode, Request, Response, ServerMsg,
 };
-use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::{ClientEvent, ClientSession};
 
 async fn expect_reject(raw: &mut Raw) -> RejectCode {
@@ -74,13 +73,9 @@ impl Player {
             self.session
                 .handle_datagram(&d, Instant::now())
                 .expect("valid snapshot");
-            let (_, body) = decode_snapshot(&d).expect("decode");
-            let x = body
-                .entities
-                .iter()
-                .find(|e| e.id == entity)
-                .map(|e| e.x_mm.to_native())
-                .expect("own entity");
+            let Some(x) = self.session.view().get(entity).map(|e| e.x_mm) else {
+                continue;
+            };
             if f(&self.session, x) {
                 return x;
             }
@@ -209,6 +204,21 @@ async fn every_reject_path() {
         RejectCode::UnsupportedVersion
     );
 
+    // A protocol-1 client (ALPN zonehost/1, Hello version 1) completes the handshake and
+    // is told why it cannot play, instead of failing TLS (SPEC §1.3).
+    let v1 = client_endpoint_alpn(&server, zonehost_protocol::ALPN_V1);
+    let mut raw = Raw::connect(&v1, &server).await;
+    raw.send_msg(&ClientMsg::Hello(Hello {
+        version: 1,
+        token: server.token("old-client"),
+        client: "v1".into(),
+    }))
+    .await;
+    assert_eq!(
+        expect_reject(&mut raw).await,
+        RejectCode::UnsupportedVersion
+    );
+
     let mut raw = Raw::connect(&endpoint, &server).await;
     raw.send_msg(&ClientMsg::Request {
         id: 1,
@@ -247,7 +257,7 @@ async fn every_reject_path() {
     assert_eq!(stats.reject_count(RejectCode::InvalidToken), 3);
     assert_eq!(stats.reject_count(RejectCode::TokenExpired), 1);
     assert_eq!(stats.reject_count(RejectCode::WrongAudience), 1);
-    assert_eq!(stats.reject_count(RejectCode::UnsupportedVersion), 1);
+    assert_eq!(stats.reject_count(RejectCode::UnsupportedVersion), 2);
     assert_eq!(stats.reject_count(RejectCode::ProtocolViolation), 2);
     assert_eq!(stats.reject_count(RejectCode::AlreadyConnected), 1);
     eventually("hello timeout counted", || {
@@ -711,8 +721,8 @@ async fn party_members_on_different_sim_workers_share_the_leaders_instance() {
             .expect("connection alive");
         if let zonehost_client::Incoming::Snapshot(info, datagram) = &next {
             if !info.stale && !info.other_instance {
-                let (_, body) = decode_snapshot(datagram).expect("snapshot decodes");
-                let ids: Vec<u32> = body.entities.iter().map(|e| e.id.to_native()).collect();
+                let _ = datagram;
+                let ids: Vec<u32> = leader.client.view().iter().map(|e| e.id).collect();
                 if ids.contains(&leader_entity) && ids.contains(&member_entity) {
                     break;
                 }

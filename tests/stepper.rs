@@ -164,13 +164,13 @@ impl Harness {
     }
 }
 
-fn own_x(p: &Player, snapshot: &[u8]) -> Option<i32> {
+/// Hands `datagrams` to the player's session and reads its own x from the rebuilt view.
+fn own_x(p: &mut Player, datagrams: &[Bytes], now: Instant) -> Option<i32> {
     let entity = p.client.welcome()?.entity_id;
-    let (_, body) = decode_snapshot(snapshot).ok()?;
-    body.entities
-        .iter()
-        .find(|e| e.id == entity)
-        .map(|e| e.x_mm.to_native())
+    for d in datagrams {
+        p.client.handle_datagram(d, now).ok()?;
+    }
+    p.client.view().get(entity).map(|e| e.x_mm)
 }
 
 #[test]
@@ -195,16 +195,13 @@ fn movement_is_applied_in_order_and_acknowledged_next_tick() {
             1,
             "one snapshot datagram per tick at 60 Hz"
         );
-        let now_x = own_x(&p, &datagrams[0]).expect("own entity in snapshot");
+        let now_x = own_x(&mut p, &datagrams, h.now).expect("own entity in snapshot");
         assert_eq!(
             now_x - x,
             100,
             "one input of full speed per tick moves 6000 mm/s / 60"
         );
         x = now_x;
-        p.client
-            .handle_datagram(&datagrams[0], h.now)
-            .expect("snapshot");
         while let Some(ev) = p.client.poll_event() {
             if let ClientEvent::InputAcked { latency, .. } = ev {
                 latencies.push(latency);
@@ -244,7 +241,8 @@ fn position_moves_at_the_speed_limit_whatever_the_input_rate() {
         .lock()
         .map(|mut d| d.drain(..).collect())
         .unwrap_or_default();
-    let x = d.last().and_then(|s| own_x(&p, s)).expect("snapshot");
+    let now = h.now;
+    let x = own_x(&mut p, &d, now).expect("snapshot");
     let moved = x - TOWN_SPAWN_X;
     // At most one input per tick plus the bank of 4: 65 ticks * 100 mm.
     assert!(moved <= 65 * 100, "moved {moved} mm in 61 ticks");
@@ -469,18 +467,19 @@ fn walking_into_a_portal_enters_a_combat_zone_with_monsters() {
         .lock()
         .map(|mut d| d.drain(..).collect())
         .unwrap_or_default();
-    let mut monsters = 0;
-    let mut me = false;
     for d in &snapshot {
-        let (header, body) = decode_snapshot(d).expect("snapshot");
+        let (header, _) = decode_snapshot(d).expect("snapshot");
         assert_eq!(header.instance.get(), instance);
-        monsters += body
-            .entities
-            .iter()
-            .filter(|e| e.kind == zonehost_protocol::snapshot::kind::MONSTER)
-            .count();
-        me |= body.entities.iter().any(|e| e.id == entity);
+        p.client
+            .handle_datagram(d, h.now)
+            .expect("snapshot applies");
     }
+    let view = p.client.view().entities();
+    let monsters = view
+        .iter()
+        .filter(|e| e.kind == zonehost_protocol::snapshot::kind::MONSTER)
+        .count();
+    let me = view.iter().any(|e| e.id == entity);
     assert!(monsters > 0, "the crypt has monsters");
     assert!(me, "the player is in the new instance's snapshot");
     assert_eq!(

@@ -14,7 +14,7 @@ use zonehost_protocol::message::{
     ZoneRect,
 };
 use zonehost_protocol::session::SessionState;
-use zonehost_protocol::snapshot::{decode_snapshot, ArchivedEntityState};
+use zonehost_protocol::snapshot::{decode_snapshot, Applied, ArchivedEntityState};
 use zonehost_protocol::{ClientEvent, ClientSession};
 
 use crate::cstr::cstring;
@@ -79,8 +79,10 @@ struct Disconnect {
 /// The data the pointers of the current event point into.
 #[derive(Debug, Default)]
 struct Current {
-    /// The snapshot datagram, and where its entity array is.
+    /// The entities of the current snapshot event: (bytes, offset, count).
     snapshot: Option<(Bytes, usize, usize)>,
+    /// The session's view in the wire layout: (its newest complete tick, bytes).
+    view: Option<(u32, Bytes)>,
     texts: Vec<CString>,
     items: Vec<ZhItem>,
     names: Vec<CString>,
@@ -481,16 +483,22 @@ impl Client {
             other_instance: u8::from(info.other_instance),
             ..ZhSnapshot::default()
         };
-        // The session accepted these bytes, so they decode; a failure leaves no entities.
+        // The session accepted these bytes, so they decode.
         if let Ok((header, body)) = decode_snapshot(&bytes) {
             snapshot.instance = header.instance.get();
             snapshot.zone = body.zone.to_native().into();
-            let entities = body.entities.as_slice();
-            let offset = (entities.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
-            snapshot.entity_count = u32::try_from(entities.len()).unwrap_or(0);
-            if offset <= bytes.len() {
-                self.current.snapshot = Some((bytes.clone(), offset, entities.len()));
-            }
+        }
+        // What the player sees: the session's view, rebuilt from the deltas, in the wire
+        // layout (re-encoded only when a tick completed).
+        let view = self.session.view();
+        let fresh = self.current.view.as_ref().map(|(t, _)| *t) == Some(view.tick());
+        if info.applied == Applied::Complete || !fresh {
+            self.current.view = Some((view.tick(), wire_entities(view.entities())));
+        }
+        let count = view.entities().len();
+        snapshot.entity_count = u32::try_from(count).unwrap_or(0);
+        if let Some((_, view)) = &self.current.view {
+            self.current.snapshot = Some((view.clone(), 0, count));
         }
         ZhEvent {
             kind: ZH_EVENT_SNAPSHOT,

@@ -642,10 +642,11 @@ pub unsafe extern "C" fn zh_poll(client: ZhClient, out_event: *mut ZhEvent) -> i
     })
 }
 
-/// Points `out_entities` at the entity array of the current snapshot (the last event
-/// returned by `zh_poll`, if it was `ZH_EVENT_SNAPSHOT`) and writes its length to
-/// `out_count`. No copy: the array is inside the received datagram, owned by the library,
-/// read-only, valid until the next `zh_poll`, `zh_close` or `zh_client_free` on this client.
+/// Points `out_entities` at the entities the player sees as of the current snapshot (the
+/// last event returned by `zh_poll`, if it was `ZH_EVENT_SNAPSHOT`): the newest complete
+/// tick rebuilt from the server's deltas, sorted by id, in the wire layout. Writes the
+/// count to `out_count`. The array is owned by the library, read-only, valid until the
+/// next `zh_poll`, `zh_close` or `zh_client_free` on this client.
 /// Read an element with `zh_wire_entity_read`. `ZH_ERR_NOT_FOUND` when there is no current
 /// snapshot.
 ///

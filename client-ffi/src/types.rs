@@ -4,6 +4,9 @@
 use std::ffi::c_char;
 use std::ptr;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use zonehost_protocol::snapshot::EntityState;
+
 // ---- result codes ---------------------------------------------------------------------------
 
 /// Success.
@@ -286,7 +289,8 @@ pub struct ZhWelcome {
     pub redirects: u32,
 }
 
-/// `ZH_EVENT_SNAPSHOT`: the header of the snapshot datagram; its entities are read with
+/// `ZH_EVENT_SNAPSHOT`: the header of the snapshot datagram. The entities the player sees
+/// (rebuilt from this and earlier deltas: the newest complete tick) are read with
 /// `zh_snapshot_entities` / `zh_snapshot_entity` until the next poll.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -301,7 +305,7 @@ pub struct ZhSnapshot {
     pub part: u32,
     /// Number of parts of this tick.
     pub parts: u32,
-    /// Number of entities in this part.
+    /// Number of entities the player sees (the newest complete tick, after this part).
     pub entity_count: u32,
     /// 1 when `last_input` is set.
     pub has_last_input: u8,
@@ -575,10 +579,30 @@ pub struct ZhStats {
     pub requests_sent: u64,
 }
 
+/// Entities in the wire layout of [`ZhWireEntity`] (the archived layout of the protocol's
+/// `EntityState`: 22 bytes each, little-endian, no padding).
+pub(crate) fn wire_entities(entities: &[EntityState]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(entities.len() * ZH_WIRE_ENTITY_SIZE);
+    for e in entities {
+        buf.put_u32_le(e.id);
+        buf.put_i32_le(e.x_mm);
+        buf.put_i32_le(e.y_mm);
+        buf.put_i16_le(e.vx_cms);
+        buf.put_i16_le(e.vy_cms);
+        buf.put_u16_le(e.hp);
+        buf.put_u16_le(e.max_hp);
+        buf.put_u8(e.kind);
+        buf.put_u8(e.flags);
+    }
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, kind, EntityState};
+    use zonehost_protocol::snapshot::{
+        decode_snapshot, diff, encode_snapshot, kind, Changes, EntityState, SnapshotMeta,
+    };
 
     #[test]
     fn item_ids_round_trip() {
@@ -587,8 +611,9 @@ mod tests {
         }
     }
 
-    /// The bytes `zh_snapshot_entities` points at (the rkyv archive of a real snapshot)
-    /// decode, at the documented 22-byte stride, to the entities that were encoded.
+    /// The bytes `zh_snapshot_entities` points at ([`wire_entities`] of the view) are the
+    /// archived layout of the protocol's entities, and decode, at the documented 22-byte
+    /// stride, to the entities that were encoded.
     #[test]
     fn wire_entities_of_a_real_snapshot_decode_to_the_originals() {
         let entities: Vec<EntityState> = (0..5)
@@ -605,11 +630,25 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        encode_snapshot(9, 1, 2, &[], &entities, &mut out).expect("encode");
+        let mut changes = Changes::default();
+        diff(&[], &entities, &mut changes);
+        let meta = SnapshotMeta {
+            tick: 9,
+            baseline: 0,
+            instance: 1,
+            zone: 2,
+        };
+        encode_snapshot(meta, &[], &changes, &mut out).expect("encode");
         let (_, body) = decode_snapshot(&out[0]).expect("decode");
-        let slice = body.entities.as_slice();
+        let slice = body.spawns.as_slice();
         let offset = slice.as_ptr() as usize - out[0].as_ptr() as usize;
-        let raw = &out[0][offset..offset + slice.len() * ZH_WIRE_ENTITY_SIZE];
+        let archived = &out[0][offset..offset + slice.len() * ZH_WIRE_ENTITY_SIZE];
+        let raw = wire_entities(&entities);
+        assert_eq!(
+            &raw[..],
+            archived,
+            "the view's bytes are the archived layout"
+        );
         let decoded: Vec<ZhEntity> = raw
             .chunks_exact(ZH_WIRE_ENTITY_SIZE)
             .map(|c| ZhWireEntity::decode(c.try_into().expect("22 bytes")))

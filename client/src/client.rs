@@ -86,9 +86,9 @@ pub enum Incoming {
     /// An event of the session: a response, a world event, `Goaway`, or an input
     /// acknowledgement with its measured latency.
     Event(ClientEvent),
-    /// A snapshot datagram: what the session read from its header and acks, and the
-    /// datagram itself (decode the entities with
-    /// [`zonehost_protocol::snapshot::decode_snapshot`]).
+    /// A snapshot datagram: what the session read from its header and acks (and whether
+    /// it completed a tick), and the datagram itself. The entities the player sees are
+    /// [`Client::view`].
     Snapshot(SnapshotInfo, Bytes),
 }
 
@@ -264,6 +264,12 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The entities the player sees: the newest complete snapshot tick of the current
+    /// instance, rebuilt from the server's deltas (sorted by id).
+    pub fn view(&self) -> &[zonehost_protocol::snapshot::EntityState] {
+        self.session.view().entities()
     }
 
     /// The `Welcome` the server sent.

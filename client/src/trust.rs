@@ -257,12 +257,12 @@ mod tests {
         assert!(handshake(&key, &exact).is_ok());
     }
 
-    /// The ALPN must match: a server without `zonehost/1` is refused.
+    /// The ALPN must match: a server without `zonehost/2` is refused.
     #[test]
     fn alpn_is_offered() {
         let key = dev_cert();
         let config = rustls_config(&Trust::Fingerprint(fingerprint(key.cert.der()))).expect("cfg");
-        assert_eq!(config.alpn_protocols, vec![b"zonehost/1".to_vec()]);
+        assert_eq!(config.alpn_protocols, vec![b"zonehost/2".to_vec()]);
     }
 
     fn handshake(

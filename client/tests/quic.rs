@@ -60,8 +60,8 @@ async fn session_end_to_end() {
                     snapshots += 1;
                     let (_, body) = decode_snapshot(&bytes).expect("decode");
                     assert_eq!(body.ack_for(entity), info.last_input);
-                    if let Some(me) = body.entities.iter().find(|e| e.id == entity) {
-                        last_x = me.x_mm.to_native();
+                    if let Some(me) = client.view().iter().find(|e| e.id == entity) {
+                        last_x = me.x_mm;
                     }
                 }
                 Incoming::Event(ClientEvent::InputAcked { seq, latency }) => {

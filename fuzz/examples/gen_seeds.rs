@@ -14,7 +14,9 @@ use zonehost_protocol::message::{
     Reject, RejectCode, Request, RequestError, Response, ServerMsg, TradeEndReason, TradeEvent,
     TradeOffer, Welcome, ZonePortal, ZoneRect, ZoneView,
 };
-use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{
+    diff, encode_snapshot, kind, Changes, EntityState, PlayerAck, SnapshotMeta,
+};
 use zonehost_protocol::token::{sign, Claims};
 use zonehost_protocol_fuzz::{frame_input, Op};
 
@@ -41,9 +43,29 @@ fn acks(n: u32) -> Vec<PlayerAck> {
         .collect()
 }
 
+/// Full-state snapshot datagrams (baseline 0).
 fn snapshots(tick: u32, acks: &[PlayerAck], entities: &[EntityState]) -> Vec<Vec<u8>> {
+    delta(tick, 0, acks, &[], entities)
+}
+
+/// Snapshot datagrams of `now` as a delta against `base` (tick `baseline`).
+fn delta(
+    tick: u32,
+    baseline: u32,
+    acks: &[PlayerAck],
+    base: &[EntityState],
+    now: &[EntityState],
+) -> Vec<Vec<u8>> {
+    let mut changes = Changes::default();
+    diff(base, now, &mut changes);
+    let meta = SnapshotMeta {
+        tick,
+        baseline,
+        instance: 9,
+        zone: 1,
+    };
     let mut out = Vec::new();
-    encode_snapshot(tick, 9, 1, acks, entities, &mut out).expect("encode snapshot");
+    encode_snapshot(meta, acks, &changes, &mut out).expect("encode snapshot");
     out.iter().map(|b| b.to_vec()).collect()
 }
 
@@ -116,14 +138,28 @@ fn main() {
         "one_entity",
         &snapshots(7, &acks(1), &[entity(1)])[0],
     );
-    let ents: Vec<EntityState> = (0..50).map(entity).collect();
+    let ents: Vec<EntityState> = (0..64).map(entity).collect();
     for (i, part) in snapshots(1000, &acks(4), &ents).iter().enumerate() {
-        w.put("snapshot", &format!("4p_50e_part{i}"), part);
+        w.put("snapshot", &format!("4p_64e_part{i}"), part);
     }
+    // A delta of the same scene: one gone, one new, moves and hit-point changes.
+    let mut now: Vec<EntityState> = ents[1..].to_vec();
+    now.push(entity(90));
+    for e in &mut now[..20] {
+        e.x_mm += 120;
+    }
+    for e in &mut now[30..35] {
+        e.hp -= 5;
+    }
+    w.put(
+        "snapshot",
+        "4p_64e_delta",
+        &delta(1003, 1000, &acks(4), &ents, &now)[0],
+    );
 
     // frame_client: what a client sends, whole and in small chunks.
     let hello = frame(&ClientMsg::Hello(Hello {
-        version: 1,
+        version: 2,
         token: "ab".into(),
         client: "c".into(),
     }));

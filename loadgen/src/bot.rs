@@ -15,7 +15,7 @@ use zonehost_client::{
     recover, Client, ClientError, Incoming, Loss, ReconnectError, ReconnectPolicy, Target,
 };
 use zonehost_protocol::message::{Combat, Event, InventoryEvent};
-use zonehost_protocol::snapshot::decode_snapshot;
+use zonehost_protocol::snapshot::Applied;
 use zonehost_protocol::ClientEvent;
 
 use crate::behaviour::Behaviour;
@@ -617,7 +617,7 @@ async fn drive(
                 }
             }
             incoming = client.next_event() => match incoming {
-                Ok(Incoming::Snapshot(info, bytes)) => {
+                Ok(Incoming::Snapshot(info, _)) => {
                     let now = Instant::now();
                     if !info.stale && last_tick.is_none_or(|t| info.tick > t) {
                         last_tick = Some(info.tick);
@@ -634,10 +634,8 @@ async fn drive(
                         // Overtaken by a newer tick: arrived, but too late to be of use.
                         Live::add(&live.late_snapshots, 1);
                     }
-                    if brain.wants_view(now) {
-                        if let Ok((_, body)) = decode_snapshot(&bytes) {
-                            brain.on_view(&info, body, now);
-                        }
+                    if info.applied == Applied::Complete && brain.wants_view(now) {
+                        brain.on_view(&info, client.view(), now);
                     }
                 }
                 Ok(Incoming::Event(ClientEvent::InputAcked { seq, latency })) => {

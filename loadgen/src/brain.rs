@@ -20,7 +20,7 @@ use zonehost_protocol::message::{
     Event, ItemInfo, Request, RequestError, Response, TradeEvent, Welcome,
 };
 use zonehost_protocol::session::SnapshotInfo;
-use zonehost_protocol::snapshot::{kind, ArchivedSnapshotBody};
+use zonehost_protocol::snapshot::{kind, EntityState};
 
 use crate::behaviour::Behaviour;
 use crate::nav::{dist, Atlas, ZoneMap};
@@ -342,12 +342,7 @@ impl Brain {
     }
 
     /// Reads own position and hit points, the nearest monster and the target's position.
-    pub(crate) fn on_view(
-        &mut self,
-        info: &SnapshotInfo,
-        body: &ArchivedSnapshotBody,
-        now: Instant,
-    ) {
+    pub(crate) fn on_view(&mut self, info: &SnapshotInfo, entities: &[EntityState], now: Instant) {
         if info.stale || info.other_instance {
             return;
         }
@@ -360,31 +355,28 @@ impl Brain {
             self.next_view = now + period;
         }
         let origin = self.pos.unwrap_or((0, 0));
-        for e in body.entities.iter() {
-            let id = e.id.to_native();
-            let p = (e.x_mm.to_native(), e.y_mm.to_native());
+        for e in entities {
+            let id = e.id;
+            let p = (e.x_mm, e.y_mm);
             if id == self.me && e.kind == kind::PLAYER {
                 if let Some(seq) = info.last_input {
                     self.pos = Some(p);
                     self.pos_seq = seq;
                 }
-                self.hp = e.hp.to_native();
-                self.max_hp = e.max_hp.to_native();
+                self.hp = e.hp;
+                self.max_hp = e.max_hp;
             } else if e.kind == kind::PLAYER {
                 let d = dist(origin, p);
                 if self.nearest_player.is_none_or(|(_, nd)| d < nd) {
                     self.nearest_player = Some((id, d));
                 }
-            } else if e.kind == kind::MONSTER && e.hp.to_native() > 0 {
+            } else if e.kind == kind::MONSTER && e.hp > 0 {
                 if let Some(t) = self.target.as_mut() {
                     if t.id == id {
                         t.pos = p;
                         t.seen = now;
                         // Moving, and toward us (positive dot product with the way to us).
-                        let v = (
-                            i64::from(e.vx_cms.to_native()),
-                            i64::from(e.vy_cms.to_native()),
-                        );
+                        let v = (i64::from(e.vx_cms), i64::from(e.vy_cms));
                         let to_me = (
                             i64::from(origin.0) - i64::from(p.0),
                             i64::from(origin.1) - i64::from(p.1),

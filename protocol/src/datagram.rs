@@ -40,7 +40,8 @@ pub struct InputHeader {
     pub flags: u8,
     /// Sequence number of the first (newest) command; command `i` has sequence `seq - i`.
     pub seq: U32,
-    /// Newest snapshot tick the client has received (0 before the first).
+    /// Newest snapshot tick the client has completely applied (every part), the baseline
+    /// the server may encode deltas against; 0 before the first.
     pub ack_tick: U32,
 }
 
@@ -195,7 +196,7 @@ pub fn encode_input(seq: u32, ack_tick: u32, cmds: &[InputCmd]) -> Bytes {
     buf.freeze()
 }
 
-/// Fixed 16-byte header of a server snapshot datagram; an rkyv body of `body_len` bytes follows.
+/// Fixed 20-byte header of a server snapshot datagram; an rkyv body of `body_len` bytes follows.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
@@ -211,6 +212,9 @@ pub struct SnapshotHeader {
     pub parts: u8,
     /// Simulation tick the snapshot describes.
     pub tick: U32,
+    /// Tick of the snapshot this one is a delta against (one the client reported having
+    /// completely, in an input's `ack_tick`); 0: a full state against nothing.
+    pub baseline: U32,
     /// Zone instance id.
     pub instance: U32,
     /// Length of the rkyv body that follows.
@@ -299,7 +303,7 @@ mod tests {
     fn header_sizes_match_spec() {
         assert_eq!(size_of::<InputHeader>(), 12);
         assert_eq!(size_of::<InputCmd>(), 8);
-        assert_eq!(SNAPSHOT_HEADER_LEN, 16);
+        assert_eq!(SNAPSHOT_HEADER_LEN, 20);
     }
 
     #[test]
@@ -307,7 +311,7 @@ mod tests {
         let bytes = encode_input(0x0102_0304, 7, &[InputCmd::new(1000, -1, BUTTON_ATTACK)]);
         assert_eq!(
             &bytes[..],
-            &[1, 1, 1, 0, 4, 3, 2, 1, 7, 0, 0, 0, 0xe8, 0x03, 0xff, 0xff, 1, 0, 0, 0]
+            &[2, 1, 1, 0, 4, 3, 2, 1, 7, 0, 0, 0, 0xe8, 0x03, 0xff, 0xff, 1, 0, 0, 0]
         );
     }
 

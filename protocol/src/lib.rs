@@ -1,4 +1,4 @@
-//! The zonehost wire protocol, version 1 (byte-exact description in `SPEC.md`).
+//! The zonehost wire protocol, version 2 (byte-exact description in `SPEC.md`).
 //!
 //! This crate does no I/O: it turns bytes into typed messages and back, and offers a
 //! sans-IO [`ClientSession`] that a client drives with the bytes it received and the
@@ -25,10 +25,16 @@ pub use error::DecodeError;
 pub use session::{ClientEvent, ClientSession, SessionError};
 
 /// ALPN protocol identifier negotiated in the TLS handshake.
-pub const ALPN: &[u8] = b"zonehost/1";
+pub const ALPN: &[u8] = b"zonehost/2";
+
+/// ALPN of protocol version 1. A server offers it beside [`ALPN`] so that a version-1
+/// client completes the handshake and is told `Reject{UnsupportedVersion}` on its
+/// `Hello` (the control stream's framing and `Hello`/`Reject` are the same in both
+/// versions) instead of failing TLS with no reason (SPEC.md §1.3).
+pub const ALPN_V1: &[u8] = b"zonehost/1";
 
 /// Protocol version carried in `Hello` and in every datagram header.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest datagram payload either side sends or accepts, in bytes.
 ///

@@ -13,7 +13,7 @@ use crate::message::{
     ClientMsg, Event, Goaway, Hello, Redirect, Reject, Request, RequestError, Response, ServerMsg,
     Welcome,
 };
-use crate::snapshot::{decode_snapshot, ArchivedSnapshotBody};
+use crate::snapshot::{decode_snapshot, Applied, ArchivedSnapshotBody, SnapshotView, ViewError};
 use crate::{DecodeError, PROTOCOL_VERSION};
 
 /// How many sent inputs are remembered for latency measurement.
@@ -77,6 +77,9 @@ pub enum SessionError {
     /// The server sent a message that is not valid in the current state.
     #[error("unexpected message from server in state {0:?}")]
     Unexpected(SessionState),
+    /// A snapshot part contradicts its baseline (its acks were still taken).
+    #[error("snapshot: {0}")]
+    View(#[from] ViewError),
 }
 
 /// What a snapshot datagram told the session.
@@ -96,6 +99,9 @@ pub struct SnapshotInfo {
     /// The snapshot is of another instance than the current `Welcome`'s (a late datagram
     /// of the zone just left): reported, but not applied, and the newest tick is unchanged.
     pub other_instance: bool,
+    /// What the part did to the session's [`SnapshotView`]: [`Applied::Complete`] when
+    /// the view now shows this tick.
+    pub applied: Applied,
 }
 
 /// The client side of one zonehost session, without I/O.
@@ -114,6 +120,7 @@ pub struct ClientSession {
     sent_at: VecDeque<(u32, Instant)>,
     highest_acked: u32,
     newest_tick: u32,
+    view: SnapshotView,
 }
 
 impl ClientSession {
@@ -133,6 +140,7 @@ impl ClientSession {
             sent_at: VecDeque::with_capacity(SENT_HISTORY),
             highest_acked: 0,
             newest_tick: 0,
+            view: SnapshotView::new(),
         }
     }
 
@@ -146,9 +154,15 @@ impl ClientSession {
         self.welcome.as_ref()
     }
 
-    /// Newest snapshot tick received.
+    /// Newest snapshot tick received (not necessarily complete).
     pub fn newest_tick(&self) -> u32 {
         self.newest_tick
+    }
+
+    /// The entities the player sees, rebuilt from the snapshots received: the newest
+    /// complete tick of the current instance.
+    pub fn view(&self) -> &SnapshotView {
+        &self.view
     }
 
     /// Highest input sequence the server reported applied.
@@ -210,7 +224,7 @@ impl ClientSession {
         }
         self.sent_at.push_back((seq, now));
         let cmds: Vec<InputCmd> = self.recent_inputs.iter().copied().collect();
-        Ok(encode_input(seq, self.newest_tick, &cmds))
+        Ok(encode_input(seq, self.view.tick(), &cmds))
     }
 
     /// Feeds bytes received on the control stream.
@@ -281,8 +295,9 @@ impl ClientSession {
     }
 
     /// Feeds a received datagram. Returns what it said; input acknowledgements become
-    /// [`ClientEvent::InputAcked`] events. The entities are available through
-    /// [`crate::snapshot::decode_snapshot`] on the same bytes.
+    /// [`ClientEvent::InputAcked`] events, and the entities are rebuilt into
+    /// [`ClientSession::view`]. A part that contradicts its baseline is
+    /// [`SessionError::View`] after its acks were taken.
     pub fn handle_datagram(
         &mut self,
         data: &[u8],
@@ -303,16 +318,19 @@ impl ClientSession {
                 last_input: None,
                 stale: true,
                 other_instance: true,
+                applied: Applied::Stale,
             });
         }
-        Ok(self.apply_snapshot(
+        let mut info = self.apply_snapshot(
             header.tick.get(),
             header.part,
             header.parts,
             body,
             entity,
             now,
-        ))
+        );
+        info.applied = self.view.apply(header, body)?;
+        Ok(info)
     }
 
     fn apply_snapshot(
@@ -351,6 +369,7 @@ impl ClientSession {
             last_input,
             stale,
             other_instance: false,
+            applied: Applied::Stale,
         }
     }
 
@@ -365,7 +384,7 @@ mod tests {
     use super::*;
     use crate::datagram::InputDatagram;
     use crate::frame::FrameDecoder;
-    use crate::snapshot::{encode_snapshot, PlayerAck};
+    use crate::snapshot::{encode_snapshot, Changes, PlayerAck, SnapshotMeta};
 
     fn server_frame(msg: &ServerMsg) -> Bytes {
         encode_frame(msg).expect("encode")
@@ -417,22 +436,27 @@ mod tests {
         assert_eq!(d.cmds[7].move_x.get(), 2);
 
         let mut out = Vec::new();
-        encode_snapshot(
-            1,
-            1,
-            1,
-            &[PlayerAck {
-                entity: 5,
-                last_input: 3,
-            }],
-            &[],
-            &mut out,
-        )
-        .expect("snap");
+        let meta = SnapshotMeta {
+            tick: 1,
+            baseline: 0,
+            instance: 1,
+            zone: 1,
+        };
+        let acks = [PlayerAck {
+            entity: 5,
+            last_input: 3,
+        }];
+        encode_snapshot(meta, &acks, &Changes::default(), &mut out).expect("snap");
         let info = s
             .handle_datagram(&out[0], t0 + Duration::from_millis(20))
             .expect("snapshot");
         assert_eq!(info.last_input, Some(3));
+        assert_eq!(info.applied, Applied::Complete);
+        // The next input reports the complete tick as its baseline.
+        let next = s.send_input(InputCmd::default(), t0).expect("input");
+        let next = InputDatagram::decode(&next).expect("decode");
+        assert_eq!(next.header.ack_tick.get(), 1);
+        let _ = s.highest_acked();
         let acks: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
         assert_eq!(acks.len(), 3);
         assert_eq!(

@@ -144,7 +144,11 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())
         .map_err(|e| NetError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![zonehost_protocol::ALPN.to_vec()];
+    // Version 1 clients complete the handshake to be told `UnsupportedVersion` (SPEC §1.3).
+    tls.alpn_protocols = vec![
+        zonehost_protocol::ALPN.to_vec(),
+        zonehost_protocol::ALPN_V1.to_vec(),
+    ];
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));

@@ -5,12 +5,14 @@
 //! through its [`Inbox`]: a lock-free unbounded queue for session lifecycle messages (at
 //! most two per session, so bounded by the connection cap) and a lock-free bounded queue
 //! for inputs and requests (overflow is dropped and counted). Replies leave through each
-//! session's bounded outbox; snapshots are encoded once per instance and handed to quinn
-//! as refcounted `Bytes` straight from the worker.
+//! session's bounded outbox; snapshots are per-client deltas with interest management
+//! ([`snapshots`]), encoded once for the clients that share a baseline and an interest and
+//! handed to quinn as refcounted `Bytes` straight from the worker.
 
 pub mod persist;
 mod pool;
 pub mod ports;
+mod snapshots;
 mod wire;
 mod worker;
 

@@ -44,11 +44,12 @@ use zonehost_protocol::message::{
     close_code, Event, Goaway, PartyEvent, Reject, RejectCode, Request, RequestError, Response,
     ServerMsg, Welcome,
 };
-use zonehost_protocol::snapshot::{encode_snapshot, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
 use super::persist::{self, HeldResponse, Persist, PersistSettings};
 use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
+use super::snapshots::{ClientBaselines, InstanceSnapshots, SnapshotScratch};
 use super::wire;
 use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
@@ -92,6 +93,9 @@ pub struct WorkerSettings {
     pub resume: Arc<ResumeMinter>,
     /// Parties, shared by all workers (touched only by party requests and leaves).
     pub parties: Arc<Mutex<Parties>>,
+    /// Radius around a player within which it is sent monsters and items (its party's
+    /// players are always sent), millimetres.
+    pub interest_radius_mm: u32,
 }
 
 impl WorkerSettings {
@@ -117,6 +121,7 @@ impl WorkerSettings {
             resume_grace: Duration::from_millis(config.resume_grace_ms),
             resume,
             parties,
+            interest_radius_mm: config.interest_radius_mm,
         }
     }
 }
@@ -168,6 +173,11 @@ struct Member {
     /// ticks up to here are not measured again (set to the worker's tick on arrival, so
     /// ticks of another worker are never looked up here).
     acked_tick: u32,
+    /// Newest snapshot tick the client reported having completely (its last input's
+    /// `ack_tick`): the baseline of its next delta.
+    reported_tick: u32,
+    /// The interests this client was sent at recent snapshot ticks.
+    baselines: ClientBaselines,
     /// When the connection was lost; the member waits for a resume until the grace ends.
     detached_at: Option<Instant>,
     /// Game requests queued in the world: `(request id, kind, received at)`.
@@ -190,6 +200,8 @@ impl Member {
             pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
             applied_since_snapshot: None,
             acked_tick: 0,
+            reported_tick: 0,
+            baselines: ClientBaselines::default(),
             detached_at: None,
             requests: VecDeque::with_capacity(PENDING_REQUESTS),
             saved_pos: (i32::MIN, i32::MIN),
@@ -270,9 +282,9 @@ struct Instance {
     key: (u16, InstanceOwner),
     world: World,
     members: Vec<Member>,
-    entities: Vec<EntityState>,
+    /// Snapshot history and this tick's encodings.
+    snaps: InstanceSnapshots,
     acks: Vec<PlayerAck>,
-    datagrams: Vec<Bytes>,
     /// Items on this instance's ground that the store knows as `Ground { instance }`
     /// (dropped by a player). Loot the monsters drop is never stored until picked up.
     ground_stored: HashSet<u128>,
@@ -351,6 +363,8 @@ pub struct Worker {
     meters: Meters,
     /// When the snapshots of recent ticks were sent, by tick (see [`SnapshotTimes`]).
     snapshot_times: SnapshotTimes,
+    /// Buffers of the per-client snapshot encoding, reused every tick.
+    snapshot_scratch: SnapshotScratch,
     transfers: Vec<Transfer>,
     /// Persistence; `None` runs without a store (tests that step a worker).
     persist: Option<Persist>,
@@ -439,6 +453,7 @@ impl Worker {
             ticks: 0,
             meters: Meters::new(),
             snapshot_times: SnapshotTimes::new(),
+            snapshot_scratch: SnapshotScratch::default(),
             transfers: Vec::new(),
             persist: None,
             handoffs: None,

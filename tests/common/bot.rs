@@ -10,7 +10,6 @@ use zonehost_protocol::datagram::InputCmd;
 use zonehost_protocol::message::{
     Event, InventoryEvent, InventoryView, RejectCode, Request, RequestError, Response,
 };
-use zonehost_protocol::snapshot::decode_snapshot;
 use zonehost_protocol::ClientEvent;
 
 use super::WAIT;
@@ -117,15 +116,12 @@ impl Bot {
     /// Takes in one thing the client received.
     pub fn handle(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Snapshot(info, datagram) => {
+            Incoming::Snapshot(info, _) => {
                 if info.stale || info.other_instance {
                     return;
                 }
-                let Ok((_, body)) = decode_snapshot(&datagram) else {
-                    return;
-                };
-                if let Some(e) = body.entities.iter().find(|e| e.id == self.entity) {
-                    let p = (e.x_mm.to_native(), e.y_mm.to_native());
+                if let Some(e) = self.client.view().iter().find(|e| e.id == self.entity) {
+                    let p = (e.x_mm, e.y_mm);
                     if self.pos != Some(p) {
                         self.history.push(Sample {
                             at: Instant::now(),

@@ -22,7 +22,9 @@ use zonehost_protocol::message::{
     close_code, ClientMsg, Event, Reject, RejectCode, Request, RequestError, Response, ServerMsg,
     Welcome,
 };
-use zonehost_protocol::snapshot::{encode_snapshot, kind, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{
+    diff, encode_snapshot, kind, Changes, EntityState, PlayerAck, SnapshotMeta,
+};
 
 /// Snapshot rate the fake server announces and sends.
 pub const SNAPSHOT_HZ: u16 = 60;
@@ -158,13 +160,17 @@ async fn serve(conn: quinn::Connection, entity: u32, stats: Arc<FakeStats>) {
     let (mut x, mut y) = (0i32, 0i32);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / u32::from(SNAPSHOT_HZ));
     let mut out = Vec::new();
+    let mut changes = Changes::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 tick += 1;
                 let acks = [PlayerAck { entity, last_input }];
                 let me = EntityState { id: entity, x_mm: x, y_mm: y, hp: 100, max_hp: 100, kind: kind::PLAYER, ..EntityState::default() };
-                encode_snapshot(tick, 1, 1, &acks, &[me], &mut out).expect("snapshot");
+                // Full states only (baseline 0): a fake server need not keep history.
+                diff(&[], &[me], &mut changes);
+                let meta = SnapshotMeta { tick, baseline: 0, instance: 1, zone: 1 };
+                encode_snapshot(meta, &acks, &changes, &mut out).expect("snapshot");
                 for d in out.drain(..) {
                     if conn.send_datagram(d).is_err() {
                         return;

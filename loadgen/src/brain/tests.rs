@@ -4,7 +4,7 @@
 use super::tests_support::{settings, welcome};
 use super::*;
 use zonehost_protocol::message::{Combat, InventoryEvent, PartyEvent};
-use zonehost_protocol::snapshot::{decode_snapshot, encode_snapshot, EntityState, PlayerAck};
+use zonehost_protocol::snapshot::{Applied, EntityState};
 
 /// As if the bag had been read already (an empty bag), so the next request is about
 /// something else.
@@ -38,20 +38,6 @@ fn monster(id: u32, p: (i32, i32)) -> EntityState {
 }
 
 fn view(b: &mut Brain, tick: u32, ack: u32, entities: &[EntityState], now: Instant) {
-    let mut out = Vec::new();
-    encode_snapshot(
-        tick,
-        1,
-        b.zone,
-        &[PlayerAck {
-            entity: b.me,
-            last_input: ack,
-        }],
-        entities,
-        &mut out,
-    )
-    .expect("encode");
-    let (_, body) = decode_snapshot(&out[0]).expect("decode");
     let info = SnapshotInfo {
         tick,
         part: 0,
@@ -59,8 +45,9 @@ fn view(b: &mut Brain, tick: u32, ack: u32, entities: &[EntityState], now: Insta
         last_input: Some(ack),
         stale: false,
         other_instance: false,
+        applied: Applied::Complete,
     };
-    b.on_view(&info, body, now);
+    b.on_view(&info, entities, now);
 }
 
 /// Plays the server for one bot: applies each input with the game's movement rules

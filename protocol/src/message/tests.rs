@@ -65,12 +65,12 @@ fn bounded_text_cuts_on_a_char_boundary() {
 #[test]
 fn hello_bytes_are_exact() {
     let f = encode_frame(&ClientMsg::Hello(Hello {
-        version: 1,
+        version: 2,
         token: "ab".into(),
         client: "c".into(),
     }))
     .expect("encode");
-    assert_eq!(&f[..], &[7, 0, 0, 0, 0, 1, 2, b'a', b'b', 1, b'c']);
+    assert_eq!(&f[..], &[7, 0, 0, 0, 0, 2, 2, b'a', b'b', 1, b'c']);
 }
 
 #[test]

@@ -397,9 +397,8 @@ impl Worker {
                 key: (zone, owner),
                 world,
                 members: Vec::new(),
-                entities: Vec::new(),
+                snaps: InstanceSnapshots::default(),
                 acks: Vec::new(),
-                datagrams: Vec::new(),
                 ground_stored: HashSet::new(),
             },
         );

@@ -22,6 +22,9 @@ impl Worker {
                 let Some(m) = inst.members.iter_mut().find(|m| m.session == session) else {
                     return;
                 };
+                // The newest tick the client has completely: the baseline of its next
+                // snapshot (taken as reported: a new connection reports 0).
+                m.reported_tick = ack_tick;
                 let now = Instant::now();
                 self.meters
                     .input_age
@@ -358,17 +361,20 @@ impl Worker {
     }
 
     /// Snapshot ticks are the worker's tick count, not the world's, so a player's snapshot
-    /// ticks keep increasing across zone changes (clients order snapshots by tick).
+    /// ticks keep increasing across zone changes (clients order snapshots by tick). Each
+    /// client gets its own delta against the tick it reported (SPEC.md §4.3); clients
+    /// that share a baseline and an interest share the encoded bytes.
     pub(super) fn send_snapshots(&mut self) {
         let tick = self.ticks as u32;
         self.snapshot_times.sent(tick, Instant::now());
+        let radius = self.settings.interest_radius_mm;
         for inst in self.instances.values_mut() {
             if inst.members.iter().all(|m| m.detached_at.is_some()) {
                 continue;
             }
-            inst.entities.clear();
-            inst.entities
-                .extend(inst.world.entities().map(|e| EntityState {
+            inst.snaps.begin(
+                tick,
+                inst.world.entities().map(|e| EntityState {
                     id: e.id,
                     x_mm: e.pos_mm.0,
                     y_mm: e.pos_mm.1,
@@ -378,38 +384,55 @@ impl Worker {
                     max_hp: e.max_hp,
                     kind: e.kind.wire_code(),
                     flags: e.flags,
-                }));
+                }),
+            );
             inst.acks.clear();
             inst.acks.extend(
                 inst.world
                     .player_acks()
                     .map(|(entity, last_input)| PlayerAck { entity, last_input }),
             );
-            if let Err(e) = encode_snapshot(
-                tick,
-                inst.id,
-                inst.world.zone().id,
-                &inst.acks,
-                &inst.entities,
-                &mut inst.datagrams,
-            ) {
-                tracing::error!(instance = inst.id, error = %e, "snapshot encoding failed");
-                continue;
-            }
-            for d in &inst.datagrams {
-                self.meters.snapshot_bytes.record(d.len() as f64);
-            }
             let now = Instant::now();
+            let zone = inst.world.zone().id;
+            let mut oldest_baseline = u32::MAX;
             for m in &mut inst.members {
                 if m.detached_at.is_some() {
                     continue;
+                }
+                oldest_baseline = oldest_baseline.min(m.reported_tick);
+                let encoded = inst.snaps.for_client(
+                    &mut self.snapshot_scratch,
+                    &mut m.baselines,
+                    m.entity,
+                    m.reported_tick,
+                    radius,
+                    inst.id,
+                    zone,
+                    &inst.acks,
+                );
+                let (datagrams, how) = match encoded {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(instance = inst.id, error = %e, "snapshot encoding failed");
+                        continue;
+                    }
+                };
+                if how.full {
+                    Stats::inc(&self.stats.snapshots_full);
+                } else {
+                    Stats::inc(&self.stats.snapshots_delta);
+                }
+                if !how.shared {
+                    for d in datagrams {
+                        self.meters.snapshot_bytes.record(d.len() as f64);
+                    }
                 }
                 if let Some(received) = m.applied_since_snapshot.take() {
                     self.meters
                         .input_to_snapshot
                         .record(now.saturating_duration_since(received).as_secs_f64());
                 }
-                for d in &inst.datagrams {
+                for d in datagrams {
                     if m.join.conn.displaces_on_send(d.len()) {
                         Stats::inc(&self.stats.datagrams_displaced);
                     }
@@ -424,6 +447,7 @@ impl Worker {
                     }
                 }
             }
+            inst.snaps.prune(oldest_baseline);
         }
     }
 }

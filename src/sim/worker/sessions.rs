@@ -446,6 +446,10 @@ impl Worker {
             m.join = join;
             m.detached_at = None;
             m.pending.clear();
+            // The new connection's client has no snapshot yet: full states until it
+            // reports one.
+            m.reported_tick = 0;
+            m.baselines.clear();
             Stats::gauge_add(&self.stats.sessions_active, 1);
             Stats::gauge_add(&self.stats.sessions_detached, -1);
         }
