@@ -226,7 +226,7 @@ async fn attack(server: &TestServer, attempt: usize) {
     // An over-long text field (MAX_TEXT_LEN) in a Hello: refused as a protocol violation.
     let mut wordy = Raw::connect(&endpoint, server).await;
     let hello = ClientMsg::Hello(Hello {
-        version: 1,
+        version: u16::from(zonehost_protocol::PROTOCOL_VERSION),
         token: server.token(&format!("wordy-{attempt}")),
         client: "w".repeat(4096),
     });

@@ -771,7 +771,7 @@ async fn frames_packed_in_one_chunk_are_all_answered_at_once() {
     let endpoint = client_endpoint(&server);
     let mut raw = Raw::connect(&endpoint, &server).await;
     let mut wire = zonehost_protocol::frame::encode_frame(&ClientMsg::Hello(Hello {
-        version: 1,
+        version: u16::from(zonehost_protocol::PROTOCOL_VERSION),
         token: server.token("piper"),
         client: "test".into(),
     }))

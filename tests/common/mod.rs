@@ -225,7 +225,7 @@ impl Raw {
 
     pub async fn hello(&mut self, token: &str) {
         self.send_msg(&ClientMsg::Hello(Hello {
-            version: 1,
+            version: u16::from(zonehost_protocol::PROTOCOL_VERSION),
             token: token.into(),
             client: "test".into(),
         }))
