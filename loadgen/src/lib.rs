@@ -389,7 +389,8 @@ fn build_report(
             rejected_by: live.rejections(),
         },
         bandwidth: Bandwidth::new(up, down, bot_seconds)
-            .with_packets(Live::get(&live.packets_up), Live::get(&live.packets_down)),
+            .with_packets(Live::get(&live.packets_up), Live::get(&live.packets_down))
+            .with_ack_only(Live::get(&live.ack_only_up), Live::get(&live.ack_only_down)),
         game: GameCounts {
             logins: Live::get(&live.connects),
             kills: Live::get(&live.kills),
