@@ -41,6 +41,8 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct BotSettings {
     pub(crate) server_name: String,
     pub(crate) input_hz: u32,
+    /// Inputs go this long after a snapshot arrives (see `Config::input_phase`).
+    pub(crate) input_phase: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     /// Get a lost session back within this deadline (`None`: a loss fails the bot).
     pub(crate) recover_deadline: Option<Duration>,
@@ -626,6 +628,17 @@ async fn drive(
                             samples.add(live, Metric::SnapshotGap, now - prev);
                         }
                         last_snapshot_at = Some(now);
+                        if let Some(phase) = settings.input_phase {
+                            // Keep the next input `phase` after this snapshot (moved only
+                            // when it drifted by more than a quarter period).
+                            let target = now + phase;
+                            let drift = next_due
+                                .map_or(period, |due| due.max(target) - due.min(target));
+                            if drift > period / 4 {
+                                ticker.reset_at(target);
+                                next_due = None;
+                            }
+                        }
                         if let Some(lost_at) = recovering.take() {
                             samples.add(live, Metric::Recover, now - lost_at);
                         }

@@ -147,6 +147,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         ops_log,
         server_name: config.server_name.clone(),
         input_hz: config.input_hz,
+        input_phase: config.input_phase,
         connect_timeout: config.connect_timeout,
         recover_deadline: config.recover_deadline,
         seed: config.seed,

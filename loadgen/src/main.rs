@@ -161,6 +161,11 @@ struct RunArgs {
     /// beyond it).
     #[arg(long, default_value_t = DEFAULT_DATAGRAM_RECEIVE_BUFFER)]
     datagram_buffer: usize,
+    /// Send each input this many milliseconds after a snapshot arrives instead of on a
+    /// free-running schedule (with --input-hz equal to the server's snapshot rate; e.g. 12
+    /// at 30 Hz lets both directions' ACKs ride on datagrams on loopback).
+    #[arg(long)]
+    input_phase_ms: Option<u64>,
     /// Do not ask the server to pace its ACKs (the QUIC ACK frequency extension); quinn then
     /// acknowledges every second packet at once and any other within 25 ms.
     #[arg(long)]
@@ -329,6 +334,7 @@ impl RunArgs {
         };
         c.min_snapshot_ratio = self.min_snapshot_ratio;
         c.progress = self.progress || std::io::stderr().is_terminal();
+        c.input_phase = self.input_phase_ms.map(Duration::from_millis);
         c.transport = TransportOptions {
             datagram_receive_buffer: self.datagram_buffer,
             ack: AckOptions {
