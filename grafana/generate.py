@@ -436,11 +436,13 @@ def network():
              f'{gauge("zonehost_sessions_active")}', "{{direction}}"),
             (f'{rate("zonehost_quic_datagram_frames_total", ["direction"])} / ignoring (direction) group_left '
              f'{gauge("zonehost_sessions_active")}', "datagrams {{direction}}"),
+            (f'{rate("zonehost_quic_ack_frames_total", ["direction"])} / ignoring (direction) group_left '
+             f'{gauge("zonehost_sessions_active")}', "ACK frames {{direction}}"),
         ], ["zonehost_quic_packets_total", "zonehost_quic_datagram_frames_total",
-            "zonehost_sessions_active"], unit="pps",
-            desc="Every UDP packet of player connections next to the DATAGRAM frames they carry: "
-                 "the difference is ACKs, keep-alives and reliable messages. Packets, not bytes, "
-                 "cost CPU on both ends."),
+            "zonehost_quic_ack_frames_total", "zonehost_sessions_active"], unit="pps",
+            desc="Every UDP packet of player connections next to the DATAGRAM frames they carry "
+                 "and the ACK frames (alone or riding): the packet/datagram difference is ACK-only "
+                 "packets, keep-alives and reliable messages. Packets, not bytes, cost CPU on both ends."),
         ts("ACK-only packet share", [
             (f'{rate("zonehost_quic_ack_only_packets_total", ["direction"])} / '
              f'{rate("zonehost_quic_packets_total", ["direction"])}', "{{direction}}"),
