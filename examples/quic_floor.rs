@@ -28,7 +28,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use zonehost_client::{EndpointBuilder, Trust};
+use zonehost_client::{AckOptions, EndpointBuilder, PacketCounts, TransportOptions, Trust};
 
 #[derive(Parser)]
 struct Args {
@@ -54,6 +54,9 @@ enum Mode {
         /// tokio worker threads (zonehost's `net_threads`, default 1).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Do not ask clients to pace their ACKs (zonehost's `ack.frequency = false`).
+        #[arg(long)]
+        no_ack_frequency: bool,
     },
     /// Open connections, send at `--rate` Hz and measure sequence → ack latency.
     Client {
@@ -84,6 +87,9 @@ enum Mode {
         /// connection): what a client frame loop driving many bots would do.
         #[arg(long)]
         shared_ticker: bool,
+        /// Do not ask the server to pace its ACKs (loadgen's `--no-ack-frequency`).
+        #[arg(long)]
+        no_ack_frequency: bool,
     },
 }
 
@@ -102,8 +108,15 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             rate,
             snapshot_bytes,
+            no_ack_frequency,
             ..
-        } => runtime.block_on(server(listen, data_dir, rate, snapshot_bytes)),
+        } => runtime.block_on(server(
+            listen,
+            data_dir,
+            rate,
+            snapshot_bytes,
+            !no_ack_frequency,
+        )),
         Mode::Client {
             server,
             cert,
@@ -114,6 +127,7 @@ fn main() -> anyhow::Result<()> {
             input_bytes,
             sockets,
             shared_ticker,
+            no_ack_frequency,
             ..
         } => runtime.block_on(client(ClientPlan {
             server,
@@ -125,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             input_bytes,
             sockets,
             shared_ticker,
+            ack_frequency: !no_ack_frequency,
         })),
     }
 }
@@ -140,11 +155,13 @@ async fn server(
     data_dir: PathBuf,
     rate: u32,
     snapshot_bytes: usize,
+    ack_frequency: bool,
 ) -> anyhow::Result<()> {
     if snapshot_bytes < 8 || rate == 0 {
         bail!("--snapshot-bytes must be at least 8 and --rate positive");
     }
-    let config = zonehost::config::Config::default();
+    let mut config = zonehost::config::Config::default();
+    config.ack.frequency = ack_frequency;
     let identity = zonehost::keys::load_or_create_dev_identity(&data_dir)?;
     let server_config = zonehost::net::server_config(&config, &identity)?;
     let (socket, _) =
@@ -204,6 +221,7 @@ struct ClientPlan {
     input_bytes: usize,
     sockets: usize,
     shared_ticker: bool,
+    ack_frequency: bool,
 }
 
 /// Sequences in flight on one connection: (seq, sent at), oldest first.
@@ -256,6 +274,8 @@ struct Measured {
     sent: u64,
     received: u64,
     failed: bool,
+    /// Packets sent and received from the start of the measurement to the end.
+    packets: (PacketCounts, PacketCounts),
 }
 
 async fn client(plan: ClientPlan) -> anyhow::Result<()> {
@@ -268,6 +288,14 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
         .map(|_| {
             EndpointBuilder::new(trust.clone())
                 .bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                .transport(TransportOptions {
+                    ack: if plan.ack_frequency {
+                        AckOptions::default()
+                    } else {
+                        AckOptions::off()
+                    },
+                    ..TransportOptions::default()
+                })
                 .socket_buffers(Some(4 << 20), Some(4 << 20))
                 .build()
                 .map(|e| e.endpoint)
@@ -303,6 +331,7 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
     }
     let mut all = empty;
     let (mut sent, mut received, mut failed) = (0u64, 0u64, 0usize);
+    let (mut up, mut down) = (PacketCounts::default(), PacketCounts::default());
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(m) => {
@@ -310,6 +339,12 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
                 sent += m.sent;
                 received += m.received;
                 failed += usize::from(m.failed);
+                for (sum, add) in [(&mut up, m.packets.0), (&mut down, m.packets.1)] {
+                    sum.packets += add.packets;
+                    sum.datagrams += add.datagrams;
+                    sum.acks += add.acks;
+                    sum.ack_only += add.ack_only;
+                }
             }
             Err(_) => failed += 1,
         }
@@ -330,6 +365,24 @@ async fn client(plan: ClientPlan) -> anyhow::Result<()> {
         ms(0.99),
         ms(0.999),
         all.max() as f64 / 1000.0
+    );
+    let per = (plan.connections as f64
+        * plan
+            .run
+            .saturating_sub(Duration::from_secs(2))
+            .as_secs_f64())
+    .max(1e-9);
+    println!(
+        "UDP packets per connection: up {:.1}/s ({:.1} datagrams/s), down {:.1}/s ({:.1} datagrams/s); \
+         ACK-only up {:.1} %, down {:.1} %, both {:.1} % (ACK frequency {})",
+        up.packets as f64 / per,
+        up.datagrams as f64 / per,
+        down.packets as f64 / per,
+        down.datagrams as f64 / per,
+        up.ack_only_share() * 100.0,
+        down.ack_only_share() * 100.0,
+        (up.ack_only + down.ack_only) as f64 / (up.packets + down.packets).max(1) as f64 * 100.0,
+        if plan.ack_frequency { "on" } else { "off" }
     );
     for e in &endpoints {
         e.close(0u32.into(), b"done");
@@ -365,6 +418,7 @@ async fn one_connection(
         sent: 0,
         received: 0,
         failed: false,
+        packets: Default::default(),
     };
     let conn = match endpoint.connect(server, "localhost") {
         Ok(c) => match c.await {
@@ -395,12 +449,17 @@ async fn one_connection(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut payload = vec![0u8; input_bytes];
     let mut seq = 0u64;
+    let mut counted_from = None;
     let deadline = tokio::time::sleep_until(end.into());
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = &mut deadline => break,
             _ = ticker.tick(), if own_ticks => {
+                if counted_from.is_none() && Instant::now() >= measure_from {
+                    let s = conn.stats();
+                    counted_from = Some((PacketCounts::sent(&s), PacketCounts::received(&s)));
+                }
                 seq += 1;
                 payload[..8].copy_from_slice(&seq.to_le_bytes());
                 if conn.send_datagram(Bytes::copy_from_slice(&payload)).is_err() {
@@ -417,6 +476,10 @@ async fn one_connection(
             d = conn.read_datagram() => {
                 let Ok(d) = d else { m.failed = true; break };
                 m.received += 1;
+                if counted_from.is_none() && Instant::now() >= measure_from {
+                    let s = conn.stats();
+                    counted_from = Some((PacketCounts::sent(&s), PacketCounts::received(&s)));
+                }
                 let Some(acked) = d.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
                 let acked = u64::from_le_bytes(acked);
                 let now = Instant::now();
@@ -432,6 +495,13 @@ async fn one_connection(
                 }
             }
         }
+    }
+    if let Some((up, down)) = counted_from {
+        let s = conn.stats();
+        m.packets = (
+            PacketCounts::sent(&s).since(&up),
+            PacketCounts::received(&s).since(&down),
+        );
     }
     conn.close(0u32.into(), b"done");
     m

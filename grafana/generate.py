@@ -431,6 +431,28 @@ def network():
         ], ["zonehost_datagrams_received_total", "zonehost_datagrams_sent_total",
             "zonehost_sessions_active"], unit="pps",
             desc="Out should equal snapshot_rate_hz; in is the client's input rate."),
+        ts("UDP packets per player per second", [
+            (f'{rate("zonehost_quic_packets_total", ["direction"])} / ignoring (direction) group_left '
+             f'{gauge("zonehost_sessions_active")}', "{{direction}}"),
+            (f'{rate("zonehost_quic_datagram_frames_total", ["direction"])} / ignoring (direction) group_left '
+             f'{gauge("zonehost_sessions_active")}', "datagrams {{direction}}"),
+            (f'{rate("zonehost_quic_ack_frames_total", ["direction"])} / ignoring (direction) group_left '
+             f'{gauge("zonehost_sessions_active")}', "ACK frames {{direction}}"),
+        ], ["zonehost_quic_packets_total", "zonehost_quic_datagram_frames_total",
+            "zonehost_quic_ack_frames_total", "zonehost_sessions_active"], unit="pps",
+            desc="Every UDP packet of player connections next to the DATAGRAM frames they carry "
+                 "and the ACK frames (alone or riding): the packet/datagram difference is ACK-only "
+                 "packets, keep-alives and reliable messages. Packets, not bytes, cost CPU on both ends."),
+        ts("ACK-only packet share", [
+            (f'{rate("zonehost_quic_ack_only_packets_total", ["direction"])} / '
+             f'{rate("zonehost_quic_packets_total", ["direction"])}', "{{direction}}"),
+            (f'sum({rate("zonehost_quic_ack_only_packets_total")}) / '
+             f'sum({rate("zonehost_quic_packets_total")})', "both"),
+        ], ["zonehost_quic_ack_only_packets_total", "zonehost_quic_packets_total"],
+            unit="percentunit", budget=0.10,
+            desc="Packets that carried nothing but ACK frames (estimated from quinn's counters, a "
+                 "lower bound). Target <= 10 % at 20-30 Hz each way; see docs/operations.md, ACK "
+                 "frequency (`[ack]`)."),
         ts("QUIC round-trip time", [
             (quantile(0.5, "zonehost_quic_rtt_seconds"), "p50"),
             (quantile(0.99, "zonehost_quic_rtt_seconds"), "p99"),

@@ -91,6 +91,17 @@ skipped=$(echo "$metrics" | awk '$1 == "zonehost_ticks_skipped_total" {print $2}
 if [ -n "$ticks" ] && [ -n "$late" ]; then
     echo "server ticks (whole run): $ticks, late by more than one tick: $late ($(echo "100 * $late / $ticks" | bc -l | xargs printf '%.3f')%), skipped: ${skipped:-?}"
 fi
+# UDP packets of player connections and the estimated ACK-only ones, from the server's counters.
+echo "$metrics" | awk '
+    function dir(name) { d = name; sub(/.*direction="/, "", d); sub(/".*/, "", d); return d }
+    $1 ~ /^zonehost_quic_packets_total\{/ { p[dir($1)] = $2 }
+    $1 ~ /^zonehost_quic_ack_only_packets_total\{/ { a[dir($1)] = $2 }
+    END {
+        if (p["sent"] + p["received"] == 0) exit
+        printf "server QUIC packets (whole run): sent %d (%.1f%% ACK-only), received %d (%.1f%% ACK-only)\n",
+            p["sent"], 100 * a["sent"] / (p["sent"] > 0 ? p["sent"] : 1),
+            p["received"], 100 * a["received"] / (p["received"] > 0 ? p["received"] : 1)
+    }'
 # Store operation latency from the server's histogram: the bucket bound holding p50 / p99.
 for op in item items save load; do
     echo "$metrics" | awk -v op="$op" '

@@ -162,6 +162,9 @@ pub struct Config {
     /// redirects. Off by default; every field and its default is documented on
     /// [`ClusterConfig`].
     pub cluster: ClusterConfig,
+    /// How peers are asked to acknowledge (`[ack]`, the QUIC ACK frequency extension);
+    /// every field and its default is documented on [`crate::net::AckConfig`].
+    pub ack: crate::net::AckConfig,
 }
 
 impl Default for Config {
@@ -212,6 +215,7 @@ impl Default for Config {
             reset_min_interval_us: 1_000,
             store: StoreConfig::default(),
             cluster: ClusterConfig::default(),
+            ack: crate::net::AckConfig::default(),
         }
     }
 }
@@ -294,6 +298,9 @@ impl Config {
         }
         if self.datagram_recv_buffer < 2048 || self.datagram_send_buffer < 2048 {
             return invalid("datagram_*_buffer", "must be >= 2048");
+        }
+        if let Err(reason) = self.ack.check() {
+            return invalid("ack", reason);
         }
         if self.idle_timeout_ms < 1000 || self.hello_timeout_ms == 0 {
             return invalid(

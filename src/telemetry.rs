@@ -183,6 +183,15 @@ pub struct Stats {
     pub quic_lost_packets: AtomicU64,
     /// QUIC congestion events, summed over connections (sampled).
     pub quic_congestion_events: AtomicU64,
+    /// UDP packets of player connections by direction (index 0 sent, 1 received; sampled).
+    pub quic_packets: [AtomicU64; 2],
+    /// QUIC DATAGRAM frames of player connections by direction (sampled).
+    pub quic_datagram_frames: [AtomicU64; 2],
+    /// QUIC ACK frames of player connections by direction (sampled).
+    pub quic_ack_frames: [AtomicU64; 2],
+    /// Packets of player connections that carried only ACK frames, estimated, by direction
+    /// (sampled; see `net::acks::ack_only_estimate`).
+    pub quic_ack_only_packets: [AtomicU64; 2],
     /// Players handed from one sim worker to another (party convergence).
     pub sim_migrations: AtomicU64,
     /// Messages a sim worker forwarded to the worker it had handed their session to.
@@ -685,6 +694,30 @@ pub const METRICS: &[MetricDef] = &[
         "QUIC congestion events (sampled from quinn connection stats).",
     ),
     m(
+        "zonehost_quic_packets_total",
+        Counter,
+        &["direction"],
+        "UDP packets of player connections, direction=sent|received (sampled every second from quinn connection stats; QUIC packets coalesced in one UDP datagram count once).",
+    ),
+    m(
+        "zonehost_quic_datagram_frames_total",
+        Counter,
+        &["direction"],
+        "QUIC DATAGRAM frames of player connections, direction=sent|received (sampled from quinn connection stats).",
+    ),
+    m(
+        "zonehost_quic_ack_frames_total",
+        Counter,
+        &["direction"],
+        "QUIC ACK frames of player connections, direction=sent|received, alone or riding on other frames (sampled from quinn connection stats).",
+    ),
+    m(
+        "zonehost_quic_ack_only_packets_total",
+        Counter,
+        &["direction"],
+        "Packets of player connections that carried nothing but ACK frames, direction=sent|received. An estimate from quinn's counters: packets minus non-ACK frames, at most the ACK frames (a lower bound, exact when no packet carries two non-ACK frames).",
+    ),
+    m(
         "zonehost_player_leases_total",
         Counter,
         &["event"],
@@ -839,6 +872,22 @@ impl Stats {
             "zonehost_quic_congestion_events_total",
             &self.quic_congestion_events,
         );
+        for (i, direction) in ["sent", "received"].into_iter().enumerate() {
+            for (name, v) in [
+                ("zonehost_quic_packets_total", &self.quic_packets[i]),
+                (
+                    "zonehost_quic_datagram_frames_total",
+                    &self.quic_datagram_frames[i],
+                ),
+                ("zonehost_quic_ack_frames_total", &self.quic_ack_frames[i]),
+                (
+                    "zonehost_quic_ack_only_packets_total",
+                    &self.quic_ack_only_packets[i],
+                ),
+            ] {
+                counter!(name, "direction" => direction).absolute(Self::get(v));
+            }
+        }
         let open = self.connections_open.load(Ordering::Relaxed);
         let active = self.sessions_active.load(Ordering::Relaxed);
         gauge!("zonehost_sessions_by_state", "state" => "handshaking")

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::acks::AckOptions;
 use crate::impair::{ImpairedSocket, Impairment};
 use crate::trust::{rustls_config, Trust};
 use crate::ClientError;
@@ -41,6 +42,8 @@ pub struct TransportOptions {
     pub datagram_receive_buffer: usize,
     /// Bytes of outgoing datagrams buffered per connection before the oldest are dropped.
     pub datagram_send_buffer: usize,
+    /// How the server is asked to acknowledge (ACK frequency; on by default).
+    pub ack: AckOptions,
 }
 
 impl Default for TransportOptions {
@@ -50,6 +53,7 @@ impl Default for TransportOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             datagram_receive_buffer: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
             datagram_send_buffer: DEFAULT_DATAGRAM_SEND_BUFFER,
+            ack: AckOptions::default(),
         }
     }
 }
@@ -72,6 +76,7 @@ impl TransportOptions {
             .keep_alive_interval(self.keep_alive)
             .datagram_receive_buffer_size(Some(self.datagram_receive_buffer))
             .datagram_send_buffer_size(self.datagram_send_buffer);
+        self.ack.apply(&mut t);
         Ok(t)
     }
 }

@@ -4,12 +4,16 @@
 //! * [`Trust`]: which server certificate is accepted (an exact certificate, a pinned
 //!   SHA-256 fingerprint, or WebPKI roots).
 //! * [`EndpointBuilder`]: a quinn client endpoint on a UDP socket with chosen buffer sizes
-//!   and client [`TransportOptions`] (keep-alive, idle timeout, small datagram buffers);
+//!   and client [`TransportOptions`] (keep-alive, idle timeout, small datagram buffers,
+//!   [`AckOptions`]: ACKs that ride on datagrams);
 //!   many connections can share one endpoint.
 //! * [`Impairment`]: added latency, jitter, loss and reordering per direction on the
 //!   endpoint's socket ([`EndpointBuilder::impair`]), to try a poor network without root.
 //! * [`Client`]: connect and authenticate (`Hello` → `Welcome` or [`ClientError::Rejected`]),
 //!   send inputs and requests, receive [`Incoming`] events and snapshots, say `Bye`.
+//!
+//! * [`PacketCounts`]: UDP packets each way and the share that carried only ACKs, from a
+//!   connection's quinn statistics.
 //!
 //! * [`ReconnectingClient`]: a [`Client`] that reconnects by itself after a lost
 //!   connection (resume first, then a fresh login through a [`TokenProvider`]), under a
@@ -31,12 +35,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acks;
 mod client;
 mod endpoint;
 pub mod impair;
 pub mod reconnect;
 pub mod trust;
 
+pub use acks::{AckOptions, PacketCounts};
 pub use client::{
     Client, ClientError, ClientStats, Incoming, CLOSE_GRACE, DEFAULT_CONNECT_TIMEOUT, MAX_REDIRECTS,
 };

@@ -12,7 +12,8 @@ use rand_pcg::Pcg32;
 use tokio::time::{Instant, MissedTickBehavior};
 use zonehost_client::reconnect::{attempt_is_fatal, loss_is_recoverable};
 use zonehost_client::{
-    recover, Client, ClientError, Incoming, Loss, ReconnectError, ReconnectPolicy, Target,
+    recover, Client, ClientError, Incoming, Loss, PacketCounts, ReconnectError, ReconnectPolicy,
+    Target,
 };
 use zonehost_protocol::message::{Combat, Event, InventoryEvent};
 use zonehost_protocol::snapshot::Applied;
@@ -40,6 +41,8 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct BotSettings {
     pub(crate) server_name: String,
     pub(crate) input_hz: u32,
+    /// Inputs go this long after a snapshot arrives (see `Config::input_phase`).
+    pub(crate) input_phase: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     /// Get a lost session back within this deadline (`None`: a loss fails the bot).
     pub(crate) recover_deadline: Option<Duration>,
@@ -525,9 +528,9 @@ async fn drive(
         let s = client.connection().stats();
         (s.udp_tx.bytes, s.udp_rx.bytes)
     };
-    let (mut txp_seen, mut rxp_seen) = {
+    let mut packets_seen = {
         let s = client.connection().stats();
-        (s.udp_tx.datagrams, s.udp_rx.datagrams)
+        (PacketCounts::sent(&s), PacketCounts::received(&s))
     };
     let stop_at = churn_at.map_or(settings.end_at, |c| c.min(settings.end_at));
     let end = tokio::time::sleep_until(stop_at);
@@ -610,9 +613,7 @@ async fn drive(
                     Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
                     Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
                     (tx_seen, rx_seen) = (s.udp_tx.bytes, s.udp_rx.bytes);
-                    Live::add(&live.packets_up, s.udp_tx.datagrams.saturating_sub(txp_seen));
-                    Live::add(&live.packets_down, s.udp_rx.datagrams.saturating_sub(rxp_seen));
-                    (txp_seen, rxp_seen) = (s.udp_tx.datagrams, s.udp_rx.datagrams);
+                    live.add_packets(&s, &mut packets_seen);
                     stats_at = now + STATS_EVERY;
                 }
             }
@@ -627,6 +628,17 @@ async fn drive(
                             samples.add(live, Metric::SnapshotGap, now - prev);
                         }
                         last_snapshot_at = Some(now);
+                        if let Some(phase) = settings.input_phase {
+                            // Keep the next input `phase` after this snapshot (moved only
+                            // when it drifted by more than a quarter period).
+                            let target = now + phase;
+                            let drift = next_due
+                                .map_or(period, |due| due.max(target) - due.min(target));
+                            if drift > period / 4 {
+                                ticker.reset_at(target);
+                                next_due = None;
+                            }
+                        }
                         if let Some(lost_at) = recovering.take() {
                             samples.add(live, Metric::Recover, now - lost_at);
                         }
@@ -697,14 +709,7 @@ async fn drive(
     let s = client.connection().stats();
     Live::add(&live.bytes_up, s.udp_tx.bytes.saturating_sub(tx_seen));
     Live::add(&live.bytes_down, s.udp_rx.bytes.saturating_sub(rx_seen));
-    Live::add(
-        &live.packets_up,
-        s.udp_tx.datagrams.saturating_sub(txp_seen),
-    );
-    Live::add(
-        &live.packets_down,
-        s.udp_rx.datagrams.saturating_sub(rxp_seen),
-    );
+    live.add_packets(&s, &mut packets_seen);
     samples.flush(live);
     stop
 }

@@ -36,6 +36,12 @@ pub struct Config {
     pub ramp_up: Duration,
     /// Inputs per second per bot.
     pub input_hz: u32,
+    /// Send each input this long after a snapshot arrives (the input schedule is moved
+    /// when it drifts by more than a quarter period), instead of on a free-running
+    /// schedule. Meant for `input_hz` equal to the server's snapshot rate: a fixed phase
+    /// lets the ACKs of both directions ride on datagrams (docs/operations.md, ACK
+    /// frequency). `None` (default): free-running.
+    pub input_phase: Option<Duration>,
     /// Number of client UDP sockets (quinn endpoints) bots are spread over.
     pub sockets: usize,
     /// Requested `SO_RCVBUF`/`SO_SNDBUF` of each socket, bytes.
@@ -113,6 +119,7 @@ impl Config {
             duration: Duration::from_secs(30),
             ramp_up: Duration::from_secs(5),
             input_hz: 60,
+            input_phase: None,
             sockets: 4,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             seed: 1,

@@ -363,6 +363,20 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
             human_bits(r.bandwidth.down_bps_per_bot)
         ),
     );
+    let bw = &r.bandwidth;
+    if bw.up_packets + bw.down_packets > 0 {
+        kv(
+            "UDP packets per bot",
+            format!(
+                "up {:.1}/s, down {:.1}/s; ACK-only up {:.1} %, down {:.1} %, both {:.1} %",
+                bw.up_pps_per_bot,
+                bw.down_pps_per_bot,
+                bw.up_ack_only_share * 100.0,
+                bw.down_ack_only_share * 100.0,
+                bw.ack_only_share() * 100.0
+            ),
+        );
+    }
     kv(
         "game",
         format!(

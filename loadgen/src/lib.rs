@@ -147,6 +147,7 @@ pub async fn run(config: Config) -> Result<Report, Error> {
         ops_log,
         server_name: config.server_name.clone(),
         input_hz: config.input_hz,
+        input_phase: config.input_phase,
         connect_timeout: config.connect_timeout,
         recover_deadline: config.recover_deadline,
         seed: config.seed,
@@ -389,7 +390,8 @@ fn build_report(
             rejected_by: live.rejections(),
         },
         bandwidth: Bandwidth::new(up, down, bot_seconds)
-            .with_packets(Live::get(&live.packets_up), Live::get(&live.packets_down)),
+            .with_packets(Live::get(&live.packets_up), Live::get(&live.packets_down))
+            .with_ack_only(Live::get(&live.ack_only_up), Live::get(&live.ack_only_down)),
         game: GameCounts {
             logins: Live::get(&live.connects),
             kills: Live::get(&live.kills),

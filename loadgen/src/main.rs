@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use zonehost_client::{
-    TransportOptions, Trust, DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_SOCKET_BUFFER,
+    AckOptions, TransportOptions, Trust, DEFAULT_DATAGRAM_RECEIVE_BUFFER, DEFAULT_SOCKET_BUFFER,
 };
 use zonehost_loadgen::scenario::{Scenario, BUILTIN};
 use zonehost_loadgen::{parse_duration, parse_range, Config, Mix, Report, TokenSource};
@@ -161,6 +161,22 @@ struct RunArgs {
     /// beyond it).
     #[arg(long, default_value_t = DEFAULT_DATAGRAM_RECEIVE_BUFFER)]
     datagram_buffer: usize,
+    /// Send each input this many milliseconds after a snapshot arrives instead of on a
+    /// free-running schedule (with --input-hz equal to the server's snapshot rate; e.g. 12
+    /// at 30 Hz lets both directions' ACKs ride on datagrams on loopback).
+    #[arg(long)]
+    input_phase_ms: Option<u64>,
+    /// Do not ask the server to pace its ACKs (the QUIC ACK frequency extension); quinn then
+    /// acknowledges every second packet at once and any other within 25 ms.
+    #[arg(long)]
+    no_ack_frequency: bool,
+    /// Ack-eliciting packets the server may receive before it must acknowledge.
+    #[arg(long, default_value_t = zonehost_client::acks::DEFAULT_ACK_ELICITING_THRESHOLD)]
+    ack_threshold: u32,
+    /// Longest time the server may hold an ACK back, milliseconds (quinn asks for at most
+    /// the greater of the round-trip time and 25 ms).
+    #[arg(long, default_value_t = zonehost_client::acks::DEFAULT_ACK_MAX_DELAY.as_millis() as u64)]
+    ack_max_delay_ms: u64,
     /// Seed of behaviours, movement and bot names (bot-SEED-INDEX) [default: 1].
     #[arg(long)]
     seed: Option<u64>,
@@ -318,8 +334,15 @@ impl RunArgs {
         };
         c.min_snapshot_ratio = self.min_snapshot_ratio;
         c.progress = self.progress || std::io::stderr().is_terminal();
+        c.input_phase = self.input_phase_ms.map(Duration::from_millis);
         c.transport = TransportOptions {
             datagram_receive_buffer: self.datagram_buffer,
+            ack: AckOptions {
+                frequency: !self.no_ack_frequency,
+                eliciting_threshold: self.ack_threshold,
+                max_delay: Duration::from_millis(self.ack_max_delay_ms.max(1)),
+                ..AckOptions::default()
+            },
             ..TransportOptions::default()
         };
         c.validate()?;

@@ -138,6 +138,19 @@ pub struct Bandwidth {
     /// `down_packets / bot_seconds`: packets per second received per connected bot.
     #[serde(default)]
     pub down_pps_per_bot: f64,
+    /// Of `up_packets`, those that carried nothing but ACK frames (estimated from quinn's
+    /// frame counts, see `zonehost_client::acks::ack_only_estimate`).
+    #[serde(default)]
+    pub up_ack_only: u64,
+    /// Of `down_packets`, those that carried nothing but ACK frames (estimated).
+    #[serde(default)]
+    pub down_ack_only: u64,
+    /// `up_ack_only / up_packets` (0 without packets).
+    #[serde(default)]
+    pub up_ack_only_share: f64,
+    /// `down_ack_only / down_packets` (0 without packets).
+    #[serde(default)]
+    pub down_ack_only_share: f64,
 }
 
 impl Bandwidth {
@@ -153,6 +166,25 @@ impl Bandwidth {
         (self.up_pps_per_bot, self.down_pps_per_bot) = (per(up), per(down));
         (self.up_packets, self.down_packets) = (up, down);
         self
+    }
+
+    /// With ACK-only packet counts `(up, down)`, after [`Bandwidth::with_packets`].
+    pub(crate) fn with_ack_only(mut self, up: u64, down: u64) -> Self {
+        let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+        self.up_ack_only_share = share(up, self.up_packets);
+        self.down_ack_only_share = share(down, self.down_packets);
+        (self.up_ack_only, self.down_ack_only) = (up, down);
+        self
+    }
+
+    /// Both directions' ACK-only packets over all packets (0 without packets).
+    pub fn ack_only_share(&self) -> f64 {
+        let packets = self.up_packets + self.down_packets;
+        if packets == 0 {
+            0.0
+        } else {
+            (self.up_ack_only + self.down_ack_only) as f64 / packets as f64
+        }
     }
 
     pub(crate) fn new(up_bytes: u64, down_bytes: u64, bot_seconds: f64) -> Self {
@@ -578,8 +610,15 @@ impl fmt::Display for Report {
         if bw.up_packets + bw.down_packets > 0 {
             let _ = writeln!(
                 s,
-                "UDP packets per bot: up {:.1}/s, down {:.1}/s ({} sent, {} received in total)",
-                bw.up_pps_per_bot, bw.down_pps_per_bot, bw.up_packets, bw.down_packets
+                "UDP packets per bot: up {:.1}/s, down {:.1}/s ({} sent, {} received in total); \
+                 ACK-only up {:.1} %, down {:.1} %, both {:.1} %",
+                bw.up_pps_per_bot,
+                bw.down_pps_per_bot,
+                bw.up_packets,
+                bw.down_packets,
+                bw.up_ack_only_share * 100.0,
+                bw.down_ack_only_share * 100.0,
+                bw.ack_only_share() * 100.0
             );
         }
         let period_us = 1e6 / f64::from(r.input_hz.max(1));
@@ -701,6 +740,10 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, String> {
         .with_packets(
             m.bandwidth.up_packets + r.bandwidth.up_packets,
             m.bandwidth.down_packets + r.bandwidth.down_packets,
+        )
+        .with_ack_only(
+            m.bandwidth.up_ack_only + r.bandwidth.up_ack_only,
+            m.bandwidth.down_ack_only + r.bandwidth.down_ack_only,
         );
         m.game.logins += r.game.logins;
         m.game.kills += r.game.kills;
@@ -1052,7 +1095,9 @@ pub(crate) mod tests {
     #[test]
     fn packets_per_bot_second_and_merge_adds_them() {
         let mut a = report_of(&[1000; 10], &[]);
-        a.bandwidth = Bandwidth::new(1000, 2000, 10.0).with_packets(100, 300);
+        a.bandwidth = Bandwidth::new(1000, 2000, 10.0)
+            .with_packets(100, 300)
+            .with_ack_only(10, 60);
         assert_eq!(
             (a.bandwidth.up_pps_per_bot, a.bandwidth.down_pps_per_bot),
             (10.0, 30.0)
@@ -1068,6 +1113,25 @@ pub(crate) mod tests {
             (200, 600)
         );
         assert_eq!(m.bandwidth.up_pps_per_bot, 10.0);
+        assert_eq!(
+            (m.bandwidth.up_ack_only, m.bandwidth.down_ack_only),
+            (20, 120)
+        );
+        assert_eq!(
+            (
+                m.bandwidth.up_ack_only_share,
+                m.bandwidth.down_ack_only_share
+            ),
+            (0.1, 0.2)
+        );
+        assert!((m.bandwidth.ack_only_share() - 0.175).abs() < 1e-12);
+        assert!(
+            m.to_string()
+                .contains("ACK-only up 10.0 %, down 20.0 %, both 17.5 %"),
+            "{m}"
+        );
+        let back = Report::from_json(&m.to_json().expect("json")).expect("parse");
+        assert_eq!(back.bandwidth, m.bandwidth);
     }
 
     #[test]

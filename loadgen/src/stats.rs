@@ -247,6 +247,10 @@ pub(crate) struct Live {
     /// UDP packets sent and received (quinn's connection stats).
     pub(crate) packets_up: AtomicU64,
     pub(crate) packets_down: AtomicU64,
+    /// Of those, packets that carried only ACK frames (estimated, see
+    /// [`zonehost_client::acks::ack_only_estimate`]).
+    pub(crate) ack_only_up: AtomicU64,
+    pub(crate) ack_only_down: AtomicU64,
     pub(crate) kills: AtomicU64,
     pub(crate) deaths: AtomicU64,
     pub(crate) zone_changes: AtomicU64,
@@ -261,6 +265,22 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    /// Adds a connection's packets since `seen` (sent, received) and moves `seen` on.
+    pub(crate) fn add_packets(
+        &self,
+        s: &quinn::ConnectionStats,
+        seen: &mut (zonehost_client::PacketCounts, zonehost_client::PacketCounts),
+    ) {
+        use zonehost_client::PacketCounts;
+        let now = (PacketCounts::sent(s), PacketCounts::received(s));
+        let (up, down) = (now.0.since(&seen.0), now.1.since(&seen.1));
+        Self::add(&self.packets_up, up.packets);
+        Self::add(&self.packets_down, down.packets);
+        Self::add(&self.ack_only_up, up.ack_only);
+        Self::add(&self.ack_only_down, down.ack_only);
+        *seen = now;
+    }
+
     pub(crate) fn new() -> Self {
         let set = || (0..METRICS).map(|_| histogram()).collect::<Vec<_>>();
         let z = || AtomicU64::new(0);
@@ -289,6 +309,8 @@ impl Live {
             bytes_down: z(),
             packets_up: z(),
             packets_down: z(),
+            ack_only_up: z(),
+            ack_only_down: z(),
             kills: z(),
             deaths: z(),
             zone_changes: z(),

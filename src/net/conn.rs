@@ -62,6 +62,8 @@ const QUIC_STATS_INTERVAL: Duration = Duration::from_secs(1);
 struct QuicSeen {
     lost_packets: u64,
     congestion_events: u64,
+    /// Packets sent and received: `[sent, received]`.
+    packets: [super::acks::PacketCounts; 2],
 }
 
 impl QuicSeen {
@@ -81,6 +83,23 @@ impl QuicSeen {
         self.lost_packets = s.path.lost_packets;
         self.congestion_events = s.path.congestion_events;
         rtt.record(s.path.rtt.as_secs_f64());
+        self.count_packets(&s, stats);
+    }
+
+    /// Adds the packets and frames since the last sample to `stats` (also called once when
+    /// the connection ends, so its last second is not lost).
+    fn count_packets(&mut self, s: &quinn::ConnectionStats, stats: &Stats) {
+        use super::acks::PacketCounts;
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        let now = [PacketCounts::sent(s), PacketCounts::received(s)];
+        for (i, (now, seen)) in now.iter().zip(self.packets.iter()).enumerate() {
+            let d = now.since(seen);
+            stats.quic_packets[i].fetch_add(d.packets, ordering);
+            stats.quic_datagram_frames[i].fetch_add(d.datagrams, ordering);
+            stats.quic_ack_frames[i].fetch_add(d.acks, ordering);
+            stats.quic_ack_only_packets[i].fetch_add(d.ack_only, ordering);
+        }
+        self.packets = now;
     }
 }
 
@@ -526,15 +545,24 @@ impl DatagramPump {
 const VIOLATION_WINDOW: Duration = Duration::from_secs(10);
 
 impl Pump<'_> {
-    async fn run(
-        &mut self,
-        mut recv: quinn::RecvStream,
-        mut decoder: FrameDecoder,
-    ) -> DisconnectCause {
+    async fn run(&mut self, recv: quinn::RecvStream, decoder: FrameDecoder) -> DisconnectCause {
         let mut sample = tokio::time::interval(QUIC_STATS_INTERVAL);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let rtt = metrics::histogram!("zonehost_quic_rtt_seconds");
         let mut seen = QuicSeen::default();
+        let cause = self.pump(recv, decoder, &mut sample, &mut seen, &rtt).await;
+        seen.count_packets(&self.conn.stats(), &self.ctx.stats);
+        cause
+    }
+
+    async fn pump(
+        &mut self,
+        mut recv: quinn::RecvStream,
+        mut decoder: FrameDecoder,
+        sample: &mut tokio::time::Interval,
+        seen: &mut QuicSeen,
+        rtt: &metrics::Histogram,
+    ) -> DisconnectCause {
         let conn = self.conn;
         let max_frame_len = self.ctx.max_frame_len;
         // Frames that arrived in the same chunks as the `Hello` (a pipelining client) are
@@ -544,7 +572,7 @@ impl Pump<'_> {
         }
         loop {
             tokio::select! {
-                _ = sample.tick() => seen.sample(conn, &self.ctx.stats, &rtt),
+                _ = sample.tick() => seen.sample(conn, &self.ctx.stats, rtt),
                 chunk = recv.read_chunk(max_frame_len, true) => match chunk {
                     Ok(Some(chunk)) => {
                         decoder.extend(&chunk.bytes);

@@ -1,6 +1,7 @@
 //! The QUIC endpoint: TLS 1.3 with the zonehost ALPN, tuned UDP socket buffers, transport
 //! limits, and the accept loop with a connection cap.
 
+mod acks;
 mod conn;
 mod junk;
 
@@ -19,6 +20,7 @@ use crate::session::{Authenticator, Registry};
 use crate::sim::Sim;
 use crate::telemetry::Stats;
 
+pub use acks::AckConfig;
 pub(crate) use conn::{ClusterContext, ConnContext};
 
 /// Why the endpoint could not be set up.
@@ -165,6 +167,7 @@ pub fn server_config(
         .send_window(1 << 20)
         .datagram_receive_buffer_size(Some(config.datagram_recv_buffer))
         .datagram_send_buffer_size(config.datagram_send_buffer);
+    config.ack.apply(&mut transport);
     server.transport_config(Arc::new(transport));
     server.max_incoming(config.max_connections.max(1));
     Ok(server)
