@@ -6,7 +6,7 @@
 //! most two per session, so bounded by the connection cap) and a lock-free bounded queue
 //! for inputs and requests (overflow is dropped and counted). Replies leave through each
 //! session's bounded outbox; snapshots are per-client deltas with interest management
-//! ([`snapshots`]), encoded once for the clients that share a baseline and an interest and
+//! (`snapshots.rs`), encoded once for the clients that share a baseline and an interest and
 //! handed to quinn as refcounted `Bytes` straight from the worker.
 
 pub mod persist;

@@ -268,7 +268,7 @@ mod tests {
             entity: 1,
             last_input: 0,
         }];
-        let mut world = vec![
+        let mut world = [
             player(1, 0),
             player(2, 100),
             monster(10, 5_000),
@@ -287,7 +287,7 @@ mod tests {
                 shared: false
             }
         );
-        assert_eq!(deliver(&mut va, &d.to_vec()), Applied::Complete);
+        assert_eq!(deliver(&mut va, d), Applied::Complete);
         assert_eq!(
             va.entities().iter().map(|e| e.id).collect::<Vec<_>>(),
             vec![1, 2, 10]
@@ -302,7 +302,7 @@ mod tests {
                 shared: true
             }
         );
-        assert_eq!(deliver(&mut vb, &d.to_vec()), Applied::Complete);
+        assert_eq!(deliver(&mut vb, d), Applied::Complete);
         // Tick 6: the monster moves; `a` reported tick 3, `b` reported nothing yet.
         world[2].x_mm += 300;
         world[2].vx_cms = 600;
@@ -313,13 +313,13 @@ mod tests {
         assert!(!e.full);
         assert_eq!(d.len(), 1);
         assert!(d[0].len() < 100, "a move is small: {} bytes", d[0].len());
-        assert_eq!(deliver(&mut va, &d.to_vec()), Applied::Complete);
+        assert_eq!(deliver(&mut va, d), Applied::Complete);
         assert_eq!(va.get(10), Some(&world[2]));
         let (d, e) = inst
             .for_client(&mut scratch, &mut b, 2, 0, 30_000, 7, 1, &acks)
             .expect("encode");
         assert!(e.full);
-        assert_eq!(deliver(&mut vb, &d.to_vec()), Applied::Complete);
+        assert_eq!(deliver(&mut vb, d), Applied::Complete);
         assert_eq!(vb.get(10), Some(&world[2]));
         // Tick 9: player 1 walks off toward the far monster: it enters, the near one leaves.
         world[0].x_mm = 70_000;
@@ -327,7 +327,7 @@ mod tests {
         let (d, _) = inst
             .for_client(&mut scratch, &mut a, 1, va.tick(), 30_000, 7, 1, &acks)
             .expect("encode");
-        assert_eq!(deliver(&mut va, &d.to_vec()), Applied::Complete);
+        assert_eq!(deliver(&mut va, d), Applied::Complete);
         assert_eq!(
             va.entities().iter().map(|e| e.id).collect::<Vec<_>>(),
             vec![1, 2, 11]
