@@ -180,8 +180,9 @@ struct Member {
     baselines: ClientBaselines,
     /// When the connection was lost; the member waits for a resume until the grace ends.
     detached_at: Option<Instant>,
-    /// Game requests queued in the world: `(request id, kind, received at)`.
-    requests: VecDeque<(u32, &'static str, Instant)>,
+    /// Game requests queued in the world: `(request id, received at)` (the kind comes
+    /// back with the world's `RequestDone`).
+    requests: VecDeque<(u32, Instant)>,
     /// Position at the last checkpoint (a move makes the player dirty).
     saved_pos: (i32, i32),
     /// A handover to another worker is pending: `(worker, goal, since)`.

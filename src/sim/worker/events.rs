@@ -90,9 +90,9 @@ impl Worker {
                     let received = m
                         .requests
                         .iter()
-                        .position(|(id, _, _)| id == request_id)
+                        .position(|(id, _)| id == request_id)
                         .and_then(|i| m.requests.remove(i))
-                        .map(|(_, _, at)| at);
+                        .map(|(_, at)| at);
                     if let (Ok(()), Some((players, token)), Some(p), RequestKind::TradeAccept) =
                         (result, last_trade, persist.as_deref_mut(), *kind)
                     {

@@ -108,7 +108,7 @@ impl Worker {
                     if m.requests.len() == PENDING_REQUESTS {
                         m.requests.pop_front();
                     }
-                    m.requests.push_back((id, kind, received_at));
+                    m.requests.push_back((id, received_at));
                 }
                 Err(e) => respond(&m.join, id, Err(e)),
             }
