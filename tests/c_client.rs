@@ -204,22 +204,21 @@ fn value(output: &str, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {key}= line in:\n{output}"))
 }
 
-/// The Rust example `minimal_client`, built by cargo (`--all-targets` builds it; a focused
-/// `cargo test --test c_client` builds it here).
+/// The Rust example `minimal_client`, built by cargo every time (a no-op when it is fresh:
+/// `--all-targets` builds examples as tests elsewhere, so a binary already at this path
+/// may be from an older checkout).
 fn minimal_client() -> PathBuf {
     let profile = profile_dir();
     let exe = profile.join("examples/minimal_client");
-    if !exe.exists() {
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo
-            .args(["build", "--example", "minimal_client"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example minimal_client");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "--example", "minimal_client"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile.ends_with("release") {
+        cargo.arg("--release");
     }
+    let status = cargo.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --example minimal_client");
     exe
 }
 
