@@ -331,7 +331,8 @@ typedef struct ZhWelcome {
   uint32_t redirects;
 } ZhWelcome;
 
-// `ZH_EVENT_SNAPSHOT`: the header of the snapshot datagram; its entities are read with
+// `ZH_EVENT_SNAPSHOT`: the header of the snapshot datagram. The entities the player sees
+// (rebuilt from this and earlier deltas: the newest complete tick) are read with
 // `zh_snapshot_entities` / `zh_snapshot_entity` until the next poll.
 typedef struct ZhSnapshot {
   // Simulation tick.
@@ -344,7 +345,7 @@ typedef struct ZhSnapshot {
   uint32_t part;
   // Number of parts of this tick.
   uint32_t parts;
-  // Number of entities in this part.
+  // Number of entities the player sees (the newest complete tick, after this part).
   uint32_t entity_count;
   // 1 when `last_input` is set.
   uint8_t has_last_input;
@@ -808,10 +809,11 @@ int32_t zh_request_trade_cancel(ZhClient client, uint32_t *out_id);
 // `out_event` must point to a writable `ZhEvent`.
 int32_t zh_poll(ZhClient client, struct ZhEvent *out_event);
 
-// Points `out_entities` at the entity array of the current snapshot (the last event
-// returned by `zh_poll`, if it was `ZH_EVENT_SNAPSHOT`) and writes its length to
-// `out_count`. No copy: the array is inside the received datagram, owned by the library,
-// read-only, valid until the next `zh_poll`, `zh_close` or `zh_client_free` on this client.
+// Points `out_entities` at the entities the player sees as of the current snapshot (the
+// last event returned by `zh_poll`, if it was `ZH_EVENT_SNAPSHOT`): the newest complete
+// tick rebuilt from the server's deltas, sorted by id, in the wire layout. Writes the
+// count to `out_count`. The array is owned by the library, read-only, valid until the
+// next `zh_poll`, `zh_close` or `zh_client_free` on this client.
 // Read an element with `zh_wire_entity_read`. `ZH_ERR_NOT_FOUND` when there is no current
 // snapshot.
 //
