@@ -190,7 +190,7 @@ pub struct Stats {
     /// QUIC ACK frames of player connections by direction (sampled).
     pub quic_ack_frames: [AtomicU64; 2],
     /// Packets of player connections that carried only ACK frames, estimated, by direction
-    /// (sampled; see `net::acks::ack_only_estimate`).
+    /// (sampled; see `zonehost_client::acks::ack_only_estimate`).
     pub quic_ack_only_packets: [AtomicU64; 2],
     /// Players handed from one sim worker to another (party convergence).
     pub sim_migrations: AtomicU64,

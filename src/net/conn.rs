@@ -63,7 +63,7 @@ struct QuicSeen {
     lost_packets: u64,
     congestion_events: u64,
     /// Packets sent and received: `[sent, received]`.
-    packets: [super::acks::PacketCounts; 2],
+    packets: [zonehost_client::PacketCounts; 2],
 }
 
 impl QuicSeen {
@@ -89,7 +89,7 @@ impl QuicSeen {
     /// Adds the packets and frames since the last sample to `stats` (also called once when
     /// the connection ends, so its last second is not lost).
     fn count_packets(&mut self, s: &quinn::ConnectionStats, stats: &Stats) {
-        use super::acks::PacketCounts;
+        use zonehost_client::PacketCounts;
         let ordering = std::sync::atomic::Ordering::Relaxed;
         let now = [PacketCounts::sent(s), PacketCounts::received(s)];
         for (i, (now, seen)) in now.iter().zip(self.packets.iter()).enumerate() {
