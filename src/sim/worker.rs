@@ -41,8 +41,8 @@ use zonehost_game::{
 };
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{
-    close_code, Event, Goaway, PartyEvent, Reject, RejectCode, Request, RequestError, Response,
-    ServerMsg, Welcome,
+    close_code, snapshot_divisor, Event, Goaway, PartyEvent, Reject, RejectCode, Request,
+    RequestError, Response, ServerMsg, Welcome,
 };
 use zonehost_protocol::snapshot::{EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
@@ -289,6 +289,14 @@ struct Instance {
     /// Items on this instance's ground that the store knows as `Ground { instance }`
     /// (dropped by a player). Loot the monsters drop is never stored until picked up.
     ground_stored: HashSet<u128>,
+}
+
+impl Instance {
+    /// Takes `session`'s member out of the member list (its entity stays in the world).
+    fn take_member(&mut self, session: SessionId) -> Option<Member> {
+        let pos = self.members.iter().position(|m| m.session == session)?;
+        Some(self.members.swap_remove(pos))
+    }
 }
 
 /// Where a loaded player starts.

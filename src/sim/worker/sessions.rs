@@ -320,10 +320,9 @@ impl Worker {
         let Some(src) = self.instances.get_mut(&from) else {
             return;
         };
-        let Some(pos) = src.members.iter().position(|m| m.session == session) else {
+        let Some(member) = src.take_member(session) else {
             return;
         };
-        let member = src.members.swap_remove(pos);
         let last_input = src.world.last_input(member.entity).unwrap_or(0);
         let Some(state) = src.world.take_player(member.entity) else {
             return;
@@ -511,10 +510,9 @@ impl Worker {
         let Some(inst) = self.instances.get_mut(&instance_id) else {
             return;
         };
-        let Some(pos) = inst.members.iter().position(|m| m.session == session) else {
+        let Some(member) = inst.take_member(session) else {
             return;
         };
-        let member = inst.members.swap_remove(pos);
         let pos_mm = inst.world.player_pos(member.entity).unwrap_or_default();
         let state = inst.world.take_player(member.entity);
         let player = member.join.player_id;
