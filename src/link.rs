@@ -3,7 +3,7 @@
 //! bookkeeping both sides share ([`ConnShared`]). A leaf: net, session, sim and cluster
 //! code all use these, and it uses none of them.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 
 use bytes::Bytes;
 
@@ -77,6 +77,8 @@ pub enum Outgoing {
 pub struct ConnShared {
     cause: AtomicU8,
     welcomed: AtomicBool,
+    /// The client gets every k-th snapshot (`Request::SnapshotRate`); 0 and 1 mean all.
+    snapshot_divisor: AtomicU16,
 }
 
 impl ConnShared {
@@ -89,6 +91,17 @@ impl ConnShared {
     /// Whether the `Welcome` was queued.
     pub fn is_welcomed(&self) -> bool {
         self.welcomed.load(Ordering::Acquire)
+    }
+
+    /// Sends this connection every `k`-th snapshot from now on (`Request::SnapshotRate`;
+    /// SPEC.md §6.2). Holds for the connection, across zone changes and workers.
+    pub fn set_snapshot_divisor(&self, k: u16) {
+        self.snapshot_divisor.store(k.max(1), Ordering::Relaxed);
+    }
+
+    /// The connection gets the snapshots of snapshot ticks divisible by this (≥ 1).
+    pub fn snapshot_divisor(&self) -> u16 {
+        self.snapshot_divisor.load(Ordering::Relaxed).max(1)
     }
 
     /// Records why the connection is closing; the first recorded cause wins.

@@ -21,7 +21,7 @@ use zonehost_client::{
     ReconnectingClient, TokenProvider, TransportOptions, Trust, Update,
 };
 use zonehost_protocol::datagram::InputCmd;
-use zonehost_protocol::message::Response;
+use zonehost_protocol::message::{Request, Response};
 use zonehost_protocol::ClientEvent;
 
 /// Bound of each phase.
@@ -270,6 +270,21 @@ async fn a_lost_path_resumes_the_same_session() {
     .expect("connects");
     let first = client.client().expect("connected").welcome().clone();
     drive(&mut client, PHASE, is_snapshot).await.expect("plays");
+    // A snapshot rate is granted per connection: the client asks again after the resume.
+    let rate = |u: &Update| {
+        matches!(
+            u,
+            Update::Incoming(Incoming::Event(ClientEvent::Response {
+                body: Ok(Response::SnapshotRate { hz: 10 }),
+                ..
+            }))
+        )
+    };
+    client
+        .request(Request::SnapshotRate { hz: 10 })
+        .await
+        .expect("asked");
+    drive(&mut client, PHASE, rate).await.expect("granted");
 
     relay.paused.store(true, Ordering::Relaxed);
     let paused_at = Instant::now();
@@ -307,6 +322,14 @@ async fn a_lost_path_resumes_the_same_session() {
         drive(&mut client, PHASE, inventory)
             .await
             .expect("inventory answered");
+    }
+    let after = updates
+        .iter()
+        .position(|u| matches!(u, Update::Resumed { .. }));
+    if !updates.iter().skip(after.unwrap_or(0)).any(rate) {
+        drive(&mut client, PHASE, rate)
+            .await
+            .expect("the snapshot rate asked again on the new connection");
     }
     let stats = client.stats();
     assert_eq!((stats.losses, stats.resumed, stats.rejoined), (1, 1, 0));

@@ -65,7 +65,11 @@ struct Player {
 
 impl Harness {
     fn new() -> Self {
-        let config = Config::default();
+        // One snapshot per tick: each stepped tick is observable on its own.
+        let config = Config {
+            snapshot_rate_hz: 60,
+            ..Config::default()
+        };
         let inbox = Arc::new(Inbox::new(1024));
         let stats = Arc::new(Stats::new(1));
         let registry = Arc::new(Registry::new(SecondLogin::Refuse));

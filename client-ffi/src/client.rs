@@ -600,6 +600,10 @@ impl Client {
                             .collect();
                         response.item_count = count(self.current.items.len());
                     }
+                    Ok(Response::SnapshotRate { hz }) => {
+                        response.kind = ZH_RESPONSE_SNAPSHOT_RATE;
+                        response.snapshot_rate_hz = hz.into();
+                    }
                     Ok(Response::Zone(z)) => {
                         response.kind = ZH_RESPONSE_ZONE;
                         response.zone = z.zone.into();

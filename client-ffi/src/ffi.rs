@@ -490,6 +490,22 @@ pub unsafe extern "C" fn zh_request_get_zone(client: ZhClient, out_id: *mut u32)
     request(client, Request::GetZone, out_id)
 }
 
+/// Asks for at most `hz` snapshots per second on this connection (0: the server's rate);
+/// answered by `ZH_RESPONSE_SNAPSHOT_RATE` with the rate granted, a whole fraction of the
+/// server's (SPEC.md §6.2). It holds for this connection: a client created to resume a
+/// session asks again.
+///
+/// # Safety
+/// See `zh_request_ping`.
+#[no_mangle]
+pub unsafe extern "C" fn zh_request_snapshot_rate(
+    client: ZhClient,
+    hz: u16,
+    out_id: *mut u32,
+) -> i32 {
+    request(client, Request::SnapshotRate { hz }, out_id)
+}
+
 /// Invites `player` (NUL-terminated name) into your party.
 ///
 /// # Safety

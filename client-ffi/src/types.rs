@@ -89,6 +89,9 @@ pub const ZH_RESPONSE_INVENTORY: u32 = 3;
 /// `spawn_x_mm`, `spawn_y_mm`, `town`, and `wall_count` walls then `portal_count` portals
 /// read with `zh_event_rect`.
 pub const ZH_RESPONSE_ZONE: u32 = 4;
+/// Answer to `zh_request_snapshot_rate`: `snapshot_rate_hz`, the snapshots per second this
+/// connection now receives.
+pub const ZH_RESPONSE_SNAPSHOT_RATE: u32 = 5;
 
 // ---- game event kinds (ZhGameEvent.kind) ----------------------------------------------------
 
@@ -374,6 +377,8 @@ pub struct ZhResponse {
     pub wall_count: u32,
     /// `ZH_RESPONSE_ZONE`: portals (`zh_event_rect` wall_count..wall_count+portal_count).
     pub portal_count: u32,
+    /// `ZH_RESPONSE_SNAPSHOT_RATE`: snapshots per second granted.
+    pub snapshot_rate_hz: u32,
 }
 
 /// A rectangle of a zone, millimetres, half-open (`x0 <= x < x1`, `y0 <= y < y1`): a wall,

@@ -311,6 +311,18 @@ impl Client {
         Ok(seq)
     }
 
+    /// Sends several new input commands (oldest first, 1..=8; e.g. the 3 commands sampled
+    /// at 60 Hz since the previous datagram when sending 20 datagrams per second) in one
+    /// datagram, repeating earlier ones for redundancy (SPEC.md §4.2). Returns the newest
+    /// command's sequence number; its [`ClientEvent::InputAcked`] latency is measured
+    /// from `due`, the datagram's slot.
+    pub fn send_inputs_at(&mut self, cmds: &[InputCmd], due: Instant) -> Result<u32, ClientError> {
+        let datagram = self.session.send_inputs(cmds, due)?;
+        self.conn.send_datagram(datagram)?;
+        self.stats.inputs_sent += 1;
+        Ok(self.session.next_input_seq().wrapping_sub(1))
+    }
+
     /// Sends a request on the control stream; returns its id, which the matching
     /// [`ClientEvent::Response`] carries.
     pub async fn request(&mut self, request: Request) -> Result<u32, ClientError> {

@@ -425,6 +425,9 @@ pub struct ReconnectingClient {
     queued: VecDeque<Update>,
     stats: ReconnectStats,
     closed: bool,
+    /// The snapshot rate last asked for (`Request::SnapshotRate`), asked again on every
+    /// new connection (the server grants it per connection).
+    snapshot_rate: Option<u16>,
 }
 
 impl std::fmt::Debug for ReconnectingClient {
@@ -476,6 +479,7 @@ impl ReconnectingClient {
             queued: VecDeque::new(),
             stats: ReconnectStats::default(),
             closed: false,
+            snapshot_rate: None,
         })
     }
 
@@ -531,8 +535,13 @@ impl ReconnectingClient {
 
     /// Sends a request on the current connection; `Ok(None)` while reconnecting or after
     /// a `Goaway` (not sent: the application decides whether to send it again after the
-    /// recovery).
+    /// recovery). The exception is `Request::SnapshotRate`: the client remembers the rate
+    /// and asks for it again on every new connection (its answer arrives as an
+    /// [`Update::Incoming`] response after the `Resumed` or `Rejoined`).
     pub async fn request(&mut self, request: Request) -> Result<Option<u32>, ReconnectError> {
+        if let Request::SnapshotRate { hz } = request {
+            self.snapshot_rate = (hz != 0).then_some(hz);
+        }
         let Some(client) = self.client.as_mut().filter(|_| self.goaway_after.is_none()) else {
             return self.idle_result();
         };
@@ -616,6 +625,11 @@ impl ReconnectingClient {
                     if self.policy.resync {
                         if let Err(e) = client.request(Request::GetInventory).await {
                             tracing::debug!(%e, "resync request failed");
+                        }
+                    }
+                    if let Some(hz) = self.snapshot_rate {
+                        if let Err(e) = client.request(Request::SnapshotRate { hz }).await {
+                            tracing::debug!(%e, "snapshot rate request failed");
                         }
                     }
                     self.client = Some(client);

@@ -15,7 +15,8 @@ use zonehost_client::{
     recover, Client, ClientError, Incoming, Loss, PacketCounts, ReconnectError, ReconnectPolicy,
     Target,
 };
-use zonehost_protocol::message::{Combat, Event, InventoryEvent};
+use zonehost_protocol::datagram::{InputCmd, MAX_INPUTS_PER_DATAGRAM};
+use zonehost_protocol::message::{snapshot_divisor, Combat, Event, InventoryEvent, Request};
 use zonehost_protocol::snapshot::Applied;
 use zonehost_protocol::ClientEvent;
 
@@ -36,6 +37,17 @@ const WRITE_BOUND: Duration = Duration::from_secs(5);
 /// How often a bot reads its connection's byte counters.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
+/// Simulation ticks per second of a zonehost server (SPEC.md §6.3, `Welcome.tick_rate_hz`).
+const SPEC_TICK_HZ: u32 = 60;
+
+/// New commands per input datagram: a bot samples its input every simulation tick
+/// (`tick_hz`) and sends `input_hz` datagrams per second, each with the commands sampled
+/// since the previous one (SPEC.md §4.2): 3 at 20 Hz, 2 at 30 Hz.
+pub(crate) fn commands_per_datagram(tick_hz: u32, input_hz: u32) -> usize {
+    let n = (f64::from(tick_hz) / f64::from(input_hz.max(1))).round() as usize;
+    n.clamp(1, MAX_INPUTS_PER_DATAGRAM)
+}
+
 /// Settings shared by every bot.
 #[derive(Debug)]
 pub(crate) struct BotSettings {
@@ -43,6 +55,8 @@ pub(crate) struct BotSettings {
     pub(crate) input_hz: u32,
     /// Inputs go this long after a snapshot arrives (see `Config::input_phase`).
     pub(crate) input_phase: Option<Duration>,
+    /// Ask for at most this many snapshots per second (`Config::snapshot_rate_hz`).
+    pub(crate) snapshot_rate_hz: Option<u16>,
     pub(crate) connect_timeout: Duration,
     /// Get a lost session back within this deadline (`None`: a loss fails the bot).
     pub(crate) recover_deadline: Option<Duration>,
@@ -168,7 +182,9 @@ pub(crate) async fn run_bot(
             behaviour: plan.behaviour,
             seed: settings.seed,
             index: plan.index,
-            input_hz: settings.input_hz,
+            // Commands per second: one per simulation tick, whatever the send rate.
+            input_hz: settings.input_hz
+                * commands_per_datagram(SPEC_TICK_HZ, settings.input_hz) as u32,
             think: settings.think,
             view_hz: settings.view_hz,
             party_leader_of: plan.party_leader_of.clone(),
@@ -284,7 +300,17 @@ pub(crate) async fn run_bot(
             .ops_log
             .is_some()
             .then(|| ItemLedger::new(client.welcome().player_id));
-        let rate = f64::from(client.welcome().snapshot_rate_hz);
+        let server_hz = client.welcome().snapshot_rate_hz;
+        let rate = match settings.snapshot_rate_hz {
+            // Granted per connection (SPEC.md §6.2): ask on every one. A failed send
+            // shows up as the connection's loss in `drive`.
+            Some(hz) => {
+                let ask = client.request(Request::SnapshotRate { hz });
+                let _ = tokio::time::timeout(WRITE_BOUND, ask).await;
+                f64::from(server_hz / snapshot_divisor(server_hz, hz))
+            }
+            None => f64::from(server_hz),
+        };
         let churn_at = (plan.behaviour == Behaviour::Churner)
             .then(|| welcomed + uniform(&mut rng, settings.churn_session));
         let stop = drive(
@@ -514,6 +540,8 @@ async fn drive(
         }
     };
     let period = Duration::from_secs_f64(1.0 / f64::from(settings.input_hz));
+    let batch = commands_per_datagram(client.welcome().tick_rate_hz.into(), settings.input_hz);
+    let mut cmds = [InputCmd::default(); MAX_INPUTS_PER_DATAGRAM];
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let sends_inputs = brain.behaviour().sends_inputs();
@@ -558,9 +586,11 @@ async fn drive(
                 }
                 if sends_inputs {
                     samples.add(live, Metric::SendLag, now - scheduled);
-                    let seq = client.session().next_input_seq();
-                    let cmd = brain.next_input(seq, scheduled);
-                    match client.send_input_at(cmd, scheduled.into_std()) {
+                    let first = client.session().next_input_seq();
+                    for (i, cmd) in cmds[..batch].iter_mut().enumerate() {
+                        *cmd = brain.next_input(first.wrapping_add(i as u32), scheduled);
+                    }
+                    match client.send_inputs_at(&cmds[..batch], scheduled.into_std()) {
                         Ok(seq) => {
                             Live::add(&live.inputs, 1);
                             if skipped > 0 {

@@ -42,6 +42,10 @@ pub struct Config {
     /// lets the ACKs of both directions ride on datagrams (docs/operations.md, ACK
     /// frequency). `None` (default): free-running.
     pub input_phase: Option<Duration>,
+    /// Each bot asks for at most this many snapshots per second on each connection
+    /// (`Request::SnapshotRate`, right after the `Welcome`); `None` (default): the
+    /// server's rate.
+    pub snapshot_rate_hz: Option<u16>,
     /// Number of client UDP sockets (quinn endpoints) bots are spread over.
     pub sockets: usize,
     /// Requested `SO_RCVBUF`/`SO_SNDBUF` of each socket, bytes.
@@ -120,6 +124,7 @@ impl Config {
             ramp_up: Duration::from_secs(5),
             input_hz: 60,
             input_phase: None,
+            snapshot_rate_hz: None,
             sockets: 4,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             seed: 1,

@@ -296,6 +296,9 @@ svg{{display:block;margin:10px 0;background:#fff;border:1px solid #eee}}
         ),
     );
     kv("input rate", format!("{} Hz", r.run.input_hz));
+    if let Some(hz) = r.run.asked_snapshot_rate_hz {
+        kv("snapshot rate asked", format!("at most {hz} Hz"));
+    }
     kv("seed", r.run.seed.to_string());
     kv(
         "bots",

@@ -113,6 +113,10 @@ struct RunArgs {
     /// Inputs per second per bot [default: 60].
     #[arg(long)]
     input_hz: Option<u32>,
+    /// Each bot asks the server for at most this many snapshots per second on each
+    /// connection (it grants a whole fraction of its rate) [default: the server's rate].
+    #[arg(long, value_name = "HZ")]
+    ask_snapshot_rate: Option<u16>,
     /// Behaviour weights, e.g. mover=40,fighter=30,looter=10,hopper=5,party=8,churner=5,idler=2
     /// [default: mover=1].
     #[arg(long, value_parser = Mix::parse)]
@@ -335,6 +339,9 @@ impl RunArgs {
         c.min_snapshot_ratio = self.min_snapshot_ratio;
         c.progress = self.progress || std::io::stderr().is_terminal();
         c.input_phase = self.input_phase_ms.map(Duration::from_millis);
+        if self.ask_snapshot_rate.is_some() {
+            c.snapshot_rate_hz = self.ask_snapshot_rate;
+        }
         c.transport = TransportOptions {
             datagram_receive_buffer: self.datagram_buffer,
             ack: AckOptions {

@@ -305,6 +305,10 @@ pub struct RunInfo {
     /// Reports merged into this one (empty for a single run).
     #[serde(default)]
     pub merged_from: Vec<String>,
+    /// Snapshots per second each bot asked for (`Request::SnapshotRate`); `None`: the
+    /// server's rate.
+    #[serde(default)]
+    pub asked_snapshot_rate_hz: Option<u16>,
 }
 
 /// Everything a run measured, and whether it passed.
@@ -456,6 +460,9 @@ impl fmt::Display for Report {
             "zonehost loadgen: {} players against {}, {:.0}s (ramp-up {:.0}s), inputs at {} Hz, {} sockets, seed {}; ran {:.1}s",
             r.players, r.server, r.duration_s, r.ramp_up_s, r.input_hz, r.sockets, r.seed, r.elapsed_s
         );
+        if let Some(hz) = r.asked_snapshot_rate_hz {
+            let _ = writeln!(s, "bots asked for at most {hz} snapshots per second");
+        }
         if let Some(name) = &r.scenario {
             let _ = writeln!(s, "scenario: {name}");
         }
@@ -1006,6 +1013,7 @@ pub(crate) mod tests {
                 impairment: String::new(),
                 slo: Vec::new(),
                 merged_from: Vec::new(),
+                asked_snapshot_rate_hz: None,
             },
             action_latency: p.clone(),
             connect_time: Percentiles::of(&crate::hist::histogram()),

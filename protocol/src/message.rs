@@ -236,6 +236,14 @@ pub enum Request {
     /// Ask for the current zone's layout (bounds, walls, portals); answered with
     /// [`Response::Zone`]. Appended in v1 (SPEC.md §1.2).
     GetZone,
+    /// Ask for fewer snapshots on this connection: at most `hz` per second (0: the
+    /// server's rate). The server grants a whole fraction of its rate
+    /// ([`snapshot_divisor`]) and answers [`Response::SnapshotRate`]. Holds until the
+    /// connection ends (a resumed session starts at the server's rate again). Added in v2.
+    SnapshotRate {
+        /// Snapshots per second wanted at most; 0 for the server's rate.
+        hz: u16,
+    },
 }
 
 impl Request {
@@ -263,6 +271,7 @@ impl Request {
             Request::TradeAccept => "trade_accept",
             Request::TradeCancel => "trade_cancel",
             Request::GetZone => "get_zone",
+            Request::SnapshotRate { .. } => "snapshot_rate",
         }
     }
 
@@ -289,7 +298,31 @@ impl Request {
         "trade_accept",
         "trade_cancel",
         "get_zone",
+        "snapshot_rate",
     ];
+}
+
+/// Most a client may divide the server's snapshot rate by ([`Request::SnapshotRate`]):
+/// the server keeps 32 snapshot ticks of history (`snapshot::BASELINE_HISTORY`), so a
+/// client sent every 16th snapshot still has room for 16 intervals of round trip before
+/// its baseline is forgotten and it gets full states.
+pub const MAX_SNAPSHOT_DIVISOR: u16 = 16;
+
+/// The divisor `k` a server sending `server_hz` snapshots per second grants a client
+/// asking for at most `asked_hz` ([`Request::SnapshotRate`]; SPEC.md §6.2): the client
+/// gets every `k`-th snapshot, `server_hz / k` per second. `k` is the smallest divisor
+/// of `server_hz` with `server_hz / k <= asked_hz`, at most [`MAX_SNAPSHOT_DIVISOR`]
+/// (the largest divisor within that bound when no rate is low enough); 1 when `asked_hz`
+/// is 0 or not below `server_hz`.
+pub fn snapshot_divisor(server_hz: u16, asked_hz: u16) -> u16 {
+    if asked_hz == 0 || asked_hz >= server_hz {
+        return 1;
+    }
+    let divisors = || (1..=MAX_SNAPSHOT_DIVISOR.min(server_hz)).filter(|k| server_hz % k == 0);
+    divisors()
+        .find(|k| server_hz / k <= asked_hz)
+        .or_else(|| divisors().next_back())
+        .unwrap_or(1)
 }
 
 /// Equipment slot codes.
@@ -356,6 +389,12 @@ pub enum Response {
     Inventory(InventoryView),
     /// Answer to [`Request::GetZone`]. Appended in v1 (SPEC.md §1.2).
     Zone(ZoneView),
+    /// Answer to [`Request::SnapshotRate`]: snapshots per second this connection now
+    /// receives. Added in v2.
+    SnapshotRate {
+        /// Snapshots per second granted.
+        hz: u16,
+    },
 }
 
 /// A rectangle of a zone, millimetres, half-open: `x0 <= x < x1`, `y0 <= y < y1`.

@@ -80,6 +80,9 @@ pub enum SessionError {
     /// A snapshot part contradicts its baseline (its acks were still taken).
     #[error("snapshot: {0}")]
     View(#[from] ViewError),
+    /// An input datagram carries 1..=8 new commands (`MAX_INPUTS_PER_DATAGRAM`).
+    #[error("{0} new input commands in one datagram (1..=8)")]
+    InputCount(usize),
 }
 
 /// What a snapshot datagram told the session.
@@ -210,21 +213,35 @@ impl ClientSession {
     /// Produces the next input datagram: `cmd` with a new sequence, followed by the most
     /// recent earlier commands (newest first) so that a lost datagram costs nothing.
     pub fn send_input(&mut self, cmd: InputCmd, now: Instant) -> Result<Bytes, SessionError> {
+        self.send_inputs(&[cmd], now)
+    }
+
+    /// Produces one input datagram for several new commands, oldest first (a client that
+    /// samples its input every simulation tick and sends fewer datagrams: 3 per datagram
+    /// at 20 datagrams per second, SPEC.md §4.2), followed by earlier ones up to 8 in
+    /// all. Each command gets its own sequence; the acknowledgement latency
+    /// ([`ClientEvent::InputAcked`]) is reported once per datagram, for its newest.
+    pub fn send_inputs(&mut self, cmds: &[InputCmd], now: Instant) -> Result<Bytes, SessionError> {
         if self.state != SessionState::Active {
             return Err(SessionError::State(self.state));
         }
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        if self.recent_inputs.len() == MAX_INPUTS_PER_DATAGRAM {
-            self.recent_inputs.pop_back();
+        if cmds.is_empty() || cmds.len() > MAX_INPUTS_PER_DATAGRAM {
+            return Err(SessionError::InputCount(cmds.len()));
         }
-        self.recent_inputs.push_front(cmd);
+        for &cmd in cmds {
+            if self.recent_inputs.len() == MAX_INPUTS_PER_DATAGRAM {
+                self.recent_inputs.pop_back();
+            }
+            self.recent_inputs.push_front(cmd);
+            self.next_seq = self.next_seq.wrapping_add(1);
+        }
+        let seq = self.next_seq.wrapping_sub(1);
         if self.sent_at.len() == SENT_HISTORY {
             self.sent_at.pop_front();
         }
         self.sent_at.push_back((seq, now));
-        let cmds: Vec<InputCmd> = self.recent_inputs.iter().copied().collect();
-        Ok(encode_input(seq, self.view.tick(), &cmds))
+        let recent: Vec<InputCmd> = self.recent_inputs.iter().copied().collect();
+        Ok(encode_input(seq, self.view.tick(), &recent))
     }
 
     /// Feeds bytes received on the control stream.
@@ -470,6 +487,68 @@ mod tests {
         s.handle_datagram(&out[0], t0 + Duration::from_millis(30))
             .expect("snapshot");
         assert_eq!(s.poll_event(), None);
+    }
+
+    #[test]
+    fn batched_inputs_number_each_command_and_time_each_datagram() {
+        let t0 = Instant::now();
+        let mut s = ClientSession::new("tok", "test");
+        s.hello().expect("hello");
+        s.handle_stream_data(&server_frame(&ServerMsg::Welcome(welcome())), t0)
+            .expect("welcome");
+        let _ = s.poll_event();
+        assert!(matches!(
+            s.send_inputs(&[], t0),
+            Err(SessionError::InputCount(0))
+        ));
+        assert!(matches!(
+            s.send_inputs(&[InputCmd::default(); 9], t0),
+            Err(SessionError::InputCount(9))
+        ));
+        // 20 datagrams per second of 3 commands each (sampled at 60 Hz).
+        let mut last = Bytes::new();
+        for d in 0..4i16 {
+            let cmds = [0, 1, 2].map(|i| InputCmd::new(10 * d + i, 0, 0));
+            let at = t0 + Duration::from_millis(50 * d as u64);
+            last = s.send_inputs(&cmds, at).expect("inputs");
+        }
+        assert_eq!(s.next_input_seq(), 13);
+        let d = InputDatagram::decode(&last).expect("decode");
+        assert_eq!(d.header.seq.get(), 12);
+        assert_eq!(d.cmds.len(), MAX_INPUTS_PER_DATAGRAM);
+        // Newest first: 32, 31, 30, then the previous datagrams' 22, 21, 20, 12, 11.
+        let xs: Vec<i16> = d.cmds.iter().map(|c| c.move_x.get()).collect();
+        assert_eq!(xs, vec![32, 31, 30, 22, 21, 20, 12, 11]);
+        // An ack of the second datagram's newest command reports that datagram (and the
+        // first) once each, timed from when each left.
+        let mut out = Vec::new();
+        let meta = SnapshotMeta {
+            tick: 1,
+            baseline: 0,
+            instance: 1,
+            zone: 1,
+        };
+        let acks = [PlayerAck {
+            entity: 5,
+            last_input: 6,
+        }];
+        encode_snapshot(meta, &acks, &Changes::default(), &mut out).expect("snap");
+        s.handle_datagram(&out[0], t0 + Duration::from_millis(80))
+            .expect("snapshot");
+        let acked: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            acked,
+            vec![
+                ClientEvent::InputAcked {
+                    seq: 3,
+                    latency: Duration::from_millis(80)
+                },
+                ClientEvent::InputAcked {
+                    seq: 6,
+                    latency: Duration::from_millis(30)
+                },
+            ]
+        );
     }
 
     #[test]

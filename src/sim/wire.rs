@@ -76,6 +76,7 @@ pub(crate) fn game_request(r: &wire::Request) -> Option<Result<game::Request, wi
         W::Ping { .. }
         | W::GetInventory
         | W::GetZone
+        | W::SnapshotRate { .. }
         | W::PartyInvite { .. }
         | W::PartyAccept
         | W::PartyDecline

@@ -127,6 +127,13 @@ fn spec_frame_vectors_match_the_encoder() {
             },
             "03 00 00 00 01 04 14",
         ),
+        (
+            ClientMsg::Request {
+                id: 5,
+                body: Request::SnapshotRate { hz: 20 },
+            },
+            "04 00 00 00 01 05 15 14",
+        ),
     ];
     for (msg, want) in client {
         let got = hex(&encode_frame(&msg).expect("encode"));
@@ -140,6 +147,13 @@ fn spec_frame_vectors_match_the_encoder() {
                 body: Err(RequestError::TradeBusy),
             },
             "04 00 00 00 02 01 01 1b",
+        ),
+        (
+            ServerMsg::Response {
+                id: 5,
+                body: Ok(Response::SnapshotRate { hz: 20 }),
+            },
+            "05 00 00 00 02 05 00 04 14",
         ),
         (
             ServerMsg::Event(Event::Trade(TradeEvent::Ended {
@@ -440,11 +454,65 @@ fn new_variants_are_appended() {
         postcard::to_allocvec(&RequestError::OfferFull).expect("postcard"),
         vec![32]
     );
-    assert_eq!(Request::KINDS.len(), 21);
+    assert_eq!(Request::KINDS.len(), 22);
+    assert_eq!(
+        postcard::to_allocvec(&Request::SnapshotRate { hz: 1 }).expect("postcard"),
+        vec![21, 1]
+    );
+    assert_eq!(Request::KINDS[21], Request::SnapshotRate { hz: 0 }.kind());
     assert_eq!(
         postcard::to_allocvec(&Request::GetZone).expect("postcard"),
         vec![20]
     );
     assert_eq!(Request::KINDS[20], Request::GetZone.kind());
     assert_eq!(Request::KINDS[14], Request::TradeOpen { with: 0 }.kind());
+}
+
+#[test]
+fn snapshot_divisor_grants_whole_fractions_of_the_server_rate() {
+    // (server rate, asked, granted rate)
+    let cases = [
+        (60, 0, 60),
+        (60, 60, 60),
+        (60, 90, 60),
+        (60, 30, 30),
+        (60, 25, 20),
+        (60, 20, 20),
+        (60, 7, 6),
+        (60, 1, 4), // 60/15: the largest divisor within MAX_SNAPSHOT_DIVISOR
+        (20, 15, 10),
+        (20, 5, 5),
+        (20, 1, 2),
+        (30, 10, 10),
+        (1, 0, 1),
+    ];
+    for (server, asked, granted) in cases {
+        let k = snapshot_divisor(server, asked);
+        assert!(
+            (1..=MAX_SNAPSHOT_DIVISOR).contains(&k),
+            "{server} {asked}: {k}"
+        );
+        assert_eq!(server % k, 0, "{server} {asked}: {k} divides");
+        assert_eq!(server / k, granted, "{server} Hz asked {asked}");
+    }
+}
+
+proptest::proptest! {
+    /// The granted rate is a whole fraction of the server's, never above what was asked
+    /// when any allowed fraction is that low, and never more than asked for needlessly.
+    #[test]
+    fn snapshot_divisor_is_the_best_allowed_fraction(server in 1u16..=240, asked in 0u16..=300) {
+        let k = snapshot_divisor(server, asked);
+        proptest::prop_assert!((1..=MAX_SNAPSHOT_DIVISOR).contains(&k) && server % k == 0);
+        let allowed = |d: &u16| server % d == 0 && *d <= MAX_SNAPSHOT_DIVISOR;
+        if asked == 0 || asked >= server {
+            proptest::prop_assert_eq!(k, 1);
+        } else if (1..=server).filter(allowed).any(|d| server / d <= asked) {
+            proptest::prop_assert!(server / k <= asked);
+            // No smaller allowed divisor also satisfies it (the highest such rate).
+            proptest::prop_assert!(!(1..k).filter(allowed).any(|d| server / d <= asked));
+        } else {
+            proptest::prop_assert_eq!(Some(k), (1..=server).rfind(allowed));
+        }
+    }
 }

@@ -145,6 +145,12 @@ impl Worker {
                 .and_then(|i| self.instances.get(i))
                 .map(|inst| Response::Zone(wire::zone(inst.world.template())))
                 .ok_or(RequestError::Internal),
+            Request::SnapshotRate { hz } => {
+                let server_hz = self.settings.snapshot_rate_hz;
+                let k = snapshot_divisor(server_hz, hz);
+                m.join.shared.set_snapshot_divisor(k);
+                Ok(Response::SnapshotRate { hz: server_hz / k })
+            }
             party_request => match &self.directory {
                 Some(d) => {
                     // The directory answers once the store has decided.
@@ -364,12 +370,20 @@ impl Worker {
     /// ticks keep increasing across zone changes (clients order snapshots by tick). Each
     /// client gets its own delta against the tick it reported (SPEC.md §4.3); clients
     /// that share a baseline and an interest share the encoded bytes.
+    ///
+    /// A client that asked for fewer snapshots (`Request::SnapshotRate`) gets those of
+    /// every k-th snapshot tick; an instance none of whose clients is due this tick
+    /// records and encodes nothing.
     pub(super) fn send_snapshots(&mut self) {
         let tick = self.ticks as u32;
         self.snapshot_times.sent(tick, Instant::now());
         let radius = self.settings.interest_radius_mm;
+        let ordinal = self.ticks / u64::from(self.settings.ticks_per_snapshot.max(1));
+        let due = |m: &Member| {
+            m.detached_at.is_none() && ordinal % u64::from(m.join.shared.snapshot_divisor()) == 0
+        };
         for inst in self.instances.values_mut() {
-            if inst.members.iter().all(|m| m.detached_at.is_some()) {
+            if !inst.members.iter().any(&due) {
                 continue;
             }
             inst.snaps.begin(
@@ -399,7 +413,14 @@ impl Worker {
                 if m.detached_at.is_some() {
                     continue;
                 }
-                oldest_baseline = oldest_baseline.min(m.reported_tick);
+                // A client that reported nothing yet (0) gets full states: it keeps no
+                // history alive (an idle client that never sends an input never does).
+                if m.reported_tick != 0 {
+                    oldest_baseline = oldest_baseline.min(m.reported_tick);
+                }
+                if !due(m) {
+                    continue;
+                }
                 let encoded = inst.snaps.for_client(
                     &mut self.snapshot_scratch,
                     &mut m.baselines,
