@@ -150,6 +150,10 @@
 // read with `zh_event_rect`.
 #define ZH_RESPONSE_ZONE 4
 
+// Answer to `zh_request_snapshot_rate`: `snapshot_rate_hz`, the snapshots per second this
+// connection now receives.
+#define ZH_RESPONSE_SNAPSHOT_RATE 5
+
 // Server notice: `text`.
 #define ZH_GAME_NOTICE 1
 
@@ -420,6 +424,8 @@ typedef struct ZhResponse {
   uint32_t wall_count;
   // `ZH_RESPONSE_ZONE`: portals (`zh_event_rect` wall_count..wall_count+portal_count).
   uint32_t portal_count;
+  // `ZH_RESPONSE_SNAPSHOT_RATE`: snapshots per second granted.
+  uint32_t snapshot_rate_hz;
 } ZhResponse;
 
 // One item (affixes are not exposed).
@@ -734,6 +740,15 @@ int32_t zh_request_get_inventory(ZhClient client, uint32_t *out_id);
 // # Safety
 // See `zh_request_ping`.
 int32_t zh_request_get_zone(ZhClient client, uint32_t *out_id);
+
+// Asks for at most `hz` snapshots per second on this connection (0: the server's rate);
+// answered by `ZH_RESPONSE_SNAPSHOT_RATE` with the rate granted, a whole fraction of the
+// server's (SPEC.md §6.2). It holds for this connection: a client created to resume a
+// session asks again.
+//
+// # Safety
+// See `zh_request_ping`.
+int32_t zh_request_snapshot_rate(ZhClient client, uint16_t hz, uint32_t *out_id);
 
 // Invites `player` (NUL-terminated name) into your party.
 //
