@@ -81,7 +81,8 @@ pub struct SnapshotMeta {
 /// Changes are taken in the order given (most important first) and packed greedily: a
 /// part holds changes until the next one would push it over [`MAX_DATAGRAM_LEN`]. Every
 /// part carries all `acks`. `out` is cleared and receives one `Bytes` per part; a
-/// snapshot without changes is one part with the acks alone.
+/// snapshot without changes is one part with the acks alone. A server encoding many
+/// snapshots per tick keeps a [`SnapshotEncoder`] instead (same bytes, buffers reused).
 pub fn encode_snapshot(
     meta: SnapshotMeta,
     acks: &[PlayerAck],
@@ -89,71 +90,99 @@ pub fn encode_snapshot(
     out: &mut Vec<Bytes>,
 ) -> Result<(), EncodeError> {
     out.clear();
-    if SNAPSHOT_HEADER_LEN + BODY_FIXED_LEN + acks.len() * ACK_LEN > MAX_DATAGRAM_LEN {
-        return Err(EncodeError::TooManyAcks);
-    }
-    let room = change_room(acks.len());
-    let mut body = SnapshotBody {
-        zone: meta.zone,
-        acks: acks.to_vec(),
-        ..SnapshotBody::default()
-    };
-    // First pass: where each part ends, so the header can say how many there are.
-    let mut ends = Vec::new();
-    let mut used = 0;
-    for (i, c) in changes.iter().enumerate() {
-        let len = c.archived_len();
-        if len > room {
+    SnapshotEncoder::default().encode(meta, acks, changes, out)
+}
+
+/// [`encode_snapshot`] with its working buffers kept from one call to the next: the body
+/// lists, the part boundaries and the rkyv output. Only each datagram's own `Bytes` is
+/// allocated per call.
+#[derive(Debug, Default)]
+pub struct SnapshotEncoder {
+    body: SnapshotBody,
+    ends: Vec<usize>,
+    archive: rkyv::util::AlignedVec,
+}
+
+impl SnapshotEncoder {
+    /// Encodes like [`encode_snapshot`], but *appends* the parts to `out` (callers that
+    /// keep every client's datagrams in one list record where each snapshot's parts are).
+    /// On an error, parts of this snapshot already appended stay in `out`.
+    pub fn encode(
+        &mut self,
+        meta: SnapshotMeta,
+        acks: &[PlayerAck],
+        changes: &Changes,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), EncodeError> {
+        if SNAPSHOT_HEADER_LEN + BODY_FIXED_LEN + acks.len() * ACK_LEN > MAX_DATAGRAM_LEN {
             return Err(EncodeError::TooManyAcks);
         }
-        if used + len > room {
-            ends.push(i);
-            used = 0;
-        }
-        used += len;
-    }
-    ends.push(changes.len());
-    if ends.len() > usize::from(MAX_SNAPSHOT_PARTS) {
-        return Err(EncodeError::TooManyParts);
-    }
-    let parts = ends.len();
-    let mut start = 0;
-    for (part, &end) in ends.iter().enumerate() {
-        body.spawns.clear();
-        body.moves.clear();
-        body.hps.clear();
-        body.despawns.clear();
-        for c in &changes.as_slice()[start..end] {
-            match *c {
-                Change::Spawn(e) => body.spawns.push(e),
-                Change::Move(m) => body.moves.push(m),
-                Change::Hp(h) => body.hps.push(h),
-                Change::Despawn(id) => body.despawns.push(id),
+        let room = change_room(acks.len());
+        let body = &mut self.body;
+        body.zone = meta.zone;
+        body.acks.clear();
+        body.acks.extend_from_slice(acks);
+        // First pass: where each part ends, so the header can say how many there are.
+        self.ends.clear();
+        let mut used = 0;
+        for (i, c) in changes.iter().enumerate() {
+            let len = c.archived_len();
+            if len > room {
+                return Err(EncodeError::TooManyAcks);
             }
+            if used + len > room {
+                self.ends.push(i);
+                used = 0;
+            }
+            used += len;
         }
-        start = end;
-        let archived =
-            rkyv::to_bytes::<rancor::Error>(&body).map_err(|e| EncodeError::Rkyv(e.to_string()))?;
-        let header = SnapshotHeader {
-            version: PROTOCOL_VERSION,
-            kind: KIND_SNAPSHOT,
-            part: part as u8,
-            parts: parts as u8,
-            tick: U32::new(meta.tick),
-            baseline: U32::new(meta.baseline),
-            instance: U32::new(meta.instance),
-            body_len: U16::new(archived.len() as u16),
-            flags: U16::new(0),
-        };
-        let mut buf = BytesMut::with_capacity(SNAPSHOT_HEADER_LEN + archived.len());
-        buf.put_slice(header.as_bytes());
-        buf.put_slice(&archived);
-        if buf.len() > MAX_DATAGRAM_LEN {
-            return Err(EncodeError::TooLarge(buf.len()));
+        self.ends.push(changes.len());
+        if self.ends.len() > usize::from(MAX_SNAPSHOT_PARTS) {
+            return Err(EncodeError::TooManyParts);
         }
-        out.push(buf.freeze());
+        let parts = self.ends.len();
+        let mut start = 0;
+        for (part, &end) in self.ends.iter().enumerate() {
+            body.spawns.clear();
+            body.moves.clear();
+            body.hps.clear();
+            body.despawns.clear();
+            for c in &changes.as_slice()[start..end] {
+                match *c {
+                    Change::Spawn(e) => body.spawns.push(e),
+                    Change::Move(m) => body.moves.push(m),
+                    Change::Hp(h) => body.hps.push(h),
+                    Change::Despawn(id) => body.despawns.push(id),
+                }
+            }
+            start = end;
+            let mut writer = std::mem::take(&mut self.archive);
+            writer.clear();
+            self.archive = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&*body, writer)
+                .map_err(|e| EncodeError::Rkyv(e.to_string()))?;
+            let archived = &self.archive[..];
+            let header = SnapshotHeader {
+                version: PROTOCOL_VERSION,
+                kind: KIND_SNAPSHOT,
+                part: part as u8,
+                parts: parts as u8,
+                tick: U32::new(meta.tick),
+                baseline: U32::new(meta.baseline),
+                instance: U32::new(meta.instance),
+                body_len: U16::new(archived.len() as u16),
+                flags: U16::new(0),
+            };
+            let len = SNAPSHOT_HEADER_LEN + archived.len();
+            if len > MAX_DATAGRAM_LEN {
+                return Err(EncodeError::TooLarge(len));
+            }
+            let mut buf = BytesMut::with_capacity(len);
+            buf.put_slice(header.as_bytes());
+            buf.put_slice(archived);
+            out.push(buf.freeze());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Decodes a snapshot datagram into its header and a validated, zero-copy view of its body.

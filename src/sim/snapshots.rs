@@ -9,18 +9,26 @@
 //! an interest get the same encoded `Bytes`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use zonehost_protocol::snapshot::{
-    diff, encode_snapshot, kind, Changes, EncodeError, EntityState, PlayerAck, SnapshotMeta,
+    diff, kind, Changes, EncodeError, EntityState, PlayerAck, SnapshotEncoder, SnapshotMeta,
     BASELINE_HISTORY,
 };
 
-/// What one client was sent: the interest (ids, sorted) of each recent snapshot tick.
+/// An interest: the ids (sorted) a client was sent at one tick, shared by the clients that
+/// had the same one.
+type Interest = Arc<Vec<u32>>;
+
+/// Interests kept for reuse per worker at most (a tick's worth for a thousand clients).
+const SPARE_INTERESTS: usize = 1024;
+
+/// What one client was sent: the interest of each recent snapshot tick.
 #[derive(Debug, Default)]
 pub(crate) struct ClientBaselines {
-    sent: VecDeque<(u32, Arc<[u32]>)>,
+    sent: VecDeque<(u32, Interest)>,
 }
 
 impl ClientBaselines {
@@ -39,7 +47,9 @@ impl ClientBaselines {
 /// Key of an encoding shared by clients: same baseline tick, same interest then and now.
 type ShareKey = (u32, usize, usize);
 
-/// Scratch buffers of one worker's snapshot encoding, reused every tick.
+/// Scratch buffers of one worker's snapshot encoding, reused every tick: nothing in
+/// `for_client` allocates but the datagrams themselves (and an interest when none is
+/// spare).
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotScratch {
     order: Vec<(u64, usize)>,
@@ -47,6 +57,31 @@ pub(crate) struct SnapshotScratch {
     ids: Vec<u32>,
     base: Vec<EntityState>,
     changes: Changes,
+    encoder: SnapshotEncoder,
+    /// Interests no client refers to any more, to be refilled.
+    spare: Vec<Interest>,
+}
+
+impl SnapshotScratch {
+    /// Keeps `interest` for reuse if nobody else holds it.
+    fn recycle(&mut self, mut interest: Interest) {
+        if self.spare.len() < SPARE_INTERESTS && Arc::get_mut(&mut interest).is_some() {
+            self.spare.push(interest);
+        }
+    }
+
+    /// An interest holding `self.ids`, from a spare one when there is one.
+    fn new_interest(&mut self) -> Interest {
+        let mut interest = self.spare.pop().unwrap_or_default();
+        match Arc::get_mut(&mut interest) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(&self.ids);
+                interest
+            }
+            None => Arc::new(self.ids.clone()),
+        }
+    }
 }
 
 /// Counters of one client's snapshot, for metrics.
@@ -63,25 +98,38 @@ pub(crate) struct Encoded {
 pub(crate) struct InstanceSnapshots {
     tick: u32,
     /// Every entity of the instance at recent snapshot ticks, sorted by id, newest last.
-    history: VecDeque<(u32, Arc<[EntityState]>)>,
+    history: VecDeque<(u32, Vec<EntityState>)>,
+    /// A dropped history entry, refilled by the next [`InstanceSnapshots::begin`].
+    spare: Vec<EntityState>,
     /// Interests handed out this tick (clients with equal interests share one).
-    interests: Vec<Arc<[u32]>>,
-    /// Encodings of this tick by [`ShareKey`].
-    encoded: Vec<(ShareKey, Vec<Bytes>)>,
+    interests: Vec<Interest>,
+    /// Encodings of this tick by [`ShareKey`]: their datagrams in `parts`.
+    encoded: Vec<(ShareKey, Range<usize>)>,
+    /// The datagrams of this tick's encodings.
+    parts: Vec<Bytes>,
 }
 
 impl InstanceSnapshots {
     /// Starts snapshot `tick` with the instance's entities (any order).
     pub(crate) fn begin(&mut self, tick: u32, entities: impl Iterator<Item = EntityState>) {
         self.tick = tick;
-        let mut all: Vec<EntityState> = entities.collect();
+        let mut all = std::mem::take(&mut self.spare);
+        all.clear();
+        all.extend(entities);
         all.sort_unstable_by_key(|e| e.id);
         if self.history.len() == BASELINE_HISTORY {
-            self.history.pop_front();
+            self.drop_oldest();
         }
-        self.history.push_back((tick, all.into()));
+        self.history.push_back((tick, all));
         self.interests.clear();
         self.encoded.clear();
+        self.parts.clear();
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((_, state)) = self.history.pop_front() {
+            self.spare = state;
+        }
     }
 
     /// Drops history no client can use any more: ticks older than `oldest_baseline`, the
@@ -93,7 +141,7 @@ impl InstanceSnapshots {
                 .front()
                 .is_some_and(|(t, _)| *t < oldest_baseline)
         {
-            self.history.pop_front();
+            self.drop_oldest();
         }
     }
 
@@ -118,7 +166,7 @@ impl InstanceSnapshots {
         zone: u16,
         acks: &[PlayerAck],
     ) -> Result<(&'a [Bytes], Encoded), EncodeError> {
-        let Some((tick, now)) = self.history.back().map(|(t, s)| (*t, s.clone())) else {
+        let Some((tick, now)) = self.history.back().map(|(t, s)| (*t, s)) else {
             return Ok((
                 &[],
                 Encoded {
@@ -160,14 +208,16 @@ impl InstanceSnapshots {
         let interest = match self.interests.iter().find(|i| i[..] == scratch.ids[..]) {
             Some(i) => i.clone(),
             None => {
-                let i: Arc<[u32]> = scratch.ids.as_slice().into();
+                let i = scratch.new_interest();
                 self.interests.push(i.clone());
                 i
             }
         };
         // Baseline: the reported tick, if this client was sent it and its state is kept.
         while client.sent.front().is_some_and(|(t, _)| *t < reported) {
-            client.sent.pop_front();
+            if let Some((_, old)) = client.sent.pop_front() {
+                scratch.recycle(old);
+            }
         }
         let base = client
             .sent
@@ -175,24 +225,18 @@ impl InstanceSnapshots {
             .find(|(t, _)| *t == reported && reported != 0)
             .and_then(|(t, ids)| {
                 let state = self.history.iter().find(|(h, _)| h == t)?;
-                Some((*t, ids.clone(), state.1.clone()))
+                Some((*t, ids.clone(), &state.1))
             });
         let (baseline, base_key) = match &base {
-            Some((t, ids, _)) => (*t, Arc::as_ptr(ids) as *const u32 as usize),
+            Some((t, ids, _)) => (*t, Arc::as_ptr(ids) as usize),
             None => (0, 0),
         };
-        if client.sent.len() == BASELINE_HISTORY {
-            client.sent.pop_front();
-        }
-        client.sent.push_back((tick, interest.clone()));
-        let key = (
-            baseline,
-            base_key,
-            Arc::as_ptr(&interest) as *const u32 as usize,
-        );
+        let key = (baseline, base_key, Arc::as_ptr(&interest) as usize);
         let full = baseline == 0;
-        if let Some(i) = self.encoded.iter().position(|(k, _)| *k == key) {
-            return Ok((&self.encoded[i].1, Encoded { full, shared: true }));
+        if let Some((_, parts)) = self.encoded.iter().find(|(k, _)| *k == key) {
+            let parts = parts.clone();
+            Self::remember(client, scratch, tick, interest);
+            return Ok((&self.parts[parts], Encoded { full, shared: true }));
         }
         scratch.base.clear();
         if let Some((_, ids, state)) = &base {
@@ -204,6 +248,8 @@ impl InstanceSnapshots {
                     .copied(),
             );
         }
+        drop(base);
+        Self::remember(client, scratch, tick, interest);
         diff(&scratch.base, &scratch.cur, &mut scratch.changes);
         let meta = SnapshotMeta {
             tick,
@@ -211,17 +257,37 @@ impl InstanceSnapshots {
             instance,
             zone,
         };
-        let mut out = Vec::new();
-        encode_snapshot(meta, acks, &scratch.changes, &mut out)?;
-        self.encoded.push((key, out));
-        let last = self.encoded.len() - 1;
+        let first = self.parts.len();
+        if let Err(e) = scratch
+            .encoder
+            .encode(meta, acks, &scratch.changes, &mut self.parts)
+        {
+            self.parts.truncate(first);
+            return Err(e);
+        }
+        self.encoded.push((key, first..self.parts.len()));
         Ok((
-            &self.encoded[last].1,
+            &self.parts[first..],
             Encoded {
                 full,
                 shared: false,
             },
         ))
+    }
+
+    /// Records that `client` was sent `interest` at `tick`.
+    fn remember(
+        client: &mut ClientBaselines,
+        scratch: &mut SnapshotScratch,
+        tick: u32,
+        interest: Interest,
+    ) {
+        if client.sent.len() == BASELINE_HISTORY {
+            if let Some((_, old)) = client.sent.pop_front() {
+                scratch.recycle(old);
+            }
+        }
+        client.sent.push_back((tick, interest));
     }
 }
 
@@ -355,5 +421,72 @@ mod tests {
         }
         assert!(inst.history_len() <= BASELINE_HISTORY);
         assert!(c.len() <= BASELINE_HISTORY);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Over many ticks, with clients that report late, never or start over, and
+        /// interests recycled between them: every snapshot a client receives rebuilds
+        /// exactly its interest of that tick (itself, the players, the monsters in reach).
+        #[test]
+        fn every_client_rebuilds_its_interest_through_recycling(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(-3_000i32..3_000, 6), proptest::collection::vec(0u8..4, 3)),
+                1..50,
+            ),
+        ) {
+            let mut inst = InstanceSnapshots::default();
+            let mut scratch = SnapshotScratch::default();
+            let mut clients: Vec<(ClientBaselines, SnapshotView, u32)> = (0..3)
+                .map(|_| (ClientBaselines::default(), SnapshotView::new(), 0))
+                .collect();
+            let acks = [PlayerAck::default()];
+            let mut world = vec![player(1, 0), player(2, 20_000), player(3, -20_000)];
+            world.extend((0..6).map(|i| monster(10 + i, i as i32 * 9_000 - 25_000)));
+            for (t, (moves, reports)) in steps.iter().enumerate() {
+                let tick = t as u32 + 1;
+                for (m, dx) in world[3..].iter_mut().zip(moves) {
+                    m.x_mm += dx;
+                }
+                inst.begin(tick, world.iter().copied());
+                let mut oldest = u32::MAX;
+                for (c, (baselines, view, reported)) in clients.iter_mut().enumerate() {
+                    // 0: report the view's tick; 1: report nothing new; 2: report 0
+                    // (start over); 3: the datagrams of this tick are lost.
+                    match reports[c] {
+                        0 => *reported = view.tick(),
+                        2 => {
+                            *reported = 0;
+                            baselines.clear();
+                            *view = SnapshotView::new();
+                        }
+                        _ => {}
+                    }
+                    if *reported != 0 {
+                        oldest = oldest.min(*reported);
+                    }
+                    let me = c as u32 + 1;
+                    let (d, _) = inst
+                        .for_client(&mut scratch, baselines, me, *reported, 30_000, 7, 1, &acks)
+                        .expect("encode");
+                    if reports[c] == 3 {
+                        continue;
+                    }
+                    let applied = deliver(view, d);
+                    proptest::prop_assert_eq!(applied, Applied::Complete);
+                    let origin = world[c].x_mm;
+                    let want: Vec<EntityState> = world
+                        .iter()
+                        .filter(|e| e.kind == kind::PLAYER || (e.x_mm - origin).abs() <= 30_000)
+                        .copied()
+                        .collect();
+                    let mut want = want;
+                    want.sort_by_key(|e| e.id);
+                    proptest::prop_assert_eq!(view.entities(), &want[..]);
+                }
+                inst.prune(oldest);
+            }
+        }
     }
 }
