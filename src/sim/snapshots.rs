@@ -115,6 +115,11 @@ impl InstanceSnapshots {
         self.tick = tick;
         let mut all = std::mem::take(&mut self.spare);
         all.clear();
+        // Exactly as much room as the world can list (not the doubling of a growing Vec:
+        // a few ticks of history per instance are kept).
+        if let Some(most) = entities.size_hint().1 {
+            all.reserve_exact(most);
+        }
         all.extend(entities);
         all.sort_unstable_by_key(|e| e.id);
         if self.history.len() == BASELINE_HISTORY {
