@@ -434,7 +434,7 @@ promtool check rules "$WORK/prom-config/alerts.yml" >"$WORK/promtool.log" 2>&1 |
 
 start_server() {
   # The drill's scrape interval is 1 s: a 3 s linger shows the drain to Prometheus.
-  # Snapshots at 60 Hz (not the default 20): the overload fault below is sized for 60 Hz
+  # Snapshots at 60 Hz (not the default 30): the overload fault below is sized for 60 Hz
   # both ways.
   RUST_LOG="${RUST_LOG:-info}" nice -n "$NICE" "$SERVER_BIN" serve --listen "127.0.0.1:$QUIC_PORT" --data-dir "$DATA" \
     --metrics-listen "127.0.0.1:$METRICS_PORT" --drain-linger-ms 3000 --log-format human \

@@ -72,9 +72,9 @@ pub struct Config {
     pub net_threads: usize,
     /// Simulation ticks per second. Default 60.
     pub tick_rate_hz: u16,
-    /// Snapshots per second; must divide `tick_rate_hz`. Default 20: the measured setting
-    /// for 1000 players on one 2-core server (docs/operations.md, *Snapshot cadence*);
-    /// a client may ask for fewer (`Request::SnapshotRate`).
+    /// Snapshots per second; must divide `tick_rate_hz`. Default 30: the measured setting
+    /// for 1000 players on one 2-core server (docs/operations.md, *Snapshots: cadence and
+    /// interest*); a client may ask for fewer (`Request::SnapshotRate`).
     pub snapshot_rate_hz: u16,
     /// Radius around a player within which it is sent monsters and items on the ground,
     /// millimetres (its party's players are always sent). Default 30 000 (30 m: more than
@@ -185,7 +185,7 @@ impl Default for Config {
             sim_workers: 1,
             net_threads: 1,
             tick_rate_hz: 60,
-            snapshot_rate_hz: 20,
+            snapshot_rate_hz: 30,
             interest_radius_mm: 30_000,
             max_catchup_ticks: 5,
             max_connections: 5000,

@@ -91,7 +91,7 @@ async fn welcome_and_movement_visible_in_snapshots() {
     let w = p.session.welcome().cloned().expect("welcome");
     assert_eq!(
         (w.tick_rate_hz, w.snapshot_rate_hz, w.max_speed_mms),
-        (60, 20, 6000)
+        (60, 30, 6000)
     );
     let start_x = p.snapshot_until(|_, _| true).await;
     let mut x = start_x;

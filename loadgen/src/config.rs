@@ -34,7 +34,8 @@ pub struct Config {
     pub duration: Duration,
     /// Connects are spread evenly over this period from the start.
     pub ramp_up: Duration,
-    /// Inputs per second per bot.
+    /// Input datagrams per second per bot (each carries the commands sampled at 60 Hz
+    /// since the previous one). Default 30.
     pub input_hz: u32,
     /// Send each input this long after a snapshot arrives (the input schedule is moved
     /// when it drifts by more than a quarter period), instead of on a free-running
@@ -122,7 +123,7 @@ impl Config {
             players: 10,
             duration: Duration::from_secs(30),
             ramp_up: Duration::from_secs(5),
-            input_hz: 60,
+            input_hz: 30,
             input_phase: None,
             snapshot_rate_hz: None,
             sockets: 4,

@@ -110,7 +110,8 @@ struct RunArgs {
     /// Connects are spread evenly over this period [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     ramp_up: Option<Duration>,
-    /// Inputs per second per bot [default: 60].
+    /// Input datagrams per second per bot, each with the commands sampled at 60 Hz since
+    /// the previous one [default: 30, the recommended client setting].
     #[arg(long)]
     input_hz: Option<u32>,
     /// Each bot asks the server for at most this many snapshots per second on each
