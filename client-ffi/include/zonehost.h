@@ -255,6 +255,9 @@
 // Button bit: attack in the movement direction.
 #define ZH_BUTTON_ATTACK 1
 
+// Most new commands one `zh_send_inputs` call (one datagram) carries.
+#define ZH_MAX_INPUTS_PER_DATAGRAM 8
+
 // How to reach and trust the server; read by `zh_client_create`, which copies what it needs
 // (the caller may free every pointer once it returns).
 //
@@ -300,6 +303,16 @@ typedef struct ZhStats {
   // Requests sent.
   uint64_t requests_sent;
 } ZhStats;
+
+// One movement command for `zh_send_inputs`: the same values as `zh_send_input`'s.
+typedef struct ZhInput {
+  // Movement along x, thousandths of full speed (-`ZH_MOVE_AXIS_MAX`..=`ZH_MOVE_AXIS_MAX`).
+  int16_t move_x;
+  // Movement along y, thousandths of full speed.
+  int16_t move_y;
+  // `ZH_BUTTON_*` bits.
+  uint16_t buttons;
+} ZhInput;
 
 // A 128-bit item id as two 64-bit halves.
 typedef struct ZhItemId {
@@ -675,6 +688,22 @@ int32_t zh_send_input(ZhClient client,
                       int16_t move_y,
                       uint16_t buttons,
                       uint32_t *out_seq);
+
+// Sends `count` new inputs (1..=`ZH_MAX_INPUTS_PER_DATAGRAM`, oldest first) in one
+// datagram, with earlier ones repeated against loss: for a game that samples its input
+// every frame (the server simulates at 60 Hz) and sends fewer datagrams, e.g. 2 inputs
+// 30 times a second (SPEC.md §4.2). Each input gets its own sequence; the newest one's is
+// written to `out_seq` when it is not NULL, and a later `ZH_EVENT_INPUT_ACKED` reports
+// it with its latency. Nothing is sent if any input is invalid. Requires
+// `ZH_STATE_ACTIVE`.
+//
+// # Safety
+// `inputs` must be NULL or point to `count` readable `ZhInput`s; `out_seq` must be NULL or
+// point to a writable `uint32_t`.
+int32_t zh_send_inputs(ZhClient client,
+                       const struct ZhInput *inputs,
+                       uint32_t count,
+                       uint32_t *out_seq);
 
 // Requests `Ping`; answered by `ZH_RESPONSE_PONG` echoing `client_time_us`.
 //

@@ -201,6 +201,20 @@ impl Client {
         Ok(seq)
     }
 
+    /// Sends several new inputs (oldest first, 1..=8) in one datagram; returns the
+    /// newest one's sequence.
+    pub(crate) fn send_inputs(&mut self, cmds: &[InputCmd]) -> Result<u32, FfiError> {
+        self.require_active()?;
+        let mut permits = self.net.reserve(1).map_err(queue_error)?;
+        let datagram = self
+            .session
+            .send_inputs(cmds, Instant::now())
+            .map_err(|e| FfiError::new(ZH_ERR_WRONG_STATE, e.to_string()))?;
+        permits.send(Command::Datagram(datagram));
+        self.stats.inputs_sent += 1;
+        Ok(self.session.next_input_seq().wrapping_sub(1))
+    }
+
     /// Sends one request; returns its id.
     pub(crate) fn request(&mut self, request: Request) -> Result<u32, FfiError> {
         self.require_active()?;

@@ -329,26 +329,80 @@ pub unsafe extern "C" fn zh_send_input(
     out_seq: *mut u32,
 ) -> i32 {
     call(|| {
-        let axis = -MOVE_AXIS_MAX..=MOVE_AXIS_MAX;
-        if !axis.contains(&move_x) || !axis.contains(&move_y) {
-            return Err(FfiError::new(
-                ZH_ERR_INVALID_ARGUMENT,
-                format!("movement ({move_x}, {move_y}) outside -{MOVE_AXIS_MAX}..={MOVE_AXIS_MAX}"),
-            ));
-        }
-        if buttons & !BUTTONS_KNOWN != 0 {
-            return Err(FfiError::new(
-                ZH_ERR_INVALID_ARGUMENT,
-                format!("unknown button bits {:#x}", buttons & !BUTTONS_KNOWN),
-            ));
-        }
-        let seq = with_client(client, |c| {
-            c.send_input(InputCmd::new(move_x, move_y, buttons))
+        let cmd = input_cmd(ZhInput {
+            move_x,
+            move_y,
+            buttons,
         })?;
+        let seq = with_client(client, |c| c.send_input(cmd))?;
         // SAFETY: the caller passes NULL or a writable uint32_t.
         unsafe { write_optional(out_seq, seq) };
         Ok(())
     })
+}
+
+/// Sends `count` new inputs (1..=`ZH_MAX_INPUTS_PER_DATAGRAM`, oldest first) in one
+/// datagram, with earlier ones repeated against loss: for a game that samples its input
+/// every frame (the server simulates at 60 Hz) and sends fewer datagrams, e.g. 2 inputs
+/// 30 times a second (SPEC.md §4.2). Each input gets its own sequence; the newest one's is
+/// written to `out_seq` when it is not NULL, and a later `ZH_EVENT_INPUT_ACKED` reports
+/// it with its latency. Nothing is sent if any input is invalid. Requires
+/// `ZH_STATE_ACTIVE`.
+///
+/// # Safety
+/// `inputs` must be NULL or point to `count` readable `ZhInput`s; `out_seq` must be NULL or
+/// point to a writable `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn zh_send_inputs(
+    client: ZhClient,
+    inputs: *const ZhInput,
+    count: u32,
+    out_seq: *mut u32,
+) -> i32 {
+    call(|| {
+        if inputs.is_null() {
+            return Err(null("inputs"));
+        }
+        if !(1..=ZH_MAX_INPUTS_PER_DATAGRAM).contains(&count) {
+            return Err(FfiError::new(
+                ZH_ERR_INVALID_ARGUMENT,
+                format!("{count} inputs: 1..={ZH_MAX_INPUTS_PER_DATAGRAM} per datagram"),
+            ));
+        }
+        let mut cmds = [InputCmd::default(); ZH_MAX_INPUTS_PER_DATAGRAM as usize];
+        for (i, cmd) in cmds[..count as usize].iter_mut().enumerate() {
+            // SAFETY: non-NULL, and `count` readable inputs per the contract (any alignment).
+            let input = unsafe { inputs.add(i).read_unaligned() };
+            *cmd = input_cmd(input)?;
+        }
+        let seq = with_client(client, |c| c.send_inputs(&cmds[..count as usize]))?;
+        // SAFETY: the caller passes NULL or a writable uint32_t.
+        unsafe { write_optional(out_seq, seq) };
+        Ok(())
+    })
+}
+
+/// A checked command: axes within ±`MOVE_AXIS_MAX`, known buttons only.
+fn input_cmd(input: ZhInput) -> Result<InputCmd, FfiError> {
+    let ZhInput {
+        move_x,
+        move_y,
+        buttons,
+    } = input;
+    let axis = -MOVE_AXIS_MAX..=MOVE_AXIS_MAX;
+    if !axis.contains(&move_x) || !axis.contains(&move_y) {
+        return Err(FfiError::new(
+            ZH_ERR_INVALID_ARGUMENT,
+            format!("movement ({move_x}, {move_y}) outside -{MOVE_AXIS_MAX}..={MOVE_AXIS_MAX}"),
+        ));
+    }
+    if buttons & !BUTTONS_KNOWN != 0 {
+        return Err(FfiError::new(
+            ZH_ERR_INVALID_ARGUMENT,
+            format!("unknown button bits {:#x}", buttons & !BUTTONS_KNOWN),
+        ));
+    }
+    Ok(InputCmd::new(move_x, move_y, buttons))
 }
 
 /// Sends `request` and writes its id to `out_id` (when not NULL).

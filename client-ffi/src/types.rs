@@ -224,6 +224,21 @@ impl From<ZhItemId> for u128 {
     }
 }
 
+/// One movement command for `zh_send_inputs`: the same values as `zh_send_input`'s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZhInput {
+    /// Movement along x, thousandths of full speed (-`ZH_MOVE_AXIS_MAX`..=`ZH_MOVE_AXIS_MAX`).
+    pub move_x: i16,
+    /// Movement along y, thousandths of full speed.
+    pub move_y: i16,
+    /// `ZH_BUTTON_*` bits.
+    pub buttons: u16,
+}
+
+/// Most new commands one `zh_send_inputs` call (one datagram) carries.
+pub const ZH_MAX_INPUTS_PER_DATAGRAM: u32 = 8;
+
 /// One item (affixes are not exposed).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -110,6 +110,14 @@ static void null_pointers(void) {
     expect("request_ping before connecting", zh_request_ping(h, 1, NULL), ZH_ERR_WRONG_STATE);
     expect("send_input axis out of range", zh_send_input(h, 1001, 0, 0, NULL), ZH_ERR_INVALID_ARGUMENT);
     expect("send_input unknown button", zh_send_input(h, 0, 0, 0x8000, NULL), ZH_ERR_INVALID_ARGUMENT);
+    ZhInput batch[ZH_MAX_INPUTS_PER_DATAGRAM + 1] = {{0}};
+    expect("send_inputs NULL", zh_send_inputs(h, NULL, 2, NULL), ZH_ERR_NULL_POINTER);
+    expect("send_inputs none", zh_send_inputs(h, batch, 0, NULL), ZH_ERR_INVALID_ARGUMENT);
+    expect("send_inputs too many", zh_send_inputs(h, batch, ZH_MAX_INPUTS_PER_DATAGRAM + 1, NULL), ZH_ERR_INVALID_ARGUMENT);
+    batch[1].move_x = -1001;
+    expect("send_inputs one axis out of range", zh_send_inputs(h, batch, 2, NULL), ZH_ERR_INVALID_ARGUMENT);
+    batch[1].move_x = 0;
+    expect("send_inputs before connecting", zh_send_inputs(h, batch, 2, NULL), ZH_ERR_WRONG_STATE);
     expect("poll with nothing waiting", zh_poll(h, &ev), ZH_OK);
     expect("... is ZH_EVENT_NONE", (int)ev.kind, ZH_EVENT_NONE);
     expect("free", zh_client_free(h), ZH_OK);
@@ -244,9 +252,14 @@ static void after_close_connected(const char *address, const char *cert_path, co
         if (ev.kind == ZH_EVENT_NONE) sleep_ms(2);
     }
     expect("welcomed", welcomed, 1);
-    expect("send_input while active", zh_send_input(h, 10, 0, 0, NULL), ZH_OK);
+    uint32_t seq_one = 0, seq_batch = 0;
+    expect("send_input while active", zh_send_input(h, 10, 0, 0, &seq_one), ZH_OK);
+    ZhInput three[3] = {{10, 0, 0}, {10, 5, 0}, {0, 10, ZH_BUTTON_ATTACK}};
+    expect("send_inputs while active", zh_send_inputs(h, three, 3, &seq_batch), ZH_OK);
+    expect("... numbers each input", (int)(seq_batch - seq_one), 3);
     expect("close", zh_close(h), ZH_OK);
     expect("send_input after close", zh_send_input(h, 10, 0, 0, NULL), ZH_ERR_CLOSED);
+    expect("send_inputs after close", zh_send_inputs(h, three, 3, NULL), ZH_ERR_CLOSED);
     expect("request_ping after close", zh_request_ping(h, 1, NULL), ZH_ERR_CLOSED);
     expect("request_party_invite after close", zh_request_party_invite(h, "bob", NULL), ZH_ERR_CLOSED);
     expect("close twice", zh_close(h), ZH_ERR_CLOSED);
