@@ -189,16 +189,7 @@ impl Client {
 
     /// Sends one input; returns its sequence.
     pub(crate) fn send_input(&mut self, cmd: InputCmd) -> Result<u32, FfiError> {
-        self.require_active()?;
-        let mut permits = self.net.reserve(1).map_err(queue_error)?;
-        let seq = self.session.next_input_seq();
-        let datagram = self
-            .session
-            .send_input(cmd, Instant::now())
-            .map_err(|e| FfiError::new(ZH_ERR_WRONG_STATE, e.to_string()))?;
-        permits.send(Command::Datagram(datagram));
-        self.stats.inputs_sent += 1;
-        Ok(seq)
+        self.send_inputs(&[cmd])
     }
 
     /// Sends several new inputs (oldest first, 1..=8) in one datagram; returns the

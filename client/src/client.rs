@@ -304,11 +304,7 @@ impl Client {
     /// it left, so a sender that falls behind its schedule cannot hide its own delay
     /// (coordinated omission).
     pub fn send_input_at(&mut self, cmd: InputCmd, due: Instant) -> Result<u32, ClientError> {
-        let seq = self.session.next_input_seq();
-        let datagram = self.session.send_input(cmd, due)?;
-        self.conn.send_datagram(datagram)?;
-        self.stats.inputs_sent += 1;
-        Ok(seq)
+        self.send_inputs_at(&[cmd], due)
     }
 
     /// Sends several new input commands (oldest first, 1..=8; e.g. the 3 commands sampled

@@ -423,6 +423,24 @@ mod tests {
         }
     }
 
+    /// A one-part full snapshot of tick 1 without entities, acknowledging `last_input` for
+    /// the welcomed entity 5.
+    fn empty_snapshot_acking(last_input: u32) -> Bytes {
+        let mut out = Vec::new();
+        let meta = SnapshotMeta {
+            tick: 1,
+            baseline: 0,
+            instance: 1,
+            zone: 1,
+        };
+        let acks = [PlayerAck {
+            entity: 5,
+            last_input,
+        }];
+        encode_snapshot(meta, &acks, &Changes::default(), &mut out).expect("snap");
+        out.remove(0)
+    }
+
     #[test]
     fn handshake_inputs_and_acks() {
         let t0 = Instant::now();
@@ -452,20 +470,9 @@ mod tests {
         assert_eq!(d.cmds[0].move_x.get(), 9);
         assert_eq!(d.cmds[7].move_x.get(), 2);
 
-        let mut out = Vec::new();
-        let meta = SnapshotMeta {
-            tick: 1,
-            baseline: 0,
-            instance: 1,
-            zone: 1,
-        };
-        let acks = [PlayerAck {
-            entity: 5,
-            last_input: 3,
-        }];
-        encode_snapshot(meta, &acks, &Changes::default(), &mut out).expect("snap");
+        let out = empty_snapshot_acking(3);
         let info = s
-            .handle_datagram(&out[0], t0 + Duration::from_millis(20))
+            .handle_datagram(&out, t0 + Duration::from_millis(20))
             .expect("snapshot");
         assert_eq!(info.last_input, Some(3));
         assert_eq!(info.applied, Applied::Complete);
@@ -484,7 +491,7 @@ mod tests {
             }
         );
         // A repeated ack yields nothing new.
-        s.handle_datagram(&out[0], t0 + Duration::from_millis(30))
+        s.handle_datagram(&out, t0 + Duration::from_millis(30))
             .expect("snapshot");
         assert_eq!(s.poll_event(), None);
     }
@@ -521,19 +528,7 @@ mod tests {
         assert_eq!(xs, vec![32, 31, 30, 22, 21, 20, 12, 11]);
         // An ack of the second datagram's newest command reports that datagram (and the
         // first) once each, timed from when each left.
-        let mut out = Vec::new();
-        let meta = SnapshotMeta {
-            tick: 1,
-            baseline: 0,
-            instance: 1,
-            zone: 1,
-        };
-        let acks = [PlayerAck {
-            entity: 5,
-            last_input: 6,
-        }];
-        encode_snapshot(meta, &acks, &Changes::default(), &mut out).expect("snap");
-        s.handle_datagram(&out[0], t0 + Duration::from_millis(80))
+        s.handle_datagram(&empty_snapshot_acking(6), t0 + Duration::from_millis(80))
             .expect("snapshot");
         let acked: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
         assert_eq!(
