@@ -749,6 +749,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_datagram_carries_the_commands_of_its_period() {
+        // (tick rate, datagrams per second, new commands per datagram)
+        for (tick, hz, n) in [
+            (60, 60, 1),
+            (60, 30, 2),
+            (60, 20, 3),
+            (60, 15, 4),
+            (60, 25, 2),
+            (60, 120, 1),
+            (60, 7, 8),
+            (60, 0, 8),
+            (50, 25, 2),
+        ] {
+            assert_eq!(
+                commands_per_datagram(tick, hz),
+                n,
+                "{tick} Hz ticks, {hz} Hz sends"
+            );
+        }
+    }
+
+    #[test]
     fn failure_kinds_are_short() {
         use zonehost_protocol::message::{Reject, RejectCode};
         let e = ClientError::Rejected(Reject {
