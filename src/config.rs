@@ -97,7 +97,8 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Time a client has to open the control stream and send `Hello`, milliseconds. Default 5000.
     pub hello_timeout_ms: u64,
-    /// Capacity of each sim worker's input/request inbox (messages). Default 65536.
+    /// Capacity of each sim worker's input/request inbox (messages). Default 65536. A bound,
+    /// not a reservation: the inbox takes memory for what it holds (`queue::BoundedQueue`).
     pub inbox_capacity: usize,
     /// Capacity of each session's reliable outbox (frames); a client that lets it fill is
     /// disconnected as a slow reader. Default 256.

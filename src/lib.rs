@@ -18,6 +18,7 @@ pub mod par;
 pub mod parties;
 pub mod placement;
 pub mod process_stats;
+pub mod queue;
 pub mod session;
 mod shutdown;
 pub mod sim;

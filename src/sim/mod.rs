@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_queue::{ArrayQueue, SegQueue};
+use crossbeam_queue::SegQueue;
 use tokio::sync::mpsc;
 use zonehost_game::PlayerInput;
 use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
@@ -32,6 +32,7 @@ pub use persist::PersistSettings;
 pub use pool::{Sim, SpawnError};
 pub use worker::{Migrant, Worker, WorkerSettings};
 
+use crate::queue::BoundedQueue;
 use ports::HandoffSink;
 
 /// A welcomed-to-be session handed to a worker.
@@ -183,7 +184,7 @@ const TICK_COST_WEIGHT: u64 = 32;
 #[derive(Debug)]
 pub struct Inbox {
     control: SegQueue<Control>,
-    work: ArrayQueue<Work>,
+    work: BoundedQueue<Work>,
     players: AtomicUsize,
     /// Exponentially weighted moving average of the owning worker's tick busy time,
     /// microseconds (written only by that worker, read by [`Sim::least_loaded`]).
@@ -195,7 +196,7 @@ impl Inbox {
     pub fn new(capacity: usize) -> Self {
         Self {
             control: SegQueue::new(),
-            work: ArrayQueue::new(capacity),
+            work: BoundedQueue::new(capacity),
             players: AtomicUsize::new(0),
             tick_cost_us: AtomicU64::new(0),
         }

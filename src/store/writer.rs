@@ -25,13 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
 use super::trade::TradeOutcome;
 use super::{
     ItemOp, ItemOutcome, ItemRecord, Owner, PlayerRecord, SaveOutcome, Store, StoreConfig,
     StoreError, TradeRecord,
 };
+use crate::queue::BoundedQueue;
 
 /// Store operation kinds: the `op` label of the store metrics (part of the metrics API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,7 +255,7 @@ pub enum SubmitError {
 
 #[derive(Debug)]
 struct ReplyQueue {
-    queue: ArrayQueue<StoreReply>,
+    queue: BoundedQueue<StoreReply>,
     in_flight: AtomicUsize,
 }
 
@@ -392,7 +391,7 @@ impl StoreWorker {
         StoreHandle {
             tx: self.tx.clone(),
             replies: Arc::new(ReplyQueue {
-                queue: ArrayQueue::new(self.replies_capacity),
+                queue: BoundedQueue::new(self.replies_capacity),
                 in_flight: AtomicUsize::new(0),
             }),
             stats: self.stats.clone(),
@@ -1056,7 +1055,7 @@ mod tests {
         let path = temp_path("overlap");
         let store = RedbStore::open(&path).expect("open");
         let replies = Arc::new(ReplyQueue {
-            queue: ArrayQueue::new(64),
+            queue: BoundedQueue::new(64),
             in_flight: AtomicUsize::new(0),
         });
         let env = |cmd| Envelope {
