@@ -37,7 +37,8 @@ async fn snapshot_ticks(bot: &mut Bot, settle: Duration, window: Duration) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gets_the_fraction_of_snapshots_it_asked_for() {
-    // 60 simulation ticks and 30 snapshots per second: snapshot ticks are the even ticks.
+    // 60 simulation ticks and 30 snapshots per second: every other tick, at the
+    // instance's phase (even or odd).
     let server = TestServer::start(|c| c.snapshot_rate_hz = 30).await;
     let endpoint = client_endpoint(&server);
     let mut bot = Bot::connect(&endpoint, server.addr(), &server.token("sparse"), "sparse")
@@ -46,7 +47,10 @@ async fn a_client_gets_the_fraction_of_snapshots_it_asked_for() {
     assert_eq!(bot.client.welcome().snapshot_rate_hz, 30);
     let all = snapshot_ticks(&mut bot, Duration::ZERO, Duration::from_millis(600)).await;
     assert!(all.len() >= 10, "30 Hz for 0.6 s: {all:?}");
-    assert!(all.iter().all(|t| t % 2 == 0), "snapshot ticks: {all:?}");
+    assert!(
+        all.windows(2).all(|w| (w[1] - w[0]) % 2 == 0),
+        "snapshot ticks: {all:?}"
+    );
 
     // 12 Hz is not a whole fraction of 30: the server grants 10 (every third).
     let granted = bot.request(Request::SnapshotRate { hz: 12 }).await;
@@ -61,8 +65,15 @@ async fn a_client_gets_the_fraction_of_snapshots_it_asked_for() {
         (8..=20).contains(&sparse.len()),
         "10 Hz for 1.5 s: {sparse:?}"
     );
-    // Ticks divisible by 2 (ticks per snapshot) × 3 (the divisor).
-    assert!(sparse.iter().all(|t| t % 6 == 0), "every third: {sparse:?}");
+    // Ticks 2 (ticks per snapshot) × 3 (the divisor) apart, at the same phase as before.
+    assert!(
+        sparse.windows(2).all(|w| (w[1] - w[0]) % 6 == 0),
+        "every third: {sparse:?}"
+    );
+    assert!(
+        sparse.iter().all(|t| t % 2 == all[0] % 2),
+        "the instance's phase: {sparse:?} after {all:?}"
+    );
 
     // Asking above the server's rate, or 0, gives the server's rate back.
     let granted = bot.request(Request::SnapshotRate { hz: 0 }).await;

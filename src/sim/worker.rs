@@ -270,6 +270,18 @@ impl SnapshotTimes {
     }
 }
 
+/// Whether a client of the instance `phase` (its id) with snapshot divisor `divisor` is due
+/// a snapshot on worker tick `ticks`, with `per_snapshot` ticks between the server's
+/// snapshots: every `per_snapshot × divisor` ticks, shifted by the instance's phase. The
+/// shift spreads the instances' snapshots over the ticks of a period (one burst of a
+/// thousand datagrams every other tick became half as many on every tick), and it is one
+/// per instance, so that a party shares its encodings; the due ticks of a divisor that
+/// divides another's include the other's.
+fn snapshot_due(ticks: u64, phase: u32, per_snapshot: u32, divisor: u16) -> bool {
+    let period = u64::from(per_snapshot.max(1)) * u64::from(divisor.max(1));
+    (ticks + u64::from(phase)) % period == 0
+}
+
 /// Who an instance belongs to: a solo player or a party.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum InstanceOwner {
@@ -678,9 +690,7 @@ impl Worker {
         if self.ticks % CHECKPOINT_POLL_TICKS == 0 {
             self.checkpoint_due(now);
         }
-        if self.ticks % u64::from(self.settings.ticks_per_snapshot) == 0 {
-            self.send_snapshots();
-        }
+        self.send_snapshots();
     }
 }
 

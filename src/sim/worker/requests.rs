@@ -371,20 +371,30 @@ impl Worker {
     /// client gets its own delta against the tick it reported (SPEC.md §4.3); clients
     /// that share a baseline and an interest share the encoded bytes.
     ///
-    /// A client that asked for fewer snapshots (`Request::SnapshotRate`) gets those of
-    /// every k-th snapshot tick; an instance none of whose clients is due this tick
-    /// records and encodes nothing.
+    /// Runs every tick. A client is due every `ticks_per_snapshot × k` ticks, where k is
+    /// its divisor (`Request::SnapshotRate`), at its instance's phase
+    /// ([`snapshot_due`]): instances take turns, so that at 30 snapshots per second half
+    /// of them send on even ticks and half on odd ones, not all of them on every other
+    /// tick. An instance none of whose clients is due this tick records and encodes
+    /// nothing.
     pub(super) fn send_snapshots(&mut self) {
         let tick = self.ticks as u32;
-        self.snapshot_times.sent(tick, Instant::now());
+        let ticks = self.ticks;
+        let per_snapshot = self.settings.ticks_per_snapshot;
         let radius = self.settings.interest_radius_mm;
-        let ordinal = self.ticks / u64::from(self.settings.ticks_per_snapshot.max(1));
-        let due = |m: &Member| {
-            m.detached_at.is_none() && ordinal % u64::from(m.join.shared.snapshot_divisor()) == 0
-        };
+        let mut sent_any = false;
         for inst in self.instances.values_mut() {
-            if !inst.members.iter().any(&due) {
+            let phase = inst.id;
+            let due = |m: &Member| {
+                m.detached_at.is_none()
+                    && snapshot_due(ticks, phase, per_snapshot, m.join.shared.snapshot_divisor())
+            };
+            if !inst.members.iter().any(due) {
                 continue;
+            }
+            if !sent_any {
+                sent_any = true;
+                self.snapshot_times.sent(tick, Instant::now());
             }
             inst.snaps.begin(
                 tick,

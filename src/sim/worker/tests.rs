@@ -20,6 +20,36 @@ fn snapshot_times_remember_the_last_ring_of_ticks() {
     assert_eq!(times.sent_at(6), None);
 }
 
+#[test]
+fn instances_take_turns_at_snapshots() {
+    let due = |phase: u32, per: u32, k: u16| -> Vec<u64> {
+        (0..12)
+            .filter(|&t| snapshot_due(t, phase, per, k))
+            .collect()
+    };
+    // 60 ticks, 60 snapshots: every tick, whatever the phase.
+    assert_eq!(due(7, 1, 1), (0..12).collect::<Vec<_>>());
+    // 30 snapshots: even instances on even ticks, odd ones on odd ticks.
+    assert_eq!(due(0, 2, 1), [0, 2, 4, 6, 8, 10]);
+    assert_eq!(due(1, 2, 1), [1, 3, 5, 7, 9, 11]);
+    // A client at half of that, in the odd instance: every fourth tick, among the
+    // instance's own.
+    assert_eq!(due(1, 2, 2), [3, 7, 11]);
+    assert!(due(1, 2, 2).iter().all(|t| due(1, 2, 1).contains(t)));
+    // Zero never divides (treated as one).
+    assert_eq!(due(0, 0, 0).len(), 12);
+    // Over a period, the instances spread evenly over its ticks.
+    let mut per_tick = [0u32; 4];
+    for phase in 0..1000u32 {
+        for t in 0..4u64 {
+            if snapshot_due(t, phase, 2, 2) {
+                per_tick[t as usize] += 1;
+            }
+        }
+    }
+    assert_eq!(per_tick, [250; 4]);
+}
+
 #[derive(Debug, Default)]
 struct NoLink;
 
