@@ -25,6 +25,7 @@
 mod events;
 mod migration;
 mod persistence;
+mod phase;
 mod requests;
 mod sessions;
 
@@ -47,6 +48,7 @@ use zonehost_protocol::message::{
 use zonehost_protocol::snapshot::{EntityState, PlayerAck};
 use zonehost_protocol::token::player_id;
 
+use self::phase::{best_phase, snapshot_due, snapshot_period, InputArrivals, PHASE_REVIEW_TICKS};
 use super::persist::{self, HeldResponse, Persist, PersistSettings};
 use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::snapshots::{ClientBaselines, InstanceSnapshots, SnapshotScratch};
@@ -190,6 +192,8 @@ struct Member {
     /// Game requests that arrived while the handover was pending (applied by the new
     /// worker).
     parked: Vec<Work>,
+    /// On which tick of its snapshot period the client's inputs are applied.
+    arrivals: InputArrivals,
 }
 
 impl Member {
@@ -208,6 +212,7 @@ impl Member {
             saved_pos: (i32::MIN, i32::MIN),
             migrating: None,
             parked: Vec::new(),
+            arrivals: InputArrivals::default(),
         }
     }
 }
@@ -270,18 +275,6 @@ impl SnapshotTimes {
     }
 }
 
-/// Whether a client of the instance `phase` (its id) with snapshot divisor `divisor` is due
-/// a snapshot on worker tick `ticks`, with `per_snapshot` ticks between the server's
-/// snapshots: every `per_snapshot × divisor` ticks, shifted by the instance's phase. The
-/// shift spreads the instances' snapshots over the ticks of a period (one burst of a
-/// thousand datagrams every other tick became half as many on every tick), and it is one
-/// per instance, so that a party shares its encodings; the due ticks of a divisor that
-/// divides another's include the other's.
-fn snapshot_due(ticks: u64, phase: u32, per_snapshot: u32, divisor: u16) -> bool {
-    let period = u64::from(per_snapshot.max(1)) * u64::from(divisor.max(1));
-    (ticks + u64::from(phase)) % period == 0
-}
-
 /// Who an instance belongs to: a solo player or a party.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum InstanceOwner {
@@ -297,6 +290,9 @@ struct Instance {
     members: Vec<Member>,
     /// Snapshot history and this tick's encodings.
     snaps: InstanceSnapshots,
+    /// Where in the snapshot period this instance's snapshots go (`phase::snapshot_due`):
+    /// its id at first, then the tick its members' inputs arrive on.
+    snapshot_phase: u32,
     acks: Vec<PlayerAck>,
     /// Items on this instance's ground that the store knows as `Ground { instance }`
     /// (dropped by a player). Loot the monsters drop is never stored until picked up.

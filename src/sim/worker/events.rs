@@ -398,6 +398,7 @@ impl Worker {
                 world,
                 members: Vec::new(),
                 snaps: InstanceSnapshots::default(),
+                snapshot_phase: id,
                 acks: Vec::new(),
                 ground_stored: HashSet::new(),
             },

@@ -48,6 +48,11 @@ impl Worker {
                     }
                 }
                 if let Some(seq) = newest {
+                    let period = snapshot_period(
+                        self.settings.ticks_per_snapshot,
+                        m.join.shared.snapshot_divisor(),
+                    );
+                    m.arrivals.record(self.ticks, period);
                     if m.pending.len() == PENDING_INPUT_TIMES {
                         m.pending.pop_front();
                     }
@@ -373,18 +378,28 @@ impl Worker {
     ///
     /// Runs every tick. A client is due every `ticks_per_snapshot × k` ticks, where k is
     /// its divisor (`Request::SnapshotRate`), at its instance's phase
-    /// ([`snapshot_due`]): instances take turns, so that at 30 snapshots per second half
-    /// of them send on even ticks and half on odd ones, not all of them on every other
-    /// tick. An instance none of whose clients is due this tick records and encodes
-    /// nothing.
+    /// (`phase::snapshot_due`): instances take turns, and once a second each instance's
+    /// phase moves onto the tick where its members' inputs arrive (`phase::best_phase`),
+    /// so that an input is seen in the snapshot of the tick that applies it. An instance
+    /// none of whose clients is due this tick records and encodes nothing.
     pub(super) fn send_snapshots(&mut self) {
         let tick = self.ticks as u32;
         let ticks = self.ticks;
         let per_snapshot = self.settings.ticks_per_snapshot;
         let radius = self.settings.interest_radius_mm;
         let mut sent_any = false;
+        let review = ticks % PHASE_REVIEW_TICKS == 0;
         for inst in self.instances.values_mut() {
-            let phase = inst.id;
+            if review {
+                let attached = inst.members.iter().filter(|m| m.detached_at.is_none());
+                if let Some(p) = best_phase(inst.snapshot_phase, attached.map(|m| &m.arrivals)) {
+                    inst.snapshot_phase = p;
+                }
+                for m in &mut inst.members {
+                    m.arrivals.decay();
+                }
+            }
+            let phase = inst.snapshot_phase;
             let due = |m: &Member| {
                 m.detached_at.is_none()
                     && snapshot_due(ticks, phase, per_snapshot, m.join.shared.snapshot_divisor())

@@ -3,6 +3,8 @@ use crate::config::SecondLogin;
 use crate::session::Contact;
 use crate::sim::{ConnShared, Link, LinkError, Route};
 use tokio::sync::mpsc;
+use zonehost_game::PlayerInput;
+use zonehost_protocol::datagram::MAX_INPUTS_PER_DATAGRAM;
 use zonehost_protocol::frame::FrameDecoder;
 
 #[test]
@@ -18,36 +20,6 @@ fn snapshot_times_remember_the_last_ring_of_ticks() {
     assert_eq!(times.sent_at(5), None);
     assert_eq!(times.sent_at(5 + SNAPSHOT_TIMES as u32), Some(later));
     assert_eq!(times.sent_at(6), None);
-}
-
-#[test]
-fn instances_take_turns_at_snapshots() {
-    let due = |phase: u32, per: u32, k: u16| -> Vec<u64> {
-        (0..12)
-            .filter(|&t| snapshot_due(t, phase, per, k))
-            .collect()
-    };
-    // 60 ticks, 60 snapshots: every tick, whatever the phase.
-    assert_eq!(due(7, 1, 1), (0..12).collect::<Vec<_>>());
-    // 30 snapshots: even instances on even ticks, odd ones on odd ticks.
-    assert_eq!(due(0, 2, 1), [0, 2, 4, 6, 8, 10]);
-    assert_eq!(due(1, 2, 1), [1, 3, 5, 7, 9, 11]);
-    // A client at half of that, in the odd instance: every fourth tick, among the
-    // instance's own.
-    assert_eq!(due(1, 2, 2), [3, 7, 11]);
-    assert!(due(1, 2, 2).iter().all(|t| due(1, 2, 1).contains(t)));
-    // Zero never divides (treated as one).
-    assert_eq!(due(0, 0, 0).len(), 12);
-    // Over a period, the instances spread evenly over its ticks.
-    let mut per_tick = [0u32; 4];
-    for phase in 0..1000u32 {
-        for t in 0..4u64 {
-            if snapshot_due(t, phase, 2, 2) {
-                per_tick[t as usize] += 1;
-            }
-        }
-    }
-    assert_eq!(per_tick, [250; 4]);
 }
 
 #[derive(Debug, Default)]
@@ -618,4 +590,92 @@ fn a_detached_session_ends_when_its_resume_grace_is_over_in_test_time() {
         t.registry.route(player_id("sleeper")).is_none(),
         "the player is released"
     );
+}
+
+/// A link that counts the datagrams sent on it.
+#[derive(Debug, Default)]
+struct CountingLink(std::sync::atomic::AtomicUsize);
+
+impl Link for CountingLink {
+    fn send_datagram(&self, _data: Bytes) -> Result<(), LinkError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn close(&self, _code: u32, _reason: &[u8]) {}
+}
+
+#[test]
+fn snapshots_move_onto_the_ticks_the_inputs_arrive_on() {
+    // 60 ticks, 30 snapshots per second (the default): every other tick.
+    let config = Config::default();
+    assert_eq!(config.ticks_per_snapshot(), 2);
+    let inbox = Arc::new(Inbox::new(64));
+    let mut w = Worker::new(
+        WorkerSettings::from_config(
+            0,
+            &config,
+            Arc::new(Content::builtin().expect("built-in content")),
+            Arc::new(ResumeMinter::random().expect("randomness")),
+            Arc::new(Mutex::new(Parties::new())),
+            7,
+        ),
+        inbox.clone(),
+        Arc::new(Stats::new(1)),
+        Arc::new(Registry::new(SecondLogin::Refuse)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let link = Arc::new(CountingLink::default());
+    let (tx, _rx) = mpsc::channel(256);
+    inbox.control(Control::Join(Box::new(Join {
+        session: 1,
+        player_id: player_id("phased"),
+        player_name: "phased".into(),
+        conn: link.clone(),
+        outbox: tx,
+        shared: Arc::new(ConnShared::default()),
+    })));
+    w.tick();
+    let instance = *w.sessions.get(&1).expect("joined");
+    // Inputs that arrive on the ticks without the instance's snapshots.
+    let phase = w.instances[&instance].snapshot_phase;
+    let quiet = |tick: u64| !snapshot_due(tick, phase, 2, 1);
+    let mut seq = 0;
+    let mut ticks_with_inputs = Vec::new();
+    for _ in 0..3 * PHASE_REVIEW_TICKS {
+        // The worker's next tick is `w.ticks + 1`.
+        if quiet(w.ticks + 1) {
+            seq += 1;
+            let mut inputs = [PlayerInput::default(); MAX_INPUTS_PER_DATAGRAM];
+            inputs[0] = PlayerInput {
+                seq,
+                move_x: 1000,
+                ..PlayerInput::default()
+            };
+            assert!(inbox
+                .work(Work::Input {
+                    session: 1,
+                    count: 1,
+                    inputs,
+                    received_at: Instant::now(),
+                    ack_tick: 0,
+                })
+                .is_ok());
+            ticks_with_inputs.push(w.ticks + 1);
+        }
+        let before = link.0.load(Ordering::Relaxed);
+        w.tick();
+        let sent = link.0.load(Ordering::Relaxed) - before;
+        assert!(sent <= 1, "one snapshot datagram a tick at most");
+    }
+    let moved = w.instances[&instance].snapshot_phase;
+    assert_ne!(moved % 2, phase % 2, "the phase moved");
+    // From now on every input is seen in the snapshot of the tick that applies it.
+    for _ in 0..20 {
+        let applying = snapshot_due(w.ticks + 1, moved, 2, 1);
+        let before = link.0.load(Ordering::Relaxed);
+        w.tick();
+        let sent = link.0.load(Ordering::Relaxed) - before;
+        assert_eq!(sent, usize::from(applying), "tick {}", w.ticks);
+    }
+    assert!(ticks_with_inputs.len() >= 3 * PHASE_REVIEW_TICKS as usize / 2 - 1);
 }
