@@ -20,7 +20,7 @@
 //! sees); [`StoreStats`] holds the counters and the queue depth gauge published at scrape.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -275,7 +275,9 @@ enum Msg {
 /// A sim worker's connection to the store worker: its own bounded reply queue.
 #[derive(Debug)]
 pub struct StoreHandle {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    /// Most commands queued for the worker (`StoreConfig::queue_capacity`).
+    queue_capacity: i64,
     replies: Arc<ReplyQueue>,
     stats: Arc<StoreStats>,
 }
@@ -289,29 +291,28 @@ impl StoreHandle {
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(SubmitError::Full(Box::new(cmd)));
         }
-        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        // The queue is an unbounded channel held to its capacity by this count (the
+        // worker takes commands off it as it batches them): memory follows the load,
+        // where a `sync_channel` reserved every slot up front (1.2 MB at 8192).
+        if self.stats.queue_depth.fetch_add(1, Ordering::AcqRel) >= self.queue_capacity {
+            self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
+            self.replies.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Full(Box::new(cmd)));
+        }
         let env = Envelope {
             cmd,
             replies: self.replies.clone(),
             submitted: Instant::now(),
         };
-        match self.tx.try_send(Msg::Cmd(env)) {
+        match self.tx.send(Msg::Cmd(env)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.replies.in_flight.fetch_sub(1, Ordering::AcqRel);
-                self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                let (full, msg) = match e {
-                    TrySendError::Full(m) => (true, m),
-                    TrySendError::Disconnected(m) => (false, m),
-                };
-                let Msg::Cmd(env) = msg else {
-                    return Ok(());
-                };
-                if full {
-                    self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-                    Err(SubmitError::Full(Box::new(env.cmd)))
-                } else {
-                    Err(SubmitError::Closed(Box::new(env.cmd)))
+                self.stats.queue_depth.fetch_sub(1, Ordering::AcqRel);
+                match e.0 {
+                    Msg::Cmd(env) => Err(SubmitError::Closed(Box::new(env.cmd))),
+                    Msg::Stop => Ok(()),
                 }
             }
         }
@@ -345,7 +346,8 @@ impl StoreHandle {
 /// before, then joins the thread.
 #[derive(Debug)]
 pub struct StoreWorker {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    queue_capacity: i64,
     stats: Arc<StoreStats>,
     replies_capacity: usize,
     thread: Option<JoinHandle<()>>,
@@ -368,7 +370,7 @@ impl StoreWorker {
     /// Starts the worker thread `zonehost-store` owning `store`, with the queue sizes of
     /// `config`.
     pub fn spawn(store: Box<dyn Store>, config: &StoreConfig) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(config.queue_capacity.max(1));
+        let (tx, rx) = channel();
         let stats = Arc::new(StoreStats::default());
         let worker_stats = stats.clone();
         let max_batch = config.max_batch.max(1);
@@ -380,6 +382,7 @@ impl StoreWorker {
             .spawn(move || run(store, rx, worker_stats, max_batch, overlap))?;
         Ok(Self {
             tx,
+            queue_capacity: i64::try_from(config.queue_capacity.max(1)).unwrap_or(i64::MAX),
             stats,
             replies_capacity: config.replies_capacity.max(1),
             thread: Some(thread),
@@ -390,6 +393,7 @@ impl StoreWorker {
     pub fn handle(&self) -> StoreHandle {
         StoreHandle {
             tx: self.tx.clone(),
+            queue_capacity: self.queue_capacity,
             replies: Arc::new(ReplyQueue {
                 queue: BoundedQueue::new(self.replies_capacity),
                 in_flight: AtomicUsize::new(0),
@@ -862,6 +866,7 @@ mod tests {
     use super::*;
     use crate::store::redb::RedbStore;
     use crate::store::ItemOpKind;
+    use crate::store::PlayerStore;
 
     fn temp_path(tag: &str) -> std::path::PathBuf {
         let nanos = std::time::SystemTime::now()
@@ -972,6 +977,85 @@ mod tests {
         h.submit(StoreCommand::Barrier { token: 3 })
             .expect("room again");
         assert_eq!(worker.stats().refused_full.load(Ordering::Relaxed), 1);
+        drop(worker);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A store whose saves wait until the test opens the gate.
+    #[derive(Debug)]
+    struct Gated {
+        inner: RedbStore,
+        open: std::sync::Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl PlayerStore for Gated {
+        fn load_player(&self, player_id: u64) -> Result<Option<PlayerRecord>, StoreError> {
+            self.inner.load_player(player_id)
+        }
+        fn save_players(&self, records: &[PlayerRecord]) -> Result<Vec<SaveOutcome>, StoreError> {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            while !*open {
+                open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+            }
+            drop(open);
+            self.inner.save_players(records)
+        }
+    }
+
+    impl crate::store::forward::Forward for Gated {
+        type Inner = RedbStore;
+        fn inner(&self) -> &RedbStore {
+            &self.inner
+        }
+    }
+    impl crate::store::forward::ForwardItems for Gated {}
+    impl crate::store::forward::ForwardTrades for Gated {}
+    impl crate::store::forward::ForwardLeases for Gated {}
+    impl crate::store::forward::ForwardParties for Gated {}
+    impl crate::store::forward::ForwardMail for Gated {}
+    impl crate::store::forward::ForwardCheck for Gated {}
+
+    #[test]
+    fn a_full_queue_refuses_and_has_room_again_once_the_worker_takes_commands() {
+        let path = temp_path("queue");
+        let store = Arc::new(Gated {
+            inner: RedbStore::open(&path).expect("open"),
+            open: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+        });
+        let config = StoreConfig {
+            queue_capacity: 2,
+            max_batch: 1,
+            ..StoreConfig::default()
+        };
+        let worker = StoreWorker::spawn(Box::new(store.clone()), &config).expect("spawn");
+        let h = worker.handle();
+        // The worker takes the save off the queue and waits at the gate.
+        h.submit(save(1)).expect("save");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while worker.stats().queue_depth() != 0 {
+            assert!(Instant::now() < deadline, "the worker took the save");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        h.submit(StoreCommand::Barrier { token: 2 })
+            .expect("queued 1 of 2");
+        h.submit(StoreCommand::Barrier { token: 3 })
+            .expect("queued 2 of 2");
+        assert!(matches!(
+            h.submit(StoreCommand::Barrier { token: 4 }),
+            Err(SubmitError::Full(_))
+        ));
+        assert_eq!(worker.stats().refused_full.load(Ordering::Relaxed), 1);
+        assert_eq!(worker.stats().queue_depth(), 2);
+        *store.open.lock().expect("gate") = true;
+        store.opened.notify_all();
+        let got = wait_for(&h, 3);
+        assert_eq!(got.len(), 3);
+        assert!(matches!(got[2], StoreReply::Barrier { token: 3 }));
+        h.submit(StoreCommand::Barrier { token: 4 })
+            .expect("room again");
+        assert_eq!(wait_for(&h, 1).len(), 1);
         drop(worker);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
