@@ -250,19 +250,13 @@ fn valgrind() -> Option<Vec<String>> {
     ])
 }
 
-#[test]
-fn c_example_is_acknowledged_and_as_fast_as_rust() {
-    let _serial = serial();
-    let dir = work_dir("demo");
-    let demo = compile("zonehost_demo", &dir);
-    let rust = minimal_client();
-    // 50 Hz ticks against 60 Hz inputs: every input meets the tick at another phase, so a
-    // run's mean latency is the mean over all phases. At 60/60 each run keeps one random
-    // phase for its whole duration (means of 10-16 ms measured for both clients), which
-    // would compare luck, not the library.
-    let server = Server::start(50);
+/// Runs of each client in `c_example_is_acknowledged_and_as_fast_as_rust`.
+const ROUNDS: u32 = 3;
 
-    let (code, c_out) = run(&demo, &[], &server.args("c_demo"), &dir);
+/// Runs the C example once, checks what it read through the C API, returns its mean action
+/// latency in ms.
+fn run_c_demo(demo: &Path, server: &Server, dir: &Path, round: u32) -> f64 {
+    let (code, c_out) = run(demo, &[], &server.args(&format!("c_demo_{round}")), dir);
     assert_eq!(code, Some(0), "the C example failed:\n{c_out}");
     let acked = value(&c_out, "acked_inputs");
     let last_sent = value(&c_out, "last_sent_input");
@@ -277,34 +271,59 @@ fn c_example_is_acknowledged_and_as_fast_as_rust() {
         "the C example's entity (read through zh_snapshot_entities) moved:\n{c_out}"
     );
     assert_eq!(value(&c_out, "picked_up"), 1.0, "item round trip:\n{c_out}");
-    let c_ms = value(&c_out, "mean_latency_ms");
+    value(&c_out, "mean_latency_ms")
+}
 
-    let (code, rust_out) = run(
-        &rust,
-        &[],
-        &{
-            let a = server.args("rust_demo");
-            vec![
-                "--server".into(),
-                a[0].clone(),
-                "--cert".into(),
-                a[1].clone(),
-                "--token".into(),
-                a[2].clone(),
-            ]
-        },
-        &dir,
-    );
+/// Runs `minimal_client` once and returns the mean action latency it printed, in ms.
+fn run_minimal_client(rust: &Path, server: &Server, dir: &Path, round: u32) -> f64 {
+    let a = server.args(&format!("rust_demo_{round}"));
+    let args: Vec<String> = vec![
+        "--server".into(),
+        a[0].clone(),
+        "--cert".into(),
+        a[1].clone(),
+        "--token".into(),
+        a[2].clone(),
+    ];
+    let (code, rust_out) = run(rust, &[], &args, dir);
     assert_eq!(code, Some(0), "minimal_client failed:\n{rust_out}");
-    let rust_ms: f64 = rust_out
+    rust_out
         .lines()
         .find_map(|l| l.split("mean action latency ").nth(1))
         .and_then(|v| v.trim_end_matches(" ms").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no mean latency in:\n{rust_out}"));
-    eprintln!("mean action latency: C example {c_ms:.2} ms, Rust minimal_client {rust_ms:.2} ms");
+        .unwrap_or_else(|| panic!("no mean latency in:\n{rust_out}"))
+}
+
+#[test]
+fn c_example_is_acknowledged_and_as_fast_as_rust() {
+    let _serial = serial();
+    let dir = work_dir("demo");
+    let demo = compile("zonehost_demo", &dir);
+    let rust = minimal_client();
+    // 50 Hz ticks against 60 Hz inputs: every input meets the tick at another phase, so a
+    // run's mean latency is the mean over all phases. At 60/60 each run keeps one random
+    // phase for its whole duration (means of 10-16 ms measured for both clients), which
+    // would compare luck, not the library.
+    let server = Server::start(50);
+
+    // The two clients run in turns, and each keeps its best mean: the latency the library
+    // allows. Other work on the machine (CI runs a Cassandra node beside the tests) only
+    // ever adds latency to a run, which one run each turned into a 2 ms gap (11.7 vs 9.7
+    // ms) with nothing wrong in either client.
+    let (mut c_best, mut rust_best) = (f64::INFINITY, f64::INFINITY);
+    for round in 0..ROUNDS {
+        let c_ms = run_c_demo(&demo, &server, &dir, round);
+        let rust_ms = run_minimal_client(&rust, &server, &dir, round);
+        eprintln!(
+            "round {round}: mean action latency C example {c_ms:.2} ms, Rust minimal_client {rust_ms:.2} ms"
+        );
+        c_best = c_best.min(c_ms);
+        rust_best = rust_best.min(rust_ms);
+    }
+    eprintln!("best of {ROUNDS}: C example {c_best:.2} ms, Rust minimal_client {rust_best:.2} ms");
     assert!(
-        (c_ms - rust_ms).abs() <= 0.2 * rust_ms,
-        "C {c_ms:.2} ms is not within 20 % of Rust {rust_ms:.2} ms"
+        (c_best - rust_best).abs() <= 0.2 * rust_best,
+        "C {c_best:.2} ms is not within 20 % of Rust {rust_best:.2} ms (best of {ROUNDS} runs each)"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
