@@ -686,6 +686,9 @@ impl Worker {
         if self.ticks % CHECKPOINT_POLL_TICKS == 0 {
             self.checkpoint_due(now);
         }
+        if self.ticks % PHASE_REVIEW_TICKS == 0 {
+            self.review_snapshot_phases();
+        }
         self.send_snapshots();
     }
 }

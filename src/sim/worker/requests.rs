@@ -371,6 +371,21 @@ impl Worker {
         parties.party(party).map(|p| p.leader)
     }
 
+    /// Moves each instance's snapshot phase onto the tick its attached members' inputs are
+    /// applied on (see [`best_phase`]), then ages the arrival counts. Run every
+    /// [`PHASE_REVIEW_TICKS`] ticks, before that tick's snapshots.
+    pub(super) fn review_snapshot_phases(&mut self) {
+        for inst in self.instances.values_mut() {
+            let attached = inst.members.iter().filter(|m| m.detached_at.is_none());
+            if let Some(p) = best_phase(inst.snapshot_phase, attached.map(|m| &m.arrivals)) {
+                inst.snapshot_phase = p;
+            }
+            for m in &mut inst.members {
+                m.arrivals.decay();
+            }
+        }
+    }
+
     /// Snapshot ticks are the worker's tick count, not the world's, so a player's snapshot
     /// ticks keep increasing across zone changes (clients order snapshots by tick). Each
     /// client gets its own delta against the tick it reported (SPEC.md §4.3); clients
@@ -379,7 +394,8 @@ impl Worker {
     /// Runs every tick. A client is due every `ticks_per_snapshot × k` ticks, where k is
     /// its divisor (`Request::SnapshotRate`), at its instance's phase
     /// (`phase::snapshot_due`): instances take turns, and once a second each instance's
-    /// phase moves onto the tick where its members' inputs arrive (`phase::best_phase`),
+    /// phase moves onto the tick where its members' inputs arrive
+    /// ([`Worker::review_snapshot_phases`]),
     /// so that an input is seen in the snapshot of the tick that applies it. An instance
     /// none of whose clients is due this tick records and encodes nothing.
     pub(super) fn send_snapshots(&mut self) {
@@ -388,17 +404,7 @@ impl Worker {
         let per_snapshot = self.settings.ticks_per_snapshot;
         let radius = self.settings.interest_radius_mm;
         let mut sent_any = false;
-        let review = ticks % PHASE_REVIEW_TICKS == 0;
         for inst in self.instances.values_mut() {
-            if review {
-                let attached = inst.members.iter().filter(|m| m.detached_at.is_none());
-                if let Some(p) = best_phase(inst.snapshot_phase, attached.map(|m| &m.arrivals)) {
-                    inst.snapshot_phase = p;
-                }
-                for m in &mut inst.members {
-                    m.arrivals.decay();
-                }
-            }
             let phase = inst.snapshot_phase;
             let due = |m: &Member| {
                 m.detached_at.is_none()

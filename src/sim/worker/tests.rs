@@ -39,39 +39,64 @@ struct Two {
     stats: Arc<Stats>,
 }
 
+/// What the workers of one test share.
+struct Shared {
+    config: Config,
+    content: Arc<Content>,
+    resume: Arc<ResumeMinter>,
+    parties: Arc<Mutex<Parties>>,
+    stats: Arc<Stats>,
+    registry: Arc<Registry>,
+}
+
+impl Shared {
+    /// The default configuration, built-in content, no parties, for `workers` workers.
+    fn new(workers: usize) -> Self {
+        Self {
+            config: Config::default(),
+            content: Arc::new(Content::builtin().expect("built-in content")),
+            resume: Arc::new(ResumeMinter::random().expect("randomness")),
+            parties: Arc::new(Mutex::new(Parties::new())),
+            stats: Arc::new(Stats::new(workers)),
+            registry: Arc::new(Registry::new(SecondLogin::Refuse)),
+        }
+    }
+
+    /// Worker `index`, reading `inbox`.
+    fn worker(&self, index: usize, inbox: Arc<Inbox>) -> Worker {
+        Worker::new(
+            WorkerSettings::from_config(
+                index,
+                &self.config,
+                self.content.clone(),
+                self.resume.clone(),
+                self.parties.clone(),
+                7,
+            ),
+            inbox,
+            self.stats.clone(),
+            self.registry.clone(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+}
+
 impl Two {
     fn new() -> Self {
-        let config = Config::default();
+        let shared = Shared::new(2);
         let inboxes: Arc<[Arc<Inbox>]> = (0..2).map(|_| Arc::new(Inbox::new(64))).collect();
-        let registry = Arc::new(Registry::new(SecondLogin::Refuse));
-        let stats = Arc::new(Stats::new(2));
-        let parties = Arc::new(Mutex::new(Parties::new()));
-        let content = Arc::new(Content::builtin().expect("built-in content"));
-        let resume = Arc::new(ResumeMinter::random().expect("randomness"));
         let workers = (0..2)
             .map(|i| {
-                Worker::new(
-                    WorkerSettings::from_config(
-                        i,
-                        &config,
-                        content.clone(),
-                        resume.clone(),
-                        parties.clone(),
-                        7,
-                    ),
-                    inboxes[i].clone(),
-                    stats.clone(),
-                    registry.clone(),
-                    Arc::new(AtomicBool::new(false)),
-                )
-                .with_peers(inboxes.clone())
+                shared
+                    .worker(i, inboxes[i].clone())
+                    .with_peers(inboxes.clone())
             })
             .collect();
         Self {
             workers,
             inboxes,
-            registry,
-            stats,
+            registry: shared.registry,
+            stats: shared.stats,
         }
     }
 
@@ -607,23 +632,10 @@ impl Link for CountingLink {
 #[test]
 fn snapshots_move_onto_the_ticks_the_inputs_arrive_on() {
     // 60 ticks, 30 snapshots per second (the default): every other tick.
-    let config = Config::default();
-    assert_eq!(config.ticks_per_snapshot(), 2);
+    let shared = Shared::new(1);
+    assert_eq!(shared.config.ticks_per_snapshot(), 2);
     let inbox = Arc::new(Inbox::new(64));
-    let mut w = Worker::new(
-        WorkerSettings::from_config(
-            0,
-            &config,
-            Arc::new(Content::builtin().expect("built-in content")),
-            Arc::new(ResumeMinter::random().expect("randomness")),
-            Arc::new(Mutex::new(Parties::new())),
-            7,
-        ),
-        inbox.clone(),
-        Arc::new(Stats::new(1)),
-        Arc::new(Registry::new(SecondLogin::Refuse)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let mut w = shared.worker(0, inbox.clone());
     let link = Arc::new(CountingLink::default());
     let (tx, _rx) = mpsc::channel(256);
     inbox.control(Control::Join(Box::new(Join {
