@@ -3,7 +3,9 @@
 //! bookkeeping both sides share ([`ConnShared`]). A leaf: net, session, sim and cluster
 //! code all use these, and it uses none of them.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
@@ -25,11 +27,10 @@ pub enum LinkError {
 pub trait Link: Send + Sync + std::fmt::Debug + 'static {
     /// Sends an unreliable datagram (never blocks; quinn drops the oldest when its buffer is full).
     fn send_datagram(&self, data: Bytes) -> Result<(), LinkError>;
-    /// Whether sending `len` bytes now would make the transport discard older unsent
-    /// datagrams (counted as displaced). In-memory links never do.
-    fn displaces_on_send(&self, len: usize) -> bool {
-        let _ = len;
-        false
+    /// Sends like [`Link::send_datagram`] and says whether older unsent datagrams were
+    /// discarded to make room (counted as displaced). In-memory links never discard.
+    fn queue_datagram(&self, data: Bytes) -> Result<Queued, LinkError> {
+        self.send_datagram(data).map(|()| Queued::Freely)
     }
     /// Closes the connection with an application error code.
     fn close(&self, code: u32, reason: &[u8]);
@@ -43,14 +44,39 @@ impl Link for quinn::Connection {
         })
     }
 
-    fn displaces_on_send(&self, len: usize) -> bool {
-        // quinn: a datagram of at most this many bytes never causes older ones to be dropped.
-        self.datagram_send_buffer_space() < len
+    /// One visit to the connection's state in the usual case, not two (its lock is shared
+    /// with the network thread that drives the connection): a single poll of quinn's
+    /// waiting send, which queues the datagram when it fits without dropping anything.
+    /// Only when it does not fit is it sent again the dropping way.
+    fn queue_datagram(&self, data: Bytes) -> Result<Queued, LinkError> {
+        let lost = |e: quinn::SendDatagramError| match e {
+            quinn::SendDatagramError::ConnectionLost(_) => LinkError::Lost,
+            _ => LinkError::Refused,
+        };
+        let waiting = std::pin::pin!(self.send_datagram_wait(data.clone()));
+        let mut cx = Context::from_waker(Waker::noop());
+        match waiting.poll(&mut cx) {
+            Poll::Ready(Ok(())) => Ok(Queued::Freely),
+            Poll::Ready(Err(e)) => Err(lost(e)),
+            Poll::Pending => quinn::Connection::send_datagram(self, data)
+                .map(|()| Queued::DisplacingOlder)
+                .map_err(lost),
+        }
     }
 
     fn close(&self, code: u32, reason: &[u8]) {
         quinn::Connection::close(self, code.into(), reason);
     }
+}
+
+/// How [`Link::queue_datagram`] queued a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Into free space of the transport's send buffer.
+    Freely,
+    /// After older unsent datagrams were discarded to make room (the connection cannot
+    /// send as fast as it is given datagrams).
+    DisplacingOlder,
 }
 
 /// Process-unique id of a session (one authenticated connection).
@@ -117,5 +143,82 @@ impl ConnShared {
             0 => None,
             n => DisconnectCause::ALL.get(usize::from(n - 1)).copied(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use zonehost_client::{EndpointBuilder, Trust};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_quinn_link_says_which_datagrams_displace_older_ones() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let dir = std::env::temp_dir().join(format!("zh-link-{}", std::process::id()));
+            let identity = crate::keys::load_or_create_dev_identity(&dir).expect("identity");
+            let config = Config {
+                datagram_send_buffer: 2048,
+                ..Config::default()
+            };
+            let server_config = crate::net::server_config(&config, &identity).expect("config");
+            let server =
+                quinn::Endpoint::server(server_config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                    .expect("server endpoint");
+            let addr = server.local_addr().expect("address");
+            let client = EndpointBuilder::new(Trust::Certificate(identity.certs[0].clone()))
+                .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .build()
+                .expect("client endpoint");
+            let accept = tokio::spawn(async move {
+                let conn = server
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("accepted");
+                (server, conn)
+            });
+            let to_server = client
+                .endpoint
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (_server, conn) = accept.await.expect("accept task");
+            // No await between the sends: the connection is not driven, nothing leaves the
+            // 2048-byte buffer, and the third datagram of 900 bytes does not fit.
+            let d = Bytes::from(vec![7u8; 900]);
+            let queued: Vec<_> = (0..3)
+                .map(|_| Link::queue_datagram(&conn, d.clone()))
+                .collect();
+            assert_eq!(
+                queued,
+                [
+                    Ok(Queued::Freely),
+                    Ok(Queued::Freely),
+                    Ok(Queued::DisplacingOlder)
+                ]
+            );
+            // Once the connection has sent them, there is room again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(Link::queue_datagram(&conn, d.clone()), Ok(Queued::Freely));
+            conn.close(0u32.into(), b"");
+            assert_eq!(
+                Link::queue_datagram(&conn, d),
+                Err(LinkError::Lost),
+                "a closed connection"
+            );
+            drop(to_server);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     }
 }

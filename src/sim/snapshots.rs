@@ -224,16 +224,19 @@ impl InstanceSnapshots {
                 scratch.recycle(old);
             }
         }
+        // (tick, its place in `client.sent`, its place in `self.history`): indices, not a
+        // clone of the interest, so that no reference count is touched.
         let base = client
             .sent
             .iter()
-            .find(|(t, _)| *t == reported && reported != 0)
-            .and_then(|(t, ids)| {
-                let state = self.history.iter().find(|(h, _)| h == t)?;
-                Some((*t, ids.clone(), &state.1))
+            .position(|(t, _)| *t == reported && reported != 0)
+            .and_then(|at| {
+                let t = client.sent[at].0;
+                let kept = self.history.iter().position(|(h, _)| *h == t)?;
+                Some((t, at, kept))
             });
-        let (baseline, base_key) = match &base {
-            Some((t, ids, _)) => (*t, Arc::as_ptr(ids) as usize),
+        let (baseline, base_key) = match base {
+            Some((t, at, _)) => (t, Arc::as_ptr(&client.sent[at].1) as usize),
             None => (0, 0),
         };
         let key = (baseline, base_key, Arc::as_ptr(&interest) as usize);
@@ -244,16 +247,17 @@ impl InstanceSnapshots {
             return Ok((&self.parts[parts], Encoded { full, shared: true }));
         }
         scratch.base.clear();
-        if let Some((_, ids, state)) = &base {
+        if let Some((_, at, kept)) = base {
             // The client's state at the baseline: that tick's entities of its interest then.
+            let ids = &client.sent[at].1;
             scratch.base.extend(
-                state
+                self.history[kept]
+                    .1
                     .iter()
                     .filter(|e| ids.binary_search(&e.id).is_ok())
                     .copied(),
             );
         }
-        drop(base);
         Self::remember(client, scratch, tick, interest);
         diff(&scratch.base, &scratch.cur, &mut scratch.changes);
         let meta = SnapshotMeta {

@@ -118,6 +118,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_client_is_only_due_on_its_instance_s_snapshot_ticks() {
+        // `send_snapshots` skips an instance without looking at its members when the tick
+        // is not due at divisor 1: that is right only if no divisor is due there either.
+        for per in 0..=4 {
+            for k in 0..=16 {
+                for phase in 0..40 {
+                    for t in 0..200 {
+                        if snapshot_due(t, phase, per, k) {
+                            assert!(snapshot_due(t, phase, per, 1), "{t} {phase} {per} {k}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn instances_take_turns_at_snapshots() {
         let due = |phase: u32, per: u32, k: u16| -> Vec<u64> {
             (0..12)

@@ -406,6 +406,11 @@ impl Worker {
         let mut sent_any = false;
         for inst in self.instances.values_mut() {
             let phase = inst.snapshot_phase;
+            // No client of any divisor is due on a tick that is not a snapshot tick of the
+            // instance: most ticks are decided here without touching its members.
+            if !snapshot_due(ticks, phase, per_snapshot, 1) {
+                continue;
+            }
             let due = |m: &Member| {
                 m.detached_at.is_none()
                     && snapshot_due(ticks, phase, per_snapshot, m.join.shared.snapshot_divisor())
@@ -485,11 +490,11 @@ impl Worker {
                         .record(now.saturating_duration_since(received).as_secs_f64());
                 }
                 for d in datagrams {
-                    if m.join.conn.displaces_on_send(d.len()) {
-                        Stats::inc(&self.stats.datagrams_displaced);
-                    }
-                    match m.join.conn.send_datagram(d.clone()) {
-                        Ok(()) => {
+                    match m.join.conn.queue_datagram(d.clone()) {
+                        Ok(queued) => {
+                            if queued == Queued::DisplacingOlder {
+                                Stats::inc(&self.stats.datagrams_displaced);
+                            }
                             Stats::inc(&self.stats.datagrams_out);
                             self.stats
                                 .datagram_bytes_out
