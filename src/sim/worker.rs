@@ -194,11 +194,16 @@ struct Member {
     parked: Vec<Work>,
     /// On which tick of its snapshot period the client's inputs are applied.
     arrivals: InputArrivals,
+    /// The connection's snapshot divisor (`Request::SnapshotRate`), kept here because it
+    /// is read for every member on every snapshot tick; `join.shared` holds it for the
+    /// connection across workers and is written alongside.
+    snapshot_divisor: u16,
 }
 
 impl Member {
     fn new(session: SessionId, entity: u32, join: Box<Join>) -> Self {
         Self {
+            snapshot_divisor: join.shared.snapshot_divisor(),
             session,
             entity,
             join,

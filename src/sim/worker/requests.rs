@@ -48,10 +48,8 @@ impl Worker {
                     }
                 }
                 if let Some(seq) = newest {
-                    let period = snapshot_period(
-                        self.settings.ticks_per_snapshot,
-                        m.join.shared.snapshot_divisor(),
-                    );
+                    let period =
+                        snapshot_period(self.settings.ticks_per_snapshot, m.snapshot_divisor);
                     m.arrivals.record(self.ticks, period);
                     if m.pending.len() == PENDING_INPUT_TIMES {
                         m.pending.pop_front();
@@ -123,6 +121,8 @@ impl Worker {
             return;
         };
         let player = m.join.player_id;
+        // A granted snapshot rate, for the member's copy of its divisor.
+        let mut divisor = None;
         let body = match body {
             Request::Ping { client_time_us } => {
                 let tick = self.ticks as u32;
@@ -154,6 +154,7 @@ impl Worker {
                 let server_hz = self.settings.snapshot_rate_hz;
                 let k = snapshot_divisor(server_hz, hz);
                 m.join.shared.set_snapshot_divisor(k);
+                divisor = Some(m.join.shared.snapshot_divisor());
                 Ok(Response::SnapshotRate { hz: server_hz / k })
             }
             party_request => match &self.directory {
@@ -175,7 +176,10 @@ impl Worker {
                 None => self.party_request(player, party_request),
             },
         };
-        if let Some(m) = self.member(session) {
+        if let Some(m) = self.member_mut(session) {
+            if let Some(k) = divisor {
+                m.snapshot_divisor = k;
+            }
             respond(&m.join, id, body);
         }
         metrics::histogram!("zonehost_request_duration_seconds", "kind" => kind)
@@ -413,7 +417,7 @@ impl Worker {
             }
             let due = |m: &Member| {
                 m.detached_at.is_none()
-                    && snapshot_due(ticks, phase, per_snapshot, m.join.shared.snapshot_divisor())
+                    && snapshot_due(ticks, phase, per_snapshot, m.snapshot_divisor)
             };
             if !inst.members.iter().any(due) {
                 continue;
