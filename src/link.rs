@@ -3,9 +3,7 @@
 //! bookkeeping both sides share ([`ConnShared`]). A leaf: net, session, sim and cluster
 //! code all use these, and it uses none of them.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
@@ -27,10 +25,11 @@ pub enum LinkError {
 pub trait Link: Send + Sync + std::fmt::Debug + 'static {
     /// Sends an unreliable datagram (never blocks; quinn drops the oldest when its buffer is full).
     fn send_datagram(&self, data: Bytes) -> Result<(), LinkError>;
-    /// Sends like [`Link::send_datagram`] and says whether older unsent datagrams were
-    /// discarded to make room (counted as displaced). In-memory links never discard.
-    fn queue_datagram(&self, data: Bytes) -> Result<Queued, LinkError> {
-        self.send_datagram(data).map(|()| Queued::Freely)
+    /// Whether sending `len` bytes now would make the transport discard older unsent
+    /// datagrams (counted as displaced). In-memory links never do.
+    fn displaces_on_send(&self, len: usize) -> bool {
+        let _ = len;
+        false
     }
     /// Closes the connection with an application error code.
     fn close(&self, code: u32, reason: &[u8]);
@@ -44,39 +43,14 @@ impl Link for quinn::Connection {
         })
     }
 
-    /// One visit to the connection's state in the usual case, not two (its lock is shared
-    /// with the network thread that drives the connection): a single poll of quinn's
-    /// waiting send, which queues the datagram when it fits without dropping anything.
-    /// Only when it does not fit is it sent again the dropping way.
-    fn queue_datagram(&self, data: Bytes) -> Result<Queued, LinkError> {
-        let lost = |e: quinn::SendDatagramError| match e {
-            quinn::SendDatagramError::ConnectionLost(_) => LinkError::Lost,
-            _ => LinkError::Refused,
-        };
-        let waiting = std::pin::pin!(self.send_datagram_wait(data.clone()));
-        let mut cx = Context::from_waker(Waker::noop());
-        match waiting.poll(&mut cx) {
-            Poll::Ready(Ok(())) => Ok(Queued::Freely),
-            Poll::Ready(Err(e)) => Err(lost(e)),
-            Poll::Pending => quinn::Connection::send_datagram(self, data)
-                .map(|()| Queued::DisplacingOlder)
-                .map_err(lost),
-        }
+    fn displaces_on_send(&self, len: usize) -> bool {
+        // quinn: a datagram of at most this many bytes never causes older ones to be dropped.
+        self.datagram_send_buffer_space() < len
     }
 
     fn close(&self, code: u32, reason: &[u8]) {
         quinn::Connection::close(self, code.into(), reason);
     }
-}
-
-/// How [`Link::queue_datagram`] queued a datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    /// Into free space of the transport's send buffer.
-    Freely,
-    /// After older unsent datagrams were discarded to make room (the connection cannot
-    /// send as fast as it is given datagrams).
-    DisplacingOlder,
 }
 
 /// Process-unique id of a session (one authenticated connection).
@@ -157,7 +131,7 @@ mod tests {
     use crate::config::Config;
 
     #[test]
-    fn a_quinn_link_says_which_datagrams_displace_older_ones() {
+    fn a_quinn_link_foresees_which_datagrams_displace_older_ones() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -195,25 +169,20 @@ mod tests {
                 .expect("handshake");
             let (_server, conn) = accept.await.expect("accept task");
             // No await between the sends: the connection is not driven, nothing leaves the
-            // 2048-byte buffer, and the third datagram of 900 bytes does not fit.
+            // 2048-byte buffer, and a third datagram of 900 bytes does not fit.
             let d = Bytes::from(vec![7u8; 900]);
-            let queued: Vec<_> = (0..3)
-                .map(|_| Link::queue_datagram(&conn, d.clone()))
-                .collect();
-            assert_eq!(
-                queued,
-                [
-                    Ok(Queued::Freely),
-                    Ok(Queued::Freely),
-                    Ok(Queued::DisplacingOlder)
-                ]
-            );
+            let mut foreseen = Vec::new();
+            for _ in 0..3 {
+                foreseen.push(conn.displaces_on_send(d.len()));
+                Link::send_datagram(&conn, d.clone()).expect("queued");
+            }
+            assert_eq!(foreseen, [false, false, true]);
             // Once the connection has sent them, there is room again.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            assert_eq!(Link::queue_datagram(&conn, d.clone()), Ok(Queued::Freely));
+            assert!(!conn.displaces_on_send(d.len()));
             conn.close(0u32.into(), b"");
             assert_eq!(
-                Link::queue_datagram(&conn, d),
+                Link::send_datagram(&conn, d),
                 Err(LinkError::Lost),
                 "a closed connection"
             );

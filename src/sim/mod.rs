@@ -27,7 +27,7 @@ use zonehost_game::PlayerInput;
 use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
-pub use crate::link::{ConnShared, Link, LinkError, Outgoing, Queued, SessionId};
+pub use crate::link::{ConnShared, Link, LinkError, Outgoing, SessionId};
 pub use persist::PersistSettings;
 pub use pool::{Sim, SpawnError};
 pub use worker::{Migrant, Worker, WorkerSettings};

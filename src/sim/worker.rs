@@ -53,7 +53,7 @@ use super::persist::{self, HeldResponse, Persist, PersistSettings};
 use super::ports::{Handoff, HandoffSink, InstancePlacement, PartyCall, PartyHandle};
 use super::snapshots::{ClientBaselines, InstanceSnapshots, SnapshotScratch};
 use super::wire;
-use super::{Control, Handover, Inbox, Join, Outgoing, Queued, SessionId, Work};
+use super::{Control, Handover, Inbox, Join, Outgoing, SessionId, Work};
 use crate::config::Config;
 use crate::session::{Registry, ResumeMinter};
 use crate::store::trade::TradeOutcome;

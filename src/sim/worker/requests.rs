@@ -494,11 +494,11 @@ impl Worker {
                         .record(now.saturating_duration_since(received).as_secs_f64());
                 }
                 for d in datagrams {
-                    match m.join.conn.queue_datagram(d.clone()) {
-                        Ok(queued) => {
-                            if queued == Queued::DisplacingOlder {
-                                Stats::inc(&self.stats.datagrams_displaced);
-                            }
+                    if m.join.conn.displaces_on_send(d.len()) {
+                        Stats::inc(&self.stats.datagrams_displaced);
+                    }
+                    match m.join.conn.send_datagram(d.clone()) {
+                        Ok(()) => {
                             Stats::inc(&self.stats.datagrams_out);
                             self.stats
                                 .datagram_bytes_out
