@@ -267,3 +267,80 @@ impl ConnContext {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The quinn side of [`Link`]: what the sim's counters rely on.
+
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use zonehost_client::{EndpointBuilder, Trust};
+
+    use bytes::Bytes;
+
+    use super::server_config;
+    use crate::config::Config;
+    use crate::link::{Link, LinkError};
+
+    #[test]
+    fn a_quinn_link_foresees_which_datagrams_displace_older_ones() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let dir = std::env::temp_dir().join(format!("zh-link-{}", std::process::id()));
+            let identity = crate::keys::load_or_create_dev_identity(&dir).expect("identity");
+            let config = Config {
+                datagram_send_buffer: 2048,
+                ..Config::default()
+            };
+            let server_config = server_config(&config, &identity).expect("config");
+            let server =
+                quinn::Endpoint::server(server_config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                    .expect("server endpoint");
+            let addr = server.local_addr().expect("address");
+            let client = EndpointBuilder::new(Trust::Certificate(identity.certs[0].clone()))
+                .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .build()
+                .expect("client endpoint");
+            let accept = tokio::spawn(async move {
+                let conn = server
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("accepted");
+                (server, conn)
+            });
+            let to_server = client
+                .endpoint
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (_server, conn) = accept.await.expect("accept task");
+            // No await between the sends: the connection is not driven, nothing leaves the
+            // 2048-byte buffer, and a third datagram of 900 bytes does not fit.
+            let d = Bytes::from(vec![7u8; 900]);
+            let mut foreseen = Vec::new();
+            for _ in 0..3 {
+                foreseen.push(conn.displaces_on_send(d.len()));
+                Link::send_datagram(&conn, d.clone()).expect("queued");
+            }
+            assert_eq!(foreseen, [false, false, true]);
+            // Once the connection has sent them, there is room again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!conn.displaces_on_send(d.len()));
+            conn.close(0u32.into(), b"");
+            assert_eq!(
+                Link::send_datagram(&conn, d),
+                Err(LinkError::Lost),
+                "a closed connection"
+            );
+            drop(to_server);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+}
