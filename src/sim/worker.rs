@@ -220,6 +220,13 @@ impl Member {
             arrivals: InputArrivals::default(),
         }
     }
+
+    /// Sends this connection every `k`-th snapshot: the shared record, which follows the
+    /// connection to other workers, and the member's copy, written together.
+    fn set_snapshot_divisor(&mut self, k: u16) {
+        self.join.shared.set_snapshot_divisor(k);
+        self.snapshot_divisor = self.join.shared.snapshot_divisor();
+    }
 }
 
 /// Metric handles resolved once per worker (no registry lookup per sample).

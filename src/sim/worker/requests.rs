@@ -121,7 +121,7 @@ impl Worker {
             return;
         };
         let player = m.join.player_id;
-        // A granted snapshot rate, for the member's copy of its divisor.
+        // A granted snapshot rate, set once the member can be borrowed mutably.
         let mut divisor = None;
         let body = match body {
             Request::Ping { client_time_us } => {
@@ -153,8 +153,7 @@ impl Worker {
             Request::SnapshotRate { hz } => {
                 let server_hz = self.settings.snapshot_rate_hz;
                 let k = snapshot_divisor(server_hz, hz);
-                m.join.shared.set_snapshot_divisor(k);
-                divisor = Some(m.join.shared.snapshot_divisor());
+                divisor = Some(k);
                 Ok(Response::SnapshotRate { hz: server_hz / k })
             }
             party_request => match &self.directory {
@@ -178,7 +177,7 @@ impl Worker {
         };
         if let Some(m) = self.member_mut(session) {
             if let Some(k) = divisor {
-                m.snapshot_divisor = k;
+                m.set_snapshot_divisor(k);
             }
             respond(&m.join, id, body);
         }
