@@ -1,0 +1,322 @@
+//! The simulation worker's tick at N players: what one 60 Hz tick of a worker costs with
+//! every player in its own instance (solo play, the common case), inputs arriving at 30 Hz
+//! and snapshots at 30 Hz (the recommended setting), deltas against what each client
+//! acknowledged. The connections are in-memory links that read each snapshot's tick back
+//! as the client's acknowledgement, so no socket or quinn cost is in the figure: this is
+//! the worker's own share, the one the loadtest's minute-to-minute noise cannot resolve.
+//! The production Prometheus recorder is installed, so metric updates cost what they do
+//! in the server.
+//!
+//! `cargo bench --bench tick -- --warm-up-time 2 --measurement-time 10`
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tokio::sync::mpsc;
+use zonehost::config::{Config, SecondLogin};
+use zonehost::session::{Registry, ResumeMinter};
+use zonehost::sim::{
+    Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
+};
+use zonehost::telemetry::Stats;
+use zonehost_game::{Content, Parties, PlayerInput};
+use zonehost_protocol::datagram::{split_snapshot, BUTTON_ATTACK, MAX_INPUTS_PER_DATAGRAM};
+use zonehost_protocol::frame::FrameDecoder;
+use zonehost_protocol::message::{Event, ServerMsg};
+use zonehost_protocol::MAX_FRAME_LEN;
+
+/// A town whose spawn point is boxed in by portals to the arena: every new player is
+/// moved into its own arena instance within its first steps, whichever way it walks.
+const TOWN: &str = r#"
+id = 1
+name = "Gate"
+width_mm = 20000
+height_mm = 20000
+spawn_mm = [10000, 10000]
+town = true
+
+[[portals]]
+rect = [0, 0, 20000, 9800]
+target = 2
+
+[[portals]]
+rect = [0, 10200, 20000, 20000]
+target = 2
+
+[[portals]]
+rect = [0, 9800, 9800, 10200]
+target = 2
+
+[[portals]]
+rect = [10200, 9800, 20000, 10200]
+target = 2
+"#;
+
+/// The Cold Crypt's layout and monsters (content/zones/crypt.toml) without its portals.
+const ARENA: &str = r#"
+id = 2
+name = "Arena"
+width_mm = 60000
+height_mm = 60000
+spawn_mm = [3000, 30000]
+respawn_zone = 1
+walls = [
+  [10000, 0, 11000, 25000],
+  [10000, 35000, 11000, 60000],
+  [30000, 10000, 31000, 50000],
+  [15000, 29000, 26000, 31000],
+  [40000, 28000, 56000, 30000],
+]
+
+[[spawns]]
+kind = "zombie"
+level = [1, 3]
+count = 10
+area = [12000, 2000, 28000, 20000]
+respawn_secs = 60
+
+[[spawns]]
+kind = "skeleton"
+level = [1, 3]
+count = 8
+area = [12000, 40000, 28000, 58000]
+respawn_secs = 60
+
+[[spawns]]
+kind = "skeleton_archer"
+level = [2, 4]
+count = 6
+area = [32000, 5000, 55000, 25000]
+respawn_secs = 60
+
+[[spawns]]
+kind = "zombie"
+level = [2, 4]
+count = 8
+area = [32000, 35000, 55000, 55000]
+respawn_secs = 60
+"#;
+
+/// A client's end of the connection: counts snapshot bytes and remembers the newest
+/// snapshot tick, which the next input acknowledges (every part of a tick arrives here).
+#[derive(Debug, Default)]
+struct BotLink {
+    newest_tick: AtomicU32,
+    bytes: AtomicU64,
+}
+
+impl Link for BotLink {
+    fn send_datagram(&self, data: Bytes) -> Result<(), LinkError> {
+        if let Ok((header, _)) = split_snapshot(&data) {
+            self.newest_tick
+                .fetch_max(header.tick.get(), Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn close(&self, _code: u32, _reason: &[u8]) {}
+}
+
+/// A player: its link, its reliable outbox and its input sequence.
+struct Bot {
+    session: u64,
+    link: Arc<BotLink>,
+    outbox: mpsc::Receiver<Outgoing>,
+    frames: FrameDecoder,
+    seq: u32,
+}
+
+/// Ticks played before measuring: joins, first steps, full states, then deltas.
+const WARM_UP_TICKS: u64 = 120;
+
+/// One worker with `players` players, each in its own instance of `content`'s start
+/// zone (or, with the arena content, of the arena once they took one step).
+struct Bench {
+    worker: Worker,
+    inbox: Arc<Inbox>,
+    bots: Vec<Bot>,
+    now: Instant,
+    tick: Duration,
+    ticks: u64,
+    fight: bool,
+    /// `ZoneEntered` events for the arena read during the warm-up.
+    arrivals: usize,
+}
+
+impl Bench {
+    fn new(content: Content, players: usize, fight: bool) -> Self {
+        let config = Config::default();
+        let inbox = Arc::new(Inbox::new(config.inbox_capacity));
+        let settings = WorkerSettings::from_config(
+            0,
+            &config,
+            Arc::new(content),
+            Arc::new(ResumeMinter::random().expect("randomness")),
+            Arc::new(Mutex::new(Parties::new())),
+            7,
+        );
+        let tick = settings.tick;
+        let worker = Worker::new(
+            settings,
+            inbox.clone(),
+            Arc::new(Stats::new(1)),
+            Arc::new(Registry::new(SecondLogin::Refuse)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let bots = (0..players)
+            .map(|i| {
+                let session = i as u64 + 1;
+                let link = Arc::new(BotLink::default());
+                let (tx, rx) = mpsc::channel(config.outbox_capacity);
+                inbox.control(Control::Join(Box::new(Join {
+                    session,
+                    player_id: 1_000_000 + session,
+                    player_name: format!("bot{session}"),
+                    conn: link.clone(),
+                    outbox: tx,
+                    shared: Arc::default(),
+                })));
+                Bot {
+                    session,
+                    link,
+                    outbox: rx,
+                    frames: FrameDecoder::new(MAX_FRAME_LEN),
+                    seq: 0,
+                }
+            })
+            .collect();
+        let mut bench = Self {
+            worker,
+            inbox,
+            bots,
+            now: Instant::now(),
+            tick,
+            ticks: 0,
+            fight,
+            arrivals: 0,
+        };
+        for _ in 0..WARM_UP_TICKS {
+            bench.step();
+        }
+        bench
+    }
+
+    /// Queues this tick's input datagrams: each bot sends every other tick (30 Hz), half
+    /// of them on even ticks, two commands sampled at 60 Hz plus the newest redundancy,
+    /// walking a slowly turning course and, when fighting, swinging every few commands.
+    fn send_inputs(&mut self) {
+        let now = Instant::now();
+        for (i, bot) in self.bots.iter_mut().enumerate() {
+            if (self.ticks + i as u64) % 2 != 0 {
+                continue;
+            }
+            let mut inputs = [PlayerInput::default(); MAX_INPUTS_PER_DATAGRAM];
+            let count = 4u8;
+            for (k, input) in inputs.iter_mut().take(usize::from(count)).enumerate() {
+                let seq = (bot.seq + 2).saturating_sub(k as u32);
+                let heading = (seq / 90 + i as u32) % 8;
+                let (x, y) = [
+                    (1000, 0),
+                    (700, 700),
+                    (0, 1000),
+                    (-700, 700),
+                    (-1000, 0),
+                    (-700, -700),
+                    (0, -1000),
+                    (700, -700),
+                ][heading as usize];
+                let attack = self.fight && seq % 8 == 0;
+                *input = PlayerInput {
+                    seq,
+                    move_x: x,
+                    move_y: y,
+                    buttons: if attack { BUTTON_ATTACK } else { 0 },
+                };
+            }
+            bot.seq += 2;
+            let work = Work::Input {
+                session: bot.session,
+                count,
+                inputs,
+                received_at: now,
+                ack_tick: bot.link.newest_tick.load(Ordering::Relaxed),
+            };
+            if self.inbox.work(work).is_err() {
+                panic!("the inbox holds a tick of inputs");
+            }
+        }
+    }
+
+    /// Reads what the worker queued on the reliable outboxes, as a client does during
+    /// the warm-up (counting the arrivals in zone 2), or drops it unread once measuring.
+    fn read_outboxes(&mut self, decode: bool) {
+        for bot in &mut self.bots {
+            while let Ok(out) = bot.outbox.try_recv() {
+                if let (true, Outgoing::Frame(frame)) = (decode, out) {
+                    bot.frames.extend(&frame);
+                    while let Ok(Some(msg)) = bot.frames.next_message::<ServerMsg>() {
+                        if matches!(msg, ServerMsg::Event(Event::ZoneEntered { zone: 2, .. })) {
+                            self.arrivals += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tick: inputs in, the worker's tick, outboxes read. Returns the tick's time.
+    fn step(&mut self) -> Duration {
+        self.send_inputs();
+        self.now += self.tick;
+        self.ticks += 1;
+        let started = Instant::now();
+        self.worker.tick_at(self.now);
+        let spent = started.elapsed();
+        self.read_outboxes(self.ticks <= WARM_UP_TICKS);
+        spent
+    }
+
+    fn snapshot_bytes(&self) -> u64 {
+        self.bots
+            .iter()
+            .map(|b| b.link.bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+fn arena() -> Content {
+    Content::from_sources(&[TOWN, ARENA]).expect("bench content")
+}
+
+fn worker_tick(c: &mut Criterion) {
+    let _ = zonehost::ops::prometheus();
+    let mut g = c.benchmark_group("worker_tick");
+    g.sample_size(20);
+    for players in [100usize, 500] {
+        for (name, content, fight) in [
+            ("town_walkers", Content::builtin().expect("content"), false),
+            ("arena_fighters", arena(), true),
+        ] {
+            let mut bench = Bench::new(content, players, fight);
+            assert!(
+                bench.snapshot_bytes() > 0,
+                "the warm-up sent snapshots to the bots"
+            );
+            if fight {
+                assert_eq!(bench.arrivals, players, "every bot entered its arena");
+            }
+            g.throughput(Throughput::Elements(players as u64));
+            g.bench_function(format!("{name}_{players}p"), |b| {
+                b.iter_custom(|ticks| (0..ticks).map(|_| bench.step()).sum())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, worker_tick);
+criterion_main!(benches);
