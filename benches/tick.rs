@@ -4,11 +4,19 @@
 //! acknowledged. The connections are in-memory links that read each snapshot's tick back
 //! as the client's acknowledgement, so no socket or quinn cost is in the figure: this is
 //! the worker's own share, the one the loadtest's minute-to-minute noise cannot resolve.
-//! The production Prometheus recorder is installed, so metric updates cost what they do
-//! in the server.
+//! As in the server, the worker persists through the store worker on an embedded (redb)
+//! store in a temporary directory (characters created at join, dirty marks every tick,
+//! checkpoints every 10 s of game time), and the production Prometheus recorder is
+//! installed, so metric updates cost what they do in the server.
+//!
+//! Two cases, each stationary (every measured tick does the same kind of work): walkers in
+//! the town (the built-in town without its portals), and fighters in an arena with the
+//! crypt's walls and monsters, attacking as they walk (the dead respawn in a gate town
+//! that sends them straight back).
 //!
 //! `cargo bench --bench tick -- --warm-up-time 2 --measurement-time 10`
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +27,10 @@ use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::session::{Registry, ResumeMinter};
 use zonehost::sim::{
-    Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
+    Control, Inbox, Join, Link, LinkError, Outgoing, PersistSettings, Work, Worker, WorkerSettings,
 };
+use zonehost::store::redb::RedbStore;
+use zonehost::store::writer::StoreWorker;
 use zonehost::telemetry::Stats;
 use zonehost_game::{Content, Parties, PlayerInput};
 use zonehost_protocol::datagram::{split_snapshot, BUTTON_ATTACK, MAX_INPUTS_PER_DATAGRAM};
@@ -54,6 +64,14 @@ target = 2
 rect = [10200, 9800, 20000, 10200]
 target = 2
 "#;
+
+/// The built-in town (content/zones/town.toml) without its portals: walkers stay in town,
+/// so every tick of the measurement costs the same.
+fn town() -> Content {
+    let text = include_str!("../content/zones/town.toml");
+    let walled = text.split("[[portals]]").next().unwrap_or(text);
+    Content::from_sources(&[walled]).expect("bench town")
+}
 
 /// The Cold Crypt's layout and monsters (content/zones/crypt.toml) without its portals.
 const ARENA: &str = r#"
@@ -145,6 +163,18 @@ struct Bench {
     fight: bool,
     /// `ZoneEntered` events for the arena read during the warm-up.
     arrivals: usize,
+    /// `Welcome` frames read during the warm-up.
+    welcomed: usize,
+    /// Keeps the store worker (and its thread) alive.
+    _store: StoreWorker,
+    /// The store's directory, removed on drop.
+    dir: PathBuf,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Bench {
@@ -160,13 +190,23 @@ impl Bench {
             7,
         );
         let tick = settings.tick;
+        let dir = std::env::temp_dir().join(format!(
+            "zonehost-tick-bench-{}-{players}-{}",
+            std::process::id(),
+            u8::from(fight)
+        ));
+        std::fs::create_dir_all(&dir).expect("bench store directory");
+        let redb = RedbStore::open(&dir.join("store.redb")).expect("bench store");
+        let store = StoreWorker::spawn(Box::new(redb), &config.store).expect("store worker");
+        let persist = PersistSettings::new(1, config.store.checkpoint_interval());
         let worker = Worker::new(
             settings,
             inbox.clone(),
             Arc::new(Stats::new(1)),
             Arc::new(Registry::new(SecondLogin::Refuse)),
             Arc::new(AtomicBool::new(false)),
-        );
+        )
+        .with_store(store.handle(), persist.for_worker());
         let bots = (0..players)
             .map(|i| {
                 let session = i as u64 + 1;
@@ -198,7 +238,22 @@ impl Bench {
             ticks: 0,
             fight,
             arrivals: 0,
+            welcomed: 0,
+            _store: store,
+            dir,
         };
+        // Characters are created in the store before their `Welcome`: tick in real time
+        // until every bot is in (bounded), then play the warm-up.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while bench.welcomed < players && Instant::now() < deadline {
+            bench.step();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            bench.welcomed, players,
+            "every bot was welcomed within 60 s"
+        );
+        bench.ticks = 0;
         for _ in 0..WARM_UP_TICKS {
             bench.step();
         }
@@ -259,8 +314,12 @@ impl Bench {
                 if let (true, Outgoing::Frame(frame)) = (decode, out) {
                     bot.frames.extend(&frame);
                     while let Ok(Some(msg)) = bot.frames.next_message::<ServerMsg>() {
-                        if matches!(msg, ServerMsg::Event(Event::ZoneEntered { zone: 2, .. })) {
-                            self.arrivals += 1;
+                        match msg {
+                            ServerMsg::Event(Event::ZoneEntered { zone: 2, .. }) => {
+                                self.arrivals += 1
+                            }
+                            ServerMsg::Welcome(_) => self.welcomed += 1,
+                            _ => {}
                         }
                     }
                 }
@@ -298,7 +357,7 @@ fn worker_tick(c: &mut Criterion) {
     g.sample_size(20);
     for players in [100usize, 500] {
         for (name, content, fight) in [
-            ("town_walkers", Content::builtin().expect("content"), false),
+            ("town_walkers", town(), false),
             ("arena_fighters", arena(), true),
         ] {
             let mut bench = Bench::new(content, players, fight);
