@@ -251,7 +251,7 @@ impl Worker {
             }
         }
         tracing::debug!(session, player = %join.player_name, instance = id, "joined");
-        let mut member = Member::new(session, entity, join);
+        let mut member = Member::new(session, entity, *join);
         member.acked_tick = self.ticks as u32;
         member.saved_pos = inst.world.player_pos(entity).unwrap_or_default();
         inst.members.push(member);
@@ -443,7 +443,7 @@ impl Worker {
         let player_id = join.player_id;
         if let Some(m) = self.member_mut(session) {
             m.snapshot_divisor = join.shared.snapshot_divisor();
-            m.join = join;
+            m.join = *join;
             m.detached_at = None;
             m.pending.clear();
             // The new connection's client has no snapshot yet: full states until it
