@@ -195,8 +195,9 @@ impl Bench {
         );
         let tick = settings.tick;
         // On tmpfs where there is one: the bench plays ~50 times faster than real time, so
-        // the store thread writes checkpoints ~50 times as often as in the server, and its
-        // fsyncs beside the measured thread made runs of the same code differ by 15 %.
+        // the store thread writes checkpoints ~50 times as often as in the server; on tmpfs
+        // their fsyncs cost nothing beside the measured thread. (Runs of the same code
+        // still differ by up to 15-25 % on these shared machines, with or without it.)
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() {
             shm.to_path_buf()
