@@ -187,6 +187,8 @@ impl InstanceSnapshots {
             .map(|i| (i64::from(now[i].x_mm), i64::from(now[i].y_mm)));
         let r2 = i64::from(radius_mm).pow(2);
         scratch.order.clear();
+        // `now` is sorted by id, so the interest's ids come out sorted as they are chosen.
+        scratch.ids.clear();
         for (i, e) in now.iter().enumerate() {
             let d2 = origin.map_or(0, |(x, y)| {
                 (i64::from(e.x_mm) - x).pow(2) + (i64::from(e.y_mm) - y).pow(2)
@@ -201,15 +203,14 @@ impl InstanceSnapshots {
                 continue;
             };
             scratch.order.push((rank, i));
+            scratch.ids.push(e.id);
         }
+        debug_assert!(scratch.ids.is_sorted());
         scratch.order.sort_unstable();
         scratch.cur.clear();
         scratch
             .cur
             .extend(scratch.order.iter().map(|&(_, i)| now[i]));
-        scratch.ids.clear();
-        scratch.ids.extend(scratch.cur.iter().map(|e| e.id));
-        scratch.ids.sort_unstable();
         let interest = match self.interests.iter().find(|i| i[..] == scratch.ids[..]) {
             Some(i) => i.clone(),
             None => {
