@@ -74,6 +74,10 @@ after="$(cpu_snapshot "$server_pid")"
 lg_after="$(awk '{print $14 + $15}' "/proc/$loadgen_pid/stat")"
 t1=$(date +%s.%N)
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
+# The anonymous part grows with players; the file-backed part is mostly the binary's text
+# (a fixed cost, shared and reclaimable).
+anon_kb=$(awk '/RssAnon/ {print $2}' "/proc/$server_pid/status")
+file_kb=$(awk '/RssFile/ {print $2}' "/proc/$server_pid/status")
 players_now=$(curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "zonehost_sessions_active" {print $2}')
 status=0
 wait "$loadgen_pid" || status=$?
@@ -83,7 +87,7 @@ echo "server, steady state over $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s (%
 join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v hz="$clk_tck" -v dt="$(echo "$t1 - $t0" | bc)" \
     '{ d = ($3 - $2) / hz / dt * 100; if (d >= 0.5 || $1 == "total") printf "  %-16s %6.1f%%\n", $1, d }' | sort -k2 -n -r
 echo "loadgen, same window: $(echo "($lg_after - $lg_before) / $clk_tck / ($t1 - $t0) * 100" | bc -l | xargs printf '%.1f')% of one core"
-echo "server RSS: $((rss_kb / 1024)) MiB with ${players_now:-?} players ($(( rss_kb / ${players_now:-1} )) KiB per player)"
+echo "server RSS: $((rss_kb / 1024)) MiB with ${players_now:-?} players ($(( rss_kb / ${players_now:-1} )) KiB per player); anonymous $((anon_kb / 1024)) MiB ($(( anon_kb / ${players_now:-1} )) KiB per player), file-backed $((file_kb / 1024)) MiB"
 metrics="$(curl -fs "http://127.0.0.1:$metrics_port/metrics" || true)"
 ticks=$(echo "$metrics" | awk '$1 == "zonehost_ticks_total" {print $2}')
 late=$(echo "$metrics" | awk '$1 == "zonehost_ticks_late_total" {print $2}')

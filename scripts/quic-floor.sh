@@ -34,7 +34,9 @@ s1=$(ticks "$server_pid"); c1=$(ticks "$client_pid"); t1=$(date +%s.%N)
 # Resident memory of the server with every connection up (the whole process, as loadgen's
 # "server RSS per player" divides zonehost's whole RSS by its players).
 rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
+anon_kib=$(awk '/^RssAnon:/ {print $2}' "/proc/$server_pid/status")
+file_kib=$(awk '/^RssFile:/ {print $2}' "/proc/$server_pid/status")
 wait "$client_pid"
 hz="$(getconf CLK_TCK)"
 echo "steady state over $(echo "$t1 - $t0" | bc | xargs printf '%.1f') s: server $(echo "($s1 - $s0) / $hz / ($t1 - $t0) * 100" | bc -l | xargs printf '%.1f')% of one core, client $(echo "($c1 - $c0) / $hz / ($t1 - $t0) * 100" | bc -l | xargs printf '%.1f')%"
-echo "server RSS $(echo "$rss_kib / 1024" | bc -l | xargs printf '%.1f') MiB = $(echo "$rss_kib / $connections" | bc -l | xargs printf '%.1f') KiB per connection"
+echo "server RSS $(echo "$rss_kib / 1024" | bc -l | xargs printf '%.1f') MiB = $(echo "$rss_kib / $connections" | bc -l | xargs printf '%.1f') KiB per connection; anonymous $(echo "$anon_kib / $connections" | bc -l | xargs printf '%.1f') KiB per connection, file-backed $(echo "$file_kib / 1024" | bc -l | xargs printf '%.1f') MiB"
