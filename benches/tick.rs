@@ -12,9 +12,9 @@
 //! Each case is measured warm (ticks back to back) and cold (the caches filled with other
 //! data before each tick, as the network thread and the load generator do in a loadtest).
 //! Two cases, each stationary (every measured tick does the same kind of work): walkers in
-//! the town (the built-in town without its portals), and fighters in an arena with the
-//! crypt's walls and monsters, attacking as they walk (the dead respawn in a gate town
-//! that sends them straight back).
+//! the town (the built-in town without its portals), and fighters in the built-in Cold
+//! Crypt without its portals (its walls and 32 monsters), attacking as they walk (the dead
+//! respawn in a gate town that sends them straight back).
 //!
 //! `cargo bench --bench tick -- --warm-up-time 2 --measurement-time 10`
 
@@ -40,8 +40,8 @@ use zonehost_protocol::frame::FrameDecoder;
 use zonehost_protocol::message::{Event, ServerMsg};
 use zonehost_protocol::MAX_FRAME_LEN;
 
-/// A town whose spawn point is boxed in by portals to the arena: every new player is
-/// moved into its own arena instance within its first steps, whichever way it walks.
+/// A town whose spawn point is boxed in by portals to the crypt (zone 2): every new player
+/// is moved into its own crypt instance within its first steps, whichever way it walks.
 const TOWN: &str = r#"
 id = 1
 name = "Gate"
@@ -67,58 +67,36 @@ rect = [10200, 9800, 20000, 10200]
 target = 2
 "#;
 
+/// A zone's TOML without its `[[portals]]` tables.
+fn without_portals(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_portal = false;
+    for line in text.lines() {
+        if line.starts_with("[[") {
+            in_portal = line.starts_with("[[portals]]");
+        }
+        if !in_portal {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The built-in town (content/zones/town.toml) without its portals: walkers stay in town,
 /// so every tick of the measurement costs the same.
 fn town() -> Content {
-    let text = include_str!("../content/zones/town.toml");
-    let walled = text.split("[[portals]]").next().unwrap_or(text);
-    Content::from_sources(&[walled]).expect("bench town")
+    let town = without_portals(include_str!("../content/zones/town.toml"));
+    Content::from_sources(&[town]).expect("bench town")
 }
 
-/// The Cold Crypt's layout and monsters (content/zones/crypt.toml) without its portals.
-const ARENA: &str = r#"
-id = 2
-name = "Arena"
-width_mm = 60000
-height_mm = 60000
-spawn_mm = [3000, 30000]
-respawn_zone = 1
-walls = [
-  [10000, 0, 11000, 25000],
-  [10000, 35000, 11000, 60000],
-  [30000, 10000, 31000, 50000],
-  [15000, 29000, 26000, 31000],
-  [40000, 28000, 56000, 30000],
-]
-
-[[spawns]]
-kind = "zombie"
-level = [1, 3]
-count = 10
-area = [12000, 2000, 28000, 20000]
-respawn_secs = 60
-
-[[spawns]]
-kind = "skeleton"
-level = [1, 3]
-count = 8
-area = [12000, 40000, 28000, 58000]
-respawn_secs = 60
-
-[[spawns]]
-kind = "skeleton_archer"
-level = [2, 4]
-count = 6
-area = [32000, 5000, 55000, 25000]
-respawn_secs = 60
-
-[[spawns]]
-kind = "zombie"
-level = [2, 4]
-count = 8
-area = [32000, 35000, 55000, 55000]
-respawn_secs = 60
-"#;
+/// The gate town and the Cold Crypt (content/zones/crypt.toml: its walls and 32
+/// monsters) without its portals: fighters stay in the crypt, and the dead come back to
+/// it through the gate.
+fn arena() -> Content {
+    let crypt = without_portals(include_str!("../content/zones/crypt.toml"));
+    Content::from_sources(&[TOWN.to_string(), crypt]).expect("bench content")
+}
 
 /// A client's end of the connection: counts snapshot bytes and remembers the newest
 /// snapshot tick, which the next input acknowledges (every part of a tick arrives here).
@@ -378,10 +356,6 @@ fn evict_caches(buf: &mut [u64]) {
         line[0] = line[0].wrapping_add(1);
     }
     std::hint::black_box(buf);
-}
-
-fn arena() -> Content {
-    Content::from_sources(&[TOWN, ARENA]).expect("bench content")
 }
 
 fn worker_tick(c: &mut Criterion) {
