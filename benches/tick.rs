@@ -42,30 +42,24 @@ use zonehost_protocol::MAX_FRAME_LEN;
 
 /// A town whose spawn point is boxed in by portals to the crypt (zone 2): every new player
 /// is moved into its own crypt instance within its first steps, whichever way it walks.
-const TOWN: &str = r#"
-id = 1
-name = "Gate"
-width_mm = 20000
-height_mm = 20000
-spawn_mm = [10000, 10000]
-town = true
-
-[[portals]]
-rect = [0, 0, 20000, 9800]
-target = 2
-
-[[portals]]
-rect = [0, 10200, 20000, 20000]
-target = 2
-
-[[portals]]
-rect = [0, 9800, 9800, 10200]
-target = 2
-
-[[portals]]
-rect = [10200, 9800, 20000, 10200]
-target = 2
-"#;
+fn gate_town() -> String {
+    let mut town = String::from(
+        "id = 1\nname = \"Gate\"\nwidth_mm = 20000\nheight_mm = 20000\n\
+         spawn_mm = [10000, 10000]\ntown = true\n",
+    );
+    // South, north, west and east of a 400 mm box around the spawn point.
+    for [x0, y0, x1, y1] in [
+        [0, 0, 20000, 9800],
+        [0, 10200, 20000, 20000],
+        [0, 9800, 9800, 10200],
+        [10200, 9800, 20000, 10200],
+    ] {
+        town.push_str(&format!(
+            "\n[[portals]]\nrect = [{x0}, {y0}, {x1}, {y1}]\ntarget = 2\n"
+        ));
+    }
+    town
+}
 
 /// A zone's TOML without its `[[portals]]` tables.
 fn without_portals(text: &str) -> String {
@@ -95,7 +89,7 @@ fn town() -> Content {
 /// it through the gate.
 fn arena() -> Content {
     let crypt = without_portals(include_str!("../content/zones/crypt.toml"));
-    Content::from_sources(&[TOWN.to_string(), crypt]).expect("bench content")
+    Content::from_sources(&[gate_town(), crypt]).expect("bench content")
 }
 
 /// A client's end of the connection: counts snapshot bytes and remembers the newest

@@ -224,6 +224,12 @@ impl Member {
         }
     }
 
+    /// Gives the member a resuming connection's join, and that connection's divisor.
+    fn rejoin(&mut self, join: Join) {
+        self.snapshot_divisor = join.shared.snapshot_divisor();
+        self.join = join;
+    }
+
     /// Sends this connection every `k`-th snapshot: the shared record, which follows the
     /// connection to other workers, and the member's copy, written together.
     fn set_snapshot_divisor(&mut self, k: u16) {

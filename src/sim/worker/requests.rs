@@ -414,39 +414,11 @@ impl Worker {
             if !snapshot_due(ticks, phase, per_snapshot, 1) {
                 continue;
             }
-            let due = |m: &Member| {
-                m.detached_at.is_none()
-                    && snapshot_due(ticks, phase, per_snapshot, m.snapshot_divisor)
-            };
-            if !inst.members.iter().any(due) {
-                continue;
-            }
-            if !sent_any {
-                sent_any = true;
-                self.snapshot_times.sent(tick, Instant::now());
-            }
-            inst.snaps.begin(
-                tick,
-                inst.world.entities().map(|e| EntityState {
-                    id: e.id,
-                    x_mm: e.pos_mm.0,
-                    y_mm: e.pos_mm.1,
-                    vx_cms: (e.vel_mms.0 / 10).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
-                    vy_cms: (e.vel_mms.1 / 10).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
-                    hp: e.hp,
-                    max_hp: e.max_hp,
-                    kind: e.kind.wire_code(),
-                    flags: e.flags,
-                }),
-            );
-            inst.acks.clear();
-            inst.acks.extend(
-                inst.world
-                    .player_acks()
-                    .map(|(entity, last_input)| PlayerAck { entity, last_input }),
-            );
-            let now = Instant::now();
             let zone = inst.world.zone().id;
+            // The tick's state is recorded at the first due member (and when): one pass
+            // over the members, and an instance none of whose clients is due records
+            // nothing.
+            let mut recorded: Option<Instant> = None;
             let mut oldest_baseline = u32::MAX;
             for m in &mut inst.members {
                 if m.detached_at.is_some() {
@@ -457,9 +429,17 @@ impl Worker {
                 if m.reported_tick != 0 {
                     oldest_baseline = oldest_baseline.min(m.reported_tick);
                 }
-                if !due(m) {
+                if !snapshot_due(ticks, phase, per_snapshot, m.snapshot_divisor) {
                     continue;
                 }
+                let recorded_at = *recorded.get_or_insert_with(|| {
+                    if !sent_any {
+                        sent_any = true;
+                        self.snapshot_times.sent(tick, Instant::now());
+                    }
+                    record_snapshot(&mut inst.snaps, &mut inst.acks, &inst.world, tick);
+                    Instant::now()
+                });
                 let encoded = inst.snaps.for_client(
                     &mut self.snapshot_scratch,
                     &mut m.baselines,
@@ -488,9 +468,11 @@ impl Worker {
                     }
                 }
                 if let Some(received) = m.applied_since_snapshot.take() {
-                    self.meters
-                        .input_to_snapshot
-                        .record(now.saturating_duration_since(received).as_secs_f64());
+                    self.meters.input_to_snapshot.record(
+                        recorded_at
+                            .saturating_duration_since(received)
+                            .as_secs_f64(),
+                    );
                 }
                 for d in datagrams {
                     if m.join.conn.displaces_on_send(d.len()) {
@@ -507,7 +489,39 @@ impl Worker {
                     }
                 }
             }
-            inst.snaps.prune(oldest_baseline);
+            if recorded.is_some() {
+                inst.snaps.prune(oldest_baseline);
+            }
         }
     }
+}
+
+/// Records the instance's state at `tick` for this tick's snapshots: every entity in wire
+/// form, and every player's newest applied input.
+fn record_snapshot(
+    snaps: &mut InstanceSnapshots,
+    acks: &mut Vec<PlayerAck>,
+    world: &World,
+    tick: u32,
+) {
+    snaps.begin(
+        tick,
+        world.entities().map(|e| EntityState {
+            id: e.id,
+            x_mm: e.pos_mm.0,
+            y_mm: e.pos_mm.1,
+            vx_cms: (e.vel_mms.0 / 10).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
+            vy_cms: (e.vel_mms.1 / 10).clamp(i16::MIN.into(), i16::MAX.into()) as i16,
+            hp: e.hp,
+            max_hp: e.max_hp,
+            kind: e.kind.wire_code(),
+            flags: e.flags,
+        }),
+    );
+    acks.clear();
+    acks.extend(
+        world
+            .player_acks()
+            .map(|(entity, last_input)| PlayerAck { entity, last_input }),
+    );
 }

@@ -442,8 +442,7 @@ impl Worker {
         }
         let player_id = join.player_id;
         if let Some(m) = self.member_mut(session) {
-            m.snapshot_divisor = join.shared.snapshot_divisor();
-            m.join = *join;
+            m.rejoin(*join);
             m.detached_at = None;
             m.pending.clear();
             // The new connection's client has no snapshot yet: full states until it
