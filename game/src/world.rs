@@ -272,6 +272,10 @@ impl World {
             deferred: Vec::new(),
             stepping: false,
         };
+        // Exactly the template's monsters: a pushed Vec doubles (33 monsters would hold
+        // room for 64), and every instance of the zone keeps its list for its lifetime.
+        w.monsters
+            .reserve_exact(template.spawns.iter().map(|g| g.count as usize).sum());
         for (gi, g) in template.spawns.iter().enumerate() {
             for _ in 0..g.count {
                 let m = w.spawn_monster(gi);
@@ -417,6 +421,11 @@ impl World {
             .portals
             .iter()
             .position(|p| p.area.contains(pos));
+        // Most instances hold one player (solo play): room for exactly one at first,
+        // then the usual doubling (a pushed empty Vec reserves four).
+        if self.players.is_empty() {
+            self.players.reserve_exact(1);
+        }
         self.players.push(Player {
             id,
             player_id: state.player_id,

@@ -177,8 +177,10 @@ async fn reject(
     conn.close(close_code::REJECTED.into(), code.as_str().as_bytes());
 }
 
-/// Runs one connection to its end.
-pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
+/// Takes a connection through its handshake, `Hello`, token and admission (rejecting or
+/// redirecting it when it does not go ahead) and hands its session to the sim.
+async fn admit(incoming: quinn::Incoming, ctx: Arc<ConnContext>) -> Option<Admitted> {
+    let ctx = &*ctx;
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -187,7 +189,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
                 quinn::ConnectionError::TimedOut => HandshakeFailure::Timeout,
                 _ => HandshakeFailure::Error,
             });
-            return;
+            return None;
         }
     };
     let (control, hello) =
@@ -195,21 +197,23 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             Ok(Ok(x)) => x,
             Ok(Err(HelloError::Violation(send))) => {
                 let reason = "the first message must be a valid Hello".to_string();
-                return reject(&ctx, &conn, send, RejectCode::ProtocolViolation, reason).await;
+                reject(ctx, &conn, send, RejectCode::ProtocolViolation, reason).await;
+                return None;
             }
             Ok(Err(HelloError::TokenTooLong(send))) => {
                 let reason = format!("the token is longer than {MAX_TOKEN_LEN} bytes");
-                return reject(&ctx, &conn, send, RejectCode::InvalidToken, reason).await;
+                reject(ctx, &conn, send, RejectCode::InvalidToken, reason).await;
+                return None;
             }
             Ok(Err(HelloError::Lost)) => {
                 ctx.stats.disconnected(DisconnectCause::ConnectionLost);
-                return;
+                return None;
             }
             Err(_) => {
                 ctx.stats.rejected(RejectCode::HelloTimeout);
                 ctx.stats.disconnected(DisconnectCause::Rejected);
                 conn.close(close_code::REJECTED.into(), b"hello_timeout");
-                return;
+                return None;
             }
         };
     if hello.version != u16::from(PROTOCOL_VERSION) {
@@ -217,28 +221,33 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             "server speaks protocol {PROTOCOL_VERSION}, client {}",
             hello.version
         );
-        return reject(
-            &ctx,
+        reject(
+            ctx,
             &conn,
             control.send,
             RejectCode::UnsupportedVersion,
             reason,
         )
         .await;
+        return None;
     }
     if *ctx.draining.borrow() {
-        return reject(
-            &ctx,
+        reject(
+            ctx,
             &conn,
             control.send,
             RejectCode::Draining,
             "server is draining".into(),
         )
         .await;
+        return None;
     }
     let verified = match ctx.auth.verify(&hello.token) {
         Ok(v) => v,
-        Err((code, e)) => return reject(&ctx, &conn, control.send, code, e.to_string()).await,
+        Err((code, e)) => {
+            reject(ctx, &conn, control.send, code, e.to_string()).await;
+            return None;
+        }
     };
     let claims = verified.claims().clone();
     let now_secs = unix_secs();
@@ -250,7 +259,8 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             ReplayError::Replayed => RejectCode::TokenReplayed,
             ReplayError::Full => RejectCode::ServerFull,
         };
-        return reject(&ctx, &conn, control.send, code, e.to_string()).await;
+        reject(ctx, &conn, control.send, code, e.to_string()).await;
+        return None;
     }
     let player_id = claims.player_id();
     let shared = Arc::new(ConnShared::default());
@@ -277,23 +287,26 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
                         address: address.to_string(),
                         ticket: tickets.mint(&claims.player, &target, now_secs),
                     };
-                    return redirect(&ctx, &conn, control.send, r).await;
+                    redirect(ctx, &conn, control.send, r).await;
+                    return None;
                 }
             }
             let session = ctx.next_session();
             let inbox = ctx.sim.least_loaded();
             if let Err(code) = ctx.registry.claim(player_id, session, contact, &inbox) {
                 let reason = format!("player {} already has a live session", claims.player);
-                return reject(&ctx, &conn, control.send, code, reason).await;
+                reject(ctx, &conn, control.send, code, reason).await;
+                return None;
             }
-            if let Err(refusal) = take_lease(&ctx, player_id, session, &claims.player).await {
+            if let Err(refusal) = take_lease(ctx, player_id, session, &claims.player).await {
                 ctx.registry.release(player_id, session);
-                return match refusal {
+                match refusal {
                     Refusal::Reject(code, reason) => {
-                        reject(&ctx, &conn, control.send, code, reason).await
+                        reject(ctx, &conn, control.send, code, reason).await
                     }
-                    Refusal::Redirect(r) => redirect(&ctx, &conn, control.send, r).await,
-                };
+                    Refusal::Redirect(r) => redirect(ctx, &conn, control.send, r).await,
+                }
+                return None;
             }
             (session, inbox, false)
         }
@@ -301,7 +314,8 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
             Ok((session, inbox)) => (session, inbox, true),
             Err(code) => {
                 let reason = format!("no session of {} waits for a resume", claims.player);
-                return reject(&ctx, &conn, control.send, code, reason).await;
+                reject(ctx, &conn, control.send, code, reason).await;
+                return None;
             }
         },
     };
@@ -319,67 +333,127 @@ pub(crate) async fn handle(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
     } else {
         Control::Join(join)
     });
-    let started = Instant::now();
-    let ControlStream {
-        send,
-        recv,
-        decoder,
-    } = control;
-    tokio::spawn(write_loop(send, outbox_rx, conn.clone(), shared.clone()));
-    let now = Instant::now();
-    let violations = Arc::new(Mutex::new(ViolationCounter::new(
-        ctx.max_violations,
-        VIOLATION_WINDOW,
-        now,
-    )));
-    // Datagrams and the control stream are read by two tasks so that each is woken only
-    // by its own traffic: in one `select!` every datagram re-polled the stream read
-    // (a connection lock and a stream lookup per datagram, measured in the profile).
-    let datagrams = tokio::spawn(
-        DatagramPump {
-            ctx: ctx.clone(),
-            conn: conn.clone(),
-            inbox: inbox.clone(),
-            session,
-            shared: shared.clone(),
-            bucket: TokenBucket::new(ctx.datagram_rate.0, ctx.datagram_rate.1, now),
-            violations: violations.clone(),
-        }
-        .run(),
-    );
-    let cause = Pump {
-        ctx: &ctx,
-        conn: &conn,
-        inbox: &inbox,
+    Some(Admitted {
+        conn,
+        control,
+        player: claims.player,
+        player_id,
         session,
+        inbox,
+        shared,
         outbox,
-        shared: &shared,
-        requests: TokenBucket::new(ctx.request_rate.0, ctx.request_rate.1, now),
-        violations,
+        outbox_rx,
+    })
+}
+
+/// A session admitted by [`admit`]: what its pumps need for as long as it lives.
+struct Admitted {
+    conn: quinn::Connection,
+    control: ControlStream,
+    player: String,
+    player_id: u64,
+    session: u64,
+    inbox: Arc<Route>,
+    shared: Arc<ConnShared>,
+    outbox: mpsc::Sender<Outgoing>,
+    outbox_rx: mpsc::Receiver<Outgoing>,
+}
+
+/// Runs one connection to its end.
+///
+/// The handshake and admission run in an allocation of their own ([`admit`], boxed),
+/// freed before the session starts: the connection's task then holds only what the
+/// session's pumps need. (An `async fn` keeps its arguments for its whole life, and a
+/// single state machine is sized for its largest await, the handshake's: its 384-byte
+/// `Incoming` and the `Reject` it may write.)
+pub(crate) fn handle(
+    incoming: quinn::Incoming,
+    ctx: Arc<ConnContext>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let admitting = Box::pin(admit(incoming, ctx.clone()));
+    async move {
+        if let Some(admitted) = admitting.await {
+            admitted.run(ctx).await;
+        }
     }
-    .run(recv, decoder)
-    .await;
-    // The control stream ends with the connection (or closes it), so the datagram
-    // task is finishing too; stop it before the sim hears that the session left.
-    datagrams.abort();
-    let _ = datagrams.await;
-    let lost = matches!(
-        cause,
-        DisconnectCause::IdleTimeout | DisconnectCause::ConnectionLost
-    );
-    if lost && ctx.resume_grace && ctx.registry.detach(player_id, session) {
-        inbox.control(Control::Detach { session });
-    } else {
-        inbox.control(Control::Leave { session });
+}
+
+impl Admitted {
+    /// Runs the admitted session until its connection ends.
+    async fn run(self, ctx: Arc<ConnContext>) {
+        let Admitted {
+            conn,
+            control,
+            player,
+            player_id,
+            session,
+            inbox,
+            shared,
+            outbox,
+            outbox_rx,
+        } = self;
+        let started = Instant::now();
+        let ControlStream {
+            send,
+            recv,
+            decoder,
+        } = control;
+        tokio::spawn(write_loop(send, outbox_rx, conn.clone(), shared.clone()));
+        let now = Instant::now();
+        let violations = Arc::new(Mutex::new(ViolationCounter::new(
+            ctx.max_violations,
+            VIOLATION_WINDOW,
+            now,
+        )));
+        // Datagrams and the control stream are read by two tasks so that each is woken only
+        // by its own traffic: in one `select!` every datagram re-polled the stream read
+        // (a connection lock and a stream lookup per datagram, measured in the profile).
+        let datagrams = tokio::spawn(
+            DatagramPump {
+                ctx: ctx.clone(),
+                conn: conn.clone(),
+                inbox: inbox.clone(),
+                session,
+                shared: shared.clone(),
+                bucket: TokenBucket::new(ctx.datagram_rate.0, ctx.datagram_rate.1, now),
+                violations: violations.clone(),
+            }
+            .run(),
+        );
+        let cause = Pump {
+            ctx: &ctx,
+            conn: &conn,
+            inbox: &inbox,
+            session,
+            outbox,
+            shared: &shared,
+            requests: TokenBucket::new(ctx.request_rate.0, ctx.request_rate.1, now),
+            violations,
+        }
+        .run(recv, decoder)
+        .await;
+        // The control stream ends with the connection (or closes it), so the datagram
+        // task is finishing too; stop it before the sim hears that the session left.
+        datagrams.abort();
+        let _ = datagrams.await;
+        let lost = matches!(
+            cause,
+            DisconnectCause::IdleTimeout | DisconnectCause::ConnectionLost
+        );
+        if lost && ctx.resume_grace && ctx.registry.detach(player_id, session) {
+            inbox.control(Control::Detach { session });
+        } else {
+            inbox.control(Control::Leave { session });
+        }
+        ctx.stats.disconnected(cause);
+        tracing::info!(
+            player = %player,
+            session,
+            cause = cause.as_str(),
+            secs = started.elapsed().as_secs_f32(),
+            "session ended"
+        );
     }
-    ctx.stats.disconnected(cause);
-    tracing::info!(
-        player = %claims.player,
-        session,
-        cause = cause.as_str(),
-        secs = started.elapsed().as_secs_f32(),
-        "session ended"
-    );
 }
 
 /// Why a login does not go ahead.

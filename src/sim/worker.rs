@@ -210,13 +210,15 @@ impl Member {
             session,
             entity,
             join,
-            pending: VecDeque::with_capacity(PENDING_INPUT_TIMES),
+            // Both queues are bounded by their `len` checks and hold a few entries in play:
+            // they grow on demand instead of reserving their bounds (768 bytes a member).
+            pending: VecDeque::new(),
             applied_since_snapshot: None,
             acked_tick: 0,
             reported_tick: 0,
             baselines: ClientBaselines::default(),
             detached_at: None,
-            requests: VecDeque::with_capacity(PENDING_REQUESTS),
+            requests: VecDeque::new(),
             saved_pos: (i32::MIN, i32::MIN),
             migrating: None,
             parked: Vec::new(),
@@ -321,6 +323,15 @@ struct Instance {
 }
 
 impl Instance {
+    /// Adds a member. The first gets room for exactly one (most instances are solo
+    /// play; a pushed empty Vec reserves four members).
+    fn add_member(&mut self, member: Member) {
+        if self.members.is_empty() {
+            self.members.reserve_exact(1);
+        }
+        self.members.push(member);
+    }
+
     /// Takes `session`'s member out of the member list (its entity stays in the world).
     fn take_member(&mut self, session: SessionId) -> Option<Member> {
         let pos = self.members.iter().position(|m| m.session == session)?;
@@ -393,7 +404,9 @@ pub struct Worker {
     stats: Arc<Stats>,
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
-    instances: HashMap<u32, Instance>,
+    /// Boxed: the table keeps a pointer per slot, not a 640-byte instance (its unused
+    /// slots are up to half the table after it doubles).
+    instances: HashMap<u32, Box<Instance>>,
     by_key: HashMap<(u16, InstanceOwner), u32>,
     sessions: HashMap<SessionId, u32>,
     draining: bool,

@@ -812,6 +812,21 @@ fn builtin_monsters_spawn_outside_walls() {
     }
 }
 
+/// Every instance keeps its monster and player lists for its lifetime: they hold exactly
+/// the template's monsters and, in solo play, room for one player (not a doubled Vec).
+#[test]
+fn instance_lists_hold_no_spare_room() {
+    let c = Content::builtin().expect("builtin content");
+    for z in c.zones() {
+        let mut w = World::from_template(z, 1);
+        assert_eq!(w.monsters.capacity(), w.monsters.len(), "zone {}", z.id);
+        w.add_player(7);
+        assert_eq!(w.players.capacity(), 1, "zone {}", z.id);
+        w.add_player(8);
+        assert!(w.players.capacity() >= 2);
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn mutated_zone_never_panics(cut in 0usize..400, junk in "[\\[\\]=0-9a-z\"\n ,-]{0,12}") {

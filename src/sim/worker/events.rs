@@ -392,7 +392,7 @@ impl Worker {
         let world = World::from_template(template, seed);
         self.instances.insert(
             id,
-            Instance {
+            Box::new(Instance {
                 id,
                 key: (zone, owner),
                 world,
@@ -401,7 +401,7 @@ impl Worker {
                 snapshot_phase: id,
                 acks: Vec::new(),
                 ground_stored: HashSet::new(),
-            },
+            }),
         );
         self.by_key.insert((zone, owner), id);
         Stats::gauge_add(&self.stats.instances_live, 1);

@@ -254,7 +254,7 @@ impl Worker {
         let mut member = Member::new(session, entity, *join);
         member.acked_tick = self.ticks as u32;
         member.saved_pos = inst.world.player_pos(entity).unwrap_or_default();
-        inst.members.push(member);
+        inst.add_member(member);
         self.sessions.insert(session, id);
         self.inbox.players.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = self.stats.workers.get(self.settings.index) {
@@ -372,7 +372,7 @@ impl Worker {
             send(&member.join, f);
         }
         self.sessions.insert(member.session, to);
-        dst.members.push(member);
+        dst.add_member(member);
     }
 
     pub(super) fn party_id_of(&self, player_id: u64) -> Option<PartyId> {

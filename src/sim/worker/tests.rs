@@ -216,6 +216,17 @@ fn placer(busy: u32) -> crate::placement::InstancePlacer {
     }
 }
 
+/// A solo player's instance keeps room for exactly one member (instances live as long as
+/// their players; a pushed empty Vec would reserve four).
+#[test]
+fn a_solo_instance_holds_room_for_one_member() {
+    let mut t = Two::new();
+    let _rx = t.join(1, "solo", 0);
+    let (w, inst) = t.instance_of(1).expect("placed");
+    let members = &t.workers[w].instances[&inst].members;
+    assert_eq!((members.len(), members.capacity()), (1, 1));
+}
+
 #[test]
 fn only_new_dungeon_instances_of_solo_players_and_leaders_go_to_a_peer() {
     let mut t = Two::new();
