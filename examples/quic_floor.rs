@@ -166,10 +166,11 @@ async fn server(
     let server_config = zonehost::net::server_config(&config, &identity)?;
     let (socket, _) =
         zonehost::net::bind_udp(listen, config.udp_recv_buffer, config.udp_send_buffer)?;
-    let endpoint = quinn::Endpoint::new(
+    // The server's socket as zonehost serve has it (one datagram per receive buffer).
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server_config),
-        socket,
+        zonehost::net::one_datagram_per_buffer(socket)?,
         Arc::new(quinn::TokioRuntime),
     )?;
     eprintln!("quic_floor server on {listen}, {rate} Hz, {snapshot_bytes} B datagrams");

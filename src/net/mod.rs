@@ -3,6 +3,7 @@
 
 mod acks;
 mod conn;
+mod gro;
 mod junk;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -22,6 +23,7 @@ use crate::telemetry::Stats;
 
 pub use acks::AckConfig;
 pub(crate) use conn::{ClusterContext, ConnContext};
+pub use gro::one_datagram_per_buffer;
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -120,13 +122,13 @@ fn cid_key(secret: &[u8; crate::keys::RESET_KEY_LEN]) -> u64 {
 /// The endpoint's UDP socket for quinn, wrapped so that every datagram is counted and
 /// datagrams that are not QUIC for this endpoint are counted by reason (see `junk.rs`).
 /// `secret` is the one given to [`endpoint_config`].
+/// The socket reads one datagram per buffer (see [`one_datagram_per_buffer`]).
 pub fn counting_socket(
     socket: UdpSocket,
     secret: &[u8; crate::keys::RESET_KEY_LEN],
     stats: Arc<Stats>,
 ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-    use quinn::Runtime;
-    let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+    let inner = gro::one_datagram_per_buffer(socket)?;
     Ok(Arc::new(junk::CountingSocket::new(
         inner,
         cid_key(secret),

@@ -1,0 +1,154 @@
+//! The endpoint's UDP socket with one datagram per receive buffer (UDP GRO off).
+//!
+//! quinn-udp turns generic receive offload on for every socket it wraps, and quinn then
+//! sizes its endpoint's receive buffer for the kernel's largest coalesced read in each
+//! of its batch slots: 64 datagrams × 32 slots × a 1472-byte payload = 3 MB, allocated
+//! up front and touched as reads land (heaptrack at 1000 bots: 3.01 MB, about 3 KiB per
+//! player). GRO only coalesces datagrams of one flow that arrive back to back; a game
+//! server's clients each send one or two datagrams a tick, so there is seldom anything
+//! to coalesce. [`one_datagram_per_buffer`] turns GRO off again on Linux and tells quinn
+//! so, which makes the buffer 47 KB; elsewhere the socket is quinn's as it is.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
+
+/// quinn's socket for `socket`, reading one datagram per buffer where GRO can be turned
+/// off (Linux); as quinn wraps it otherwise, or if the kernel refuses (logged).
+pub fn one_datagram_per_buffer(socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+    // The same socket under a second descriptor: options belong to the socket.
+    #[cfg(target_os = "linux")]
+    let same_socket = socket.try_clone()?;
+    let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+    // After the wrap, which turned GRO on.
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
+        match setsockopt(&same_socket, UdpGroSegment, &false) {
+            Ok(()) => return Ok(Arc::new(NoGro { inner })),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not turn UDP GRO off; quinn keeps its 3 MB receive buffer"
+            ),
+        }
+    }
+    Ok(inner)
+}
+
+/// A quinn socket whose kernel socket has GRO off: it reports one receive segment.
+struct NoGro {
+    inner: Arc<dyn AsyncUdpSocket>,
+}
+
+impl fmt::Debug for NoGro {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoGro").field("inner", &self.inner).finish()
+    }
+}
+
+impl AsyncUdpSocket for NoGro {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        1
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use nix::sys::socket::{getsockopt, sockopt::UdpGroSegment};
+    use quinn::Runtime;
+
+    use super::one_datagram_per_buffer;
+
+    fn bind() -> UdpSocket {
+        let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bound");
+        socket.set_nonblocking(true).expect("nonblocking");
+        socket
+    }
+
+    /// quinn-udp turns GRO on and reports 64 segments; the server's socket has it off,
+    /// reports one, and still receives what is sent to it.
+    #[test]
+    fn the_server_socket_has_gro_off_says_so_and_receives() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let plain = bind();
+            let plain_probe = plain.try_clone().expect("clone");
+            let plain = quinn::TokioRuntime.wrap_udp_socket(plain).expect("wrapped");
+            assert!(getsockopt(&plain_probe, UdpGroSegment).expect("getsockopt"));
+            assert_eq!(plain.max_receive_segments(), 64);
+
+            let server = bind();
+            let probe = server.try_clone().expect("clone");
+            let socket = one_datagram_per_buffer(server).expect("wrapped");
+            assert!(!getsockopt(&probe, UdpGroSegment).expect("getsockopt"));
+            assert_eq!(socket.max_receive_segments(), 1);
+
+            // Three datagrams in a row from one peer arrive as three reads' worth.
+            let to = socket.local_addr().expect("address");
+            let peer = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("peer");
+            for i in 0..3u8 {
+                peer.send_to(&[i; 100], to).expect("sent");
+            }
+            let mut got = Vec::new();
+            let mut storage = vec![[0u8; 1500]; 4];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while got.len() < 3 {
+                assert!(tokio::time::Instant::now() < deadline, "received {got:?}");
+                let mut bufs: Vec<_> = storage
+                    .iter_mut()
+                    .map(|b| std::io::IoSliceMut::new(&mut b[..]))
+                    .collect();
+                let mut meta = vec![quinn::udp::RecvMeta::default(); bufs.len()];
+                let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut meta))
+                    .await
+                    .expect("received");
+                for (m, b) in meta.iter().zip(&bufs).take(n) {
+                    assert_eq!(m.len, 100, "one datagram per buffer");
+                    got.push(b[0]);
+                }
+            }
+            assert_eq!(got, [0, 1, 2]);
+        });
+    }
+}
