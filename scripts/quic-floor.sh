@@ -6,6 +6,7 @@
 #   CONNECTIONS=1000 SECONDS_=30 RATE=60 scripts/quic-floor.sh
 #
 # Only 127.0.0.1 is used (UDP port ${PORT:-24600}). Extra client flags: CLIENT_ARGS, server: SERVER_ARGS.
+# FLOOR_BIN runs that quic_floor binary instead of building this tree's (A/B of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections="${CONNECTIONS:-1000}"
@@ -13,8 +14,12 @@ seconds="${SECONDS_:-30}"
 ramp="${RAMP_UP:-10}"
 rate="${RATE:-60}"
 port="${PORT:-24600}"
-cargo build --release --locked --example quic_floor >&2
-bin=target/release/examples/quic_floor
+if [ -n "${FLOOR_BIN:-}" ]; then
+    bin="$FLOOR_BIN"
+else
+    cargo build --release --locked --example quic_floor >&2
+    bin=target/release/examples/quic_floor
+fi
 data="$(mktemp -d)"
 server_pid=""
 trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$data"' EXIT

@@ -1,13 +1,16 @@
-//! The endpoint's UDP socket with one datagram per receive buffer (UDP GRO off).
+//! The server's UDP socket with one datagram per receive buffer (UDP GRO off).
 //!
-//! quinn-udp turns generic receive offload on for every socket it wraps, and quinn then
-//! sizes its endpoint's receive buffer for the kernel's largest coalesced read in each
-//! of its batch slots: 64 datagrams × 32 slots × a 1472-byte payload = 3 MB, allocated
-//! up front and touched as reads land (heaptrack at 1000 bots: 3.01 MB, about 3 KiB per
-//! player). GRO only coalesces datagrams of one flow that arrive back to back; a game
-//! server's clients each send one or two datagrams a tick, so there is seldom anything
-//! to coalesce. [`one_datagram_per_buffer`] turns GRO off again on Linux and tells quinn
-//! so, which makes the buffer 47 KB; elsewhere the socket is quinn's as it is.
+//! quinn-udp turns generic receive offload on for every socket it wraps, so the kernel
+//! may hand quinn several datagrams of one flow in one buffer, and quinn sizes its
+//! endpoint's receive buffer for the largest such read in each of its batch slots
+//! (64 datagrams × 32 slots × a 1472-byte payload = 3 MB of address space; only the
+//! pages reads land on become resident, so the RSS barely changes). A game server's
+//! clients each send one or two datagrams a tick, so there is seldom anything to
+//! coalesce, and with GRO off the server and its load generator both spent less CPU:
+//! four alternated pairs of 1000-bot runs in two sittings (docs/performance.md, "Memory
+//! per player and UDP GRO"), server 76.3 % of a core against 81.8 % with GRO on, loadgen
+//! 76.8 % against 81.6 %. [`one_datagram_per_buffer`] turns GRO off again on Linux and
+//! tells quinn so; elsewhere the socket is quinn's as it is.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -21,7 +24,7 @@ use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
 
 /// quinn's socket for `socket`, reading one datagram per buffer where GRO can be turned
 /// off (Linux); as quinn wraps it otherwise, or if the kernel refuses (logged).
-pub fn one_datagram_per_buffer(socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+pub(crate) fn one_datagram_per_buffer(socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
     // The same socket under a second descriptor: options belong to the socket.
     #[cfg(target_os = "linux")]
     let same_socket = socket.try_clone()?;

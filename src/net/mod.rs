@@ -23,7 +23,6 @@ use crate::telemetry::Stats;
 
 pub use acks::AckConfig;
 pub(crate) use conn::{ClusterContext, ConnContext};
-pub use gro::one_datagram_per_buffer;
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +120,8 @@ fn cid_key(secret: &[u8; crate::keys::RESET_KEY_LEN]) -> u64 {
 
 /// The endpoint's UDP socket for quinn, wrapped so that every datagram is counted and
 /// datagrams that are not QUIC for this endpoint are counted by reason (see `junk.rs`).
-/// `secret` is the one given to [`endpoint_config`].
-/// The socket reads one datagram per buffer (see [`one_datagram_per_buffer`]).
+/// `secret` is the one given to [`endpoint_config`]. The socket reads one datagram per
+/// buffer (UDP GRO off, see `gro.rs`).
 pub fn counting_socket(
     socket: UdpSocket,
     secret: &[u8; crate::keys::RESET_KEY_LEN],
