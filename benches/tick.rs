@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::session::{Registry, ResumeMinter};
+use zonehost::sim::{outbox, OutboxReceiver};
 use zonehost::sim::{
     Control, Inbox, Join, Link, LinkError, Outgoing, PersistSettings, Work, Worker, WorkerSettings,
 };
@@ -117,7 +117,7 @@ impl Link for BotLink {
 struct Bot {
     session: u64,
     link: Arc<BotLink>,
-    outbox: mpsc::Receiver<Outgoing>,
+    outbox: OutboxReceiver,
     frames: FrameDecoder,
     seq: u32,
 }
@@ -197,7 +197,7 @@ impl Bench {
             .map(|i| {
                 let session = i as u64 + 1;
                 let link = Arc::new(BotLink::default());
-                let (tx, rx) = mpsc::channel(config.outbox_capacity);
+                let (tx, rx) = outbox(config.outbox_capacity);
                 inbox.control(Control::Join(Box::new(Join {
                     session,
                     player_id: 1_000_000 + session,

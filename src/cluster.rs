@@ -34,13 +34,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::mpsc;
 use zonehost_protocol::frame::encode_frame;
 use zonehost_protocol::message::{close_code, Goaway, Redirect, ServerMsg};
 use zonehost_protocol::token::{sign, Claims, KeySet, CLAIMS_VERSION};
 
 pub use crate::config::ClusterConfig;
-use crate::link::{ConnShared, Link, Outgoing, SessionId};
+use crate::link::{ConnShared, Link, Outbox, Outgoing, SessionId};
 use crate::session::Registry;
 pub use crate::session::{ticket_audience, TICKET_AUDIENCE_PREFIX, TICKET_KEY_ID, TICKET_TTL_SECS};
 pub use crate::sim::ports::Handoff;
@@ -647,7 +646,7 @@ pub fn redirect_to(
 /// (disconnect cause `cause`), or at once when the frame cannot be queued (outbox full or
 /// gone). Returns whether the frame was queued.
 pub fn send_last_frame(
-    outbox: &mpsc::Sender<Outgoing>,
+    outbox: &Outbox,
     shared: &ConnShared,
     conn: &dyn Link,
     msg: &ServerMsg,

@@ -10,9 +10,8 @@ use zonehost_protocol::message::{close_code, RejectCode};
 use zonehost_protocol::token::{parse, sign, Claims, KeySet, TokenError, CLAIMS_VERSION};
 
 use crate::config::SecondLogin;
-use tokio::sync::mpsc;
 
-use crate::link::{ConnShared, Link, Outgoing, SessionId};
+use crate::link::{ConnShared, Link, Outbox, SessionId};
 use crate::sim::{Control, IntoRoute, Route};
 use crate::telemetry::DisconnectCause;
 
@@ -181,7 +180,7 @@ pub struct Contact {
     /// Close bookkeeping.
     pub shared: Arc<ConnShared>,
     /// Reliable outbox (events to this player from anywhere, e.g. party invites).
-    pub outbox: mpsc::Sender<Outgoing>,
+    pub outbox: Outbox,
 }
 
 #[derive(Debug)]

@@ -611,7 +611,7 @@ fn a_failed_final_checkpoint_is_retried_not_dropped() {
 
     let name = "persist-flaky";
     let pid = player_id(name);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (tx, mut rx) = zonehost::sim::outbox(64);
     let link = Arc::new(NoLink);
     let shared = Arc::new(ConnShared::default());
     registry

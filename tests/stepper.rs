@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use zonehost::config::{Config, SecondLogin};
 use zonehost::session::{Contact, Registry, ResumeMinter};
+use zonehost::sim::{outbox, OutboxReceiver};
 use zonehost::sim::{
     ConnShared, Control, Inbox, Join, Link, LinkError, Outgoing, Work, Worker, WorkerSettings,
 };
@@ -60,7 +60,7 @@ struct Player {
     session: u64,
     client: ClientSession,
     link: Arc<MemLink>,
-    outbox: mpsc::Receiver<Outgoing>,
+    outbox: OutboxReceiver,
 }
 
 impl Harness {
@@ -99,7 +99,7 @@ impl Harness {
     /// Joins a player and delivers its `Welcome` to its client session.
     fn join(&mut self, session: u64) -> Player {
         let link = Arc::new(MemLink::default());
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = outbox(256);
         let name = format!("p{session}");
         let shared = Arc::new(ConnShared::default());
         let contact = Contact {
@@ -328,7 +328,7 @@ fn drain_sends_goaway_and_refuses_new_joins() {
         0
     );
     let link = Arc::new(MemLink::default());
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = outbox(4);
     h.inbox.control(Control::Join(Box::new(Join {
         session: 9,
         player_id: 9,

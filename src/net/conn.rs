@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use zonehost_protocol::datagram::InputDatagram;
 use zonehost_protocol::frame::{encode_frame, FrameDecoder};
 use zonehost_protocol::message::{
@@ -19,7 +19,9 @@ use crate::cluster::AcquireError;
 use crate::limits::{ReplayError, ReplayGuard, TokenBucket, ViolationCounter};
 use crate::session::{unix_secs, Authenticator, Contact, Registry, Verified};
 
-use crate::sim::{ConnShared, Control, Join, Link, Outgoing, Route, Sim, Work};
+use crate::sim::{
+    outbox, ConnShared, Control, Join, Link, Outbox, OutboxReceiver, Outgoing, Route, Sim, Work,
+};
 use crate::telemetry::{DisconnectCause, DropCause, HandshakeFailure, Stats};
 
 /// What connection tasks need in cluster mode (all empty otherwise).
@@ -265,7 +267,7 @@ async fn admit(incoming: quinn::Incoming, ctx: Arc<ConnContext>) -> Option<Admit
     let player_id = claims.player_id();
     let shared = Arc::new(ConnShared::default());
     let link: Arc<dyn Link> = Arc::new(conn.clone());
-    let (outbox, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
+    let (outbox, outbox_rx) = outbox(ctx.outbox_capacity);
     let contact = Contact {
         name: claims.player.clone(),
         conn: link.clone(),
@@ -355,8 +357,8 @@ struct Admitted {
     session: u64,
     inbox: Arc<Route>,
     shared: Arc<ConnShared>,
-    outbox: mpsc::Sender<Outgoing>,
-    outbox_rx: mpsc::Receiver<Outgoing>,
+    outbox: Outbox,
+    outbox_rx: OutboxReceiver,
 }
 
 /// Runs one connection to its end.
@@ -540,7 +542,7 @@ struct Pump<'a> {
     conn: &'a quinn::Connection,
     inbox: &'a Arc<Route>,
     session: u64,
-    outbox: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
     shared: &'a Arc<ConnShared>,
     requests: TokenBucket,
     violations: Arc<Mutex<ViolationCounter>>,
@@ -743,7 +745,7 @@ impl Pump<'_> {
 /// Writes the session's outbox to the control stream until it closes.
 async fn write_loop(
     mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: OutboxReceiver,
     conn: quinn::Connection,
     shared: Arc<ConnShared>,
 ) {

@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
-use tokio::sync::mpsc;
 use zonehost_game::PlayerInput;
 use zonehost_protocol::datagram::{InputDatagram, MAX_INPUTS_PER_DATAGRAM};
 use zonehost_protocol::message::Request;
 
-pub use crate::link::{ConnShared, Link, LinkError, Outgoing, SessionId};
+pub use crate::link::{
+    outbox, ConnShared, Link, LinkError, Outbox, OutboxReceiver, Outgoing, SessionId,
+};
 pub use persist::PersistSettings;
 pub use pool::{Sim, SpawnError};
 pub use worker::{Migrant, Worker, WorkerSettings};
@@ -47,7 +48,7 @@ pub struct Join {
     /// The connection (snapshots are sent on it directly).
     pub conn: Arc<dyn Link>,
     /// The session's reliable outbox.
-    pub outbox: mpsc::Sender<Outgoing>,
+    pub outbox: Outbox,
     /// Shared close bookkeeping.
     pub shared: Arc<ConnShared>,
 }

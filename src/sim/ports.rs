@@ -8,10 +8,9 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use zonehost_protocol::message::Request;
 
-use crate::link::{ConnShared, Link, Outgoing, SessionId};
+use crate::link::{ConnShared, Link, Outbox, SessionId};
 
 /// What a sim worker hands the directory.
 #[derive(Debug)]
@@ -75,7 +74,7 @@ pub struct Handoff {
     /// The connection (closed if the `Redirect` cannot be queued).
     pub conn: Arc<dyn Link>,
     /// The session's reliable outbox (the `Redirect` goes last on it).
-    pub outbox: mpsc::Sender<Outgoing>,
+    pub outbox: Outbox,
     /// Close bookkeeping of the connection.
     pub shared: Arc<ConnShared>,
     /// The player's party on this server when it was handed off: a party's members are

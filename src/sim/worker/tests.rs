@@ -1,8 +1,7 @@
 use super::*;
 use crate::config::SecondLogin;
 use crate::session::Contact;
-use crate::sim::{ConnShared, Link, LinkError, Route};
-use tokio::sync::mpsc;
+use crate::sim::{outbox, ConnShared, Link, LinkError, OutboxReceiver, Route};
 use zonehost_game::PlayerInput;
 use zonehost_protocol::datagram::MAX_INPUTS_PER_DATAGRAM;
 use zonehost_protocol::frame::FrameDecoder;
@@ -114,8 +113,8 @@ impl Two {
     }
 
     /// Joins `name` on worker `on`; returns its session's route and its outbox.
-    fn join(&mut self, session: u64, name: &str, on: usize) -> mpsc::Receiver<Outgoing> {
-        let (tx, rx) = mpsc::channel(256);
+    fn join(&mut self, session: u64, name: &str, on: usize) -> OutboxReceiver {
+        let (tx, rx) = outbox(256);
         let shared = Arc::new(ConnShared::default());
         let link: Arc<dyn Link> = Arc::new(NoLink);
         let route = Route::new(self.inboxes.clone(), on);
@@ -168,7 +167,7 @@ impl Two {
 }
 
 /// Every server message queued on `rx` so far.
-fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMsg> {
+fn drain(rx: &mut OutboxReceiver) -> Vec<ServerMsg> {
     let mut out = Vec::new();
     let mut decoder = FrameDecoder::new(zonehost_protocol::MAX_FRAME_LEN);
     while let Ok(o) = rx.try_recv() {
@@ -577,12 +576,7 @@ impl Two {
 
     /// Joins `name` on `worker` and ticks until the store has loaded it and it is
     /// admitted (at most 10 s).
-    fn join_loaded(
-        &mut self,
-        session: SessionId,
-        name: &str,
-        worker: usize,
-    ) -> mpsc::Receiver<Outgoing> {
+    fn join_loaded(&mut self, session: SessionId, name: &str, worker: usize) -> OutboxReceiver {
         let rx = self.join(session, name, worker);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.instance_of(session).is_none() {
@@ -648,7 +642,7 @@ fn snapshots_move_onto_the_ticks_the_inputs_arrive_on() {
     let inbox = Arc::new(Inbox::new(64));
     let mut w = shared.worker(0, inbox.clone());
     let link = Arc::new(CountingLink::default());
-    let (tx, _rx) = mpsc::channel(256);
+    let (tx, _rx) = outbox(256);
     inbox.control(Control::Join(Box::new(Join {
         session: 1,
         player_id: player_id("phased"),
