@@ -10,21 +10,21 @@
 //! four alternated pairs of 1000-bot runs in two sittings (docs/performance.md, "Memory
 //! per player and UDP GRO"), server 76.3 % of a core against 81.8 % with GRO on, loadgen
 //! 76.8 % against 81.6 %. [`one_datagram_per_buffer`] turns GRO off again on Linux and
-//! tells quinn so; elsewhere the socket is quinn's as it is.
+//! tells quinn so (through the counting socket, `junk.rs`); elsewhere the socket is
+//! quinn's as it is.
 
-use std::fmt;
-use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
-use std::pin::Pin;
+use std::io;
+use std::net::UdpSocket;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
+use quinn::{AsyncUdpSocket, Runtime};
 
-/// quinn's socket for `socket`, reading one datagram per buffer where GRO can be turned
-/// off (Linux); as quinn wraps it otherwise, or if the kernel refuses (logged).
-pub(crate) fn one_datagram_per_buffer(socket: UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+/// quinn's socket for `socket` and the datagrams one receive buffer may hold, to report
+/// to quinn: 1 where GRO could be turned off (Linux), else what quinn-udp found (also
+/// when the kernel refuses, which is logged).
+pub(crate) fn one_datagram_per_buffer(
+    socket: UdpSocket,
+) -> io::Result<(Arc<dyn AsyncUdpSocket>, usize)> {
     // The same socket under a second descriptor: options belong to the socket.
     #[cfg(target_os = "linux")]
     let same_socket = socket.try_clone()?;
@@ -34,60 +34,15 @@ pub(crate) fn one_datagram_per_buffer(socket: UdpSocket) -> io::Result<Arc<dyn A
     {
         use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
         match setsockopt(&same_socket, UdpGroSegment, &false) {
-            Ok(()) => return Ok(Arc::new(NoGro { inner })),
+            Ok(()) => return Ok((inner, 1)),
             Err(e) => tracing::warn!(
                 error = %e,
                 "could not turn UDP GRO off; quinn keeps its 3 MB receive buffer"
             ),
         }
     }
-    Ok(inner)
-}
-
-/// A quinn socket whose kernel socket has GRO off: it reports one receive segment.
-struct NoGro {
-    inner: Arc<dyn AsyncUdpSocket>,
-}
-
-impl fmt::Debug for NoGro {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoGro").field("inner", &self.inner).finish()
-    }
-}
-
-impl AsyncUdpSocket for NoGro {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
-    }
-
-    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
-        self.inner.try_send(transmit)
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        1
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
-    }
+    let segments = inner.max_receive_segments();
+    Ok((inner, segments))
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -123,9 +78,9 @@ mod tests {
 
             let server = bind();
             let probe = server.try_clone().expect("clone");
-            let socket = one_datagram_per_buffer(server).expect("wrapped");
+            let (socket, segments) = one_datagram_per_buffer(server).expect("wrapped");
             assert!(!getsockopt(&probe, UdpGroSegment).expect("getsockopt"));
-            assert_eq!(socket.max_receive_segments(), 1);
+            assert_eq!(segments, 1);
 
             // Three datagrams in a row from one peer arrive as three reads' worth.
             let to = socket.local_addr().expect("address");
@@ -152,6 +107,13 @@ mod tests {
                 }
             }
             assert_eq!(got, [0, 1, 2]);
+
+            // The server's endpoint socket tells quinn so.
+            let stats = std::sync::Arc::new(crate::telemetry::Stats::new(1));
+            let counting =
+                crate::net::counting_socket(bind(), &[3; crate::keys::RESET_KEY_LEN], stats)
+                    .expect("counting socket");
+            assert_eq!(counting.max_receive_segments(), 1);
         });
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct CountingSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     cids: HashedConnectionIdGenerator,
     stats: Arc<Stats>,
+    /// Datagrams one receive buffer may hold (GRO), as reported to quinn.
+    receive_segments: usize,
 }
 
 impl fmt::Debug for CountingSocket {
@@ -85,12 +87,20 @@ impl fmt::Debug for CountingSocket {
 }
 
 impl CountingSocket {
-    /// Wraps `inner`; `cid_key` is the key the endpoint's connection id generator uses.
-    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, cid_key: u64, stats: Arc<Stats>) -> Self {
+    /// Wraps `inner`; `cid_key` is the key the endpoint's connection id generator uses;
+    /// `receive_segments` is how many datagrams the kernel may put in one buffer (1 with
+    /// GRO off, see `gro.rs`): quinn sizes its receive buffer by it.
+    pub(crate) fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        cid_key: u64,
+        stats: Arc<Stats>,
+        receive_segments: usize,
+    ) -> Self {
         Self {
             inner,
             cids: HashedConnectionIdGenerator::from_key(cid_key),
             stats,
+            receive_segments: receive_segments.max(1),
         }
     }
 
@@ -156,7 +166,7 @@ impl AsyncUdpSocket for CountingSocket {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        self.receive_segments
     }
 
     fn may_fragment(&self) -> bool {

@@ -127,11 +127,12 @@ pub fn counting_socket(
     secret: &[u8; crate::keys::RESET_KEY_LEN],
     stats: Arc<Stats>,
 ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-    let inner = gro::one_datagram_per_buffer(socket)?;
+    let (inner, receive_segments) = gro::one_datagram_per_buffer(socket)?;
     Ok(Arc::new(junk::CountingSocket::new(
         inner,
         cid_key(secret),
         stats,
+        receive_segments,
     )))
 }
 
