@@ -62,7 +62,8 @@ mod tests {
     }
 
     /// quinn-udp turns GRO on and reports 64 segments; the server's socket has it off,
-    /// reports one, and still receives what is sent to it.
+    /// reports one, and still receives what is sent to it (the counting socket passes
+    /// the one on to quinn: `net::tests`).
     #[test]
     fn the_server_socket_has_gro_off_says_so_and_receives() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -107,13 +108,6 @@ mod tests {
                 }
             }
             assert_eq!(got, [0, 1, 2]);
-
-            // The server's endpoint socket tells quinn so.
-            let stats = std::sync::Arc::new(crate::telemetry::Stats::new(1));
-            let counting =
-                crate::net::counting_socket(bind(), &[3; crate::keys::RESET_KEY_LEN], stats)
-                    .expect("counting socket");
-            assert_eq!(counting.max_receive_segments(), 1);
         });
     }
 }

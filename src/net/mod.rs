@@ -285,6 +285,26 @@ mod tests {
     use crate::config::Config;
     use crate::link::{Link, LinkError};
 
+    /// The endpoint's socket tells quinn one datagram fits a receive buffer (GRO off,
+    /// `gro.rs`), so quinn sizes its buffer for one, not 64.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_counting_socket_reports_one_receive_segment() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .expect("bound");
+            socket.set_nonblocking(true).expect("nonblocking");
+            let stats = std::sync::Arc::new(crate::telemetry::Stats::new(1));
+            let counting = super::counting_socket(socket, &[3; crate::keys::RESET_KEY_LEN], stats)
+                .expect("counting socket");
+            assert_eq!(counting.max_receive_segments(), 1);
+        });
+    }
+
     #[test]
     fn a_quinn_link_foresees_which_datagrams_displace_older_ones() {
         let runtime = tokio::runtime::Builder::new_current_thread()
