@@ -9,7 +9,8 @@
 //! coalesce, and with GRO off the server and its load generator both spent less CPU:
 //! four alternated pairs of 1000-bot runs in two sittings (docs/performance.md, "Memory
 //! per player and UDP GRO"), server 76.3 % of a core against 81.8 % with GRO on, loadgen
-//! 76.8 % against 81.6 %. [`one_datagram_per_buffer`] turns GRO off again on Linux and
+//! 76.8 % against 81.6 % (a fifth pair, under perf, went the other way; the effect is of
+//! the size of that machine's run-to-run spread). [`one_datagram_per_buffer`] turns GRO off again on Linux and
 //! tells quinn so (through the counting socket, `junk.rs`); elsewhere the socket is
 //! quinn's as it is.
 
