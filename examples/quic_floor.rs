@@ -2,7 +2,8 @@
 //! and `loadgen`, with no game at all, to tell what the machine itself allows.
 //!
 //! The server accepts connections with zonehost's own quinn/rustls configuration and UDP
-//! socket buffers (quinn's socket otherwise: GRO stays on, see `server`); every connection's datagrams are read into an atomic "newest sequence
+//! socket buffers (quinn's socket otherwise: GRO stays on, see `server`); every
+//! connection's datagrams are read into an atomic "newest sequence
 //! seen", and one task, at `--rate` Hz, sends every connection one datagram of
 //! `--snapshot-bytes` carrying that sequence (the shape of a snapshot acking an input).
 //! The client opens `--connections` connections spread over `--sockets` UDP sockets with
